@@ -1,0 +1,16 @@
+"""hope: exact high-order Taylor expansions of PyTorch networks.
+
+    from hope_engine import expand
+    p = expand(model, x0, order=6)   # every mixed partial up to order 6, exact to rounding
+"""
+
+from .basis import Basis, make_basis
+from .errors import ExpansionError, KinkWarning, MemoryBudgetError, TrainingModeWarning, UnsupportedOperationError
+from .expand import expand
+from .polynomial import TaylorPolynomial, Term
+
+__all__ = [
+    "Basis", "ExpansionError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term", "TrainingModeWarning",
+    "UnsupportedOperationError", "expand", "make_basis",
+]
+__version__ = "0.1.0"

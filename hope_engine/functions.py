@@ -1,0 +1,104 @@
+"""Elementwise functions of jets: analytic ones by degree-by-degree recurrences, piecewise ones by branch.
+
+For analytic f with f' expressible through f (or through cheap jets), the Euler operator E = sum_i t_i d/dt_i gives
+[f(u)]_d = [f'(u) E u]_d / d, which needs f'(u) only below degree d: about one product's work per function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import series
+from .series import Jet
+
+
+def _new(u: Jet, c: torch.Tensor) -> Jet:
+    return Jet(c, u.basis)
+
+
+def exp(u: Jet) -> Jet:
+    return _new(u, series.exp_coefficients(u.c, u.basis))
+
+
+def expm1(u: Jet) -> Jet:
+    c = series.exp_coefficients(u.c, u.basis)
+    c[0] = torch.expm1(u.c[0])
+    return _new(u, c)
+
+
+def sin(u: Jet) -> Jet:
+    return _new(u, series.sin_cos_coefficients(u.c, u.basis)[0])
+
+
+def cos(u: Jet) -> Jet:
+    return _new(u, series.sin_cos_coefficients(u.c, u.basis)[1])
+
+
+def tanh(u: Jet) -> Jet:
+    """tanh' = 1 - tanh^2."""
+    return _new(u, series.riccati_coefficients(u.c, u.basis, torch.tanh(u.c[0]), 1.0, 0.0, -1.0))
+
+
+def sigmoid(u: Jet) -> Jet:
+    """sigmoid' = sigmoid - sigmoid^2."""
+    return _new(u, series.riccati_coefficients(u.c, u.basis, torch.sigmoid(u.c[0]), 0.0, 1.0, -1.0))
+
+
+def log(u: Jet) -> Jet:
+    """y = log u: u E y = E u, so y_d = (u_d - sum_{0<q<d} (q/d) y_q u_{d-q}) / u0."""
+    basis = u.basis
+    y = torch.zeros_like(u.c)
+    u0 = u.c[0]
+    y[0] = torch.log(u0)
+    for d in range(1, basis.order + 1):
+        w = [0.0] + [q / d for q in range(1, d)] + [0.0]
+        y[basis.block(d)] = (u.c[basis.block(d)] - series._degree_terms(y, u.c, basis, d, w)) / u0
+    return _new(u, y)
+
+
+def log1p(u: Jet) -> Jet:
+    out = log(series.add_constant(u, 1.0))
+    out.c[0] = torch.log1p(u.c[0])
+    return out
+
+
+def erf(u: Jet) -> Jet:
+    """erf' = 2/sqrt(pi) exp(-u^2)."""
+    fprime = series.exp_coefficients(-series.mul_coefficients(u.c, u.c, u.basis), u.basis) * (2 / math.sqrt(math.pi))
+    return _new(u, series.integrate(fprime, u.c, torch.erf(u.c[0]), u.basis))
+
+
+def reciprocal(u: Jet) -> Jet:
+    one = torch.zeros_like(u.c[:1])
+    one[0] = 1
+    return _new(u, series.div_coefficients(one, u.c, u.basis))
+
+
+def div(a: Jet, b: Jet) -> Jet:
+    ca, cb = series.aligned(a, b)
+    return _new(a, series.div_coefficients(ca, cb, a.basis))
+
+
+def power(u: Jet, p: float) -> Jet:
+    """u^p: repeated products for integer p >= 0, otherwise the recurrence u E y = p y E u (needs u0 != 0)."""
+    if float(p).is_integer() and p >= 0:
+        return _new(u, series.int_pow_coefficients(u.c, int(p), u.basis))
+    if float(p).is_integer() and p < 0:
+        return power(reciprocal(u), -p)
+    return _new(u, series.pow_coefficients(u.c, float(p), u.basis))
+
+
+def sqrt(u: Jet) -> Jet:
+    return power(u, 0.5)
+
+
+def rsqrt(u: Jet) -> Jet:
+    return power(u, -0.5)
+
+
+def where_value(mask: torch.Tensor, a: Jet, b: Jet) -> Jet:
+    """Elementwise choice by a constant mask, the same for every coefficient."""
+    nd = max(a.ndim, b.ndim, mask.dim())
+    return _new(a, torch.where(mask, series.lift(a.c, nd), series.lift(b.c, nd)))

@@ -1,0 +1,474 @@
+"""The rule table: for each aten op, how it acts on jets.
+
+A rule receives the interpreter context and the op's arguments, where every argument that depends on the expansion
+variables is a ``Jet`` and everything else is a plain value. Families:
+
+- linear in the jet arguments (views, reductions, convolutions with constant weights...): the op applied to every
+  coefficient at once (``torch.vmap`` over the coefficient axis); an affine op's constant part goes to coefficient 0;
+- sums coefficient-wise, products of two jets through the basis' product table;
+- analytic elementwise functions by recurrences (``functions``), piecewise ones by the branch the value takes;
+- non-differentiable ops (comparisons, argmax, rounding) on the value only: their result is a constant.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from . import functions as F
+from . import series
+from .series import Jet
+
+aten = torch.ops.aten
+
+
+@dataclass
+class Context:
+    """What a rule may need besides its arguments: the basis and a record of one-sided (kink) expansions."""
+
+    basis: object
+    kinks: dict = field(default_factory=dict)
+
+    def note_kink(self, what: str, count: int) -> None:
+        if count:
+            self.kinks[what] = self.kinks.get(what, 0) + int(count)
+
+
+Rule = Callable[..., object]
+RULES: dict[object, Rule] = {}
+VALUE_ONLY: set = set()
+
+
+def _packets(*ops):
+    return [getattr(aten, o) if isinstance(o, str) else o for o in ops]
+
+
+def register(*ops):
+    def deco(fn):
+        for op in _packets(*ops):
+            RULES[op] = fn
+        return fn
+
+    return deco
+
+
+def is_jet(x) -> bool:
+    return isinstance(x, Jet)
+
+
+def _value(x):
+    """The value (coefficient 0) of a jet, recursively through lists and tuples."""
+    if isinstance(x, Jet):
+        return x.value
+    if isinstance(x, (list, tuple)):
+        return type(x)(_value(e) for e in x)
+    return x
+
+
+def _basis_of(args) -> object:
+    for a in args:
+        if isinstance(a, Jet):
+            return a.basis
+        if isinstance(a, (list, tuple)):
+            b = _basis_of(a)
+            if b is not None:
+                return b
+    return None
+
+
+def _wrap(out, basis):
+    if isinstance(out, torch.Tensor):
+        return Jet(out, basis)
+    if isinstance(out, (list, tuple)):
+        return type(out)(_wrap(o, basis) for o in out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ linear family
+def apply_linear(op, args, kwargs):
+    """op applied to every coefficient: jets (and lists holding jets) are batched over the coefficient axis."""
+    basis = _basis_of(args)
+    in_dims, call_args = [], []
+    for a in args:
+        if isinstance(a, Jet):
+            call_args.append(a.c)
+            in_dims.append(0)
+        elif isinstance(a, (list, tuple)) and any(isinstance(e, Jet) for e in a):
+            ref = next(e for e in a if isinstance(e, Jet)).c
+            call_args.append([e.c if isinstance(e, Jet) else series.constant_jet(
+                torch.as_tensor(e, dtype=ref.dtype, device=ref.device), basis).c for e in a])
+            in_dims.append(0)
+        else:
+            call_args.append(a)
+            in_dims.append(None)
+    out = torch.vmap(lambda *xs: op(*xs, **kwargs), in_dims=tuple(in_dims))(*call_args)
+    return _wrap(out, basis)
+
+
+def linear(ctx, op, *args, **kwargs):
+    return apply_linear(op, args, kwargs)
+
+
+LINEAR_OPS = [
+    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "clone", "contiguous", "alias",
+    "detach", "slice", "select", "unsqueeze", "squeeze", "flatten", "unflatten", "cat", "stack", "sum", "mean",
+    "neg", "flip", "constant_pad_nd", "avg_pool1d", "avg_pool2d", "avg_pool3d", "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "split", "split_with_sizes", "chunk", "unbind", "_to_copy",
+    "roll", "repeat", "narrow", "diagonal", "lift_fresh_copy", "unfold", "index_select", "gather", "index",
+    "pixel_shuffle", "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d",
+    "cumsum", "trace", "tril", "triu", "movedim", "squeeze_copy", "view_copy", "permute_copy", "expand_copy",
+    "t_copy", "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "clone",
+    "_reshape_alias",
+]
+
+
+for _name in LINEAR_OPS:
+    if hasattr(aten, _name):
+        RULES[getattr(aten, _name)] = linear
+
+
+@register("view", "_unsafe_view", "reshape")
+def _view(ctx, op, x, size):
+    return Jet(x.c.reshape(x.c.shape[0], *size), x.basis)
+
+
+@register("mm", "bmm", "matmul")
+def _matmul(ctx, op, a, b):
+    if is_jet(a) and is_jet(b):
+        return series.bilinear(op, a, b)
+    if is_jet(a):
+        return Jet(torch.matmul(a.c, b), a.basis)
+    return Jet(torch.matmul(a, b.c), b.basis)
+
+
+@register("addmm", "baddbmm")
+def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
+    prod = _matmul(ctx, aten.bmm if op.overloadpacket is aten.baddbmm else aten.mm, a, b)
+    if alpha != 1:
+        prod = series.scale(prod, alpha)
+    if is_jet(bias):
+        return series.add(prod, series.scale(bias, beta) if beta != 1 else bias)
+    return series.add_constant(prod, bias * beta if beta != 1 else bias)
+
+
+@register("convolution")
+def _convolution(ctx, op, x, weight, bias, *rest):
+    if is_jet(weight) or is_jet(bias):
+        if is_jet(x) and is_jet(weight):
+            out = series.bilinear(lambda u, w: op(u, w, None, *rest), x, weight)
+        else:
+            out = apply_linear(op, (x, weight, None, *rest), {})
+        if bias is None:
+            return out
+        b = bias if is_jet(bias) else series.constant_jet(bias, out.basis)
+        return series.add(out, Jet(b.c.reshape(b.c.shape[0], -1, *([1] * (weight.dim() - 2))), b.basis))
+    c = x.c
+    m = c.shape[0]
+    batched = c.dim() - 1 == weight.dim()
+    folded = c.reshape(m * c.shape[1], *c.shape[2:]) if batched else c
+    out = op(folded, weight, None, *rest)
+    out = out.reshape(m, c.shape[1], *out.shape[1:]) if batched else out
+    if bias is not None:
+        out[0] += bias.reshape(-1, *([1] * (weight.dim() - 2)))
+    return Jet(out, x.basis)
+
+
+# ---------------------------------------------------------------------------------------------- sums, products
+def _promote(x, basis, like: Jet) -> Jet:
+    return series.as_jet(x, basis, like.c)
+
+
+@register("add")
+def _add(ctx, op, a, b, *, alpha=1):
+    if is_jet(a) and is_jet(b):
+        return series.add(a, series.scale(b, alpha) if alpha != 1 else b)
+    if is_jet(a):
+        return series.add_constant(a, b * alpha if alpha != 1 else b)
+    return series.add_constant(series.scale(b, alpha) if alpha != 1 else b, a)
+
+
+@register("sub")
+def _sub(ctx, op, a, b, *, alpha=1):
+    if is_jet(b):
+        b = series.scale(b, -alpha)
+    else:
+        b = -b * alpha
+    return _add(ctx, op, a, b)
+
+
+@register("rsub")
+def _rsub(ctx, op, a, b, *, alpha=1):
+    return _sub(ctx, op, b, a, alpha=alpha)
+
+
+@register("mul")
+def _mul(ctx, op, a, b):
+    if is_jet(a) and is_jet(b):
+        return series.mul(a, b)
+    return series.scale(a, b) if is_jet(a) else series.scale(b, a)
+
+
+@register("div")
+def _div(ctx, op, a, b, *, rounding_mode=None):
+    if rounding_mode is not None:
+        raise NotImplementedError("div with rounding_mode has no Taylor series (it is piecewise constant)")
+    if not is_jet(b):
+        return series.scale(a, 1 / b) if not isinstance(b, torch.Tensor) else series.scale(a, torch.reciprocal(b))
+    if not is_jet(a):
+        a = series.constant_jet(torch.as_tensor(a, dtype=b.dtype, device=b.device), b.basis)
+    return F.div(a, b)
+
+
+@register("square")
+def _square(ctx, op, x):
+    return series.mul(x, x)
+
+
+@register("where")
+def _where(ctx, op, cond, a, b):
+    if is_jet(cond):
+        cond = cond.value.bool()
+    ref = a if is_jet(a) else b
+    return F.where_value(cond, _promote(a, ref.basis, ref), _promote(b, ref.basis, ref))
+
+
+# ---------------------------------------------------------------------------------------------- analytic functions
+def _unary(fn):
+    def rule(ctx, op, x):
+        return fn(x)
+
+    return rule
+
+
+for _name, _fn in {
+    "exp": F.exp, "expm1": F.expm1, "log": F.log, "log1p": F.log1p, "sin": F.sin, "cos": F.cos,
+    "tanh": F.tanh, "sigmoid": F.sigmoid, "erf": F.erf, "sqrt": F.sqrt, "rsqrt": F.rsqrt,
+    "reciprocal": F.reciprocal,
+}.items():
+    RULES[getattr(aten, _name)] = _unary(_fn)
+
+
+@register("pow")
+def _pow(ctx, op, base, exponent):
+    if is_jet(exponent):
+        # b^e = exp(e log b)
+        log_base = F.log(base) if is_jet(base) else torch.log(torch.as_tensor(base, dtype=exponent.dtype))
+        prod = series.mul(exponent, log_base) if is_jet(log_base) else series.scale(exponent, log_base)
+        return F.exp(prod)
+    if isinstance(exponent, torch.Tensor):
+        if exponent.numel() != 1:
+            raise NotImplementedError("pow with a tensor of different exponents is not supported; use a scalar")
+        exponent = exponent.item()
+    return F.power(base, exponent)
+
+
+@register("_softmax")
+def _softmax(ctx, op, x, dim, half_to_float=False):
+    shift = x.value.amax(dim=dim, keepdim=True)
+    e = F.exp(series.add_constant(x, -shift))
+    s = apply_linear(aten.sum.dim_IntList, (e, [dim], True), {})
+    return F.div(e, s)
+
+
+@register("_log_softmax")
+def _log_softmax(ctx, op, x, dim, half_to_float=False):
+    shift = x.value.amax(dim=dim, keepdim=True)
+    z = series.add_constant(x, -shift)
+    s = apply_linear(aten.sum.dim_IntList, (F.exp(z), [dim], True), {})
+    return series.sub(z, F.log(s))
+
+
+@register("var_mean", "var")
+def _var_mean(ctx, op, x, dim=None, *, correction=1, keepdim=False):
+    dims = list(range(x.ndim)) if dim is None else list(dim)
+    mean = apply_linear(aten.mean.dim, (x, dims, True), {})
+    dev = series.sub(x, mean)
+    count = 1
+    for d in dims:
+        count *= x.shape[d]
+    var = series.scale(apply_linear(aten.sum.dim_IntList, (series.mul(dev, dev), dims, keepdim), {}),
+                       1.0 / max(count - (correction if correction is not None else 1), 0))
+    if op.overloadpacket is aten.var:
+        return var
+    if not keepdim:
+        mean = apply_linear(aten.squeeze.dims, (mean, dims), {})
+    return var, mean
+
+
+# ------------------------------------------------------------------------------------------------- piecewise
+def _kinks(ctx, name, mask):
+    ctx.note_kink(name, int(mask.sum()))
+
+
+def _scale_by_mask(x: Jet, factor: torch.Tensor) -> Jet:
+    return Jet(x.c * factor.to(x.dtype), x.basis)
+
+
+@register("relu")
+def _relu(ctx, op, x):
+    v = x.value
+    _kinks(ctx, "relu", v == 0)
+    return _scale_by_mask(x, v > 0)
+
+
+@register("leaky_relu")
+def _leaky_relu(ctx, op, x, negative_slope=0.01):
+    v = x.value
+    _kinks(ctx, "leaky_relu", v == 0)
+    return _scale_by_mask(x, torch.where(v > 0, 1.0, negative_slope).to(x.dtype))
+
+
+def _clamp_jet(ctx, name, x: Jet, lo, hi) -> Jet:
+    v = x.value
+    inside = torch.ones_like(v, dtype=torch.bool)
+    if lo is not None:
+        inside &= v > lo
+        _kinks(ctx, name, v == lo)
+    if hi is not None:
+        inside &= v < hi
+        _kinks(ctx, name, v == hi)
+    out = x.c * inside.to(x.dtype)
+    out[0] = torch.clamp(v, lo, hi)
+    return Jet(out, x.basis)
+
+
+@register("hardtanh")
+def _hardtanh(ctx, op, x, min_val=-1.0, max_val=1.0):
+    return _clamp_jet(ctx, "hardtanh", x, min_val, max_val)
+
+
+@register("clamp")
+def _clamp(ctx, op, x, min=None, max=None):
+    return _clamp_jet(ctx, "clamp", x, min, max)
+
+
+@register("clamp_min")
+def _clamp_min(ctx, op, x, min):
+    return _clamp_jet(ctx, "clamp", x, min, None)
+
+
+@register("clamp_max")
+def _clamp_max(ctx, op, x, max):
+    return _clamp_jet(ctx, "clamp", x, None, max)
+
+
+@register("abs")
+def _abs(ctx, op, x):
+    v = x.value
+    _kinks(ctx, "abs", v == 0)
+    return _scale_by_mask(x, torch.where(v >= 0, 1.0, -1.0).to(x.dtype))
+
+
+@register("elu")
+def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    v = x.value
+    _kinks(ctx, "elu", v == 0)
+    negative = series.scale(F.expm1(series.scale(x, float(input_scale))), float(alpha) * float(scale))
+    return F.where_value(v > 0, series.scale(x, float(scale)), negative)
+
+
+@register("maximum", "minimum")
+def _maximum(ctx, op, a, b):
+    ref = a if is_jet(a) else b
+    a, b = _promote(a, ref.basis, ref), _promote(b, ref.basis, ref)
+    va, vb = a.value, b.value
+    _kinks(ctx, op.overloadpacket.__name__, va == vb)
+    pick_a = va > vb if op.overloadpacket is aten.maximum else va < vb
+    return F.where_value(pick_a, a, b)
+
+
+def _gather_flat(x: Jet, idx: torch.Tensor, ndim_pooled: int) -> Jet:
+    """Select coefficients at flat spatial indices (as max pooling returns them) over the last ``ndim_pooled`` dims."""
+    c = x.c
+    m = c.shape[0]
+    flat = c.reshape(m, *c.shape[1:c.dim() - ndim_pooled], -1)
+    idx_flat = idx.reshape(*idx.shape[:idx.dim() - ndim_pooled], -1)
+    out = flat.gather(-1, idx_flat.unsqueeze(0).expand(m, *idx_flat.shape))
+    return Jet(out.reshape(m, *idx.shape), x.basis)
+
+
+def _pool_ties(v: torch.Tensor, out: torch.Tensor, idx: torch.Tensor, ndim_pooled: int, op, args) -> int:
+    """Windows whose maximum is attained twice: mask the chosen entries and pool again."""
+    masked = v.clone().reshape(*v.shape[:v.dim() - ndim_pooled], -1)
+    masked.scatter_(-1, idx.reshape(*idx.shape[:idx.dim() - ndim_pooled], -1), float("-inf"))
+    second = op(masked.reshape(v.shape), *args)[0]
+    return int((second == out).sum())
+
+
+@register("max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices")
+def _max_pool(ctx, op, x, *args):
+    nd = {aten.max_pool1d_with_indices: 1, aten.max_pool2d_with_indices: 2,
+          aten.max_pool3d_with_indices: 3}[op.overloadpacket]
+    v = x.value
+    out, idx = op(v, *args)
+    ctx.note_kink("max_pool", _pool_ties(v, out, idx, nd, op, args))
+    return _gather_flat(x, idx, nd), idx
+
+
+@register("amax", "amin")
+def _amax(ctx, op, x, dim=(), keepdim=False):
+    dims = sorted(d % x.ndim for d in (dim if len(dim) else range(x.ndim)))
+    v = x.value
+    keep = [d for d in range(x.ndim) if d not in dims]
+    perm = keep + dims
+    vp = v.permute(perm).reshape(*[v.shape[d] for d in keep], -1)
+    cp = x.c.permute(0, *[p + 1 for p in perm]).reshape(x.c.shape[0], *vp.shape)
+    pick = vp.argmax(-1, keepdim=True) if op.overloadpacket is aten.amax else vp.argmin(-1, keepdim=True)
+    best = vp.gather(-1, pick)
+    ctx.note_kink(op.overloadpacket.__name__, int(((vp == best).sum(-1) > 1).sum()))
+    out = cp.gather(-1, pick.unsqueeze(0).expand(cp.shape[0], *pick.shape)).squeeze(-1)
+    if keepdim:
+        for d in dims:
+            out = out.unsqueeze(d + 1)
+    return Jet(out, x.basis)
+
+
+@register("max", "min")
+def _max_dim(ctx, op, x, dim=None, keepdim=False):
+    if dim is None:
+        return _amax(ctx, aten.amax.default if op.overloadpacket is aten.max else aten.amin.default, x)
+    v = x.value
+    values, idx = (v.max if op.overloadpacket is aten.max else v.min)(dim, keepdim=True)
+    ctx.note_kink(op.overloadpacket.__name__, int(((v == values).sum(dim) > 1).sum()))
+    d = dim % x.ndim
+    out = x.c.gather(d + 1, idx.unsqueeze(0).expand(x.c.shape[0], *idx.shape))
+    if not keepdim:
+        out, idx = out.squeeze(d + 1), idx.squeeze(d)
+    return Jet(out, x.basis), idx
+
+
+# ----------------------------------------------------------------------------------- value-only (zero series)
+VALUE_ONLY_OPS = [
+    "gt", "lt", "ge", "le", "eq", "ne", "sign", "argmax", "argmin", "isnan", "isinf", "isfinite", "logical_not",
+    "logical_and", "logical_or", "floor", "ceil", "round", "trunc", "zeros_like", "ones_like", "empty_like",
+    "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside", "argsort", "empty_strided", "scalar_tensor",
+]
+for _name in VALUE_ONLY_OPS:
+    if hasattr(aten, _name):
+        VALUE_ONLY.add(getattr(aten, _name))
+
+
+def value_only(ctx, op, *args, **kwargs):
+    return op(*_value(args), **{k: _value(v) for k, v in kwargs.items()})
+
+
+RULES[operator.getitem] = lambda ctx, op, seq, i: seq[i]
+
+
+def lookup(target) -> Rule | None:
+    """The rule for an fx node target (an OpOverload, its packet, or a Python function)."""
+    if target in RULES:
+        return RULES[target]
+    packet = getattr(target, "overloadpacket", None)
+    if packet is not None:
+        if packet in VALUE_ONLY:
+            return value_only
+        return RULES.get(packet)
+    return None
+
+
+def is_value_only(target) -> bool:
+    return getattr(target, "overloadpacket", None) in VALUE_ONLY

@@ -1,0 +1,211 @@
+"""Graph capture (an aten graph via ``make_fx``), the support check, and the interpreter that pushes jets through it.
+
+Graphs are traced with fake tensors (no values), so a cached graph is valid at every point. A model whose Python
+control flow depends on tensor values cannot be traced that way; it is traced with the real point instead and the
+graph is not reused (the branch taken is baked into it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch._decomp import get_decompositions
+from torch.func import functional_call
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from . import rules
+from .errors import UnsupportedOperationError
+from .series import Jet
+
+aten = torch.ops.aten
+
+# Composite ops rewritten into ops the rule table knows (softmax, elu and the piecewise ones keep their own rules).
+DECOMPOSITIONS = get_decompositions([
+    aten.native_layer_norm, aten.native_batch_norm, aten._native_batch_norm_legit_no_training,
+    aten._native_batch_norm_legit, aten._trilinear, aten.mish, aten.silu, aten.softplus, aten.gelu,
+    aten.native_dropout, aten.linear, aten.addcmul, aten.addcdiv, aten.lerp, aten.logsumexp, aten.hardsigmoid,
+    aten.hardswish, aten.celu, aten.logit, aten.xlogy, aten.tanh_backward, aten.native_group_norm,
+    aten.std, aten.std_mean, aten.frac, aten.rsub, aten.softplus, aten.log_sigmoid_forward, aten.glu,
+    aten.prelu, aten.rrelu_with_noise, aten.nan_to_num, aten.cosine_similarity, aten.norm,
+    aten.linalg_vector_norm, aten.binary_cross_entropy, aten.mse_loss, aten.huber_loss, aten.smooth_l1_loss,
+    aten.channel_shuffle, aten.pixel_unshuffle, aten.im2col, aten.col2im, aten.upsample_bilinear2d,
+    aten._upsample_bilinear2d_aa, aten.sinc, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
+    aten.vdot, aten.mv, aten.outer, aten.einsum, aten.tensordot, aten.kron, aten.baddbmm, aten.diag_embed,
+    aten.exp2, aten.log2, aten.log10, aten.sigmoid_backward, aten.elu_backward,
+])
+
+
+@dataclass
+class TracedModel:
+    """An aten graph of the model, its parameter/buffer inputs, and whether it can be reused at other points."""
+
+    graph_module: torch.fx.GraphModule
+    state: dict
+    reusable: bool
+    input_index: int
+
+    def state_values(self) -> list:
+        return list(self.state.values())
+
+
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Trace in eval mode (dropout off, batch norm on running statistics), restoring the model's mode after."""
+    mha_fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel hides the ops we expand through
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+        torch.backends.mha.set_fastpath_enabled(mha_fast)
+
+
+def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
+    if isinstance(model, nn.Module):
+        state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+        def call(state, x):
+            return functional_call(model, state, (x,))
+
+        gm = make_fx(call, tracing_mode=mode, decomposition_table=DECOMPOSITIONS,
+                     _allow_non_fake_inputs=True)(state, x)
+        return TracedModel(gm, state, mode == "fake", input_index=len(state))
+
+    gm = make_fx(model, tracing_mode=mode, decomposition_table=DECOMPOSITIONS, _allow_non_fake_inputs=True)(x)
+    return TracedModel(gm, {}, mode == "fake", input_index=0)
+
+
+def trace(model, x: torch.Tensor) -> TracedModel:
+    """The cached value-free graph for (model, input shape, dtype, device), or a fresh per-point graph."""
+    key = (tuple(x.shape), x.dtype, x.device)
+    try:
+        per_model = _cache.setdefault(model, {})
+    except TypeError:
+        per_model = {}
+    traced = per_model.get(key)
+    if traced is not None:
+        if isinstance(model, nn.Module):
+            traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        return traced
+    with _eval_mode(model), torch.no_grad():
+        try:
+            traced = _make(model, x, "fake")
+        except Exception as fake_error:  # data-dependent control flow: trace at this point, do not reuse
+            try:
+                traced = _make(model, x, "real")
+            except Exception:
+                raise fake_error from None
+    if traced.reusable:
+        per_model[key] = traced
+    return traced
+
+
+def _module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return "<top level>"
+    path, cls = list(stack.values())[-1]
+    cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+    path = path.replace("L['self'].", "").replace("L__self___", "")
+    return f"{path} ({cls_name.split('.')[-1]})"
+
+
+def jet_nodes(traced: TracedModel) -> set:
+    """Nodes whose value depends on the expansion variables (the others are constants)."""
+    placeholders = [n for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
+    depends = {placeholders[traced.input_index]}
+    for node in traced.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if rules.is_value_only(node.target):
+            continue
+        if any(a in depends for a in node.all_input_nodes):
+            depends.add(node)
+    return depends
+
+
+def check_supported(traced: TracedModel) -> None:
+    """Raise one error listing every op that acts on the expansion variables and has no rule, with its module."""
+    depends = jet_nodes(traced)
+    missing: dict[str, set] = {}
+    for node in traced.graph_module.graph.nodes:
+        if node.op == "call_function" and node in depends and rules.lookup(node.target) is None:
+            missing.setdefault(str(node.target), set()).add(_module_path(node))
+    if missing:
+        lines = [f"  {op}  in {', '.join(sorted(paths))}" for op, paths in sorted(missing.items())]
+        raise UnsupportedOperationError(
+            "cannot expand this model: these operations act on the input and have no Taylor rule yet:\n"
+            + "\n".join(lines)
+            + "\nReplace them, or wrap the model so that they act only on constants.",
+            ops=sorted(missing),
+        )
+
+
+def activation_numels(traced: TracedModel) -> list[int]:
+    """Element counts of the jet-carrying intermediate values (from the fake values recorded at trace time)."""
+    depends = jet_nodes(traced)
+    sizes = []
+    for node in traced.graph_module.graph.nodes:
+        if node in depends:
+            val = node.meta.get("val")
+            vals = val if isinstance(val, (list, tuple)) else [val]
+            sizes.append(sum(v.numel() for v in vals if isinstance(v, torch.Tensor)))
+    return sizes
+
+
+def run(traced: TracedModel, input_jet: Jet, ctx: rules.Context):
+    """Push the input jet through the graph; returns the output structure with jets in place of tensors."""
+    graph = traced.graph_module.graph
+    env: dict = {}
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    state = traced.state_values()
+    for i, node in enumerate(placeholders):
+        env[node] = input_jet if i == traced.input_index else state[i]
+    last_use = {}
+    for node in graph.nodes:
+        for a in node.all_input_nodes:
+            last_use[a] = node
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "get_attr":
+            env[node] = getattr(traced.graph_module, node.target)
+            continue
+        if node.op == "output":
+            return torch.fx.node.map_arg(node.args[0], lambda n: env[n])
+        args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if _has_jet(args) or _has_jet(kwargs):
+            rule = rules.lookup(node.target)
+            if node.target is operator.getitem:
+                env[node] = args[0][args[1]]
+            else:
+                env[node] = rule(ctx, node.target, *args, **kwargs)
+        else:
+            env[node] = node.target(*args, **kwargs)
+        for a in node.all_input_nodes:
+            if last_use.get(a) is node and a.op != "placeholder":
+                env.pop(a, None)
+    raise RuntimeError("graph has no output node")
+
+
+def _has_jet(x) -> bool:
+    if isinstance(x, Jet):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_jet(e) for e in x)
+    if isinstance(x, dict):
+        return any(_has_jet(e) for e in x.values())
+    return False
