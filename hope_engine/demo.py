@@ -11,17 +11,7 @@ import torch
 from torch import nn
 
 from . import expand
-
-
-class Sine(nn.Module):
-    """sin(w0 * x), the activation of the paper's function-discovery networks."""
-
-    def __init__(self, w0: float = 1.0):
-        super().__init__()
-        self.w0 = w0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.w0 * x)
+from .models import Sine
 
 
 def default_model(seed: int = 0) -> nn.Module:

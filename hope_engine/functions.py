@@ -71,7 +71,8 @@ def erf(u: Jet) -> Jet:
 
 
 def reciprocal(u: Jet) -> Jet:
-    one = torch.zeros_like(u.c[:1])
+    """1 / u as the quotient of the constant series 1 by u."""
+    one = torch.zeros_like(u.c)
     one[0] = 1
     return _new(u, series.div_coefficients(one, u.c, u.basis))
 
@@ -102,3 +103,98 @@ def where_value(mask: torch.Tensor, a: Jet, b: Jet) -> Jet:
     """Elementwise choice by a constant mask, the same for every coefficient."""
     nd = max(a.ndim, b.ndim, mask.dim())
     return _new(a, torch.where(mask, series.lift(a.c, nd), series.lift(b.c, nd)))
+
+
+# ------------------------------------------------------------------ functions known through their derivative
+def _from_derivative(u: Jet, fprime: Jet, value: torch.Tensor) -> Jet:
+    """f(u) from f'(u) and f(u0): [f(u)]_d = [f'(u) E u]_d / d."""
+    return _new(u, series.integrate(fprime.c, u.c, value, u.basis))
+
+
+def _one_plus_square(u: Jet, sign: float = 1.0, constant: float = 1.0) -> Jet:
+    """constant + sign u^2."""
+    return series.add_constant(series.scale(series.mul(u, u), sign), constant)
+
+
+def sinh(u: Jet) -> Jet:
+    """sinh' = cosh, cosh' = sinh: s_d = [c E u]_d / d, c_d = [s E u]_d / d."""
+    return _new(u, _sinh_cosh(u)[0])
+
+
+def cosh(u: Jet) -> Jet:
+    return _new(u, _sinh_cosh(u)[1])
+
+
+def _sinh_cosh(u: Jet) -> tuple[torch.Tensor, torch.Tensor]:
+    basis = u.basis
+    s, c = torch.zeros_like(u.c), torch.zeros_like(u.c)
+    s[0], c[0] = torch.sinh(u.c[0]), torch.cosh(u.c[0])
+    for d in range(1, basis.order + 1):
+        w = series.euler_weights(d)
+        s_d = series._degree_terms(c, u.c, basis, d, w)
+        c[basis.block(d)] = series._degree_terms(s, u.c, basis, d, w)
+        s[basis.block(d)] = s_d
+    return s, c
+
+
+def tan(u: Jet) -> Jet:
+    """tan' = 1 + tan^2."""
+    return _new(u, series.riccati_coefficients(u.c, u.basis, torch.tan(u.c[0]), 1.0, 0.0, 1.0))
+
+
+def atan(u: Jet) -> Jet:
+    """atan' = 1 / (1 + u^2)."""
+    return _from_derivative(u, reciprocal(_one_plus_square(u)), torch.atan(u.c[0]))
+
+
+def asin(u: Jet) -> Jet:
+    """asin' = (1 - u^2)^(-1/2)."""
+    return _from_derivative(u, power(_one_plus_square(u, -1.0), -0.5), torch.asin(u.c[0]))
+
+
+def acos(u: Jet) -> Jet:
+    """acos' = -(1 - u^2)^(-1/2)."""
+    return _from_derivative(u, series.scale(power(_one_plus_square(u, -1.0), -0.5), -1.0), torch.acos(u.c[0]))
+
+
+def asinh(u: Jet) -> Jet:
+    """asinh' = (1 + u^2)^(-1/2)."""
+    return _from_derivative(u, power(_one_plus_square(u), -0.5), torch.asinh(u.c[0]))
+
+
+def acosh(u: Jet) -> Jet:
+    """acosh' = (u^2 - 1)^(-1/2)."""
+    return _from_derivative(u, power(_one_plus_square(u, 1.0, -1.0), -0.5), torch.acosh(u.c[0]))
+
+
+def atanh(u: Jet) -> Jet:
+    """atanh' = 1 / (1 - u^2)."""
+    return _from_derivative(u, reciprocal(_one_plus_square(u, -1.0)), torch.atanh(u.c[0]))
+
+
+def erfc(u: Jet) -> Jet:
+    """erfc = 1 - erf."""
+    out = series.scale(erf(u), -1.0)
+    out.c[0] = torch.erfc(u.c[0])
+    return out
+
+
+def exp2(u: Jet) -> Jet:
+    """2^u = exp(u ln 2)."""
+    out = exp(series.scale(u, math.log(2.0)))
+    out.c[0] = torch.exp2(u.c[0])
+    return out
+
+
+def log2(u: Jet) -> Jet:
+    """log2 u = log u / ln 2."""
+    out = series.scale(log(u), 1 / math.log(2.0))
+    out.c[0] = torch.log2(u.c[0])
+    return out
+
+
+def log10(u: Jet) -> Jet:
+    """log10 u = log u / ln 10."""
+    out = series.scale(log(u), 1 / math.log(10.0))
+    out.c[0] = torch.log10(u.c[0])
+    return out

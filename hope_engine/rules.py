@@ -176,6 +176,33 @@ def _convolution(ctx, op, x, weight, bias, *rest):
     return Jet(out, x.basis)
 
 
+@register("_trilinear")
+def multilinear(ctx, op, *args, **kwargs):
+    """op linear in each tensor argument separately (Bilinear's _trilinear): one jet is linear, two use the table."""
+    jets = [i for i, a in enumerate(args) if is_jet(a)]
+    if len(jets) == 1:
+        return apply_linear(op, args, kwargs)
+    if len(jets) > 2:
+        raise NotImplementedError(f"{op} with {len(jets)} arguments that depend on the input")
+    i, j = jets
+
+    def g(a, b):
+        call = list(args)
+        call[i], call[j] = a, b
+        return op(*call, **kwargs)
+
+    return series.bilinear(g, args[i], args[j])
+
+
+@register("as_strided")
+def _as_strided(ctx, op, x, size, stride, storage_offset=None):
+    """A strided view of a contiguous value (the support check refuses others): the same view of each coefficient."""
+    c = x.c.contiguous()
+    per = c[0].numel()
+    return Jet(c.as_strided((c.shape[0], *size), (per, *stride), c.storage_offset() + int(storage_offset or 0)),
+               x.basis)
+
+
 # ---------------------------------------------------------------------------------------------- sums, products
 def _promote(x, basis, like: Jet) -> Jet:
     return series.as_jet(x, basis, like.c)
@@ -213,8 +240,8 @@ def _mul(ctx, op, a, b):
 
 @register("div")
 def _div(ctx, op, a, b, *, rounding_mode=None):
-    if rounding_mode is not None:
-        raise NotImplementedError("div with rounding_mode has no Taylor series (it is piecewise constant)")
+    if rounding_mode is not None:  # floor/trunc division is piecewise constant: a value and a zero series
+        return value_only(ctx, op, a, b, rounding_mode=rounding_mode)
     if not is_jet(b):
         return series.scale(a, 1 / b) if not isinstance(b, torch.Tensor) else series.scale(a, torch.reciprocal(b))
     if not is_jet(a):
@@ -246,7 +273,9 @@ def _unary(fn):
 for _name, _fn in {
     "exp": F.exp, "expm1": F.expm1, "log": F.log, "log1p": F.log1p, "sin": F.sin, "cos": F.cos,
     "tanh": F.tanh, "sigmoid": F.sigmoid, "erf": F.erf, "sqrt": F.sqrt, "rsqrt": F.rsqrt,
-    "reciprocal": F.reciprocal,
+    "reciprocal": F.reciprocal, "sinh": F.sinh, "cosh": F.cosh, "tan": F.tan, "atan": F.atan, "asin": F.asin,
+    "acos": F.acos, "asinh": F.asinh, "acosh": F.acosh, "atanh": F.atanh, "erfc": F.erfc, "exp2": F.exp2,
+    "log2": F.log2, "log10": F.log10,
 }.items():
     RULES[getattr(aten, _name)] = _unary(_fn)
 
@@ -255,7 +284,8 @@ for _name, _fn in {
 def _pow(ctx, op, base, exponent):
     if is_jet(exponent):
         # b^e = exp(e log b)
-        log_base = F.log(base) if is_jet(base) else torch.log(torch.as_tensor(base, dtype=exponent.dtype))
+        log_base = F.log(base) if is_jet(base) else torch.log(
+            torch.as_tensor(base, dtype=exponent.dtype, device=exponent.device))
         prod = series.mul(exponent, log_base) if is_jet(log_base) else series.scale(exponent, log_base)
         return F.exp(prod)
     if isinstance(exponent, torch.Tensor):
@@ -271,6 +301,16 @@ def _softmax(ctx, op, x, dim, half_to_float=False):
     e = F.exp(series.add_constant(x, -shift))
     s = apply_linear(aten.sum.dim_IntList, (e, [dim], True), {})
     return F.div(e, s)
+
+
+@register("_safe_softmax")
+def _safe_softmax(ctx, op, x, dim, dtype=None):
+    """softmax, and 0 on rows that are entirely -inf (fully masked attention rows)."""
+    out = _softmax(ctx, op, x, dim)
+    masked = (x.value == float("-inf")).all(dim=dim, keepdim=True)
+    if not bool(masked.any()):
+        return out
+    return F.where_value(~masked, out, series.constant_jet(torch.zeros_like(out.value), out.basis))
 
 
 @register("_log_softmax")
@@ -318,7 +358,7 @@ def _relu(ctx, op, x):
 def _leaky_relu(ctx, op, x, negative_slope=0.01):
     v = x.value
     _kinks(ctx, "leaky_relu", v == 0)
-    return _scale_by_mask(x, torch.where(v > 0, 1.0, negative_slope).to(x.dtype))
+    return _scale_by_mask(x, torch.where(v > 0, torch.ones_like(v), torch.full_like(v, float(negative_slope))))
 
 
 def _clamp_jet(ctx, name, x: Jet, lo, hi) -> Jet:
@@ -359,7 +399,7 @@ def _clamp_max(ctx, op, x, max):
 def _abs(ctx, op, x):
     v = x.value
     _kinks(ctx, "abs", v == 0)
-    return _scale_by_mask(x, torch.where(v >= 0, 1.0, -1.0).to(x.dtype))
+    return _scale_by_mask(x, torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v)))
 
 
 @register("elu")

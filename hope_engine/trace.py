@@ -36,8 +36,17 @@ DECOMPOSITIONS = get_decompositions([
     aten.channel_shuffle, aten.pixel_unshuffle, aten.im2col, aten.col2im, aten.upsample_bilinear2d,
     aten._upsample_bilinear2d_aa, aten.sinc, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
     aten.vdot, aten.mv, aten.outer, aten.einsum, aten.tensordot, aten.kron, aten.baddbmm, aten.diag_embed,
-    aten.exp2, aten.log2, aten.log10, aten.sigmoid_backward, aten.elu_backward,
+    aten.sigmoid_backward, aten.elu_backward, aten._scaled_dot_product_flash_attention_for_cpu,
 ])
+
+
+def _sdpa_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
+    """Attention as its reference formula softmax(q k^T scale + mask) v, not a fused kernel (on any device)."""
+    return aten._scaled_dot_product_attention_math.default(
+        query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+
+
+DECOMPOSITIONS[aten.scaled_dot_product_attention.default] = _sdpa_math
 
 
 @dataclass
@@ -141,7 +150,8 @@ def check_supported(traced: TracedModel) -> None:
     depends = jet_nodes(traced)
     missing: dict[str, set] = {}
     for node in traced.graph_module.graph.nodes:
-        if node.op == "call_function" and node in depends and rules.lookup(node.target) is None:
+        if node.op == "call_function" and node in depends and (
+                rules.lookup(node.target) is None or not _strided_view_ok(node)):
             missing.setdefault(str(node.target), set()).add(_module_path(node))
     if missing:
         lines = [f"  {op}  in {', '.join(sorted(paths))}" for op, paths in sorted(missing.items())]
@@ -151,6 +161,14 @@ def check_supported(traced: TracedModel) -> None:
             + "\nReplace them, or wrap the model so that they act only on constants.",
             ops=sorted(missing),
         )
+
+
+def _strided_view_ok(node) -> bool:
+    """as_strided has a rule only for a contiguous input that starts its storage (the layout its strides assume)."""
+    if node.target is not aten.as_strided.default:
+        return True
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+    return isinstance(val, torch.Tensor) and val.is_contiguous() and val.storage_offset() == 0
 
 
 def activation_numels(traced: TracedModel) -> list[int]:

@@ -1,0 +1,98 @@
+"""Shared helpers: reference rows around a centre, scalar model outputs, and the scalar view of a polynomial.
+
+A *row* is one model input with a leading batch axis of 1 (shape (1, *row_shape)); the expansion variables are flat
+indices into it. Points near the centre differ from it only in those variables.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ExpansionError
+from ..expand import prepare_point
+from ..polynomial import TaylorPolynomial
+
+
+def as_row(model, center) -> torch.Tensor:
+    """The centre as one model input (1, *row_shape) in the model's dtype; a flat (n,) vector becomes (1, n)."""
+    c = prepare_point(model, center)
+    return c.reshape(1, -1) if c.dim() <= 1 else c
+
+
+def rows_at(row: torch.Tensor, variables: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Copies of ``row`` (1, *row_shape) with the variables set to ``values`` (N, n): (N, *row_shape)."""
+    out = row.repeat(values.shape[0], *([1] * (row.dim() - 1)))
+    flat = out.reshape(values.shape[0], -1)
+    flat[:, variables.to(flat.device)] = values.to(flat.dtype)
+    return out
+
+
+def sample_offsets(n: int, count: int, radius: float, sampling: str, generator: torch.Generator,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """``count`` displacements in R^n: uniform in the box [-r, r]^n ("box") or in the Euclidean ball ("ball")."""
+    if sampling == "box":
+        return (torch.rand(count, n, generator=generator, dtype=torch.float64) * 2 - 1).mul(radius).to(dtype)
+    if sampling == "ball":
+        d = unit_directions(n, count, generator)
+        r = torch.rand(count, 1, generator=generator, dtype=torch.float64) ** (1.0 / n)
+        return (d * r * radius).to(dtype)
+    raise ValueError(f"sampling must be 'box' or 'ball', got {sampling!r}")
+
+
+def unit_directions(n: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random unit vectors in R^n (float64); for n = 1 they alternate +1, -1."""
+    if n == 1:
+        return torch.tensor([[1.0], [-1.0]], dtype=torch.float64).repeat((count + 1) // 2, 1)[:count]
+    d = torch.randn(count, n, generator=generator, dtype=torch.float64)
+    return d / d.norm(dim=1, keepdim=True)
+
+
+def flat_output_index(per_point_shape, output) -> int | None:
+    """The flat index of ``output`` (int or index tuple) into one point's output; None when it is one scalar."""
+    numel = math.prod(per_point_shape)
+    if output is None:
+        if numel != 1:
+            raise ExpansionError(f"the model has {numel} outputs per point; pick one with output=i")
+        return None
+    if isinstance(output, int):
+        if not -numel <= output < numel:
+            raise ExpansionError(f"output {output} out of range: the model has {numel} outputs per point")
+        return output % numel
+    return int(torch.arange(numel).reshape(tuple(per_point_shape))[tuple(output)])
+
+
+def model_scalar(model, rows: torch.Tensor, output=None, chunk: int = 65536) -> torch.Tensor:
+    """The chosen scalar output of the model at each row: (N,), evaluated in chunks without gradients."""
+    vals = []
+    with torch.no_grad():
+        for start in range(0, rows.shape[0], chunk):
+            y = model(rows[start:start + chunk])
+            y = y.reshape(y.shape[0], -1)
+            idx = flat_output_index(y.shape[1:], output)
+            vals.append(y[:, 0] if idx is None else y[:, idx])
+    return torch.cat(vals)
+
+
+def scalar_polynomial(p: TaylorPolynomial, output=None) -> TaylorPolynomial:
+    """``p`` reduced to one output per point (selecting ``output`` if given); raises if that leaves several."""
+    if output is not None:
+        p = p.select(output)
+    lead = 2 if p.batched else 1
+    extra = math.prod(p.coefficients.shape[lead:])
+    if extra != 1:
+        raise ExpansionError(f"the polynomial has {extra} outputs per point; pick one with output=i")
+    shape = (p.coefficients.shape[0], p.coefficients.shape[1]) if p.batched else (p.coefficients.shape[0],)
+    return p._replace(coefficients=p.coefficients.reshape(shape))
+
+
+def single(p: TaylorPolynomial, output=None) -> TaylorPolynomial:
+    """A scalar, unbatched polynomial (coefficients (M,)): one output, the one reference point of a batch of 1."""
+    p = scalar_polynomial(p, output)
+    if p.batched:
+        if p.coefficients.shape[1] != 1:
+            raise ExpansionError(f"the polynomial holds {p.coefficients.shape[1]} reference points; pick one with "
+                                 "p.point(i)")
+        p = p._replace(coefficients=p.coefficients[:, 0], center=p.center[0], batched=False)
+    return p

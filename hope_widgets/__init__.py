@@ -1,0 +1,21 @@
+"""Jupyter layer of hope: ``%load_ext hope_widgets``, then ``%hope net`` shows a live Taylor-polynomial panel.
+
+    from hope_widgets import HopePanel
+    panel = HopePanel(net, torch.zeros(2), order=4)   # or: panel = %hope net --order 4
+    panel.order = 2                                   # the view follows; panel.polynomial is the order-2 polynomial
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .panel import HopePanel
+
+__all__ = ["HopePanel", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register ``%hope`` and ``%%hope`` (``%load_ext hope_widgets``)."""
+    from .magic import HopeMagics
+
+    ipython.register_magics(HopeMagics)

@@ -1,0 +1,169 @@
+"""What the panel sends to the browser, computed from one expansion: pure functions of a ``TaylorPolynomial``.
+
+Everything here is derived once per expansion (or per output / line direction); the order slider, the threshold and
+the sort only filter these records in the browser, so they cost no kernel work at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from hope_engine import TaylorPolynomial
+from hope_engine.polynomial import _fmt  # the engine's number format, so the browser's LaTeX equals p.latex()
+
+LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
+LINE_POINTS = 81
+
+
+def scalar_coefficients(poly: TaylorPolynomial) -> torch.Tensor:
+    """(M,) float64 coefficients of a polynomial of one output element at one reference point."""
+    c = poly.coefficients
+    if c[0].numel() != 1:
+        raise ValueError(f"expected one output element, got output shape {tuple(c.shape[1:])}")
+    return c.detach().reshape(c.shape[0]).cpu().double()
+
+
+def output_count(poly: TaylorPolynomial) -> int:
+    """Number of output elements per reference point."""
+    lead = 2 if poly.batched else 1
+    return math.prod(poly.coefficients.shape[lead:])
+
+
+def term_records(poly: TaylorPolynomial) -> dict[str, list[Any]]:
+    """Every nonzero term of a scalar polynomial in basis order, columnar.
+
+    Keys: ``deg`` (degree), ``c`` (coefficient), ``d`` (derivative d^a f(x0)), ``tex`` (the LaTeX body exactly as
+    ``TaylorPolynomial.latex`` writes it, without the sign), ``alpha`` (sparse multi-index: [[variable, power], ...]).
+    The browser filters by order and threshold and sorts as ``terms()`` does (stable sorts from basis order), so the
+    formula it shows is the engine's ``p.truncate(order).latex(threshold=..., sort=...)``.
+    """
+    c = scalar_coefficients(poly)
+    factorials = poly.basis.factorials()
+    rows = poly.basis.multi_indices()
+    degrees = poly.basis.degrees.tolist()
+    out: dict[str, list[Any]] = {"deg": [], "c": [], "d": [], "tex": [], "alpha": []}
+    for m, v in enumerate(c.tolist()):
+        if v == 0.0:
+            continue
+        alpha = rows[m]
+        mag = _fmt(abs(v), LATEX_DIGITS)
+        mono = poly.monomial_text(alpha, style="latex")
+        body = mag if mono == "1" else (mono if mag == "1" else f"{mag}\\, {mono}")
+        out["deg"].append(int(degrees[m]))
+        out["c"].append(v)
+        out["d"].append(v * float(factorials[m]))
+        out["tex"].append(body)
+        out["alpha"].append([[i, e] for i, e in enumerate(alpha) if e])
+    return out
+
+
+def latex_names(names: list[str]) -> list[str]:
+    """Variable names as the engine writes them in LaTeX (x1 -> x_{1})."""
+    from hope_engine.polynomial import _latex_name
+
+    return [_latex_name(s) for s in names]
+
+
+def direction_vector(n: int, direction: int, dtype: torch.dtype) -> torch.Tensor:
+    """Unit vector of the plotted line: e_i for direction i >= 0, the diagonal (1, ..., 1)/sqrt(n) for -1."""
+    if direction < 0:
+        return torch.full((n,), 1.0 / math.sqrt(n), dtype=dtype)
+    d = torch.zeros(n, dtype=dtype)
+    d[direction] = 1.0
+    return d
+
+
+def network_on_line(model: Callable, template: torch.Tensor, variables: torch.Tensor, center: torch.Tensor,
+                    direction: torch.Tensor, ts: torch.Tensor, output: int) -> list[float]:
+    """The model's output element ``output`` at x0 + t d for each t (one forward pass per point: any model works)."""
+    values = []
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module.training if module is not None else False
+    try:
+        if module is not None:
+            module.eval()
+        with torch.no_grad():
+            for t in ts.tolist():
+                x = template.clone()
+                flat = x.reshape(-1)
+                flat[variables] = (center + t * direction).to(x.dtype)
+                y = model(x)
+                y = y[0] if isinstance(y, (tuple, list)) else y
+                values.append(float(torch.as_tensor(y).reshape(-1)[output]))
+    finally:
+        if module is not None and was_training:
+            module.train()
+    return values
+
+
+def polynomial_on_line(poly: TaylorPolynomial, direction: torch.Tensor, ts: torch.Tensor) -> list[list[float]]:
+    """Row k: the order-k truncation of a scalar polynomial at x0 + t d, for every t (all orders from one pass)."""
+    c = scalar_coefficients(poly)
+    disp = ts.double()[:, None] * direction.double()[None, :]
+    mono = _monomials(poly, disp)
+    by_degree = torch.stack([mono[:, poly.basis.block(k)] @ c[poly.basis.block(k)] for k in range(poly.order + 1)])
+    return torch.cumsum(by_degree, dim=0).tolist()
+
+
+def _monomials(poly: TaylorPolynomial, disp: torch.Tensor) -> torch.Tensor:
+    double = TaylorPolynomial(poly.basis, poly.coefficients.double(), poly.center.double(), poly.variables,
+                              poly.batched, names=poly.names, method=poly.method)
+    return double.monomials(disp)
+
+
+def line_data(model: Callable, template: torch.Tensor, poly: TaylorPolynomial, output: int, direction: int,
+              radius: float) -> dict[str, Any]:
+    """Network and every truncation along the line x0 + t d, |t| <= radius (the convergence plot)."""
+    n = poly.n
+    d = direction_vector(n, direction, torch.float64)
+    ts = torch.linspace(-radius, radius, LINE_POINTS, dtype=torch.float64)
+    center = poly.center_values.reshape(-1).double()
+    net = network_on_line(model, template, poly.variables, center, d, ts, output)
+    return {"t": ts.tolist(), "net": net, "poly": polynomial_on_line(poly, d, ts), "direction": direction}
+
+
+def pure_coefficients(poly: TaylorPolynomial) -> list[list[float]]:
+    """Row j-1: the unmixed coefficients c_{j e_i} of every variable i, for j = 1..order (heat maps)."""
+    c = scalar_coefficients(poly)
+    n, basis = poly.n, poly.basis
+    rows = []
+    for j in range(1, poly.order + 1):
+        idx = [basis.position(tuple(j if v == i else 0 for v in range(n))) for i in range(n)]
+        rows.append(c[idx].tolist())
+    return rows
+
+
+def heat_data(poly: TaylorPolynomial, row_shape: tuple[int, ...], radius: float) -> dict[str, Any]:
+    """Pure-derivative attribution for image-like inputs: per-pixel unmixed coefficients, summed over channels."""
+    n = poly.n
+    if len(row_shape) >= 2 and math.prod(row_shape) == n:
+        rows, cols = int(row_shape[-2]), int(row_shape[-1])
+    else:
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+    return {"rows": rows, "cols": cols, "channels": max(1, n // (rows * cols)), "n": n,
+            "coef": pure_coefficients(poly), "radius": radius}
+
+
+def relative_difference(poly: TaylorPolynomial, reference: TaylorPolynomial) -> list[float | None]:
+    """||c - c_ref|| / ||c_ref|| over the terms of degree <= k both keep, for k = 0..order (None where c_ref is 0).
+
+    Shows how far the paper's rule (``method="hope"``) is from the exact expansion at each order.
+    """
+    a, b = scalar_coefficients(poly), scalar_coefficients(reference)
+    rows = poly.basis.multi_indices()
+    pairs = [(m, reference.basis.position(alpha)) for m, alpha in enumerate(rows) if alpha in reference.basis]
+    out: list[float | None] = []
+    for k in range(min(poly.order, reference.order) + 1):
+        kept = [(i, j) for i, j in pairs if sum(rows[i]) <= k]
+        ia = torch.tensor([i for i, _ in kept], dtype=torch.long)
+        ib = torch.tensor([j for _, j in kept], dtype=torch.long)
+        den = float(torch.linalg.vector_norm(b[ib]))
+        num = float(torch.linalg.vector_norm(a[ia] - b[ib]))
+        out.append(num / den if den > 0 else (0.0 if num == 0 else None))
+    return out

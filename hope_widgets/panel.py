@@ -1,0 +1,334 @@
+"""``HopePanel``: a live view of a network's Taylor polynomial (an anywidget; traitlets are the whole contract).
+
+The expansion is computed once at ``max_order`` for the current point and method; the order slider, the threshold
+and the sort are views of that one result (the browser filters the term records it already has), so they do no
+kernel work. Changing the point or the method recomputes; a failure keeps the last good result and shows the error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+from traitlets import Bool, Dict, Float, Int, List, Unicode
+
+from hope_engine import TaylorPolynomial, expand
+from hope_engine.basis import basis_size
+from hope_engine.expand import prepare_point
+
+from . import data
+
+STATIC = Path(__file__).parent / "static"
+MAX_POINT_CONTROLS = 12  # more inputs than this (or an image-shaped input): heat map instead of point sliders
+MAX_TOTAL_TERMS = 3003  # automatic basis: every mixed partial while the total basis stays this small, else unmixed
+CACHE_SIZE = 8
+METHODS = ("exact", "hope")
+SORTS = ("degree", "magnitude")
+
+
+class _PointTrait(List):
+    """A list of floats that also accepts a tensor, an array or a number (``panel.point = torch.tensor(...)``)."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().reshape(-1).cpu().tolist()
+        elif isinstance(value, np.ndarray):
+            value = value.reshape(-1).tolist()
+        elif isinstance(value, (int, float)):
+            value = [value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, list):
+            try:
+                value = [float(v) for v in value]
+            except (TypeError, ValueError) as e:
+                raise traitlets.TraitError(f"point must be numbers: {e}") from None
+        return super().validate(obj, value)
+
+
+def _is_image_like(row_shape: tuple[int, ...]) -> bool:
+    return len(row_shape) >= 2 and row_shape[-1] > 1 and row_shape[-2] > 1
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def describe_failure(e: BaseException, method: str) -> str:
+    """One readable line for an expansion that failed."""
+    if method == "hope" and isinstance(e, ImportError):
+        return f"the paper's rule (method='hope') is not available in this installation: {_first_line(e)}"
+    return f"{type(e).__name__}: {_first_line(e)}"
+
+
+class HopePanel(anywidget.AnyWidget):
+    """Taylor polynomial of ``model`` around ``point``, with an order slider, point controls and plots.
+
+    ``HopePanel(model, point, order=6, max_order=10, terms=None, output=0, names=None, method="exact", radius=1.0)``.
+    ``point`` has the shape the model takes (e.g. ``(2,)`` or ``(1, 2)`` for two inputs, ``(1, 1, 28, 28)`` for an
+    image); every element is a variable. ``terms=None`` picks "total" (every mixed partial) while that basis has at
+    most 3003 terms, else "pure". Public state: ``order`` and ``point`` (set them from Python: the view follows),
+    ``output``, ``method``, ``threshold``, ``sort``; results: ``polynomial``, ``latex``, ``to_sympy()``.
+    """
+
+    _esm = STATIC / "widget.js"
+    _css = STATIC / "widget.css"
+
+    title = Unicode("").tag(sync=True)
+    order = Int(6).tag(sync=True)
+    max_order = Int(10).tag(sync=True)
+    point = _PointTrait(Float()).tag(sync=True)
+    bounds = List(List(Float())).tag(sync=True)
+    names = List(Unicode()).tag(sync=True)
+    names_tex = List(Unicode()).tag(sync=True)
+    output = Int(0).tag(sync=True)
+    n_outputs = Int(1).tag(sync=True)
+    method = Unicode("exact").tag(sync=True)
+    threshold = Float(0.0).tag(sync=True)
+    sort = Unicode("degree").tag(sync=True)
+    direction = Int(-1).tag(sync=True)
+    radius = Float(1.0).tag(sync=True)
+    terms_kind = Unicode("total").tag(sync=True)
+    mode = Unicode("line").tag(sync=True)
+    terms = Dict().tag(sync=True)
+    line = Dict().tag(sync=True)
+    heat = Dict().tag(sync=True)
+    compare = Dict().tag(sync=True)
+    result = Dict().tag(sync=True)
+    busy = Bool(False).tag(sync=True)
+    error = Unicode("").tag(sync=True)
+    notice = Unicode("").tag(sync=True)
+
+    def __init__(self, model: Callable, point: Any, *, order: int = 6, max_order: int = 10, terms: str | None = None,
+                 output: int = 0, names: list[str] | None = None, method: str = "exact", radius: float = 1.0,
+                 threshold: float = 0.0, sort: str = "degree", title: str = "") -> None:
+        _check_int("max_order", max_order, 0, None)
+        _check_int("order", order, 0, max_order)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+            raise ValueError(f"radius must be a positive number, got {radius!r}")
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
+        self._model = model
+        self._template = prepare_point(model, point).clone()
+        self._batched = self._template.dim() >= 2 and self._template.shape[0] == 1
+        row_shape = tuple(self._template.shape[1:] if self._batched else self._template.shape)
+        self._row_shape = row_shape
+        n = math.prod(row_shape)
+        if names is not None:
+            names = [str(s) for s in names]
+            if len(names) != n:
+                raise ValueError(f"names has {len(names)} entries but the point has {n} values")
+        if terms is None:
+            terms = "total" if basis_size(n, max_order, "total") <= MAX_TOTAL_TERMS else "pure"
+        if terms not in ("total", "pure"):
+            raise ValueError(f"terms must be 'total' or 'pure', got {terms!r}")
+        self._ready = False
+        self._cache: OrderedDict[tuple, tuple[TaylorPolynomial, str, float]] = OrderedDict()
+        values = self._template.reshape(-1).double().tolist()
+        # the first expansion: errors here are raised (there is no last good result to fall back on)
+        self._n, self._terms_kind, self._max_order, self._names = n, terms, max_order, names
+        full, notice, seconds = self._expand(values, method)
+        n_out = data.output_count(full)
+        if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 0 <= output < n_out:
+            raise ValueError(f"output {output!r} does not exist: the model has {n_out} output(s), 0..{n_out - 1}")
+        super().__init__(
+            title=title, max_order=max_order, order=order, point=values, names=full.names,
+            names_tex=data.latex_names(full.names), bounds=[[v - radius, v + radius] for v in values],
+            output=output, n_outputs=n_out, method=method, threshold=float(threshold), sort=sort,
+            direction=-1 if n > 1 else 0, radius=float(radius), terms_kind=terms,
+            mode="heat" if n > MAX_POINT_CONTROLS or _is_image_like(row_shape) else "line", notice=notice,
+        )
+        self._full = full
+        self._result_method = method
+        self._result_seconds = seconds
+        self._derive()
+        self._ready = True
+        self._shown_by_magic: int | None = None
+
+    # ------------------------------------------------------------------------------------------- public API
+    @property
+    def model(self) -> Callable:
+        return self._model
+
+    @property
+    def full_polynomial(self) -> TaylorPolynomial:
+        """The expansion the panel holds: ``max_order``, every output, at the last point that expanded."""
+        return self._full
+
+    @property
+    def polynomial(self) -> TaylorPolynomial:
+        """The ``TaylorPolynomial`` shown: truncated to ``order``, of the selected ``output`` (a free prefix)."""
+        return self._full.truncate(self.order).select(self.output)
+
+    @property
+    def latex(self) -> str:
+        """LaTeX of the polynomial shown (terms above ``threshold``, sorted by ``sort``), as the copy button gives."""
+        return self.polynomial.latex(threshold=self.threshold, sort=self.sort)
+
+    def to_sympy(self, **kwargs: Any):
+        """A sympy expression of the polynomial shown (terms with |c| <= threshold dropped, as in the view)."""
+        kwargs.setdefault("threshold", self.threshold)
+        return self.polynomial.to_sympy(**kwargs)
+
+    def _ipython_display_(self) -> None:
+        """Displayed once per cell by ``%hope``: the magic's return value is not shown a second time."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        shell = get_ipython()
+        count = getattr(shell, "execution_count", None)
+        if self._shown_by_magic is not None and self._shown_by_magic == count:
+            self._shown_by_magic = None
+            return
+        display(self._repr_mimebundle_(), raw=True)
+
+    # ---------------------------------------------------------------------------------------- validation
+    @traitlets.validate("order")
+    def _valid_order(self, proposal: dict) -> int:
+        v = proposal["value"]
+        if not 0 <= v <= self.max_order:
+            raise traitlets.TraitError(f"order must be between 0 and max_order={self.max_order}, got {v}")
+        return v
+
+    @traitlets.validate("point")
+    def _valid_point(self, proposal: dict) -> list[float]:
+        v = proposal["value"]
+        n = getattr(self, "_n", len(v))
+        if len(v) != n:
+            raise traitlets.TraitError(f"point must have {n} values (one per input), got {len(v)}")
+        if not all(math.isfinite(x) for x in v):
+            raise traitlets.TraitError("point must be finite")
+        return v
+
+    @traitlets.validate("output")
+    def _valid_output(self, proposal: dict) -> int:
+        v = proposal["value"]
+        if self._ready and not 0 <= v < self.n_outputs:
+            raise traitlets.TraitError(f"output must be between 0 and {self.n_outputs - 1}, got {v}")
+        return v
+
+    @traitlets.validate("method")
+    def _valid_method(self, proposal: dict) -> str:
+        if proposal["value"] not in METHODS:
+            raise traitlets.TraitError(f"method must be one of {METHODS}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @traitlets.validate("sort")
+    def _valid_sort(self, proposal: dict) -> str:
+        if proposal["value"] not in SORTS:
+            raise traitlets.TraitError(f"sort must be one of {SORTS}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @traitlets.validate("direction")
+    def _valid_direction(self, proposal: dict) -> int:
+        v = proposal["value"]
+        if not -1 <= v < getattr(self, "_n", v + 1):
+            raise traitlets.TraitError(f"direction must be -1 (diagonal) or an input index, got {v}")
+        return v
+
+    # ------------------------------------------------------------------------------------------ reactions
+    @traitlets.observe("point", "method")
+    def _on_point_or_method(self, change: dict) -> None:
+        if self._ready:
+            self.recompute()
+
+    @traitlets.observe("output", "direction")
+    def _on_view_input(self, change: dict) -> None:
+        if self._ready:
+            with self.hold_sync():
+                self._derive()
+
+    def recompute(self) -> None:
+        """Expand at ``point`` with ``method`` (cached); on failure keep the last good result and set ``error``."""
+        self.busy = True
+        try:
+            full, notice, seconds = self._expand(list(self.point), self.method)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's model is shown in the panel, not raised
+            self.error = describe_failure(e, self.method) + self._fallback_note()
+            self.busy = False
+            return
+        with self.hold_sync():
+            self._full, self._result_method, self._result_seconds = full, self.method, seconds
+            self.error = ""
+            self.notice = notice
+            self._derive()
+            self.busy = False
+
+    # ---------------------------------------------------------------------------------------- internals
+    def _fallback_note(self) -> str:
+        at = ", ".join(f"{v:.4g}" for v in self._full.center_values.reshape(-1).tolist()[:6])
+        more = ", ..." if self._n > 6 else ""
+        return f" (showing the last good result: method={self._result_method}, point ({at}{more}))"
+
+    def _expand(self, values: list[float], method: str) -> tuple[TaylorPolynomial, str, float]:
+        key = (tuple(values), method)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        x0 = self._template.clone()
+        x0.reshape(-1).copy_(torch.as_tensor(values, dtype=torch.float64))
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            full = expand(self._model, x0, self._max_order, terms=self._terms_kind, names=self._names,
+                          method=method, batched=self._batched)
+        seconds = time.perf_counter() - start
+        notice = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+        self._cache[key] = (full, notice, seconds)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return full, notice, seconds
+
+    def _derive(self) -> None:
+        """Send the browser everything the current result shows, for the selected output."""
+        selected = self._full.select(self.output)
+        self.terms = data.term_records(selected)
+        center = self._full.center_values.reshape(-1).tolist()
+        self.result = {"point": center, "method": self._result_method, "seconds": round(self._result_seconds, 4),
+                       "size": self._full.basis.size, "kind": self._full.basis.kind}
+        if self.mode == "heat":
+            self.heat = data.heat_data(selected, self._row_shape, self.radius)
+            self.line = {}
+        else:
+            try:
+                self.line = data.line_data(self._model, self._template, selected, self.output, self.direction,
+                                           self.radius)
+            except Exception as e:  # noqa: BLE001 - a model that cannot be evaluated on the line: no plot
+                self.line = {"error": f"cannot evaluate the model along the line: {_first_line(e)}"}
+            self.heat = {}
+        self.compare = self._comparison(selected)
+
+    def _comparison(self, selected: TaylorPolynomial) -> dict[str, Any]:
+        if self._result_method == "exact":
+            return {}
+        try:
+            exact, _, _ = self._expand(self._full.center_values.reshape(-1).tolist(), "exact")
+        except Exception as e:  # noqa: BLE001
+            return {"error": f"no exact expansion to compare with: {_first_line(e)}"}
+        exact_sel = exact.select(self.output)
+        out: dict[str, Any] = {"relative": data.relative_difference(selected, exact_sel)}
+        if self.mode == "line" and "t" in self.line:
+            d = data.direction_vector(self._n, self.direction, torch.float64)
+            ts = torch.tensor(self.line["t"], dtype=torch.float64)
+            out["exact_poly"] = data.polynomial_on_line(exact_sel, d, ts)
+        return out
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")

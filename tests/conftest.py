@@ -1,0 +1,134 @@
+"""Shared test helpers: the nested-autograd reference every exactness test compares against.
+
+``autograd_derivatives(f, x0, multi_indices)`` computes d^alpha f(x0) for each multi-index alpha by repeated
+``torch.autograd.grad(..., create_graph=True)``; ``assert_matches_autograd`` expands a model and checks every kept
+derivative against it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+
+from hope_engine import expand
+
+
+def autograd_derivatives(f: Callable, x0: torch.Tensor, multi_indices: Sequence[Sequence[int]],
+                         variables: Sequence[int] | None = None) -> torch.Tensor:
+    """d^alpha f(x0) by nested autograd: (len(multi_indices), *f(x0).shape).
+
+    The variables are the flat elements ``variables`` (default: all) of ``x0``; alpha_i counts derivatives in the i-th
+    variable. Derivatives that share a prefix (in the sorted order of their variables) share the autograd calls.
+    """
+    x = x0.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = f(x)
+    var = list(range(x.numel())) if variables is None else [int(v) for v in variables]
+    flat_y = y.reshape(-1)
+    out = torch.zeros(len(multi_indices), flat_y.numel(), dtype=y.dtype)
+    sequences = []
+    for alpha in multi_indices:
+        if len(alpha) != len(var):
+            raise ValueError(f"multi-index {tuple(alpha)} does not have one entry per variable ({len(var)})")
+        sequences.append(tuple(v for i, v in enumerate(var) for _ in range(int(alpha[i]))))
+    for o in range(flat_y.numel()):
+        cache: dict[tuple[int, ...], torch.Tensor | None] = {(): flat_y[o]}
+
+        def derivative(seq: tuple[int, ...], cache=cache) -> torch.Tensor | None:
+            if seq in cache:
+                return cache[seq]
+            parent = derivative(seq[:-1])
+            grads = None
+            if parent is not None and parent.requires_grad:
+                with torch.enable_grad():
+                    (grads,) = torch.autograd.grad(parent, x, create_graph=True, allow_unused=True)
+            for v in var:
+                cache[seq[:-1] + (v,)] = None if grads is None else grads.reshape(-1)[v]
+            return cache[seq]
+
+        for m, seq in enumerate(sequences):
+            d = derivative(seq)
+            out[m, o] = 0.0 if d is None else d.detach()
+    return out.reshape(len(multi_indices), *y.shape)
+
+
+def assert_close_derivatives(actual: torch.Tensor, expected: torch.Tensor, degrees: Sequence[int],
+                             rtol: float = 1e-10, what: str = "") -> None:
+    """|actual - expected| <= rtol (|expected| + s_d) for each derivative, s_d = max(1, max |expected| of degree d).
+
+    The per-degree scale s_d makes the check absolute where the true value is ~0 (a derivative that vanishes is
+    computed from terms of the size of its degree's other derivatives, so rounding leaves residue of that size).
+    """
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    actual = actual.detach().to(torch.float64).cpu()
+    expected = expected.detach().to(torch.float64).cpu()
+    degrees_t = torch.as_tensor(list(degrees))
+    scale = torch.ones(len(degrees_t), dtype=torch.float64)
+    for d in degrees_t.unique():
+        rows = degrees_t == d
+        scale[rows] = max(1.0, float(expected[rows].abs().max()) if expected[rows].numel() else 1.0)
+    scale = scale.reshape(-1, *([1] * (expected.dim() - 1)))
+    err = (actual - expected).abs()
+    bound = rtol * (expected.abs() + scale)
+    if not bool((err <= bound).all()):
+        ratio = (err / bound).reshape(len(degrees_t), -1).amax(dim=1)
+        worst = int(ratio.argmax())
+        raise AssertionError(
+            f"{what}: derivative #{worst} (degree {int(degrees_t[worst])}) off by {float(err.reshape(len(degrees_t), -1)[worst].max()):.3e}"
+            f" (tolerance {float(bound.reshape(len(degrees_t), -1)[worst].min()):.3e}); "
+            f"got {actual.reshape(len(degrees_t), -1)[worst][:4].tolist()}, "
+            f"expected {expected.reshape(len(degrees_t), -1)[worst][:4].tolist()}"
+        )
+
+
+def assert_matches_autograd(model: Callable, x0: torch.Tensor, order: int, *, terms: str = "total",
+                            variables: Sequence[int] | None = None, rtol: float = 1e-10, reference: Callable | None = None,
+                            **expand_kwargs):
+    """Expand ``model`` at ``x0`` and check every kept derivative against nested autograd; returns the polynomial.
+
+    A batch x0 (B, ...) is checked point by point: polynomial i against autograd of the model at x0[i:i+1].
+    ``reference`` (default: the model) is the function autograd differentiates.
+    """
+    p = expand(model, x0, order, terms=terms, variables=variables, **expand_kwargs)
+    f = reference if reference is not None else model
+    alphas = p.basis.multi_indices()
+    degrees = [sum(a) for a in alphas]
+    got = p.derivatives()
+    if p.batched:
+        for i in range(x0.shape[0]):
+            want = autograd_derivatives(f, x0[i:i + 1], alphas, variables)
+            assert_close_derivatives(got[:, i:i + 1], want, degrees, rtol, what=f"point {i}")
+    else:
+        want = autograd_derivatives(f, x0, alphas, variables)
+        assert_close_derivatives(got, want, degrees, rtol)
+    return p
+
+
+def multi_indices(n: int, order: int) -> list[tuple[int, ...]]:
+    """All multi-indices of n variables with |alpha| <= order."""
+    out: list[tuple[int, ...]] = []
+
+    def rec(prefix: tuple[int, ...], left: int) -> None:
+        if len(prefix) == n:
+            out.append(prefix)
+            return
+        for e in range(left + 1):
+            rec(prefix + (e,), left - e)
+
+    rec((), order)
+    return out
+
+
+def factorial_of(alpha: Sequence[int]) -> int:
+    """alpha! = prod_i alpha_i!."""
+    return math.prod(math.factorial(int(a)) for a in alpha)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, so failures reproduce."""
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,263 @@
+"""The panel in a real browser: JupyterLab 4 on 127.0.0.1, Debian Chromium driven by Playwright.
+
+Runs a notebook that does ``%load_ext hope_widgets`` and ``panel = %hope net``, checks the rendered polynomial,
+moves the order slider (and times slider move -> rendered formula in the page), hovers a term, moves a point slider,
+sets ``panel.order`` from Python, and writes a screenshot to test-artifacts/hope_panel.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from hope_engine import expand
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+MODEL_SOURCE = """\
+import torch
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                          torch.nn.Linear(16, 1)).eval()
+"""
+MAGIC = "panel = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --names x,y --radius 1.5"
+MAX_SHOWN = 60  # js/src/index.js: terms typeset in the formula
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+
+
+def _chromium() -> str:
+    if not os.path.exists(CHROMIUM) and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && apt-get install -y -qq chromium", shell=True, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent and could not be installed (apt-get install chromium)")
+    return CHROMIUM
+
+
+def _expected(order: int) -> str:
+    scope: dict = {}
+    exec(MODEL_SOURCE, scope)  # the same seeded model the notebook builds
+    poly = expand(scope["net"], torch.tensor([0.25, -0.5]), 8, names=["x", "y"])
+    return poly.truncate(order).select(0).latex()
+
+
+def _notebook() -> dict:
+    def cell(src: str) -> dict:
+        return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+
+    return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell("")],
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "root"
+    root.mkdir()
+    (root / "hope.ipynb").write_text(json.dumps(_notebook()))
+    env = dict(os.environ)
+    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                     ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
+        (tmp / sub).mkdir()
+        env[var] = str(tmp / sub)
+    news = tmp / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
+         f"--IdentityProvider.token={token}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                log.close()
+                pytest.fail(f"JupyterLab did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+    try:
+        yield f"{base}/lab/tree/hope.ipynb?token={token}"
+    finally:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+            urllib.request.urlopen(req, timeout=5)
+            server.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - fall back to signals, always by PID
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        log.close()
+
+
+def _run_all(page) -> None:
+    kernel = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
+    deadline = time.time() + 60
+    while True:
+        name = (kernel.text_content() or "").strip()
+        if name and name != "No Kernel":
+            break
+        assert time.time() < deadline, "the kernel did not start"
+        page.wait_for_timeout(200)
+    for _ in range(4):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        page.wait_for_timeout(1500)
+        if (page.locator(".jp-InputPrompt").first.text_content() or "").strip() != "[ ]:":
+            return
+    pytest.fail("Run All did not start the cells")
+
+
+def _rendered_latex(page) -> str:
+    """The formula as typeset on the page: KaTeX keeps each piece's TeX in an annotation element."""
+    pieces = page.locator(".hope-formula .hope-term annotation").all_text_contents()
+    return " ".join(p.strip() for p in pieces)
+
+
+MOVE_JS = """([order]) => new Promise((resolve) => {
+  const input = document.querySelector('.hope-order');
+  const t0 = performance.now();
+  input.value = String(order);
+  input.dispatchEvent(new Event('input', { bubbles: true }));
+  const t1 = performance.now();
+  const formula = document.querySelector('.hope-formula');
+  requestAnimationFrame(() => requestAnimationFrame(() => resolve({
+    render_ms: t1 - t0, paint_ms: performance.now() - t0, order: formula.dataset.order,
+  })));
+})"""
+
+
+def test_panel_in_jupyterlab(lab):
+    executable = _chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            try:
+                _drive(page, lab)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "hope_panel_failure.png"))
+                print("browser console:\n" + "\n".join(console[-40:]))
+                raise
+        finally:
+            browser.close()
+
+
+def _drive(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(".jp-NotebookPanel-toolbar .jp-KernelName")
+    _run_all(page)
+
+    # 1. the polynomial appears, typeset by KaTeX, equal to the engine's order-4 LaTeX
+    page.wait_for_selector(".hope-formula .hope-term .katex", timeout=45_000)
+    formula = page.locator(".hope-formula")
+    assert formula.get_attribute("data-order") == "4"
+    expected4 = _expected(4)
+    assert formula.get_attribute("data-latex") == expected4
+    assert _rendered_latex(page) == expected4
+    assert page.locator(".hope-plot-line svg path.hope-poly").count() == 1
+
+    # 2. moving the order slider re-renders with the new order's terms, timed in the page
+    timings = []
+    for order in (2, 6, 1, 8, 3, 5, 0, 7, 2):
+        r = page.evaluate(MOVE_JS, [order])
+        assert r["order"] == str(order)
+        timings.append(r)
+        expected = _expected(order)
+        assert formula.get_attribute("data-latex") == expected
+        shown = page.locator(".hope-formula .hope-term").count()
+        assert shown == min(MAX_SHOWN, len(_terms_of(expected)))
+        degrees = [int(d) for d in page.locator(".hope-formula .hope-term").evaluate_all(
+            "els => els.map(e => e.dataset.degree || '0')")]
+        assert max(degrees) <= order
+    assert _rendered_latex(page) == _expected(2)
+    render = statistics.median(t["render_ms"] for t in timings)
+    paint = statistics.median(t["paint_ms"] for t in timings)
+    print(f"\nslider move -> formula and plots re-rendered: median {render:.2f} ms "
+          f"(max {max(t['render_ms'] for t in timings):.2f} ms); to the next painted frame: median "
+          f"{paint:.2f} ms (max {max(t['paint_ms'] for t in timings):.2f} ms)")
+    assert render < 100
+
+    # the same through Playwright's own input path
+    page.locator(".hope-order").fill("3")
+    page.wait_for_function("document.querySelector('.hope-formula').dataset.order === '3'")
+    assert _rendered_latex(page) == _expected(3)
+
+    # 3. hovering a term shows its exact coefficient and derivative
+    page.locator(".hope-formula .hope-term").nth(1).hover()
+    detail = page.locator(".hope-detail")
+    assert "coefficient c =" in (detail.text_content() or "")
+    assert detail.locator(".katex").count() == 1
+
+    # 4. a point slider recomputes (debounced) in the kernel and the view follows
+    page.evaluate("""() => { const s = document.querySelector('.hope-point-slider');
+        s.value = '0.75'; s.dispatchEvent(new Event('input', { bubbles: true })); }""")
+    page.wait_for_function("document.querySelector('.hope-info').textContent.includes('x₀ = (0.75')")
+    assert page.locator(".hope-error").is_hidden()
+
+    # 5. Python -> view: panel.order set in a cell; the kernel saw the slider's order first
+    editor = page.locator(".jp-Cell").nth(2).locator(".cm-content")
+    editor.click()
+    page.keyboard.type("print(panel.order, panel.point); panel.order = 5")
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("document.querySelector('.hope-formula').dataset.order === '5'")
+    out = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output").first.text_content() or ""
+    assert out.startswith("3 [0.75, -0.5]"), out
+    formula.scroll_into_view_if_needed()
+    page.locator(".hope-formula .hope-term").first.hover()
+    page.locator(".hope-panel").screenshot(path=str(ARTIFACTS / "hope_panel.png"))
+    print(f"screenshot: {ARTIFACTS / 'hope_panel.png'}")
+
+
+def _terms_of(latex: str) -> list[str]:
+    """Split the engine's LaTeX into terms: a term starts at a ' + ' or ' - ' outside parentheses and braces."""
+    terms, depth, start = [], 0, 0
+    for i, ch in enumerate(latex):
+        if ch in "({":
+            depth += 1
+        elif ch in ")}":
+            depth -= 1
+        elif ch in "+-" and depth == 0 and i > 0 and latex[i - 1] == " " and latex[i + 1: i + 2] == " ":
+            terms.append(latex[start:i].strip())
+            start = i
+    terms.append(latex[start:].strip())
+    return [t for t in terms if t]
