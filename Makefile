@@ -7,7 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-script test test-fast lint bench clean
+.PHONY: setup demo demo-script test test-fast lint bench bundle check-bundle clean
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +19,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: print the bundled model's polynomial, then open the quickstart notebook in JupyterLab.
 demo: setup
+	$(BIN)/python -m hope_engine.demo
+	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01_quickstart.ipynb
+
+# The same expansion in the terminal only (no browser).
+demo-script: setup
 	$(BIN)/python -m hope_engine.demo
 
 test: setup
 	$(BIN)/ruff check hope_engine hope_widgets tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	bash js/check-bundle.sh
+	$(BIN)/python -m pytest -q tests --nbval-lax notebooks
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x tests -m "not slow and not browser"
@@ -33,6 +41,13 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# Rebuild the front-end bundle after editing js/src (commit hope_widgets/static/ afterwards).
+bundle:
+	cd js && npm ci && npm run build
+
+check-bundle:
+	bash js/check-bundle.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -126,7 +126,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         names = [str(s) for s in names]
         if len(names) != n:
             raise ExpansionError(f"names has {len(names)} entries for {n} variables")
-    if isinstance(model, nn.Module) and model.training:
+    if _mode_sensitive_in_training(model):
         warnings.warn("the model is in training mode; it is expanded in eval mode (dropout off, batch norm on its "
                       "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=2)
 
@@ -168,6 +168,18 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     coefficients = _output_coefficients(out, basis, x0)
     poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="exact")
     return poly.select(output) if output is not None else poly
+
+
+_MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
+                   nn.modules.instancenorm._InstanceNorm)
+
+
+def _mode_sensitive_in_training(model) -> bool:
+    """True when the model is in training mode and holds a layer that computes differently in eval mode."""
+    if not isinstance(model, nn.Module) or not model.training:
+        return False
+    return any(isinstance(m, _MODE_SENSITIVE) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
+               for m in model.modules())
 
 
 def _output_coefficients(out, basis, x0) -> torch.Tensor:

@@ -544,8 +544,9 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
         seed = torch.zeros_like(y0)
         (seed.reshape(seed.shape[0], -1) if batched else seed.reshape(-1))[..., o] = 1
         v = {out_node: torch.cat([seed.unsqueeze(0), seed.new_zeros((order - 1, *seed.shape))])}
-        _backward(graph, env, jets, kinds, region, v, order, ctx_act, series_cache)
-        d = _input_layer(basis, frontier, v, jac, batched)
+        with torch.no_grad():
+            _backward(graph, env, jets, kinds, region, v, order, ctx_act, series_cache)
+        d = _input_layer(basis, frontier, v, jac, batched, x0.shape[0] if batched else 1)
         value = (y0.reshape(y0.shape[0], -1) if batched else y0.reshape(-1))[..., o]
         d[0] = value
         results.append(d / factorials.reshape(-1, *([1] * (d.dim() - 1))))
@@ -624,7 +625,8 @@ def _backward(graph, env, jets, kinds, region, v: dict, order: int, ctx, series_
             accumulate(src, g)
 
 
-def _input_layer(basis, frontier, v: dict, jac: dict, batched: bool) -> torch.Tensor:
+@torch.no_grad()
+def _input_layer(basis, frontier, v: dict, jac: dict, batched: bool, batch: int) -> torch.Tensor:
     """d^a y = sum_i v_|a|(z)_i prod_j A_ij^{a_j} over the frontier values z (A = dz/dx): (M,) or (M, B)."""
     parent, var = _parents(basis)
     total = None
@@ -633,6 +635,11 @@ def _input_layer(basis, frontier, v: dict, jac: dict, batched: bool) -> torch.Te
             continue
         vz = v[z]
         A = jac[z]                                              # (n, *z_shape)
+        if batched and vz.dim() > 1 and vz.shape[1] != batch:
+            if batch != 1:
+                raise ExpansionError("method='hope' with a batch of points needs a model that treats the rows of "
+                                     "its input independently; expand the points one at a time")
+            vz, A = vz.unsqueeze(1), A.unsqueeze(1)
         if batched:
             vz = vz.reshape(vz.shape[0], vz.shape[1], -1)       # (K, B, I)
             A = A.reshape(A.shape[0], A.shape[1], -1)           # (n, B, I)

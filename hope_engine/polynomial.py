@@ -214,10 +214,10 @@ class TaylorPolynomial:
                 if mono.dim() < 2 or mono.shape[-2] not in (1, b):
                     raise ValueError(f"points for a batch of {b} polynomials need shape (..., {b}, *row_shape)")
                 out = torch.einsum("...bm,mbr->...br", mono, cf)
-            return out.reshape(*out.shape[:-1], *rest)
+            return out.reshape(tuple(out.shape[:-1]) + tuple(rest))
         cf = c.reshape(c.shape[0], -1)
         out = mono @ cf
-        return out.reshape(*out.shape[:-1], *c.shape[1:])
+        return out.reshape(tuple(out.shape[:-1]) + tuple(c.shape[1:]))
 
     # ----------------------------------------------------------------------------------------- restructuring
     def truncate(self, order: int) -> TaylorPolynomial:

@@ -205,7 +205,15 @@ class HopeMagics(Magics):
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UsageError(f"%hope: {text}") from None
         display(panel)
-        panel._shown_by_magic = self.shell.execution_count
+        # the panel is also the magic's return value: keep IPython from showing it a second time as Out[n]
+        panel._shown_by_magic = True
+        shell = self.shell
+
+        def forget(*_: Any) -> None:
+            panel._shown_by_magic = False
+            shell.events.unregister("post_run_cell", forget)
+
+        shell.events.register("post_run_cell", forget)
         return panel
 
 

@@ -155,7 +155,7 @@ class HopePanel(anywidget.AnyWidget):
         self._result_seconds = seconds
         self._derive()
         self._ready = True
-        self._shown_by_magic: int | None = None
+        self._shown_by_magic = False
 
     # ------------------------------------------------------------------------------------------- public API
     @property
@@ -183,16 +183,15 @@ class HopePanel(anywidget.AnyWidget):
         return self.polynomial.to_sympy(**kwargs)
 
     def _ipython_display_(self) -> None:
-        """Displayed once per cell by ``%hope``: the magic's return value is not shown a second time."""
-        from IPython import get_ipython
+        """Shown by ``%hope`` already in this cell: its return value is not displayed a second time."""
         from IPython.display import display
 
-        shell = get_ipython()
-        count = getattr(shell, "execution_count", None)
-        if self._shown_by_magic is not None and self._shown_by_magic == count:
-            self._shown_by_magic = None
+        if self._shown_by_magic:
+            self._shown_by_magic = False
             return
-        display(self._repr_mimebundle_(), raw=True)
+        bundle = self._repr_mimebundle_()
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
+        display(data, metadata=metadata, raw=True)
 
     # ---------------------------------------------------------------------------------------- validation
     @traitlets.validate("order")

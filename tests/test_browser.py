@@ -38,6 +38,12 @@ net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Line
                           torch.nn.Linear(16, 1)).eval()
 """
 MAGIC = "panel = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --names x,y --radius 1.5"
+IMAGE_SOURCE = """\
+cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                          torch.nn.Linear(4 * 10 * 10, 3)).eval()
+image = torch.rand(1, 1, 12, 12)
+%hope cnn --point-from image --max-order 4 --order 2 --output 1
+"""
 MAX_SHOWN = 60  # js/src/index.js: terms typeset in the formula
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
@@ -59,11 +65,18 @@ def _expected(order: int) -> str:
     return poly.truncate(order).select(0).latex()
 
 
+def _expected_image(order: int) -> str:
+    scope: dict = {}
+    exec(MODEL_SOURCE + IMAGE_SOURCE.rsplit("%hope", 1)[0], scope)
+    poly = expand(scope["cnn"], scope["image"], 4, terms="pure")
+    return poly.truncate(order).select(1).latex()
+
+
 def _notebook() -> dict:
     def cell(src: str) -> dict:
         return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
 
-    return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell("")],
+    return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell(IMAGE_SOURCE), cell("")],
             "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
             "nbformat": 4, "nbformat_minor": 5}
 
@@ -81,6 +94,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
     root.mkdir()
     (root / "hope.ipynb").write_text(json.dumps(_notebook()))
     env = dict(os.environ)
+    # the kernel imports this working tree's packages, however the environment was installed
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
                      ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
         (tmp / sub).mkdir()
@@ -140,9 +155,9 @@ def _run_all(page) -> None:
     pytest.fail("Run All did not start the cells")
 
 
-def _rendered_latex(page) -> str:
-    """The formula as typeset on the page: KaTeX keeps each piece's TeX in an annotation element."""
-    pieces = page.locator(".hope-formula .hope-term annotation").all_text_contents()
+def _rendered_latex(panel) -> str:
+    """The formula as typeset in a panel: KaTeX keeps each piece's TeX in an annotation element."""
+    pieces = panel.locator(".hope-formula .hope-term annotation").all_text_contents()
     return " ".join(p.strip() for p in pieces)
 
 
@@ -189,12 +204,13 @@ def _drive(page, url: str) -> None:
 
     # 1. the polynomial appears, typeset by KaTeX, equal to the engine's order-4 LaTeX
     page.wait_for_selector(".hope-formula .hope-term .katex", timeout=45_000)
-    formula = page.locator(".hope-formula")
+    main = page.locator(".hope-panel").first
+    formula = main.locator(".hope-formula")
     assert formula.get_attribute("data-order") == "4"
     expected4 = _expected(4)
     assert formula.get_attribute("data-latex") == expected4
-    assert _rendered_latex(page) == expected4
-    assert page.locator(".hope-plot-line svg path.hope-poly").count() == 1
+    assert _rendered_latex(main) == expected4
+    assert main.locator(".hope-plot-line svg path.hope-poly").count() == 1
 
     # 2. moving the order slider re-renders with the new order's terms, timed in the page
     timings = []
@@ -204,12 +220,12 @@ def _drive(page, url: str) -> None:
         timings.append(r)
         expected = _expected(order)
         assert formula.get_attribute("data-latex") == expected
-        shown = page.locator(".hope-formula .hope-term").count()
+        shown = main.locator(".hope-formula .hope-term").count()
         assert shown == min(MAX_SHOWN, len(_terms_of(expected)))
-        degrees = [int(d) for d in page.locator(".hope-formula .hope-term").evaluate_all(
+        degrees = [int(d) for d in main.locator(".hope-formula .hope-term").evaluate_all(
             "els => els.map(e => e.dataset.degree || '0')")]
         assert max(degrees) <= order
-    assert _rendered_latex(page) == _expected(2)
+    assert _rendered_latex(main) == _expected(2)
     render = statistics.median(t["render_ms"] for t in timings)
     paint = statistics.median(t["paint_ms"] for t in timings)
     print(f"\nslider move -> formula and plots re-rendered: median {render:.2f} ms "
@@ -218,34 +234,67 @@ def _drive(page, url: str) -> None:
     assert render < 100
 
     # the same through Playwright's own input path
-    page.locator(".hope-order").fill("3")
+    main.locator(".hope-order").fill("3")
     page.wait_for_function("document.querySelector('.hope-formula').dataset.order === '3'")
-    assert _rendered_latex(page) == _expected(3)
+    assert _rendered_latex(main) == _expected(3)
 
     # 3. hovering a term shows its exact coefficient and derivative
-    page.locator(".hope-formula .hope-term").nth(1).hover()
-    detail = page.locator(".hope-detail")
+    main.locator(".hope-formula .hope-term").nth(1).hover()
+    detail = main.locator(".hope-detail")
     assert "coefficient c =" in (detail.text_content() or "")
     assert detail.locator(".katex").count() == 1
 
     # 4. a point slider recomputes (debounced) in the kernel and the view follows
-    page.evaluate("""() => { const s = document.querySelector('.hope-point-slider');
-        s.value = '0.75'; s.dispatchEvent(new Event('input', { bubbles: true })); }""")
-    page.wait_for_function("document.querySelector('.hope-info').textContent.includes('x₀ = (0.75')")
-    assert page.locator(".hope-error").is_hidden()
+    moved = page.evaluate("""() => { const s = document.querySelector('.hope-point-slider');
+        s.value = '0.75'; s.dispatchEvent(new Event('input', { bubbles: true })); return Number(s.value); }""")
+    page.wait_for_function("!document.querySelector('.hope-info').textContent.includes('x₀ = (0.25,')")
+    assert main.locator(".hope-error").is_hidden()
+    assert abs(moved - 0.75) < 0.02  # the slider snaps to its step
 
-    # 5. Python -> view: panel.order set in a cell; the kernel saw the slider's order first
-    editor = page.locator(".jp-Cell").nth(2).locator(".cm-content")
+    # 5. view -> Python and Python -> view: the kernel has the slider's order and point; panel.order = 5 redraws
+    editor = page.locator(".jp-Cell").nth(3).locator(".cm-content")
     editor.click()
-    page.keyboard.type("print(panel.order, panel.point); panel.order = 5")
+    page.keyboard.type("print(panel.order, round(panel.point[0], 9), panel.latex == panel.polynomial.latex())")
+    page.keyboard.press("Shift+Enter")
+    page.locator(".jp-Cell").nth(3).locator(".jp-OutputArea-output").first.wait_for()
+    out = page.locator(".jp-Cell").nth(3).locator(".jp-OutputArea-output").first.text_content() or ""
+    assert out.split() == ["3", str(round(moved, 9)), "True"], out
+    latex3 = formula.get_attribute("data-latex")
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("panel.order = 5; print(panel.latex)")
     page.keyboard.press("Shift+Enter")
     page.wait_for_function("document.querySelector('.hope-formula').dataset.order === '5'")
-    out = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output").first.text_content() or ""
-    assert out.startswith("3 [0.75, -0.5]"), out
+    page.locator(".jp-Cell").nth(3).locator(".jp-OutputArea-output").first.wait_for()
+    printed = (page.locator(".jp-Cell").nth(3).locator(".jp-OutputArea-output").first.text_content() or "").strip()
+    assert printed == formula.get_attribute("data-latex") != latex3
+    assert _rendered_latex(main) == printed
     formula.scroll_into_view_if_needed()
-    page.locator(".hope-formula .hope-term").first.hover()
-    page.locator(".hope-panel").screenshot(path=str(ARTIFACTS / "hope_panel.png"))
+    main.locator(".hope-formula .hope-term").first.hover()
+    main.screenshot(path=str(ARTIFACTS / "hope_panel.png"))
     print(f"screenshot: {ARTIFACTS / 'hope_panel.png'}")
+
+    # method toggle: the paper's rule, with its difference from the exact expansion (or its error, shown in the panel)
+    main.locator(".hope-method-hope").click()
+    page.wait_for_function("""() => { const p = document.querySelector('.hope-panel');
+        return p.querySelector('.hope-info').textContent.includes('paper rule (hope)')
+            || p.querySelector('.hope-error').textContent.includes('hope'); }""")
+    if main.locator(".hope-error").is_hidden():
+        assert "paper rule vs exact at order 5" in (main.locator(".hope-info").text_content() or "")
+        main.screenshot(path=str(ARTIFACTS / "hope_panel_paper_rule.png"))
+    main.locator(".hope-method-exact").click()
+    page.wait_for_function("document.querySelector('.hope-panel .hope-info').textContent.includes('· exact ·')")
+    assert main.locator(".hope-formula").get_attribute("data-latex") == printed
+
+    # 6. an image input: unmixed terms and a pixel heat map instead of the line plots
+    image_panel = page.locator(".hope-panel").nth(1)
+    assert image_panel.locator(".hope-plot-heat").is_visible() and image_panel.locator(".hope-plot-line").is_hidden()
+    assert image_panel.locator(".hope-formula").get_attribute("data-latex") == _expected_image(2)
+    assert image_panel.locator(".hope-heat-canvas").evaluate("c => c.width") >= 12
+    image_panel.locator(".hope-order").fill("4")
+    assert image_panel.locator(".hope-formula").get_attribute("data-latex") == _expected_image(4)
+    assert "order 4" in (image_panel.locator(".hope-heat-legend").text_content() or "")
+    image_panel.screenshot(path=str(ARTIFACTS / "hope_panel_heatmap.png"))
 
 
 def _terms_of(latex: str) -> list[str]:

@@ -148,3 +148,21 @@ def test_cell_magic_bad_cells(shell, body, message):
     with pytest.raises(UsageError) as info:
         shell.run_cell_magic("hope", "--point 0,0", body)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_panel_is_displayed_once(shell, monkeypatch):
+    shown = []
+    original = HopePanel._repr_mimebundle_
+
+    def spy(self, **kwargs):
+        shown.append(self)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(HopePanel, "_repr_mimebundle_", spy)
+    shell.run_cell("%hope net --max-order 3")  # shown by the magic; the returned value is not shown again
+    assert len(shown) == 1
+    shell.run_cell("panel = %hope net --max-order 3")
+    assert len(shown) == 2
+    shell.run_cell("panel")  # a later cell shows it as usual
+    assert len(shown) == 3
+    shell.user_ns.pop("panel")

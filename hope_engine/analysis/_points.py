@@ -17,6 +17,8 @@ from ..polynomial import TaylorPolynomial
 
 def as_row(model, center) -> torch.Tensor:
     """The centre as one model input (1, *row_shape) in the model's dtype; a flat (n,) vector becomes (1, n)."""
+    if not isinstance(center, torch.Tensor):
+        center = torch.as_tensor(center, dtype=torch.float64)
     c = prepare_point(model, center)
     return c.reshape(1, -1) if c.dim() <= 1 else c
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sympy as sp
 import torch
 
 from ..expand import _variables, expand
@@ -19,8 +20,31 @@ from ._points import as_row, rows_at, sample_offsets, scalar_polynomial, single
 
 def local_formula(p: TaylorPolynomial, threshold: float = 0.0, top: int | None = None, in_x: bool = True,
                   output=None, digits: int | None = None):
-    """sympy expression sum_{|c_a| > threshold} c_a (x - x0)^a of the largest terms, expanded in x when ``in_x``."""
-    return single(p, output).to_sympy(threshold=threshold, top=top, in_x=in_x, digits=digits)
+    """sympy expression sum_{|c_a| > threshold} c_a (x - x0)^a of the largest terms, expanded in x when ``in_x``.
+
+    Terms are chosen around x0; after expanding in x, terms below the threshold (and rounding residue below 1e-12
+    times the largest coefficient) are dropped again.
+    """
+    s = single(p, output)
+    if not in_x:
+        return _centred(s, threshold, top, digits)
+    expr = s.to_sympy(threshold=threshold, top=top, in_x=True, digits=digits)
+    terms = sp.Add.make_args(expr)
+    coeffs = [abs(float(t.as_coeff_Mul()[0])) for t in terms]
+    floor = max(threshold, 1e-12 * max(coeffs, default=0.0))
+    return sp.Add(*[t for t, c in zip(terms, coeffs) if c > floor])
+
+
+def _centred(p: TaylorPolynomial, threshold: float, top: int | None, digits: int | None):
+    """sum c_a prod (x_i - x0_i)^a_i kept unexpanded (sympy would otherwise distribute c_a over x_i - x0_i)."""
+    symbols = [sp.Symbol(name, real=True) for name in p.names]
+    x0 = [float(v) for v in p.center_values.reshape(-1)]
+    parts = []
+    for term in p.terms(top=top, threshold=threshold):
+        factors = [(symbols[i] - sp.Float(x0[i]) if x0[i] else symbols[i]) ** e for i, e in enumerate(term.alpha) if e]
+        coef = sp.Float(term.coefficient, digits) if digits else sp.Float(term.coefficient)
+        parts.append(sp.Mul(coef, *factors, evaluate=False) if factors else coef)
+    return sp.Add(*parts, evaluate=False) if parts else sp.Integer(0)
 
 
 @dataclass(frozen=True)
@@ -88,7 +112,7 @@ class Discovery:
     def formula(self, top: int | None = None, threshold: float = 0.0, source: str = "mean", in_x: bool = True,
                 digits: int | None = None):
         """sympy expression of the ``top`` largest terms with |coefficient| > threshold, in x (not x - c) by default."""
-        return self.polynomial(source).to_sympy(threshold=threshold, top=top, in_x=in_x, digits=digits)
+        return local_formula(self.polynomial(source), threshold=threshold, top=top, in_x=in_x, digits=digits)
 
     def order_terms(self, by: str = "mean") -> list[int]:
         """Basis positions sorted by |mean| (or |local|), largest first."""

@@ -5,7 +5,8 @@ import "./style.css";
 import { derivativeLatex, formulaLatex, monomialText, termPiece, typeset, visibleTerms } from "./formula.js";
 import { barChart, convergencePlot, drawHeat, errorPlot, fmt, heatValues } from "./plots.js";
 
-const MAX_SHOWN = 60; // terms typeset in the formula; the copy button always gives all of them
+const MAX_SHOWN = 60; // terms typeset in the formula (the copy button always gives all of them)
+const MAX_SHOWN_HEAT = 24; // image inputs: the heat map carries the picture, the formula its largest terms
 const DEBOUNCE_MS = 250; // point sliders: recompute after the hand rests this long
 const THRESHOLD_OFF = -13; // threshold slider: exponents -12..0, and "all terms" at the left end
 
@@ -168,11 +169,12 @@ function render({ model, el }) {
     formula.dataset.count = String(visible.length);
     const parts = [];
     if (visible.length === 0) parts.push(`<span class="hope-term hope-zero">${typeset("0")}</span>`);
-    visible.slice(0, MAX_SHOWN).forEach((i, pos) => {
+    const limit = get("mode") === "heat" ? MAX_SHOWN_HEAT : MAX_SHOWN;
+    visible.slice(0, limit).forEach((i, pos) => {
       parts.push(`<span class="hope-term" data-term="${i}" data-degree="${terms.deg[i]}">${typeset(termPiece(terms, i, pos))}</span>`);
     });
     formula.innerHTML = parts.join("");
-    more.textContent = visible.length > MAX_SHOWN ? `… and ${visible.length - MAX_SHOWN} more terms (raise the threshold, or copy the LaTeX for all of them)` : "";
+    more.textContent = visible.length > limit ? `… and ${visible.length - limit} more terms (raise the threshold, or copy the LaTeX for all of them)` : "";
     const total = terms.c ? terms.c.length : 0;
     const hidden = terms.c ? terms.deg.filter((d) => d <= order).length - visible.length : 0;
     orderValue.textContent = `${order} / ${get("max_order")}`;

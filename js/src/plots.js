@@ -1,7 +1,7 @@
 // Plots as SVG strings (and one canvas for heat maps), drawn from data the kernel sent once: cheap to redraw on
 // every slider move.
 
-const W = 330;
+const W = 320;
 const H = 200;
 const PAD = { l: 46, r: 10, t: 20, b: 30 };
 export const COLORS = { net: "#222", poly: "#d2691e", exact: "#3b6fb6", pos: "#3b6fb6", neg: "#c0392b", hi: "#f0a500" };
@@ -24,7 +24,7 @@ function scale(lo, hi, a, b) {
 
 function frame(title, inner, xLabel) {
   return (
-    `<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" class="hope-svg" xmlns="http://www.w3.org/2000/svg">` +
+    `<svg viewBox="0 0 ${W} ${H}" class="hope-svg" xmlns="http://www.w3.org/2000/svg">` +
     `<text x="${PAD.l}" y="13" class="hope-plot-title">${esc(title)}</text>${inner}` +
     (xLabel ? `<text x="${(PAD.l + W - PAD.r) / 2}" y="${H - 3}" text-anchor="middle" class="hope-axis">${esc(xLabel)}</text>` : "") +
     `</svg>`

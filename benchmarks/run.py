@@ -1,0 +1,398 @@
+"""Benchmarks: exact expansion vs the paper's rule (method="hope") vs nested autograd vs the floor.
+
+    python benchmarks/run.py                 # every case, prints one table per case (a few minutes on 2 cores)
+    python benchmarks/run.py --quick         # tiny sizes, smoke run (seconds)
+    python benchmarks/run.py --json out.json # also write the results as JSON (compare across versions)
+    python benchmarks/run.py --case mnist    # only the cases whose name contains "mnist"
+
+Per case and order: time (median of --repeats runs after one warm-up), peak memory (growth of the process's peak
+resident memory during one run), and the error of every derivative against nested autograd in float64:
+"max rel err" is max over degrees d of max_a |got_a - ref_a| / max_a |ref_a| (a of degree d); "median rel err" is the
+median over derivatives of degree >= 2 of |got_a - ref_a| / |ref_a|. Ratios are time ratios t_exact / t_other: below 1
+the exact method is faster (0.01 = 100x faster).
+
+Models are float64 with PyTorch's default nn.Linear/nn.Conv2d initialisation (seed 0) and sin(x) activations (w0 = 1),
+the initialisation nn.Linear gives the paper's networks when they are built in PyTorch; the MNIST CNN is untrained
+(random weights) at a random image in [0, 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from hope_engine import __version__, expand
+from hope_engine.baselines import autograd_tree_size, floor_inputs, nested_autograd
+from hope_engine.basis import basis_size, make_basis
+
+
+# ---------------------------------------------------------------------------------------------------- models
+class Sine(nn.Module):
+    def forward(self, x):
+        return torch.sin(x)
+
+
+def sine_mlp(n: int, width: int, hidden: int, seed: int = 0) -> nn.Module:
+    """n -> width x hidden (Sine) -> 1."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(n, width), Sine()]
+    for _ in range(hidden - 1):
+        layers += [nn.Linear(width, width), Sine()]
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers).double().eval()
+
+
+def sine_conv(side: int = 32, channels: int = 16, seed: int = 0) -> nn.Module:
+    """Linear(2, 2*side*side), Sine, Unflatten, Conv2d(2, channels, 2), Sine, AvgPool2d(2), Sine, Flatten, Linear."""
+    torch.manual_seed(seed)
+    pooled = (side - 1) // 2
+    return nn.Sequential(
+        nn.Linear(2, 2 * side * side), Sine(), nn.Unflatten(1, (2, side, side)), nn.Conv2d(2, channels, 2), Sine(),
+        nn.AvgPool2d(2), Sine(), nn.Flatten(), nn.Linear(channels * pooled * pooled, 1)).double().eval()
+
+
+def mnist_cnn(seed: int = 0) -> nn.Module:
+    """The paper's MNIST CNN: Conv 1->10 5x5, AvgPool, Tanh, Conv 10->20 5x5, AvgPool, Tanh, Linear 320->50, Tanh,
+    Linear 50->1."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 10, 5), nn.AvgPool2d(2), nn.Tanh(), nn.Conv2d(10, 20, 5), nn.AvgPool2d(2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(320, 50), nn.Tanh(), nn.Linear(50, 1)).double().eval()
+
+
+# ---------------------------------------------------------------------------------------------- measurement
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_memory(fn) -> float | None:
+    """MiB by which the process's peak resident memory grows during one call (Linux); None where unavailable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current resident size
+    except OSError:
+        return None
+    before = _status("VmRSS")
+    fn()
+    return max(0, _status("VmHWM") - before) / 2**20
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def errors(got: torch.Tensor, ref: torch.Tensor, degrees: list[int]) -> tuple[float, float]:
+    """(max over degrees of the per-degree normwise relative error, median elementwise relative error, degree >= 2)."""
+    got = got.reshape(len(degrees), -1).double()
+    ref = ref.reshape(len(degrees), -1).double()
+    deg = torch.tensor(degrees)
+    worst = 0.0
+    for d in deg.unique().tolist():
+        rows = deg == d
+        scale = ref[rows].abs().max().item()
+        err = (got[rows] - ref[rows]).abs().max().item()
+        worst = max(worst, err / scale if scale > 0 else err)
+    high = deg >= 2
+    med = float("nan")
+    if high.any():
+        r, g = ref[high].reshape(-1), got[high].reshape(-1)
+        keep = r.abs() > 1e-12 * max(r.abs().max().item(), 1e-300)
+        if keep.any():
+            med = ((g[keep] - r[keep]).abs() / r[keep].abs()).median().item()
+    return worst, med
+
+
+@dataclass
+class Case:
+    name: str
+    title: str
+    model: nn.Module
+    x0: torch.Tensor
+    orders: list[int]
+    terms: str = "total"
+    ref_variables: list[int] | None = None       # nested autograd on these variables only (None: all)
+    methods: tuple[str, ...] = ("exact", "hope", "autograd", "floor")
+    notes: list[str] = field(default_factory=list)
+    paper: bool = False
+
+
+def run_case(case: Case, repeats: int, log) -> dict:
+    rows = []
+    n = case.x0[0].numel()
+    for order in case.orders:
+        M = basis_size(n, order, case.terms)
+        ref_basis = make_basis(len(case.ref_variables) if case.ref_variables else n, order, case.terms)
+        alphas_ref = ref_basis.multi_indices()
+        degrees = [sum(a) for a in alphas_ref]
+        ref = None
+        row_group = {}
+
+        if "autograd" in case.methods:
+            def run_autograd(order=order):
+                return nested_autograd(case.model, case.x0, order, terms=case.terms, variables=case.ref_variables)
+
+            start = time.perf_counter()
+            _, ref = run_autograd()  # the warm-up run is the reference
+            first = time.perf_counter() - start
+            reps = repeats
+            t, _ = timed(run_autograd, reps, warmup=0)
+            mem = peak_memory(run_autograd)
+            row_group["autograd"] = dict(time_ms=t * 1e3, peak_mib=mem, max_rel_err=0.0, median_rel_err=0.0,
+                                         grad_calls=autograd_tree_size(ref_basis), first_ms=first * 1e3)
+
+        def full_alpha(a):
+            if not case.ref_variables:
+                return a
+            out = [0] * n
+            for v, e in zip(case.ref_variables, a):
+                out[v] = e
+            return tuple(out)
+
+        for method in ("exact", "hope"):
+            if method not in case.methods:
+                continue
+
+            def run(method=method, order=order):
+                return expand(case.model, case.x0, order, terms=case.terms, method=method)
+
+            t, _ = timed(run, repeats)
+            mem = peak_memory(run)
+            p = run()
+            row = dict(time_ms=t * 1e3, peak_mib=mem)
+            if ref is not None:
+                got = torch.stack([p.derivative(full_alpha(a)).reshape(-1) for a in alphas_ref])
+                row["max_rel_err"], row["median_rel_err"] = errors(got, ref, degrees)
+            row_group[method] = row
+
+        if "floor" in case.methods:
+            xs = floor_inputs(case.x0, M)
+
+            def run_floor(xs=xs):
+                with torch.no_grad():
+                    return case.model(xs)
+
+            t, _ = timed(run_floor, repeats)
+            row_group["floor"] = dict(time_ms=t * 1e3, peak_mib=peak_memory(run_floor))
+
+        for method, row in row_group.items():
+            rows.append(dict(order=order, M=M, method=method, **row))
+        ex = row_group.get("exact")
+        if ex:
+            ratios = {f"exact/{m}": ex["time_ms"] / r["time_ms"] for m, r in row_group.items() if m != "exact"}
+            ex["ratios"] = ratios
+            rows[-len(row_group) + list(row_group).index("exact")]["ratios"] = ratios
+        log(_format_rows(case, [r for r in rows if r["order"] == order], header=(order == case.orders[0])))
+    return dict(name=case.name, title=case.title, n=n, terms=case.terms, paper=case.paper,
+                ref_variables=case.ref_variables, notes=case.notes, rows=rows)
+
+
+def _fmt(v, spec, empty="-"):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return empty
+    return format(v, spec)
+
+
+def _format_rows(case: Case, rows: list[dict], header: bool) -> str:
+    lines = []
+    if header:
+        lines.append("")
+        lines.append(f"== {case.name}: {case.title}")
+        for note in case.notes:
+            lines.append(f"   note: {note}")
+        lines.append(f"{'order':>5} {'M':>6} {'method':<9} {'time ms':>10} {'peak MiB':>9} {'max rel err':>11} "
+                     f"{'median rel':>10}   {'exact/hope':>10} {'exact/autograd':>14} {'exact/floor':>11}")
+    for r in rows:
+        ratios = r.get("ratios", {})
+        lines.append(
+            f"{r['order']:>5} {r['M']:>6} {r['method']:<9} {_fmt(r['time_ms'], '10.2f')} "
+            f"{_fmt(r.get('peak_mib'), '9.1f')} {_fmt(r.get('max_rel_err'), '11.1e')} "
+            f"{_fmt(r.get('median_rel_err'), '10.1e')}   {_fmt(ratios.get('exact/hope'), '10.3f', ''):>10} "
+            f"{_fmt(ratios.get('exact/autograd'), '14.5f', ''):>14} {_fmt(ratios.get('exact/floor'), '11.2f', ''):>11}")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- cases
+def cases(quick: bool) -> list[Case]:
+    d = torch.float64
+    out = []
+    width, hidden = (32, 5) if quick else (1024, 5)
+    out.append(Case(
+        "paper-mlp-1d", f"1 input, MLP 1->{width}x{hidden} Sine ({hidden} hidden layers), x0 = 0, terms=total",
+        sine_mlp(1, width, hidden), torch.zeros(1, 1, dtype=d), [2, 4] if quick else [2, 4, 6, 8, 10], paper=True,
+        notes=["issue 2's case at order 10 (exact vs nested autograd vs floor)"]))
+    side, ch = (8, 4) if quick else (32, 16)
+    out.append(Case(
+        "paper-conv-2d", f"2 inputs, Linear 2->2*{side}*{side}, Sine, Unflatten, Conv2d(2,{ch},2), Sine, AvgPool2d(2), "
+        "Sine, Flatten, Linear->1, terms=total", sine_conv(side, ch), torch.tensor([[0.3, -0.2]], dtype=d),
+        [2] if quick else [8], paper=True))
+    out.append(Case(
+        "paper-mlp-2d", "2 inputs, MLP 2->64x3 Sine (function-discovery net), terms=total",
+        sine_mlp(2, 64 if not quick else 16, 3), torch.tensor([[0.3, -0.2]], dtype=d),
+        [2, 4] if quick else [2, 3, 4, 5, 6, 7, 8], paper=True,
+        notes=["issue 2's 2-input case at order 8"]))
+    torch.manual_seed(1)
+    out.append(Case(
+        "mlp-5d", "5 inputs, MLP 5->64x3 Sine, terms=total", sine_mlp(5, 64 if not quick else 16, 3),
+        torch.rand(1, 5, dtype=d) - 0.5, [3]))
+    torch.manual_seed(2)
+    img = torch.rand(1, 1, 28, 28, dtype=d)
+    pixels = [14 * 28 + 14, 10 * 28 + 12, 16 * 28 + 9, 20 * 28 + 17]
+    out.append(Case(
+        "mnist-cnn-pure", "784 inputs, MNIST CNN (Conv 1->10 5x5, AvgPool, Tanh, Conv 10->20 5x5, AvgPool, Tanh, "
+        "Linear 320->50, Tanh, Linear 50->1), terms=pure (heat maps)", mnist_cnn(), img,
+        [1, 2] if quick else [1, 2, 4, 10], terms="pure", ref_variables=pixels,
+        notes=[f"expansions cover all 784 pixels; the nested-autograd reference (and its time) covers the pure "
+               f"derivatives of {len(pixels)} pixels only {pixels} (flat indices), errors are measured there",
+               "floor = one forward pass over M = 1 + 784 K images"]))
+    return out
+
+
+def scaling(quick: bool, repeats: int, log) -> list[dict]:
+    d = torch.float64
+    results = []
+    log("")
+    log("== scaling: time (ms) vs order, n = 2 (MLP 2->64x3 Sine, total) and vs n, order 3 (MLP n->64x3 Sine)")
+    log(f"{'sweep':<6} {'n':>3} {'order':>5} {'M':>6} {'exact':>9} {'hope':>9} {'floor':>9} {'exact/hope':>10} "
+        f"{'exact/floor':>11}")
+    width = 16 if quick else 64
+    sweeps = [("order", 2, k) for k in ([1, 2, 3] if quick else [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])]
+    sweeps += [("n", n, 3) for n in ([1, 2, 3] if quick else [1, 2, 4, 8, 16])]
+    models = {}
+    for sweep, n, order in sweeps:
+        if n not in models:
+            models[n] = sine_mlp(n, width, 3)
+        model = models[n]
+        torch.manual_seed(3)
+        x0 = torch.rand(1, n, dtype=d) - 0.5
+        M = basis_size(n, order, "total")
+        te, _ = timed(lambda m=model, x=x0, k=order: expand(m, x, k), repeats)
+        th, _ = timed(lambda m=model, x=x0, k=order: expand(m, x, k, method="hope"), repeats)
+        xs = floor_inputs(x0, M)
+        with torch.no_grad():
+            tf, _ = timed(lambda m=model, x=xs: m(x), repeats)
+        row = dict(sweep=sweep, n=n, order=order, M=M, exact_ms=te * 1e3, hope_ms=th * 1e3, floor_ms=tf * 1e3)
+        results.append(row)
+        log(f"{sweep:<6} {n:>3} {order:>5} {M:>6} {te * 1e3:9.2f} {th * 1e3:9.2f} {tf * 1e3:9.3f} {te / th:10.3f} "
+            f"{te / tf:11.2f}")
+    return results
+
+
+def targets(results: list[dict]) -> list[dict]:
+    """The issue's performance targets, checked against the measured numbers (reported, never asserted)."""
+    out = []
+    by_name = {c["name"]: c for c in results}
+
+    def rows(name, method=None, order=None):
+        c = by_name.get(name)
+        if not c:
+            return []
+        return [r for r in c["rows"]
+                if (method is None or r["method"] == method) and (order is None or r["order"] == order)]
+
+    errs = [r.get("max_rel_err") for c in results for r in c["rows"] if r["method"] == "exact"]
+    errs = [e for e in errs if e is not None]
+    if errs:
+        out.append(dict(target="exact max rel err <= 1e-10 in every case", value=max(errs), met=max(errs) <= 1e-10))
+    for name in ("paper-mlp-1d", "paper-conv-2d", "paper-mlp-2d"):
+        c = by_name.get(name)
+        if not c:
+            continue
+        top = max(r["order"] for r in c["rows"])
+        ex = rows(name, "exact", top)
+        if ex and "ratios" in ex[0]:
+            rh = ex[0]["ratios"].get("exact/hope")
+            if rh is not None:
+                out.append(dict(target=f"{name} order {top}: exact >= 2x faster than hope (ratio <= 0.5)", value=rh,
+                                met=rh <= 0.5))
+            ra = ex[0]["ratios"].get("exact/autograd")
+            if ra is not None and top >= 8:
+                out.append(dict(target=f"{name} order {top}: exact >= 100x faster than autograd (ratio <= 0.01)",
+                                value=ra, met=ra <= 0.01))
+    for name in ("paper-mlp-1d", "paper-mlp-2d", "mlp-5d"):
+        for r in rows(name, "exact"):
+            rf = r.get("ratios", {}).get("exact/floor")
+            if rf is not None:
+                out.append(dict(target=f"{name} order {r['order']}: exact within 3x of the floor", value=rf,
+                                met=rf <= 3.0))
+    ex = rows("paper-mlp-1d", "exact", 10)
+    if ex:
+        out.append(dict(target="paper-mlp-1d order 10: exact <= ~10 ms (float64)", value=ex[0]["time_ms"],
+                        met=ex[0]["time_ms"] <= 10.0))
+    ex = rows("mnist-cnn-pure", "exact", 10)
+    if ex:
+        out.append(dict(target="mnist-cnn-pure order 10, all 784 pixels: exact <= 2000 ms", value=ex[0]["time_ms"],
+                        met=ex[0]["time_ms"] <= 2000.0))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and low orders (a smoke run)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5; quick 2)")
+    parser.add_argument("--case", action="append", default=None, help="run only cases whose name contains this")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling sweeps")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (2 if args.quick else 5)
+
+    def log(s=""):
+        print(s, flush=True)
+
+    log(f"hope {__version__} benchmarks: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, float64, median of {repeats} runs after 1 warm-up"
+        + (" [QUICK: tiny sizes]" if args.quick else ""))
+    log("ratios are time ratios t_exact / t_other: < 1 means the exact method is faster (0.01 = 100x faster)")
+    start = time.perf_counter()
+    results = []
+    for case in cases(args.quick):
+        if args.case and not any(s in case.name for s in args.case):
+            continue
+        results.append(run_case(case, repeats, log))
+    sweep = [] if args.no_scaling or args.case else scaling(args.quick, repeats, log)
+    checks = targets(results)
+    if checks:
+        log("")
+        log("== targets (measured, not asserted)")
+        for c in checks:
+            log(f"  [{'met ' if c['met'] else 'MISS'}] {c['target']}: {c['value']:.3g}")
+    log(f"\ntotal benchmark time {time.perf_counter() - start:.0f} s")
+    if args.json:
+        doc = dict(meta=dict(version=__version__, torch=torch.__version__, threads=torch.get_num_threads(),
+                             platform=platform.platform(), python=sys.version.split()[0], quick=args.quick,
+                             repeats=repeats, dtype="float64",
+                             date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                             cpu_count=os.cpu_count()),
+                   cases=results, scaling=sweep, targets=checks)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        log(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

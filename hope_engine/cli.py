@@ -1,0 +1,244 @@
+"""The ``hope`` command: expansions, function discovery and heat maps of saved models.
+
+    hope expand MODEL --point 0,0 --order 8 [--terms pure] [--format latex|json|text]
+    hope discover MODEL --center 0,0 --order 4 --radius 0.5 [--figure terms.png]
+    hope heatmap MODEL --digit 0 --output 3 --method hope,occlusion,grad_input [--figure maps.png]
+
+MODEL is a TorchScript archive or an exported program (``torch.export.save``); a pickled module is read only with
+--trust-pickle, because loading it executes code stored in the file. Errors print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ExpansionError
+from .loading import LoadedModel, ModelLoadError, load_model
+
+
+class CLIError(ValueError):
+    """A bad command-line value."""
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _point(values: list[float], shape: str | None, model: LoadedModel) -> torch.Tensor:
+    x = torch.tensor(values, dtype=model.dtype)
+    if shape is None:
+        return x.reshape(1, -1)
+    dims = _ints(shape, "--shape")
+    if int(np.prod(dims)) != x.numel():
+        raise CLIError(f"--shape {shape} holds {int(np.prod(dims))} values but {x.numel()} were given")
+    return x.reshape(dims)
+
+
+def _output(text: str | None):
+    if text is None:
+        return None
+    ints = _ints(text, "--output")
+    return ints[0] if len(ints) == 1 else tuple(ints)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [s.strip() for s in text.split(",")]
+
+
+def _terms_json(p, top, threshold) -> list[dict]:
+    return [dict(alpha=list(t.alpha), monomial=t.monomial, coefficient=t.coefficient, derivative=t.derivative)
+            for t in p.terms(top=top, threshold=threshold)]
+
+
+def cmd_expand(args) -> str:
+    from .expand import expand
+
+    model = load_model(args.model, args.trust_pickle)
+    x0 = _point(_floats(args.point, "--point"), args.shape, model)
+    p = expand(model, x0, args.order, terms=args.terms, output=_output(args.output), names=_names(args.names),
+               method=args.method)
+    lead = 2 if p.batched else 1
+    if int(np.prod(p.coefficients.shape[lead:])) != 1:
+        raise CLIError(f"the model has {int(np.prod(p.coefficients.shape[lead:]))} outputs; pick one with --output")
+    if args.format == "latex":
+        return p.latex(threshold=args.threshold, top=args.top)
+    if args.format == "json":
+        return json.dumps(dict(order=p.order, terms_kind=p.terms_kind, method=p.method, names=p.names,
+                               point=p.center_values.reshape(-1).tolist(), value=float(p.value.reshape(-1)[0]),
+                               terms=_terms_json(p, args.top, args.threshold)), indent=1)
+    lines = [repr(p)] + [f"{t.coefficient:+.10g}  {t.monomial}" for t in p.terms(top=args.top,
+                                                                                  threshold=args.threshold)]
+    return "\n".join(lines)
+
+
+def cmd_discover(args) -> str:
+    import sympy as sp
+
+    from .analysis import discover
+
+    model = load_model(args.model, args.trust_pickle)
+    center = _point(_floats(args.center, "--center"), args.shape, model)
+    d = discover(model, center, args.order, radius=args.radius, points=args.points, output=_output(args.output),
+                 names=_names(args.names), terms=args.terms, seed=args.seed)
+    formula = d.formula(top=args.top, threshold=args.threshold, digits=args.digits)
+    if args.figure:
+        d.figure(top=args.top or 12, threshold=args.threshold).savefig(args.figure)
+    if args.format == "latex":
+        return sp.latex(formula)
+    table = d.table(top=args.top, threshold=args.threshold)
+    if args.format == "json":
+        return json.dumps(dict(formula=str(formula), terms=table.to_dicts()), indent=1)
+    return f"{table}\n\nformula: {formula}"
+
+
+def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
+    sources = [s for s in (args.input, args.digit, args.mnist) if s is not None]
+    if len(sources) != 1:
+        raise CLIError("give exactly one of --input FILE, --digit INDEX, --mnist DIR")
+    if args.input is not None:
+        path = Path(args.input)
+        if path.suffix == ".npy":
+            x = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(x, torch.Tensor):
+                raise CLIError(f"{path} holds a {type(x).__name__}, not a tensor")
+        label = path.name
+    elif args.digit is not None:
+        from .analysis import load_digits
+
+        images, labels = load_digits()
+        if not 0 <= args.digit < len(images):
+            raise CLIError(f"--digit must be in [0, {len(images)}), got {args.digit}")
+        x, label = images[args.digit: args.digit + 1], f"digit #{args.digit} (label {int(labels[args.digit])})"
+    else:
+        from .analysis import load_mnist
+
+        images, labels = load_mnist(args.mnist, args.split)
+        if not 0 <= args.index < len(images):
+            raise CLIError(f"--index must be in [0, {len(images)}), got {args.index}")
+        x = images[args.index: args.index + 1]
+        label = f"MNIST {args.split} #{args.index} (label {int(labels[args.index])})"
+    x = x.to(model.dtype)
+    if args.shape is not None:
+        x = _point(x.reshape(-1).tolist(), args.shape, model)
+    return x, label
+
+
+def cmd_heatmap(args) -> str:
+    from .analysis import attribution, deletion_curve, deletion_figure, heatmap_figure
+
+    model = load_model(args.model, args.trust_pickle)
+    x, label = _heatmap_input(args, model)
+    output = _output(args.output)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    dx = None if args.dx is None else float(args.dx)
+    maps, curves = {}, []
+    for m in methods:
+        kwargs = dict(order=args.order, dx=dx) if m == "hope" else ({"dx": dx} if m == "occlusion" else {})
+        maps[m] = attribution(model, x, output=output, method=m, **kwargs)
+        curves.append(deletion_curve(model, x, maps[m], output=output, steps=args.steps, label=m))
+    if args.figure:
+        heatmap_figure(x, maps, titles=[label]).savefig(args.figure)
+    if args.deletion_figure:
+        deletion_figure(curves).savefig(args.deletion_figure)
+    if args.format == "json":
+        return json.dumps(dict(input=label, shape=list(x.shape), deletion_auc={c.label: c.auc for c in curves},
+                               maps={k: v.reshape(-1).tolist() for k, v in maps.items()}), indent=1)
+    lines = [f"{label}, input shape {tuple(x.shape)}; deletion AUC: lower = better ranking"]
+    for c, (m, a) in zip(curves, maps.items()):
+        top = torch.argsort(a.reshape(-1), descending=True)[:5].tolist()
+        lines.append(f"{m:>11}: AUC {c.auc:.5g}   top elements {top}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hope", description="Exact Taylor expansions of saved PyTorch models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("model", help="TorchScript archive or torch.export program (.pt/.pt2)")
+        p.add_argument("--shape", help="model input shape for the point, e.g. 1,1,8,8 (default 1,n)")
+        p.add_argument("--output", help="output element to explain (index, or comma-separated index tuple)")
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="also load fully pickled modules: this EXECUTES CODE stored in the file")
+
+    e = sub.add_parser("expand", help="Taylor polynomial at a point")
+    common(e)
+    e.add_argument("--point", required=True, help="comma-separated values (use --point=-1,2 for negatives)")
+    e.add_argument("--order", type=int, default=6)
+    e.add_argument("--terms", choices=("total", "pure"), default="total")
+    e.add_argument("--method", choices=("exact", "hope"), default="exact")
+    e.add_argument("--names", help="comma-separated variable names")
+    e.add_argument("--top", type=int)
+    e.add_argument("--threshold", type=float, default=0.0)
+    e.add_argument("--format", choices=("text", "latex", "json"), default="text")
+    e.set_defaults(run=cmd_expand)
+
+    d = sub.add_parser("discover", help="formula from expansions at many points around a centre")
+    common(d)
+    d.add_argument("--center", required=True, help="comma-separated values (use --center=-1,2 for negatives)")
+    d.add_argument("--order", type=int, default=4)
+    d.add_argument("--radius", type=float, default=0.5)
+    d.add_argument("--points", type=int, default=64)
+    d.add_argument("--terms", choices=("total", "pure"), default="total")
+    d.add_argument("--names")
+    d.add_argument("--top", type=int)
+    d.add_argument("--threshold", type=float, default=0.0)
+    d.add_argument("--digits", type=int, default=4)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--figure", help="save the per-term box plot here (.png, .pdf, .svg)")
+    d.add_argument("--format", choices=("text", "latex", "json"), default="text")
+    d.set_defaults(run=cmd_discover)
+
+    h = sub.add_parser("heatmap", help="per-element attribution of one output")
+    common(h)
+    h.add_argument("--input", help=".npy or .pt tensor file")
+    h.add_argument("--digit", type=int, help="index into scikit-learn's bundled 8x8 digits")
+    h.add_argument("--mnist", help="directory with the MNIST IDX files")
+    h.add_argument("--index", type=int, default=0, help="image index for --mnist")
+    h.add_argument("--split", choices=("train", "test"), default="test")
+    h.add_argument("--method", default="hope,occlusion,grad_input", help="comma-separated methods")
+    h.add_argument("--order", type=int, default=4)
+    h.add_argument("--dx", type=float, help="displacement per element (default: the element's value)")
+    h.add_argument("--steps", type=int, default=20, help="deletion-curve steps")
+    h.add_argument("--figure", help="save the heat-map grid here")
+    h.add_argument("--deletion-figure", help="save the deletion curves here")
+    h.add_argument("--format", choices=("text", "json"), default="text")
+    h.set_defaults(run=cmd_heatmap)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 ok, 1 error, 2 bad usage)."""
+    args = build_parser().parse_args(argv)
+    logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)  # failed traces: our one line
+    try:
+        print(args.run(args))
+    except (CLIError, ModelLoadError, ExpansionError, ValueError, KeyError, IndexError, OSError, RuntimeError,
+            ImportError) as e:
+        text = str(e).strip().strip("'\"")
+        print(f"hope: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

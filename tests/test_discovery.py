@@ -1,0 +1,103 @@
+"""Function discovery: exact on polynomial models, and the proofs that trained Sine networks give back the formulas
+they were trained on (coefficients compared with the training target, not with the engine)."""
+
+from __future__ import annotations
+
+import sympy as sp
+import torch
+from analysis_helpers import assert_image
+from torch import nn
+
+from hope_engine import expand
+from hope_engine.analysis import discover, local_formula
+from hope_engine.models import fit, sine_mlp
+
+
+class Cubic(nn.Module):
+    """f(x) = 1 + 2 x1 - 3 x1 x2 + 0.5 x2^3 (an exact polynomial: every expansion of order >= 3 is exact)."""
+
+    def forward(self, x):
+        x1, x2 = x[..., 0:1], x[..., 1:2]
+        return 1 + 2 * x1 - 3 * x1 * x2 + 0.5 * x2 ** 3
+
+
+X1, X2 = sp.symbols("x1 x2", real=True)
+CUBIC = 1 + 2 * X1 - 3 * X1 * X2 + sp.Rational(1, 2) * X2 ** 3
+
+
+def _same(expr, reference, tol=1e-9) -> bool:
+    diff = sp.Poly(sp.expand(expr - reference), *sorted(reference.free_symbols | expr.free_symbols, key=str))
+    return all(abs(float(c)) < tol for c in diff.coeffs())
+
+
+def test_local_formula_in_x_and_around_x0():
+    x0 = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    p = expand(Cubic().eval(), x0, 4)
+    assert _same(local_formula(p), CUBIC)  # re-expressed in x: the model's own formula
+    around = local_formula(p, in_x=False)
+    assert any(isinstance(a, sp.Add) for a in sp.preorder_traversal(around) if a != around)  # has (x - x0) factors
+    assert _same(around, CUBIC)
+    top2 = local_formula(p, top=2, in_x=False)
+    assert len(sp.Add.make_args(top2)) == 2
+
+
+def test_global_discovery_of_a_polynomial_is_exact():
+    d = discover(Cubic().eval(), [0.2, 0.1], order=3, radius=0.8, points=32, names=["x1", "x2"])
+    assert d.coefficients.shape == (33, 10)
+    assert float(d.std.max()) < 1e-12  # every reference expansion, shifted to the centre, is the same polynomial
+    assert torch.allclose(d.mean, d.local, atol=1e-12)
+    assert _same(d.formula(), CUBIC)
+    # the table's local values are the Taylor coefficients at the centre: c_(1,0) = 2 - 3 x2 = 1.7
+    row = {r.alpha: r for r in d.table()}
+    assert abs(row[(1, 0)].local - (2 - 3 * 0.1)) < 1e-12
+    assert abs(row[(1, 1)].mean + 3) < 1e-12
+    assert len(d.table(top=3)) == 3
+    assert "(x1 - 0.2)*(x2 - 0.1)" in str(d.table())
+    assert _same(d.formula(top=1), -3 * (X1 - 0.2) * (X2 - 0.1))  # top term chosen around c, then written in x
+
+
+def test_discovery_figure_renders(tmp_path):
+    d = discover(sine_mlp([2, 8, 1]), [0.0, 0.0], order=3, radius=0.5, points=8)
+    assert_image(d.figure(top=6), tmp_path / "terms.png")
+
+
+def _terms(expr, symbols) -> dict[tuple[int, ...], float]:
+    return {m: float(c) for m, c in sp.Poly(expr, *symbols).terms()}
+
+
+def test_proof_sine_mlp_recovers_half_x1_squared_plus_x2():
+    """2-64-64-64-1 Sine MLP trained on y = (x1^2 + x2)/2 over [-1, 1]^2 -> 0.50 x2 + 0.50 x1^2."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(512, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    y = (x[:, 0] ** 2 + x[:, 1]) / 2
+    model = sine_mlp([2, 64, 64, 64, 1], seed=0)
+    loss = fit(model, x, y, steps=8)
+    assert loss < 1e-5
+    d = discover(model, [0.0, 0.0], order=4, radius=0.5, points=32)
+    symbols = sp.symbols("x1 x2", real=True)
+    terms = _terms(d.formula(), symbols)
+    assert abs(terms[(0, 1)] - 0.5) < 0.05 and abs(terms[(2, 0)] - 0.5) < 0.05
+    others = {m: c for m, c in terms.items() if m not in ((0, 1), (2, 0))}
+    assert max(abs(c) for c in others.values()) < 0.05, others
+    short = _terms(d.formula(threshold=0.05), symbols)
+    assert set(short) == {(0, 1), (2, 0)}
+
+
+def test_proof_five_input_interactions():
+    """y = 0.5 + x1 + 0.6 x2x3 - 0.8 x2x4 + x1x2x3 - x3x5: every true coefficient within 0.1, nothing else above 0.1."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1024, 5, generator=gen, dtype=torch.float64) * 2 - 1
+    x1, x2, x3, x4, x5 = x.T
+    y = 0.5 + x1 + 0.6 * x2 * x3 - 0.8 * x2 * x4 + x1 * x2 * x3 - x3 * x5
+    model = sine_mlp([5, 32, 32, 1], seed=0)
+    fit(model, x, y, steps=20)
+    d = discover(model, torch.zeros(5), order=3, radius=0.5, points=32)
+    symbols = sp.symbols("x1:6", real=True)
+    truth = {(0, 0, 0, 0, 0): 0.5, (1, 0, 0, 0, 0): 1.0, (0, 1, 1, 0, 0): 0.6, (0, 1, 0, 1, 0): -0.8,
+             (1, 1, 1, 0, 0): 1.0, (0, 0, 1, 0, 1): -1.0}
+    got = _terms(d.formula(), symbols)
+    for m, c in truth.items():
+        assert abs(got.get(m, 0.0) - c) < 0.1, (m, got.get(m), c)
+    spurious = {m: c for m, c in got.items() if m not in truth and abs(c) >= 0.1}
+    assert not spurious, spurious
+    assert set(_terms(d.formula(threshold=0.1), symbols)) == set(truth)
