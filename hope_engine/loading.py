@@ -7,6 +7,7 @@ read only with ``trust_pickle=True``. A bare state dict holds weights but no arc
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def load_model(path, trust_pickle: bool = False) -> LoadedModel:
     names = _zip_names(path)
     if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
         try:
-            return LoadedModel(torch.jit.load(str(path), map_location="cpu").eval(), "torchscript")
+            with warnings.catch_warnings():  # torch.jit.load is deprecated, still the TorchScript reader
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+            return LoadedModel(module.eval(), "torchscript")
         except Exception as e:  # noqa: BLE001 - reported as one line
             raise ModelLoadError(f"{path}: TorchScript archive could not be loaded ({_first_line(e)})") from e
     if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):

@@ -191,7 +191,8 @@ class TaylorPolynomial:
             flat = x.reshape(*x.shape, 1) if not len(row) or x.dim() == 0 or x.shape[-1] != 1 else x
         else:
             raise ValueError(
-                f"points of shape {tuple(x.shape)} do not fit this polynomial: expected (..., {', '.join(map(str, row))})"
+                f"points of shape {tuple(x.shape)} do not fit this polynomial: "
+                f"expected (..., {', '.join(map(str, row))})"
                 f" like the model input rows, or (..., {self.n}) for the {self.n} expansion variables"
             )
         return flat - self.center_values
@@ -238,8 +239,13 @@ class TaylorPolynomial:
                 raise IndexError(f"output {output} out of range: the model has {numel} outputs per point")
             flat = c.reshape(*c.shape[:lead], -1)
             return self._replace(coefficients=flat[..., output])
-        idx = (slice(None),) * lead + tuple(output)
-        return self._replace(coefficients=c[idx])
+        index = tuple(output) if isinstance(output, (tuple, list)) else None
+        if index is None or len(index) != len(per_point) or not all(
+                isinstance(i, int) and -s <= i < s for i, s in zip(index, per_point)):
+            raise IndexError(f"output {output!r} does not name one element of the per-point output of shape "
+                             f"{tuple(per_point)}: give an index tuple of {len(per_point)} ints in range, "
+                             "or a flat int")
+        return self._replace(coefficients=c[(slice(None),) * lead + index])
 
     def point(self, i: int) -> TaylorPolynomial:
         """The polynomial of reference point i of a batch (kept batched with batch size 1)."""

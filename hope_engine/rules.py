@@ -288,11 +288,26 @@ def _pow(ctx, op, base, exponent):
             torch.as_tensor(base, dtype=exponent.dtype, device=exponent.device))
         prod = series.mul(exponent, log_base) if is_jet(log_base) else series.scale(exponent, log_base)
         return F.exp(prod)
-    if isinstance(exponent, torch.Tensor):
-        if exponent.numel() != 1:
-            raise NotImplementedError("pow with a tensor of different exponents is not supported; use a scalar")
-        exponent = exponent.item()
+    if isinstance(exponent, torch.Tensor):  # constant exponents: one power series per distinct value
+        values = exponent.unique().tolist()
+        out = F.power(base, values[0])
+        for p in values[1:]:
+            out = F.where_value(exponent == p, F.power(base, p), out)
+        return out
     return F.power(base, exponent)
+
+
+@register("prod")
+def _prod(ctx, op, x, dim=None, keepdim=False, *, dtype=None):
+    """prod over dim: the product of the slices, one jet product each."""
+    if dim is None:
+        x, dim = Jet(x.c.reshape(x.c.shape[0], -1), x.basis), 0
+    d = dim % x.ndim
+    slices = x.c.unbind(d + 1)
+    out = slices[0]
+    for s in slices[1:]:
+        out = series.mul_coefficients(out, s, x.basis)
+    return Jet(out.unsqueeze(d + 1) if keepdim else out, x.basis)
 
 
 @register("_softmax")
@@ -484,7 +499,8 @@ def _max_dim(ctx, op, x, dim=None, keepdim=False):
 VALUE_ONLY_OPS = [
     "gt", "lt", "ge", "le", "eq", "ne", "sign", "argmax", "argmin", "isnan", "isinf", "isfinite", "logical_not",
     "logical_and", "logical_or", "floor", "ceil", "round", "trunc", "zeros_like", "ones_like", "empty_like",
-    "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside", "argsort", "empty_strided", "scalar_tensor",
+    "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside", "argsort",
+    "floor_divide", "empty_strided", "scalar_tensor",
 ]
 for _name in VALUE_ONLY_OPS:
     if hasattr(aten, _name):

@@ -120,6 +120,12 @@ def scale(a: Jet, factor) -> Jet:
 def _degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
                   weights: Sequence[float] | None) -> torch.Tensor:
     """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p)."""
+    if basis.n == 1:  # one variable (total = pure): a plain Cauchy product, no index tables
+        prod = a[:d + 1] * b[:d + 1].flip(0)
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=a.dtype, device=a.device)
+            prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
+        return prod.sum(0, keepdim=True)
     if basis.kind == "pure":
         return _pure_degree_terms(a, b, basis, d, weights)
     table = product_tables(basis, a.device)[d]
@@ -197,12 +203,26 @@ def euler_weights(d: int) -> list[float]:
     return [(d - p) / d for p in range(d + 1)]
 
 
+_degree_cache: dict = {}
+
+
+def euler(u: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """E u: every coefficient times the degree of its monomial. Then [f'(u) E u]_d / d = [f'(u) (E u)]_d / d needs
+    no per-term weights (E u has no constant term, so f'(u)'s degree-d part never enters)."""
+    key = (basis.n, basis.order, basis.kind, u.dtype, u.device)
+    deg = _degree_cache.get(key)
+    if deg is None:
+        deg = _degree_cache[key] = basis.degrees.to(dtype=u.dtype, device=u.device)
+    return u * deg.reshape(-1, *([1] * (u.dim() - 1)))
+
+
 def integrate(fprime: torch.Tensor, u: torch.Tensor, value: torch.Tensor, basis: Basis) -> torch.Tensor:
     """Coefficients of f(u) from those of f'(u) (fully known) and f(u0): [f(u)]_d = [f'(u) E u]_d / d."""
     out = u.new_empty(u.shape)
     out[0] = value
+    eu = euler(u, basis)
     for d in range(1, basis.order + 1):
-        out[basis.block(d)] = _degree_terms(fprime, u, basis, d, euler_weights(d))
+        out[basis.block(d)] = _degree_terms(fprime, eu, basis, d, None) / d
     return out
 
 
@@ -210,21 +230,26 @@ def exp_coefficients(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
     y = torch.zeros_like(u)
     y[0] = torch.exp(u[0])
+    eu = euler(u, basis)
     for d in range(1, basis.order + 1):
-        y[basis.block(d)] = _degree_terms(y, u, basis, d, euler_weights(d))
+        y[basis.block(d)] = _degree_terms(y, eu, basis, d, None) / d
     return y
 
 
 def sin_cos_coefficients(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
-    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d."""
-    s, c = torch.zeros_like(u), torch.zeros_like(u)
-    s[0], c[0] = torch.sin(u[0]), torch.cos(u[0])
+    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d.
+
+    c and s are kept side by side in one tensor g = (c, s) (axis 1), so each degree is one product [g E u]_d.
+    """
+    g = u.new_zeros((u.shape[0], 2, *u.shape[1:]))
+    g[0, 0], g[0, 1] = torch.cos(u[0]), torch.sin(u[0])
+    eu = euler(u, basis).unsqueeze(1)
     for d in range(1, basis.order + 1):
-        w = euler_weights(d)
-        s_d = _degree_terms(c, u, basis, d, w)
-        c[basis.block(d)] = -_degree_terms(s, u, basis, d, w)
-        s[basis.block(d)] = s_d
-    return s, c
+        t = _degree_terms(g, eu, basis, d, None) / d      # ([c E u]_d, [s E u]_d) / d = (s_d, -c_d)
+        blk = basis.block(d)
+        g[blk, 0] = -t[:, 1]
+        g[blk, 1] = t[:, 0]
+    return g[:, 1], g[:, 0]
 
 
 def riccati_coefficients(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float,
@@ -234,8 +259,9 @@ def riccati_coefficients(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: flo
     y[0] = y0
     g = torch.zeros_like(u)  # g = y'(u) = a + b y + q y^2, kept one degree behind y
     g[0] = a + b * y0 + q * y0 * y0
+    eu = euler(u, basis)
     for d in range(1, basis.order + 1):
-        y[basis.block(d)] = _degree_terms(g, u, basis, d, euler_weights(d))
+        y[basis.block(d)] = _degree_terms(g, eu, basis, d, None) / d
         if d < basis.order:
             g[basis.block(d)] = b * y[basis.block(d)] + q * _degree_terms(y, y, basis, d, None)
     return y

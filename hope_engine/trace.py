@@ -57,6 +57,7 @@ class TracedModel:
     state: dict
     reusable: bool
     input_index: int
+    fingerprint: tuple = ()
 
     def state_values(self) -> list:
         return list(self.state.values())
@@ -65,49 +66,124 @@ class TracedModel:
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _plain(v) -> bool:
+    """A value a traced graph bakes in as a constant: numbers, strings, and tuples/lists of them."""
+    return isinstance(v, _PLAIN) or (isinstance(v, (tuple, list)) and all(_plain(e) for e in v))
+
+
+def _freeze(v):
+    return tuple(_freeze(e) for e in v) if isinstance(v, (tuple, list)) else v
+
+
+def referenced_values(fn) -> list:
+    """Values a plain function reads besides its argument: defaults, closure cells and the globals it names."""
+    if isinstance(fn, nn.Module) or not hasattr(fn, "__code__"):
+        return []
+    values = list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values())
+    for cell in fn.__closure__ or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            values.append(cell.cell_contents)
+    glb = getattr(fn, "__globals__", {})
+    values += [glb[name] for name in fn.__code__.co_names if name in glb]
+    return values
+
+
+def referenced_modules(model) -> list[nn.Module]:
+    """The model itself, or the modules a plain function reads (through its closure, defaults or globals)."""
+    if isinstance(model, nn.Module):
+        return [model]
+    return [v for v in referenced_values(model) if isinstance(v, nn.Module)]
+
+
+def _module_fingerprint(model: nn.Module) -> tuple:
+    items: list = []
+    for name, mod in model.named_modules():
+        attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(mod).items() if k != "training" and _plain(v)))
+        items.append((name, type(mod), attrs))
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        items.append((name, tuple(t.shape), t.dtype, t.device))
+    return tuple(items)
+
+
+def fingerprint(model) -> tuple:
+    """What a value-free graph bakes in besides the input: the module tree, parameter/buffer names, shapes and dtypes,
+    and plain Python attributes (a module's ``self.w0``...) — or, for a function, its code and the values it reads
+    (tensors and modules by identity: in-place updates are seen through the graph's references, new objects are not)."""
+    if isinstance(model, nn.Module):
+        return _module_fingerprint(model)
+    out: list = [getattr(model, "__code__", None)]
+    for v in referenced_values(model):
+        if _plain(v):
+            out.append(_freeze(v))
+        elif isinstance(v, nn.Module):
+            ids = tuple(id(t) for t in list(v.parameters()) + list(v.buffers()))
+            out.append((id(v), ids, _module_fingerprint(v)))
+        else:
+            out.append(id(v))
+    return tuple(out)
+
+
 @contextlib.contextmanager
 def _eval_mode(model):
-    """Trace in eval mode (dropout off, batch norm on running statistics), restoring the model's mode after."""
+    """Trace in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
+
+    For a plain function, the modules it reads are switched too."""
     mha_fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel hides the ops we expand through
-    was_training = isinstance(model, nn.Module) and model.training
-    if was_training:
-        model.eval()
+    training = [m for root in referenced_modules(model) for m in root.modules() if m.training]
+    for m in training:
+        m.training = False
     try:
         yield
     finally:
-        if was_training:
-            model.train()
+        for m in training:
+            m.training = True
         torch.backends.mha.set_fastpath_enabled(mha_fast)
 
 
+def in_training_mode(model) -> bool:
+    """Whether the model (or a module a plain function reads) is in training mode."""
+    return any(m.training for m in referenced_modules(model))
+
+
 def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
+    # "fake": no values, so a branch on a value raises; "real": values at this point, branches taken are baked in
+    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS, _allow_non_fake_inputs=True,
+                   _error_on_data_dependent_ops=mode == "fake", record_module_stack=True)
     if isinstance(model, nn.Module):
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
             return functional_call(model, state, (x,))
 
-        gm = make_fx(call, tracing_mode=mode, decomposition_table=DECOMPOSITIONS,
-                     _allow_non_fake_inputs=True)(state, x)
+        call._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
+        gm = make_fx(call, **options)(state, x)
         return TracedModel(gm, state, mode == "fake", input_index=len(state))
 
-    gm = make_fx(model, tracing_mode=mode, decomposition_table=DECOMPOSITIONS, _allow_non_fake_inputs=True)(x)
+    gm = make_fx(model, **options)(x)
     return TracedModel(gm, {}, mode == "fake", input_index=0)
 
 
 def trace(model, x: torch.Tensor) -> TracedModel:
-    """The cached value-free graph for (model, input shape, dtype, device), or a fresh per-point graph."""
+    """The cached value-free graph for (model, input shape, dtype, device), or a fresh per-point graph.
+
+    A cached graph is used only while the model's ``fingerprint`` (structure, shapes, plain attributes) is unchanged;
+    parameters and buffers are read afresh at every call."""
     key = (tuple(x.shape), x.dtype, x.device)
     try:
         per_model = _cache.setdefault(model, {})
     except TypeError:
         per_model = {}
+    stamp = fingerprint(model)
     traced = per_model.get(key)
-    if traced is not None:
+    if traced is not None and traced.fingerprint == stamp:
         if isinstance(model, nn.Module):
             traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         return traced
+    per_model.pop(key, None)
     with _eval_mode(model), torch.no_grad():
         try:
             traced = _make(model, x, "fake")
@@ -116,6 +192,7 @@ def trace(model, x: torch.Tensor) -> TracedModel:
                 traced = _make(model, x, "real")
             except Exception:
                 raise fake_error from None
+    traced.fingerprint = stamp
     if traced.reusable:
         per_model[key] = traced
     return traced
@@ -128,7 +205,7 @@ def _module_path(node) -> str:
     path, cls = list(stack.values())[-1]
     cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
     path = path.replace("L['self'].", "").replace("L__self___", "")
-    return f"{path} ({cls_name.split('.')[-1]})"
+    return f"{path or '<top level>'} ({cls_name.split('.')[-1]})"
 
 
 def jet_nodes(traced: TracedModel) -> set:
@@ -169,6 +246,15 @@ def _strided_view_ok(node) -> bool:
         return True
     val = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
     return isinstance(val, torch.Tensor) and val.is_contiguous() and val.storage_offset() == 0
+
+
+def output_count(traced: TracedModel) -> int:
+    """How many tensors the model returns (from the graph's output node, before anything is computed)."""
+    out = next(n for n in traced.graph_module.graph.nodes if n.op == "output")
+    leaves: list = []
+    torch.fx.node.map_aggregate(out.args[0], leaves.append)
+    return sum(1 for v in leaves if isinstance(v, torch.Tensor) or (
+        isinstance(v, torch.fx.Node) and isinstance(v.meta.get("val"), torch.Tensor)))
 
 
 def activation_numels(traced: TracedModel) -> list[int]:

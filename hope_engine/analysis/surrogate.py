@@ -42,13 +42,16 @@ class Surrogate(nn.Module):
         self.register_buffer("var", var.clone())
         self.blocks = [(p.basis.block(k).start, p.basis.block(k).stop) for k in range(p.order + 1)]
         self.horner = p.n == 1
+        self.all_variables = bool(torch.equal(p.variables.cpu(), torch.arange(math.prod(self.row_shape))))
 
     def displacement(self, x: torch.Tensor) -> torch.Tensor:
         """t = x - x0 over the variables: (..., n)."""
         x = x.to(self.coefficients.dtype)
         r = len(self.row_shape)
         if r and tuple(x.shape[x.dim() - r:]) == self.row_shape:
-            x = x.reshape(*x.shape[:x.dim() - r], -1)[..., self.variables]
+            x = x.reshape(*x.shape[:x.dim() - r], -1)
+            if not self.all_variables:
+                x = x.index_select(-1, self.variables)
         elif self.n == 1 and (x.dim() == 0 or x.shape[-1] != 1):
             x = x[..., None]
         elif x.shape[-1] != self.n:

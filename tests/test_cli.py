@@ -1,0 +1,147 @@
+"""The ``hope`` command: safe loading, the three subcommands, one-line errors, and one real subprocess run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hope_engine import expand
+from hope_engine.cli import main
+from hope_engine.loading import ModelLoadError, load_model
+from hope_engine.models import sine_mlp
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # saving TorchScript fixtures
+
+X0 = torch.tensor([[0.5, -0.25]], dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    model = sine_mlp([2, 16, 16, 1], seed=0)
+    torch.jit.trace(model, X0).save(str(d / "model.ts"))
+    torch.export.save(torch.export.export(model, (X0,)), str(d / "model.pt2"))
+    torch.save(model, d / "model.pickle")
+    torch.save(model.state_dict(), d / "weights.pt")
+    torch.manual_seed(0)
+    digits = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double().eval()
+    torch.jit.trace(digits, torch.zeros(1, 1, 8, 8, dtype=torch.float64)).save(str(d / "digits.ts"))
+    return d, model, digits
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", ["model.ts", "model.pt2"])
+def test_expand_safe_formats_text_and_json(saved, capsys, name):
+    d, model, _ = saved
+    code, out, err = run(capsys, "expand", d / name, "--point", "0.5,-0.25", "--order", "4", "--format", "json")
+    assert code == 0, err
+    got = json.loads(out)
+    p = expand(model, X0, 4)
+    ref = {t.alpha: t.coefficient for t in p.terms()}
+    assert len(got["terms"]) == len(ref)
+    for t in got["terms"]:
+        assert t["coefficient"] == pytest.approx(ref[tuple(t["alpha"])], rel=1e-10, abs=1e-14)
+    code, out, _ = run(capsys, "expand", d / name, "--point", "0.5,-0.25", "--order", "3", "--top", "3")
+    assert code == 0 and out.startswith("TaylorPolynomial(n=2, order=3") and len(out.strip().splitlines()) == 4
+
+
+def test_expand_latex_pure_and_names(saved, capsys):
+    d, model, _ = saved
+    code, out, _ = run(capsys, "expand", d / "model.ts", "--point", "0.5,-0.25", "--order", "3", "--terms", "pure",
+                       "--names", "a,b", "--format", "latex")
+    assert code == 0
+    p = expand(model, X0, 3, terms="pure", names=["a", "b"])
+    assert out.strip() == p.latex()
+
+
+def test_pickles_need_the_flag_and_state_dicts_are_refused(saved, capsys):
+    d, model, _ = saved
+    code, out, err = run(capsys, "expand", d / "model.pickle", "--point", "0,0")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "--trust-pickle" in err and "executes code" in err
+    code, out, _ = run(capsys, "expand", d / "model.pickle", "--trust-pickle", "--point", "0,0", "--order", "2")
+    assert code == 0 and "TaylorPolynomial" in out
+    code, _, err = run(capsys, "expand", d / "weights.pt", "--point", "0,0")
+    assert code == 1 and "state dict" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load_model(d / "missing.pt")
+    assert load_model(d / "model.ts").kind == "torchscript"
+    assert load_model(d / "model.pt2").kind == "exported program"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--point", "0,0,0"], "cannot be run on a point of shape (1, 3)"),
+    (["--point", "0,x"], "comma-separated numbers"),
+    (["--point", "0,0", "--shape", "1,3"], "holds 3 values"),
+    (["--point", "0,0", "--order", "-1"], "non-negative"),
+])
+def test_errors_are_one_line(saved, capsys, argv, message):
+    d, _, _ = saved
+    code, out, err = run(capsys, "expand", d / "model.ts", *argv)
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hope: error:") and message in lines[0], err
+
+
+def test_discover(saved, capsys, tmp_path):
+    d, model, _ = saved
+    fig = tmp_path / "terms.png"
+    code, out, err = run(capsys, "discover", d / "model.ts", "--center", "0,0", "--order", "3", "--points", "8",
+                         "--radius", "0.3", "--top", "4", "--format", "json", "--figure", fig)
+    assert code == 0, err
+    got = json.loads(out)
+    assert len(got["terms"]) == 4 and "x1" in got["formula"]
+    from hope_engine.analysis import discover
+
+    ref = discover(model, [0.0, 0.0], 3, radius=0.3, points=8)
+    assert got["terms"][0]["mean"] == pytest.approx(ref.table(top=1)[0].mean, rel=1e-10)
+    assert fig.stat().st_size > 2000
+
+
+def test_heatmap(saved, capsys, tmp_path):
+    d, _, digits = saved
+    fig, curves = tmp_path / "maps.png", tmp_path / "deletion.png"
+    code, out, err = run(capsys, "heatmap", d / "digits.ts", "--digit", "5", "--output", "3", "--order", "2",
+                         "--format", "json", "--figure", fig, "--deletion-figure", curves)
+    assert code == 0, err
+    got = json.loads(out)
+    assert set(got["maps"]) == {"hope", "occlusion", "grad_input"} and got["shape"] == [1, 1, 8, 8]
+    from hope_engine.analysis import load_digits
+
+    x = load_digits()[0][5:6]
+    w = digits[1].weight[3].detach()
+    # a linear model: every method gives w_i x_i exactly
+    for m in got["maps"].values():
+        assert np.allclose(m, (w * x.reshape(-1)).numpy(), atol=1e-12)
+    assert fig.stat().st_size > 2000 and curves.stat().st_size > 2000
+    npy = tmp_path / "x.npy"
+    np.save(npy, x.numpy())
+    code, out, _ = run(capsys, "heatmap", d / "digits.ts", "--input", npy, "--output", "3", "--method", "occlusion")
+    assert code == 0 and "occlusion: AUC" in out
+    code, _, err = run(capsys, "heatmap", d / "digits.ts", "--output", "3")
+    assert code == 1 and "exactly one of" in err
+
+
+def test_console_script_subprocess(saved):
+    d, _, _ = saved
+    exe = shutil.which("hope", path=str(__import__("pathlib").Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "hope_engine.cli"]
+    ok = subprocess.run(cmd + ["expand", str(d / "model.ts"), "--point", "0.5,-0.25", "--order", "2", "--format",
+                               "latex"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() and "x_{1}" in ok.stdout
+    bad = subprocess.run(cmd + ["expand", str(d / "weights.pt"), "--point", "0,0"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "state dict" in bad.stderr
