@@ -130,6 +130,62 @@ for _name in LINEAR_OPS:
         RULES[getattr(aten, _name)] = linear
 
 
+def _promoted(x, like: Jet):
+    """A floating tensor argument as a constant jet (value in coefficient 0); anything else unchanged."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return series.constant_jet(x.to(like.dtype), like.basis)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_promoted(e, like) for e in x)
+    return x
+
+
+@register("select_scatter", "slice_scatter", "diagonal_scatter", "index_put", "masked_scatter",
+          "index_add", "index_copy", "scatter_add")
+def affine(ctx, op, *args, **kwargs):
+    """An op linear in all its floating tensor arguments together (writing src into self): a constant argument is a
+    constant jet, so it reaches coefficient 0 only."""
+    like = next(a for a in args if is_jet(a))
+    return apply_linear(op, tuple(a if is_jet(a) else _promoted(a, like) for a in args), kwargs)
+
+
+@register("copy")
+def _copy(ctx, op, dst, src, non_blocking=False):
+    """copy(dst, src): src broadcast to dst's shape and dtype."""
+    dtype = dst.dtype
+    if not is_jet(src):
+        return op(_value(dst), src)
+    shape = dst.shape
+    return Jet(series.lift(src.c, len(shape)).expand(src.c.shape[0], *shape).to(dtype).clone(), src.basis)
+
+
+@register("constant_pad_nd")
+def _constant_pad(ctx, op, x, pad, value=0.0):
+    """Pad every coefficient with 0 and the value with ``value`` (the pad value is a constant)."""
+    out = apply_linear(op, (x, pad, 0.0), {})
+    if value:
+        out.c[0] = op(x.value, pad, value)
+    return out
+
+
+@register("fill")
+def _fill(ctx, op, x, value):
+    """x filled with value: a constant unless the value itself depends on the input."""
+    if not is_jet(value):
+        return op(_value(x), value)
+    shape = x.shape if is_jet(x) else x.shape
+    return Jet(series.lift(value.c, len(shape)).expand(value.c.shape[0], *shape).clone(), value.basis)
+
+
+@register("masked_fill")
+def _masked_fill(ctx, op, x, mask, value):
+    """where(mask, value, x), the mask being a constant."""
+    if not is_jet(x):
+        x = series.constant_jet(x, value.basis)
+    if not is_jet(value):
+        value = series.constant_jet(torch.as_tensor(value, dtype=x.dtype, device=x.device), x.basis)
+    return F.where_value(_value(mask).bool(), value, x)
+
+
 @register("view", "_unsafe_view", "reshape")
 def _view(ctx, op, x, size):
     return Jet(x.c.reshape(x.c.shape[0], *size), x.basis)

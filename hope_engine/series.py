@@ -119,24 +119,41 @@ def scale(a: Jet, factor) -> Jet:
 # -------------------------------------------------------------------------------------------------- products
 def _degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
                   weights: Sequence[float] | None) -> torch.Tensor:
-    """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p)."""
+    """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p).
+
+    Left degrees whose weight is 0 at either end of 0..d are left out, not multiplied by 0: a value factor may be
+    infinite (a -inf attention mask under exp), and 0 * inf would be NaN."""
+    lo, hi = 0, d
+    if weights is not None:
+        while lo <= hi and weights[lo] == 0:
+            lo += 1
+        while hi >= lo and weights[hi] == 0:
+            hi -= 1
+        if lo > hi:
+            width = basis.offsets[d + 1] - basis.offsets[d]
+            return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
     if basis.n == 1:  # one variable (total = pure): a plain Cauchy product, no index tables
-        prod = a[:d + 1] * b[:d + 1].flip(0)
+        prod = a[lo:hi + 1] * b[d - hi:d - lo + 1].flip(0)
         if weights is not None:
-            w = torch.as_tensor(weights, dtype=a.dtype, device=a.device)
+            w = torch.as_tensor(weights[lo:hi + 1], dtype=a.dtype, device=a.device)
             prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
         return prod.sum(0, keepdim=True)
     if basis.kind == "pure":
         return _pure_degree_terms(a, b, basis, d, weights)
     table = product_tables(basis, a.device)[d]
-    left, right = table.left, table.right
+    left, right, out_index, left_degree = table.left, table.right, table.out, table.left_degree
+    if (lo, hi) != (0, d):  # the table is ordered by left degree: keep the entries of degrees lo..hi
+        size = [basis.offsets[k + 1] - basis.offsets[k] for k in range(d + 1)]
+        start = sum(size[p] * size[d - p] for p in range(lo))
+        stop = start + sum(size[p] * size[d - p] for p in range(lo, hi + 1))
+        left, right, out_index, left_degree = (t[start:stop] for t in (left, right, out_index, left_degree))
     prod = a.index_select(0, left) * b.index_select(0, right)
     if weights is not None:
-        w = torch.as_tensor(weights, dtype=a.dtype, device=a.device)[table.left_degree]
+        w = torch.as_tensor(weights, dtype=a.dtype, device=a.device)[left_degree]
         prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
     width = basis.offsets[d + 1] - basis.offsets[d]
     out = a.new_zeros((width, *prod.shape[1:]))
-    return out.index_add_(0, table.out, prod)
+    return out.index_add_(0, out_index, prod)
 
 
 def _pure_degree_terms(a, b, basis: Basis, d: int, weights) -> torch.Tensor:

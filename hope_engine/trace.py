@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch._decomp import get_decompositions
-from torch.func import functional_call
+from torch.func import functional_call, functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from . import rules
@@ -150,7 +150,10 @@ def in_training_mode(model) -> bool:
 
 
 def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
-    # "fake": no values, so a branch on a value raises; "real": values at this point, branches taken are baked in
+    """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
+    out-of-place forms and scatters; dead nodes are dropped.
+
+    mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in."""
     options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS, _allow_non_fake_inputs=True,
                    _error_on_data_dependent_ops=mode == "fake", record_module_stack=True)
     if isinstance(model, nn.Module):
@@ -159,12 +162,16 @@ def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
         def call(state, x):
             return functional_call(model, state, (x,))
 
-        call._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
-        gm = make_fx(call, **options)(state, x)
-        return TracedModel(gm, state, mode == "fake", input_index=len(state))
-
-    gm = make_fx(model, **options)(x)
-    return TracedModel(gm, {}, mode == "fake", input_index=0)
+        fn = functionalize(call, remove="mutations")
+        fn._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
+        gm = make_fx(fn, **options)(state, x)
+        traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
+    else:
+        gm = make_fx(functionalize(model, remove="mutations"), **options)(x)
+        traced = TracedModel(gm, {}, mode == "fake", input_index=0)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return traced
 
 
 def trace(model, x: torch.Tensor) -> TracedModel:

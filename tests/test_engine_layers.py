@@ -203,6 +203,35 @@ def test_shape_operations():
     assert_matches_autograd(ShapeOps().to(D).eval(), point(1, 3), 6)
 
 
+class InPlace(nn.Module):
+    """In-place ops and writes into tensors (traced functionally), constant padding, a masked softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.relu(self.a(x) + 0.5)
+        h = h.clone()
+        h[:, 0] = 0.25                                   # a constant written into a jet
+        h[:, 1] += x[:, 0] * torch.tanh(x[:, 1])          # a jet written into a jet
+        h.mul_(1.5)
+        torch.sigmoid_(h)
+        h = tF.pad(h, (1, 1), value=0.75)                 # the pad value is a constant
+        mask = torch.tensor([[True, False, False, True, False, False]])
+        s = h.masked_fill(mask, float("-inf")).softmax(dim=-1)
+        idx = torch.tensor([0, 2, 2])
+        t = torch.zeros(1, 6, dtype=x.dtype).index_add(1, idx, h[:, :3] * x[:, 1:])
+        return self.head(s * h + t)
+
+
+def test_in_place_operations_and_writes():
+    x0 = torch.tensor([[0.3, -0.4]], dtype=D)
+    assert_matches_autograd(InPlace().to(D).eval(), x0, 5)
+
+
 class FlattenUnflatten(nn.Module):
     def __init__(self):
         super().__init__()
