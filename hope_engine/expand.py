@@ -46,7 +46,7 @@ def prepare_point(model, x0) -> torch.Tensor:
     """x0 as a floating tensor on the model's device and dtype; rejects NaN/inf."""
     if not isinstance(x0, torch.Tensor):
         try:
-            x0 = torch.as_tensor(x0)
+            x0 = torch.as_tensor(x0, dtype=torch.float64)  # lists of floats: no float32 rounding on the way
         except Exception as e:  # noqa: BLE001 - any conversion failure is the same user error
             raise ExpansionError(f"the reference point must be a tensor (or array-like of numbers): {e}") from None
     dtype, device = _model_dtype_device(model)

@@ -230,7 +230,9 @@ def euler(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     deg = _degree_cache.get(key)
     if deg is None:
         deg = _degree_cache[key] = basis.degrees.to(dtype=u.dtype, device=u.device)
-    return u * deg.reshape(-1, *([1] * (u.dim() - 1)))
+    eu = u * deg.reshape(-1, *([1] * (u.dim() - 1)))
+    eu[0] = 0  # exactly: an infinite value (a -inf attention mask) times degree 0 would be NaN
+    return eu
 
 
 def integrate(fprime: torch.Tensor, u: torch.Tensor, value: torch.Tensor, basis: Basis) -> torch.Tensor:

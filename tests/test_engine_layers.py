@@ -375,9 +375,10 @@ def test_matmul_of_two_network_quantities():
 
 # ------------------------------------------------------------------------------------------------- attention
 class Attention(nn.Module):
-    def __init__(self, embed: int = 4, heads: int = 2, seq: int = 3, batch_first: bool = True):
+    def __init__(self, embed: int = 4, heads: int = 2, seq: int = 3, batch_first: bool = True, causal: bool = False):
         super().__init__()
         self.seq, self.embed, self.batch_first = seq, embed, batch_first
+        self.mask = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1) if causal else None
         self.inp = nn.Linear(2, seq * embed)
         self.mha = nn.MultiheadAttention(embed, heads, batch_first=batch_first)
         self.head = nn.Linear(seq * embed, 2)
@@ -386,15 +387,15 @@ class Attention(nn.Module):
         h = self.inp(x).reshape(1, self.seq, self.embed)
         if not self.batch_first:
             h = h.transpose(0, 1)
-        out, _ = self.mha(h, h, h, need_weights=False)
+        out, _ = self.mha(h, h, h, need_weights=False, attn_mask=self.mask)
         if not self.batch_first:
             out = out.transpose(0, 1)
         return self.head(torch.tanh(out.reshape(1, -1)))
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_multihead_attention(batch_first):
-    assert_matches_autograd(Attention(batch_first=batch_first).to(D).eval(), point(1, 2), 6)
+@pytest.mark.parametrize("batch_first,causal", [(True, False), (False, False), (True, True)])
+def test_multihead_attention(batch_first, causal):
+    assert_matches_autograd(Attention(batch_first=batch_first, causal=causal).to(D).eval(), point(1, 2), 6)
 
 
 def test_multihead_attention_with_weights_and_transformer_layer():
