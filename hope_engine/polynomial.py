@@ -355,12 +355,14 @@ class TaylorPolynomial:
                     base = symbols[i] - sp.Float(x0[i]) if x0[i] != 0 else symbols[i]
                     mono *= base ** e
             expr += sp.Mul(coef, mono, evaluate=False)  # keep c (x - x0)^a: sympy would distribute c
-        if not in_x:
-            return expr
-        expanded = sp.expand(expr)
-        # multiplying out (x - x0)^a leaves rounding residue (1e-17 x^2): drop it relative to the largest term
-        scale = max((abs(float(c)) for c in expanded.as_coefficients_dict().values()), default=0.0)
-        return expanded.xreplace({c: 0 for c in expanded.atoms(sp.Float) if abs(float(c)) <= 1e-12 * scale})
+        if in_x:
+            expr = sp.expand(expr)
+            # multiplying out (x - x0)^a leaves rounding residue (1e-17 x^2): drop it relative to the largest term
+            scale = max((abs(float(c)) for c in expr.as_coefficients_dict().values()), default=0.0)
+            expr = expr.xreplace({c: 0 for c in expr.atoms(sp.Float) if abs(float(c)) <= 1e-12 * scale})
+        if digits:
+            expr = expr.xreplace({c: sp.Float(float(c), digits) for c in expr.atoms(sp.Float)})
+        return expr
 
     def latex(self, output=None, point: int = 0, threshold: float = 0.0, top: int | None = None,
               digits: int = 4, sort: str = "degree") -> str:

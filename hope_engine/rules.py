@@ -121,7 +121,9 @@ LINEAR_OPS = [
     "pixel_shuffle", "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d",
     "cumsum", "trace", "tril", "triu", "movedim", "squeeze_copy", "view_copy", "permute_copy", "expand_copy",
     "t_copy", "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "clone",
-    "_reshape_alias",
+    "_reshape_alias", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
+    "replication_pad2d", "replication_pad3d", "_unsafe_index", "upsample_nearest3d", "upsample_trilinear3d",
+    "upsample_bicubic2d", "im2col", "col2im", "pixel_unshuffle", "channel_shuffle",
 ]
 
 
@@ -172,7 +174,7 @@ def _fill(ctx, op, x, value):
     """x filled with value: a constant unless the value itself depends on the input."""
     if not is_jet(value):
         return op(_value(x), value)
-    shape = x.shape if is_jet(x) else x.shape
+    shape = x.shape
     return Jet(series.lift(value.c, len(shape)).expand(value.c.shape[0], *shape).clone(), value.basis)
 
 

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .basis import Basis, product_tables
+from . import _native
+from .basis import Basis, make_basis, product_tables
 
 
 class Jet:
@@ -141,6 +142,15 @@ def _degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
     if basis.kind == "pure":
         return _pure_degree_terms(a, b, basis, d, weights)
     table = product_tables(basis, a.device)[d]
+    if _native.usable(a, b):
+        a, b = _native_pair(a, b)
+        width = basis.offsets[d + 1] - basis.offsets[d]
+        out = a.new_empty((width, *a.shape[1:]))
+        w = None
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float64)[table.left_degree]
+        _native.prod(a, b, out, table.left, table.right, table.out, w, 1.0)
+        return out
     left, right, out_index, left_degree = table.left, table.right, table.out, table.left_degree
     if (lo, hi) != (0, d):  # the table is ordered by left degree: keep the entries of degrees lo..hi
         size = [basis.offsets[k + 1] - basis.offsets[k] for k in range(d + 1)]
@@ -173,8 +183,58 @@ def _pure_degree_terms(a, b, basis: Basis, d: int, weights) -> torch.Tensor:
     return total.expand(width, *total.shape[1:]) if total.shape[0] != width else total
 
 
+def _native_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a and b broadcast to one coefficient shape, contiguous (the compiled kernels index rows of equal length)."""
+    shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
+    return a.expand(a.shape[0], *shape).contiguous(), b.expand(b.shape[0], *shape).contiguous()
+
+
+_flat_cache: dict = {}
+
+
+def flat_tables(basis: Basis) -> tuple[torch.Tensor, ...] | None:
+    """All degrees' product triples in one table (CPU): (left, right, out row, start of each degree, basis offsets,
+    degree of each right factor as float64).
+
+    For a total basis (and any basis in one variable, where pure = total); None for a pure basis in n > 1."""
+    if basis.kind != "total" and basis.n != 1:
+        return None
+    key = (basis.n, basis.order)
+    if key not in _flat_cache:
+        total = make_basis(basis.n, basis.order, "total")
+        tabs = product_tables(total, "cpu")
+        starts = [0]
+        for t in tabs:
+            starts.append(starts[-1] + t.left.numel())
+        _flat_cache[key] = (
+            torch.cat([t.left for t in tabs]).contiguous(), torch.cat([t.right for t in tabs]).contiguous(),
+            torch.cat([t.out + total.offsets[d] for d, t in enumerate(tabs)]).contiguous(),
+            torch.tensor(starts, dtype=torch.long), torch.tensor(total.offsets, dtype=torch.long),
+            torch.cat([d - t.left_degree for d, t in enumerate(tabs)]).to(torch.float64).contiguous())
+    return _flat_cache[key]
+
+
+def _native_tables(basis: Basis, *tensors: torch.Tensor):
+    """How the compiled kernels run on these tensors: "univariate" (a pure basis, or one variable), the flat product
+    tables (a total basis), or None (no kernels: the torch formulation)."""
+    if basis.order < 1 or not _native.usable(*tensors):
+        return None
+    if basis.kind == "pure" or basis.n == 1:
+        return "univariate"
+    return flat_tables(basis)
+
+
 def mul_coefficients(ca: torch.Tensor, cb: torch.Tensor, basis: Basis) -> torch.Tensor:
     """Product of two aligned coefficient tensors in ``basis``."""
+    tables = _native_tables(basis, ca, cb)
+    if tables is not None:
+        ca, cb = _native_pair(ca, cb)
+        out = ca.new_empty(ca.shape)
+        if tables == "univariate":
+            _native.univariate(3, ca, out, cb, basis.n, basis.order)
+        else:
+            _native.prod(ca, cb, out, tables[0], tables[1], tables[2], None, 1.0)
+        return out
     if basis.kind == "total":
         tables = product_tables(basis, ca.device)
         shape = torch.broadcast_shapes(ca.shape[1:], cb.shape[1:])
@@ -245,8 +305,21 @@ def integrate(fprime: torch.Tensor, u: torch.Tensor, value: torch.Tensor, basis:
     return out
 
 
+def _native_recurrence(kind: int, u, y, g, tables, basis: Basis, p1: float = 0.0, p2: float = 0.0) -> None:
+    if tables == "univariate":
+        _native.univariate(kind, u.contiguous(), y, g, basis.n, basis.order, p1, p2)
+    else:
+        _native.recurrence(kind, u.contiguous(), y, g, tables, basis.order, p1, p2)
+
+
 def exp_coefficients(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
+    tables = _native_tables(basis, u)
+    if tables is not None:
+        y = u.new_empty(u.shape)
+        y[0] = torch.exp(u[0])
+        _native_recurrence(0, u, y, None, tables, basis)
+        return y
     y = torch.zeros_like(u)
     y[0] = torch.exp(u[0])
     eu = euler(u, basis)
@@ -260,6 +333,13 @@ def sin_cos_coefficients(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, t
 
     c and s are kept side by side in one tensor g = (c, s) (axis 1), so each degree is one product [g E u]_d.
     """
+    tables = _native_tables(basis, u)
+    if tables is not None:  # s and c in separate tensors, both filled by one call
+        s = u.new_empty(u.shape)
+        c = torch.empty_like(s)
+        s[0], c[0] = torch.sin(u[0]), torch.cos(u[0])
+        _native_recurrence(1, u, s, c, tables, basis)
+        return s, c
     g = u.new_zeros((u.shape[0], 2, *u.shape[1:]))
     g[0, 0], g[0, 1] = torch.cos(u[0]), torch.sin(u[0])
     eu = euler(u, basis).unsqueeze(1)
@@ -274,6 +354,14 @@ def sin_cos_coefficients(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, t
 def riccati_coefficients(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float,
                          q: float) -> torch.Tensor:
     """y with y' = a + b y + q y^2 (tanh: 1 - y^2; sigmoid: y - y^2), degree by degree."""
+    tables = _native_tables(basis, u)
+    if tables is not None:
+        y = u.new_empty(u.shape)
+        g = torch.empty_like(y)
+        y[0] = y0
+        g[0] = a + b * y0 + q * y0 * y0
+        _native_recurrence(2, u, y, g, tables, basis, b, q)
+        return y
     y = torch.zeros_like(u)
     y[0] = y0
     g = torch.zeros_like(u)  # g = y'(u) = a + b y + q y^2, kept one degree behind y

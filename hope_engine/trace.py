@@ -37,6 +37,7 @@ DECOMPOSITIONS = get_decompositions([
     aten._upsample_bilinear2d_aa, aten.sinc, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
     aten.vdot, aten.mv, aten.outer, aten.einsum, aten.tensordot, aten.kron, aten.baddbmm, aten.diag_embed,
     aten.sigmoid_backward, aten.elu_backward, aten._scaled_dot_product_flash_attention_for_cpu,
+    aten.hardshrink, aten.softshrink, aten.threshold, aten._prelu_kernel,
 ])
 
 
@@ -46,7 +47,19 @@ def _sdpa_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
         query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
 
 
+def _rrelu_eval(x, noise, lower=1 / 8, upper=1 / 3, training=False, generator=None):
+    """rrelu in eval mode: leaky_relu with the mean slope (lower + upper) / 2 (training mode is random: left alone)."""
+    return NotImplemented if training else aten.leaky_relu.default(x, (lower + upper) / 2)
+
+
+def _rrelu_eval_functional(x, noise, lower=1 / 8, upper=1 / 3, training=False, generator=None):
+    out = _rrelu_eval(x, noise, lower, upper, training, generator)
+    return NotImplemented if out is NotImplemented else (out, noise)
+
+
 DECOMPOSITIONS[aten.scaled_dot_product_attention.default] = _sdpa_math
+DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
+DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
 
 
 @dataclass
@@ -79,10 +92,14 @@ def _freeze(v):
 
 
 def referenced_values(fn) -> list:
-    """Values a plain function reads besides its argument: defaults, closure cells and the globals it names."""
-    if isinstance(fn, nn.Module) or not hasattr(fn, "__code__"):
+    """Values a plain function reads besides its argument: defaults, closure cells and the globals it names (and the
+    object of a bound method, the attributes of a callable object)."""
+    if isinstance(fn, nn.Module):
         return []
-    values = list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values())
+    if not hasattr(fn, "__code__"):
+        return list(vars(fn).values()) if hasattr(fn, "__dict__") else []
+    values = [fn.__self__] if hasattr(fn, "__self__") else []
+    values += list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values())
     for cell in fn.__closure__ or ():
         with contextlib.suppress(ValueError):  # an empty cell
             values.append(cell.cell_contents)
@@ -164,14 +181,29 @@ def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
 
         fn = functionalize(call, remove="mutations")
         fn._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
-        gm = make_fx(fn, **options)(state, x)
+        inputs: tuple = (state, x)
+        gm = make_fx(fn, **options)(*inputs)
         traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
     else:
-        gm = make_fx(functionalize(model, remove="mutations"), **options)(x)
+        def apply(x):  # a plain one-argument function, whatever callable the model is (bound method, object...)
+            return model(x)
+
+        inputs = (x,)
+        gm = make_fx(functionalize(apply, remove="mutations"), **options)(*inputs)
         traced = TracedModel(gm, {}, mode == "fake", input_index=0)
+    if any(_mutates(node) for node in gm.graph.nodes):
+        # C++ composites (circular padding...) write into fresh tensors below functionalisation: functionalise the
+        # aten graph itself once more (module paths are not kept on this rare path)
+        options.pop("record_module_stack")
+        gm = traced.graph_module = make_fx(functionalize(gm, remove="mutations"), **options)(*inputs)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return traced
+
+
+def _mutates(node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    return node.op == "call_function" and schema is not None and schema.is_mutable
 
 
 def trace(model, x: torch.Tensor) -> TracedModel:

@@ -182,6 +182,11 @@ class HopePanel(anywidget.AnyWidget):
         kwargs.setdefault("threshold", self.threshold)
         return self.polynomial.to_sympy(**kwargs)
 
+    def __repr__(self) -> str:
+        point = ", ".join(f"{v:.4g}" for v in self.point[:8]) + (", ..." if len(self.point) > 8 else "")
+        return (f"HopePanel({self.title or 'model'} at ({point}), order {self.order}/{self.max_order}, "
+                f"{self._terms_kind} terms, method {self.method!r})")
+
     def _ipython_display_(self) -> None:
         """Shown by ``%hope`` already in this cell: its return value is not displayed a second time."""
         from IPython.display import display

@@ -42,11 +42,16 @@ def _celu(input, alpha=1.0, inplace=False):
     return torch.where(input > 0, input, alpha * torch.expm1(input / alpha))
 
 
-# PyTorch kernels whose higher derivatives are wrong, replaced by their defining formulas in the reference:
+def _hardsigmoid(input, inplace=False):
+    """clamp(x / 6 + 1 / 2, 0, 1)."""
+    return torch.clamp(input / 6 + 0.5, 0.0, 1.0)
+
+
+# PyTorch kernels whose higher derivatives are wrong or missing, replaced by their defining formulas in the reference:
 # layer_norm/group_norm's double backward is not itself differentiated correctly (order >= 3 is wrong, see
-# test_engine_layers.test_pytorch_layernorm_autograd_is_wrong_beyond_order_two), and celu's backward uses 1/alpha
-# rounded to float32 (relative error ~1e-8 in float64).
-FORMULAS = {"layer_norm": _layer_norm, "group_norm": _group_norm, "celu": _celu}
+# test_engine_layers.test_pytorch_layernorm_autograd_is_wrong_beyond_order_two), celu's backward uses 1/alpha
+# rounded to float32 (relative error ~1e-8 in float64), hardsigmoid's backward has no derivative.
+FORMULAS = {"layer_norm": _layer_norm, "group_norm": _group_norm, "celu": _celu, "hardsigmoid": _hardsigmoid}
 
 
 @contextlib.contextmanager

@@ -265,3 +265,24 @@ def test_cuda_device_follows_the_model():
     p = expand(model.cuda(), x0, 4)
     assert p.coefficients.device.type == "cuda"
     torch.testing.assert_close(p.coefficients.cpu(), on_cpu.coefficients, rtol=1e-10, atol=1e-12)
+
+
+def test_function_reading_a_module_sees_its_mode_parameters_and_attributes():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Tanh(), nn.Linear(3, 1)).to(D)
+    model.train()
+    scale = {"value": 2.0}
+
+    def f(x):
+        return model(x) * scale["value"]
+
+    x0 = torch.randn(1, 2, dtype=D)
+    with pytest.warns(TrainingModeWarning):
+        first = expand(f, x0, 4)                       # dropout off: deterministic, equal to eval mode
+    assert model.training
+    model.eval()
+    assert_matches_autograd(f, x0, 4)
+    torch.testing.assert_close(first.coefficients, expand(f, x0, 4).coefficients, rtol=0, atol=0)
+    model[0].weight = nn.Parameter(torch.randn(3, 2, dtype=D))   # a new parameter object behind the function
+    assert_matches_autograd(f, x0, 4)
+    model.forward_scale = 1.0
+    assert_matches_autograd(model.forward, x0, 4)                  # a bound method

@@ -31,7 +31,10 @@ ACTIVATIONS = {
     "elu": nn.ELU(alpha=0.7), "selu": nn.SELU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
     "silu": nn.SiLU(), "softplus": nn.Softplus(), "softplus_beta": nn.Softplus(beta=2.0, threshold=1.5),
     "mish": nn.Mish(), "hardtanh": nn.Hardtanh(-0.5, 0.5), "celu": nn.CELU(0.8), "logsigmoid": nn.LogSigmoid(),
-    "tanhshrink": nn.Tanhshrink(), "softsign": nn.Softsign(),
+    "tanhshrink": nn.Tanhshrink(), "softsign": nn.Softsign(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(),
+    "hardsigmoid": nn.Hardsigmoid(), "prelu": nn.PReLU(4, 0.3), "softmin": nn.Softmin(dim=-1),
+    "threshold": nn.Threshold(0.1, -0.2), "rrelu_eval": nn.RReLU(0.1, 0.3), "softshrink": nn.Softshrink(0.2),
+    "hardshrink": nn.Hardshrink(0.2),
 }
 
 
@@ -151,6 +154,17 @@ CONV_MODELS = {
                                                          nn.Sigmoid(), conv_head(3)), (1, 1, 4, 4)),
     "adaptive_avg_pool1d": (lambda: nn.Sequential(nn.Conv1d(1, 2, 2), nn.Tanh(), nn.AdaptiveAvgPool1d(3),
                                                   conv_head(6)), (1, 1, 6)),
+    "conv2d_reflect_pad": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), nn.Tanh(),
+                                                 conv_head(32)), (1, 1, 4, 4)),
+    "conv2d_replicate_pad": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="replicate"),
+                                                   nn.Tanh(), conv_head(32)), (1, 1, 4, 4)),
+    "conv1d_circular_pad": (lambda: nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="circular"), nn.Tanh(),
+                                                  conv_head(8)), (1, 1, 4)),
+    "upsample_nearest_bilinear": (lambda: nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 2), nn.Tanh(),
+                                                        nn.Upsample(size=(3, 3), mode="bilinear"), conv_head(9)),
+                                  (1, 1, 2, 2)),
+    "pixel_shuffle": (lambda: nn.Sequential(nn.Conv2d(1, 4, 1), nn.Tanh(), nn.PixelShuffle(2), conv_head(16)),
+                      (1, 1, 2, 2)),
     "batchnorm2d_eval": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Tanh(),
                                                conv_head(32)), (1, 1, 4, 4)),
 }
@@ -230,6 +244,18 @@ class InPlace(nn.Module):
 def test_in_place_operations_and_writes():
     x0 = torch.tensor([[0.3, -0.4]], dtype=D)
     assert_matches_autograd(InPlace().to(D).eval(), x0, 5)
+
+
+def test_writes_of_network_quantities_into_constant_tensors():
+    def f(x):
+        out = torch.zeros(1, 6, dtype=x.dtype)
+        out[:, [0, 2]] = torch.tanh(x)                    # index_put of a jet into a constant
+        out[:, 3:5] = torch.sin(x) * x                     # slice_scatter
+        grid = torch.eye(3, dtype=x.dtype).unsqueeze(0).clone()
+        grid.diagonal(dim1=1, dim2=2).copy_(torch.exp(torch.cat([x, x[:, :1]], dim=1)))  # diagonal_scatter
+        return torch.cat([out, grid.flatten(1) @ torch.ones(9, 1, dtype=x.dtype)], dim=1) ** 2
+
+    assert_matches_autograd(f, torch.tensor([[0.4, -0.9]], dtype=D), 5)
 
 
 class FlattenUnflatten(nn.Module):

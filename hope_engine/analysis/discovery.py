@@ -26,25 +26,12 @@ def local_formula(p: TaylorPolynomial, threshold: float = 0.0, top: int | None =
     times the largest coefficient) are dropped again.
     """
     s = single(p, output)
+    expr = s.to_sympy(threshold=threshold, top=top, in_x=in_x, digits=digits)
     if not in_x:
-        return _centred(s, threshold, top, digits)
-    expr = s.to_sympy(threshold=threshold, top=top, in_x=True, digits=digits)
+        return expr
     terms = sp.Add.make_args(expr)
     coeffs = [abs(float(t.as_coeff_Mul()[0])) for t in terms]
-    floor = max(threshold, 1e-12 * max(coeffs, default=0.0))
-    return sp.Add(*[t for t, c in zip(terms, coeffs) if c > floor])
-
-
-def _centred(p: TaylorPolynomial, threshold: float, top: int | None, digits: int | None):
-    """sum c_a prod (x_i - x0_i)^a_i kept unexpanded (sympy would otherwise distribute c_a over x_i - x0_i)."""
-    symbols = [sp.Symbol(name, real=True) for name in p.names]
-    x0 = [float(v) for v in p.center_values.reshape(-1)]
-    parts = []
-    for term in p.terms(top=top, threshold=threshold):
-        factors = [(symbols[i] - sp.Float(x0[i]) if x0[i] else symbols[i]) ** e for i, e in enumerate(term.alpha) if e]
-        coef = sp.Float(term.coefficient, digits) if digits else sp.Float(term.coefficient)
-        parts.append(sp.Mul(coef, *factors, evaluate=False) if factors else coef)
-    return sp.Add(*parts, evaluate=False) if parts else sp.Integer(0)
+    return sp.Add(*[t for t, c in zip(terms, coeffs) if c > threshold])
 
 
 @dataclass(frozen=True)
