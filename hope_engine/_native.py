@@ -83,8 +83,7 @@ void rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* left, const int64
       }                                                                                                           \
     }                                                                                                             \
   }                                                                                                               \
-}
-
+}                                                                                                                 \
 /* Univariate families: the pure basis (row of x_v^d: 1 + (d-1) n + v, row 0 shared), and the total basis in one     \
    variable (n = 1). Variable v's degree-d coefficient depends only on row 0 and v's lower degrees, so each        \
    variable runs its own recurrence to the end while its K rows stay in cache. kinds 0-2 as rec_; kind 3: product \

@@ -173,7 +173,7 @@ def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
     mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in."""
     options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS, _allow_non_fake_inputs=True,
                    _error_on_data_dependent_ops=mode == "fake", record_module_stack=True)
-    if isinstance(model, nn.Module):
+    if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
@@ -185,7 +185,7 @@ def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
         gm = make_fx(fn, **options)(*inputs)
         traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
     else:
-        def apply(x):  # a plain one-argument function, whatever callable the model is (bound method, object...)
+        def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
             return model(x)
 
         inputs = (x,)
@@ -219,7 +219,7 @@ def trace(model, x: torch.Tensor) -> TracedModel:
     stamp = fingerprint(model)
     traced = per_model.get(key)
     if traced is not None and traced.fingerprint == stamp:
-        if isinstance(model, nn.Module):
+        if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
             traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         return traced
     per_model.pop(key, None)

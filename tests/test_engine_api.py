@@ -286,3 +286,16 @@ def test_function_reading_a_module_sees_its_mode_parameters_and_attributes():
     assert_matches_autograd(f, x0, 4)
     model.forward_scale = 1.0
     assert_matches_autograd(model.forward, x0, 4)                  # a bound method
+
+
+def test_torchscript_and_exported_models_expand_like_the_module():
+    """Saved-model formats the CLI loads (TorchScript scripted/traced, torch.export) expand directly."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double().eval()
+    x = torch.tensor([[0.2, -0.4]], dtype=torch.float64)
+    reference = expand(net, x, 4).coefficients
+    for saved in (torch.jit.script(net), torch.jit.trace(net, x), torch.export.export(net, (x,)).module()):
+        for point in (x, x + 0.3):
+            got = expand(saved, point, 4).coefficients
+            assert torch.allclose(got, expand(net, point, 4).coefficients, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(expand(saved, x, 4).coefficients, reference, rtol=1e-12, atol=1e-14)
