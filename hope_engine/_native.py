@@ -30,108 +30,113 @@ _SOURCE = r"""
 #include <string.h>
 #define CHUNK 256
 
-#define DEFINE(T, S)                                                                                               \
-/* out (W x N, zeroed here) = scale * sum_t w_t a[left_t] b[right_t] -> row outi_t; w == NULL: all 1; w_t == 0:  \
-   skipped (an infinite factor times 0 would be NaN). */                                                         \
-void prod_##S(const T* a, const T* b, T* out, const int64_t* left, const int64_t* right, const int64_t* outi,    \
-              const double* w, int64_t nt, int64_t W, int64_t N, double scale) {                                 \
-  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) {                                                                     \
-    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK;                                                                \
-    for (int64_t k = 0; k < W; k++) memset(out + k * N + u0, 0, len * sizeof(T));                                 \
-    for (int64_t t = 0; t < nt; t++) {                                                                            \
-      const T* __restrict x = a + left[t] * N + u0; const T* __restrict y = b + right[t] * N + u0;                   \
-      T* __restrict o = out + outi[t] * N + u0;       \
+#define DEFINE(T, S) \
+/* out (W x N, zeroed here) = scale * sum_t w_t a[left_t] b[right_t] -> row outi_t; w == NULL: all 1; w_t == 0: \
+   skipped (an infinite factor times 0 would be NaN). */ \
+void prod_##S(const T* a, const T* b, T* out, const int64_t* left, const int64_t* right, const int64_t* outi, \
+              const double* w, int64_t nt, int64_t W, int64_t N, double scale) { \
+  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) { \
+    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK; \
+    for (int64_t k = 0; k < W; k++) memset(out + k * N + u0, 0, len * sizeof(T)); \
+    for (int64_t t = 0; t < nt; t++) { \
+      const T* __restrict x = a + left[t] * N + u0; const T* __restrict y = b + right[t] * N + u0; \
+      T* __restrict o = out + outi[t] * N + u0; \
       if (w) { T wt = (T)w[t]; if (wt == 0) continue; for (int64_t u = 0; u < len; u++) o[u] += wt * x[u] * y[u]; } \
-      else { for (int64_t u = 0; u < len; u++) o[u] += x[u] * y[u]; }                                            \
-    }                                                                                                             \
-    if (scale != 1.0) for (int64_t k = 0; k < W; k++) { T* o = out + k * N + u0; T s = (T)scale;                  \
-      for (int64_t u = 0; u < len; u++) o[u] *= s; }                                                              \
-  }                                                                                                               \
-}                                                                                                                 \
-/* Recurrences over the full tables (ordered by output degree, then left degree): for degree d the triples are    \
+      else { for (int64_t u = 0; u < len; u++) o[u] += x[u] * y[u]; } \
+    } \
+    if (scale != 1.0) for (int64_t k = 0; k < W; k++) { T* o = out + k * N + u0; T s = (T)scale; \
+      for (int64_t u = 0; u < len; u++) o[u] *= s; } \
+  } \
+} \
+/* Recurrences over the full tables (ordered by output degree, then left degree): for degree d the triples are \
    start[d] .. start[d+1]; the last W_d of them have left degree d (right factor of degree 0). outk: absolute row. \
-   kind 0: exp      y_d = [y Eu]_d / d                                                                            \
-   kind 1: sin/cos  s_d = [c Eu]_d / d, c_d = -[s Eu]_d / d   (y = s, g = c)                                      \
-   kind 2: riccati  y_d = [g Eu]_d / d, g_d = p1 y_d + p2 [y y]_d  (g = y' = p0 + p1 y + p2 y^2)                  \
-   Eu = rdeg_t * u[right_t] (E: the Euler operator). Row 0 of y (and g) is set by the caller. */                   \
-void rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* left, const int64_t* right, const int64_t* outk,  \
-             const double* rdeg, const int64_t* start, const int64_t* off, int64_t K, int64_t N, double p1, double p2) {             \
-  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) {                                                                     \
-    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK;                                                                \
-    for (int64_t d = 1; d <= K; d++) {                                                                            \
-      int64_t lo = off[d], hi = off[d + 1], W = hi - lo, t0 = start[d], t1 = start[d + 1] - W;                    \
-      T inv = (T)(1.0 / (double)d);                                                                               \
-      for (int64_t k = lo; k < hi; k++) { memset(y + k * N + u0, 0, len * sizeof(T));                            \
-        if (kind != 0) memset(g + k * N + u0, 0, len * sizeof(T)); }                                              \
-      for (int64_t t = t0; t < t1; t++) {                                                                         \
-        const T* __restrict e = eu + right[t] * N + u0; T* __restrict oy = y + outk[t] * N + u0; T r = (T)rdeg[t];                                        \
-        if (kind == 0) { const T* __restrict x = y + left[t] * N + u0; for (int64_t u = 0; u < len; u++) oy[u] += x[u] * (r * e[u]); } \
-        else if (kind == 1) { const T* __restrict c = g + left[t] * N + u0; const T* __restrict s = y + left[t] * N + u0;               \
-          T* __restrict oc = g + outk[t] * N + u0;                                                                           \
-          for (int64_t u = 0; u < len; u++) { T f = r * e[u]; oy[u] += c[u] * f; oc[u] -= s[u] * f; } }                     \
-        else { const T* __restrict x = g + left[t] * N + u0; for (int64_t u = 0; u < len; u++) oy[u] += x[u] * (r * e[u]); }       \
-      }                                                                                                           \
+   kind 0: exp      y_d = [y Eu]_d / d \
+   kind 1: sin/cos  s_d = [c Eu]_d / d, c_d = -[s Eu]_d / d   (y = s, g = c) \
+   kind 2: riccati  y_d = [g Eu]_d / d, g_d = p1 y_d + p2 [y y]_d  (g = y' = p0 + p1 y + p2 y^2) \
+   Eu = rdeg_t * u[right_t] (E: the Euler operator). Row 0 of y (and g) is set by the caller. */ \
+void rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* left, const int64_t* right, const int64_t* outk, \
+             const double* rdeg, const int64_t* start, const int64_t* off, int64_t K, int64_t N, \
+             double p1, double p2) { \
+  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) { \
+    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK; \
+    for (int64_t d = 1; d <= K; d++) { \
+      int64_t lo = off[d], hi = off[d + 1], W = hi - lo, t0 = start[d], t1 = start[d + 1] - W; \
+      T inv = (T)(1.0 / (double)d); \
+      for (int64_t k = lo; k < hi; k++) { memset(y + k * N + u0, 0, len * sizeof(T)); \
+        if (kind != 0) memset(g + k * N + u0, 0, len * sizeof(T)); } \
+      for (int64_t t = t0; t < t1; t++) { \
+        const T* __restrict e = eu + right[t] * N + u0; T* __restrict oy = y + outk[t] * N + u0; T r = (T)rdeg[t]; \
+        if (kind == 0) { const T* __restrict x = y + left[t] * N + u0; \
+          for (int64_t u = 0; u < len; u++) oy[u] += x[u] * (r * e[u]); } \
+        else if (kind == 1) { const T* __restrict c = g + left[t] * N + u0; \
+          const T* __restrict s = y + left[t] * N + u0; \
+          T* __restrict oc = g + outk[t] * N + u0; \
+          for (int64_t u = 0; u < len; u++) { T f = r * e[u]; oy[u] += c[u] * f; oc[u] -= s[u] * f; } } \
+        else { const T* __restrict x = g + left[t] * N + u0; \
+          for (int64_t u = 0; u < len; u++) oy[u] += x[u] * (r * e[u]); } \
+      } \
       for (int64_t k = lo; k < hi; k++) { T* oy = y + k * N + u0; for (int64_t u = 0; u < len; u++) oy[u] *= inv; \
-        if (kind == 1) { T* oc = g + k * N + u0; for (int64_t u = 0; u < len; u++) oc[u] *= inv; } }             \
-      if (kind == 2 && d < K) {                                                                                   \
-        for (int64_t t = start[d]; t < start[d + 1]; t++) {                                                       \
-          const T* __restrict x = y + left[t] * N + u0; const T* __restrict z = y + right[t] * N + u0; T* __restrict og = g + outk[t] * N + u0;    \
-          for (int64_t u = 0; u < len; u++) og[u] += x[u] * z[u]; }                                               \
-        T q = (T)p2, b = (T)p1;                                                                                   \
-        for (int64_t k = lo; k < hi; k++) { T* og = g + k * N + u0; const T* x = y + k * N + u0;                  \
-          for (int64_t u = 0; u < len; u++) og[u] = b * x[u] + q * og[u]; }                                       \
-      }                                                                                                           \
-    }                                                                                                             \
-  }                                                                                                               \
-}                                                                                                                 \
-/* Univariate families: the pure basis (row of x_v^d: 1 + (d-1) n + v, row 0 shared), and the total basis in one     \
-   variable (n = 1). Variable v's degree-d coefficient depends only on row 0 and v's lower degrees, so each        \
+        if (kind == 1) { T* oc = g + k * N + u0; for (int64_t u = 0; u < len; u++) oc[u] *= inv; } } \
+      if (kind == 2 && d < K) { \
+        for (int64_t t = start[d]; t < start[d + 1]; t++) { \
+          const T* __restrict x = y + left[t] * N + u0; const T* __restrict z = y + right[t] * N + u0; \
+          T* __restrict og = g + outk[t] * N + u0; \
+          for (int64_t u = 0; u < len; u++) og[u] += x[u] * z[u]; } \
+        T q = (T)p2, b = (T)p1; \
+        for (int64_t k = lo; k < hi; k++) { T* og = g + k * N + u0; const T* x = y + k * N + u0; \
+          for (int64_t u = 0; u < len; u++) og[u] = b * x[u] + q * og[u]; } \
+      } \
+    } \
+  } \
+} \
+/* Univariate families: the pure basis (row of x_v^d: 1 + (d-1) n + v, row 0 shared), and the total basis in one \
+   variable (n = 1). Variable v's degree-d coefficient depends only on row 0 and v's lower degrees, so each \
    variable runs its own recurrence to the end while its K rows stay in cache. kinds 0-2 as rec_; kind 3: product \
-   y = u * g (all rows, row 0 included). */                                                                       \
-void uni_##S(int kind, const T* u, T* y, T* g, int64_t n, int64_t K, int64_t N, double p1, double p2) {          \
-  T b = (T)p1, q = (T)p2;                                                                                         \
-  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) {                                                                     \
-    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK;                                                                \
-    if (kind == 3) { T* __restrict o = y + u0; const T* x = u + u0; const T* z = g + u0;                          \
-      for (int64_t i = 0; i < len; i++) o[i] = x[i] * z[i]; }                                                     \
-    for (int64_t v = 0; v < n; v++) {                                                                             \
-      for (int64_t d = 1; d <= K; d++) {                                                                          \
-        T* __restrict oy = y + (1 + (d - 1) * n + v) * N + u0;                                                    \
-        T* __restrict oc = g + (1 + (d - 1) * n + v) * N + u0;                                                    \
-        T inv = (T)(1.0 / (double)d);                                                                             \
-        if (kind == 3) {                                                                                          \
-          for (int64_t i = 0; i < len; i++) oy[i] = 0;                                                            \
-          for (int64_t p = 0; p <= d; p++) {                                                                      \
-            const T* __restrict x = u + (p ? 1 + (p - 1) * n + v : 0) * N + u0;                                   \
-            const T* __restrict z = g + (d - p ? 1 + (d - p - 1) * n + v : 0) * N + u0;                           \
-            for (int64_t i = 0; i < len; i++) oy[i] += x[i] * z[i]; }                                             \
-          continue;                                                                                               \
-        }                                                                                                         \
-        for (int64_t i = 0; i < len; i++) oy[i] = 0;                                                              \
-        if (kind == 1) for (int64_t i = 0; i < len; i++) oc[i] = 0;                                               \
-        for (int64_t p = 0; p < d; p++) {                                                                         \
-          int64_t lrow = p ? 1 + (p - 1) * n + v : 0;                                                             \
-          const T* __restrict e = u + (1 + (d - p - 1) * n + v) * N + u0; T r = (T)(d - p);                       \
-          if (kind == 0) { const T* __restrict x = y + lrow * N + u0;                                             \
-            for (int64_t i = 0; i < len; i++) oy[i] += x[i] * (r * e[i]); }                                      \
+   y = u * g (all rows, row 0 included). */ \
+void uni_##S(int kind, const T* u, T* y, T* g, int64_t n, int64_t K, int64_t N, double p1, double p2) { \
+  T b = (T)p1, q = (T)p2; \
+  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) { \
+    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK; \
+    if (kind == 3) { T* __restrict o = y + u0; const T* x = u + u0; const T* z = g + u0; \
+      for (int64_t i = 0; i < len; i++) o[i] = x[i] * z[i]; } \
+    for (int64_t v = 0; v < n; v++) { \
+      for (int64_t d = 1; d <= K; d++) { \
+        T* __restrict oy = y + (1 + (d - 1) * n + v) * N + u0; \
+        T* __restrict oc = g + (1 + (d - 1) * n + v) * N + u0; \
+        T inv = (T)(1.0 / (double)d); \
+        if (kind == 3) { \
+          for (int64_t i = 0; i < len; i++) oy[i] = 0; \
+          for (int64_t p = 0; p <= d; p++) { \
+            const T* __restrict x = u + (p ? 1 + (p - 1) * n + v : 0) * N + u0; \
+            const T* __restrict z = g + (d - p ? 1 + (d - p - 1) * n + v : 0) * N + u0; \
+            for (int64_t i = 0; i < len; i++) oy[i] += x[i] * z[i]; } \
+          continue; \
+        } \
+        for (int64_t i = 0; i < len; i++) oy[i] = 0; \
+        if (kind == 1) for (int64_t i = 0; i < len; i++) oc[i] = 0; \
+        for (int64_t p = 0; p < d; p++) { \
+          int64_t lrow = p ? 1 + (p - 1) * n + v : 0; \
+          const T* __restrict e = u + (1 + (d - p - 1) * n + v) * N + u0; T r = (T)(d - p); \
+          if (kind == 0) { const T* __restrict x = y + lrow * N + u0; \
+            for (int64_t i = 0; i < len; i++) oy[i] += x[i] * (r * e[i]); } \
           else if (kind == 1) { const T* __restrict c = g + lrow * N + u0; const T* __restrict s = y + lrow * N + u0; \
-            for (int64_t i = 0; i < len; i++) { T f = r * e[i]; oy[i] += c[i] * f; oc[i] -= s[i] * f; } }         \
-          else { const T* __restrict x = g + lrow * N + u0;                                                       \
-            for (int64_t i = 0; i < len; i++) oy[i] += x[i] * (r * e[i]); }                                       \
-        }                                                                                                         \
-        for (int64_t i = 0; i < len; i++) oy[i] *= inv;                                                           \
-        if (kind == 1) for (int64_t i = 0; i < len; i++) oc[i] *= inv;                                            \
-        if (kind == 2 && d < K) {                                                                                 \
-          for (int64_t i = 0; i < len; i++) oc[i] = 0;                                                            \
-          for (int64_t p = 0; p <= d; p++) {                                                                      \
-            const T* __restrict x = y + (p ? 1 + (p - 1) * n + v : 0) * N + u0;                                   \
-            const T* __restrict z = y + (d - p ? 1 + (d - p - 1) * n + v : 0) * N + u0;                           \
-            for (int64_t i = 0; i < len; i++) oc[i] += x[i] * z[i]; }                                             \
-          for (int64_t i = 0; i < len; i++) oc[i] = b * oy[i] + q * oc[i];                                       \
-        }                                                                                                         \
-      }                                                                                                           \
-    }                                                                                                             \
-  }                                                                                                               \
+            for (int64_t i = 0; i < len; i++) { T f = r * e[i]; oy[i] += c[i] * f; oc[i] -= s[i] * f; } } \
+          else { const T* __restrict x = g + lrow * N + u0; \
+            for (int64_t i = 0; i < len; i++) oy[i] += x[i] * (r * e[i]); } \
+        } \
+        for (int64_t i = 0; i < len; i++) oy[i] *= inv; \
+        if (kind == 1) for (int64_t i = 0; i < len; i++) oc[i] *= inv; \
+        if (kind == 2 && d < K) { \
+          for (int64_t i = 0; i < len; i++) oc[i] = 0; \
+          for (int64_t p = 0; p <= d; p++) { \
+            const T* __restrict x = y + (p ? 1 + (p - 1) * n + v : 0) * N + u0; \
+            const T* __restrict z = y + (d - p ? 1 + (d - p - 1) * n + v : 0) * N + u0; \
+            for (int64_t i = 0; i < len; i++) oc[i] += x[i] * z[i]; } \
+          for (int64_t i = 0; i < len; i++) oc[i] = b * oy[i] + q * oc[i]; \
+        } \
+      } \
+    } \
+  } \
 }
 
 DEFINE(double, f64)
@@ -183,6 +188,7 @@ def _compile() -> ctypes.CDLL | None:
                 flags = [f for f in flags if "native" not in f]  # an older compiler: no -march=native
                 done = subprocess.run([cc, *flags, src, "-o", tmp], capture_output=True, timeout=120)
             if done.returncode != 0:
+                _state["error"] = done.stderr.decode(errors="replace")[-4000:]
                 return None
             os.replace(tmp, path)  # atomic: concurrent processes each build, one copy wins
         except (OSError, subprocess.SubprocessError):
@@ -210,12 +216,17 @@ def _compile() -> ctypes.CDLL | None:
 
 
 def lib() -> ctypes.CDLL | None:
-    """The compiled kernels, or None (no compiler, HOPE_NATIVE=0, or a failed build)."""
+    """The compiled kernels, or None (no compiler, HOPE_NATIVE=0, or a failed build: its log in ``error()``)."""
     if "lib" not in _state:
         with _lock:
             if "lib" not in _state:
                 _state["lib"] = _compile()
     return _state["lib"]
+
+
+def error() -> str | None:
+    """The compiler's output when building the kernels failed."""
+    return _state.get("error")
 
 
 _SUFFIX = {torch.float64: "f64", torch.float32: "f32"}

@@ -223,15 +223,39 @@ def _convolution(ctx, op, x, weight, bias, *rest):
             return out
         b = bias if is_jet(bias) else series.constant_jet(bias, out.basis)
         return series.add(out, Jet(b.c.reshape(b.c.shape[0], -1, *([1] * (weight.dim() - 2))), b.basis))
-    c = x.c
-    m = c.shape[0]
-    batched = c.dim() - 1 == weight.dim()
-    folded = c.reshape(m * c.shape[1], *c.shape[2:]) if batched else c
-    out = op(folded, weight, None, *rest)
-    out = out.reshape(m, c.shape[1], *out.shape[1:]) if batched else out
+    out = _folded(lambda v: op(v, weight, None, *rest), x.c, weight.dim())
     if bias is not None:
         out[0] += bias.reshape(-1, *([1] * (weight.dim() - 2)))
     return Jet(out, x.basis)
+
+
+def _folded(fn, c: torch.Tensor, batch_ndim: int) -> torch.Tensor:
+    """fn (a linear op on a batch of ``batch_ndim``-dimensional inputs, e.g. a convolution or pooling) applied to
+    every coefficient, the coefficient axis folded into the batch axis.
+
+    Coefficients past the last nonzero one stay 0, so fn runs only on the rows up to it: the input layer's jet
+    x0 + t is zero above degree 1, and the first convolution of a CNN (and its pooling) runs over 1 + n images, not M.
+    """
+    m = c.shape[0]
+    nonzero = c.reshape(m, -1).ne(0).any(dim=1).nonzero()
+    kept = int(nonzero[-1]) + 1 if nonzero.numel() else 1
+    part = c[:kept]
+    batched = c.dim() - 1 == batch_ndim
+    out = fn(part.reshape(kept * c.shape[1], *c.shape[2:]) if batched else part)
+    out = out.reshape(kept, c.shape[1], *out.shape[1:]) if batched else out
+    if kept == m:
+        return out
+    full = out.new_zeros((m, *out.shape[1:]))
+    full[:kept] = out
+    return full
+
+
+@register("avg_pool1d", "avg_pool2d", "avg_pool3d")
+def _avg_pool(ctx, op, x, *args):
+    nd = {aten.avg_pool1d: 3, aten.avg_pool2d: 4, aten.avg_pool3d: 5}[op.overloadpacket]
+    if x.ndim not in (nd - 1, nd):
+        return apply_linear(op, (x, *args), {})
+    return Jet(_folded(lambda v: op(v, *args), x.c, nd), x.basis)
 
 
 @register("_trilinear")

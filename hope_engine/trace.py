@@ -247,8 +247,20 @@ def _module_path(node) -> str:
     return f"{path or '<top level>'} ({cls_name.split('.')[-1]})"
 
 
+def _cached(traced: TracedModel, name: str, compute):
+    """A value derived from the graph alone, computed once per traced graph (the graph is never changed after)."""
+    cache = traced.__dict__.setdefault("_derived", {})
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]
+
+
 def jet_nodes(traced: TracedModel) -> set:
     """Nodes whose value depends on the expansion variables (the others are constants)."""
+    return _cached(traced, "jet_nodes", lambda: _jet_nodes(traced))
+
+
+def _jet_nodes(traced: TracedModel) -> set:
     placeholders = [n for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
     depends = {placeholders[traced.input_index]}
     for node in traced.graph_module.graph.nodes:
@@ -263,6 +275,8 @@ def jet_nodes(traced: TracedModel) -> set:
 
 def check_supported(traced: TracedModel) -> None:
     """Raise one error listing every op that acts on the expansion variables and has no rule, with its module."""
+    if traced.__dict__.get("_derived", {}).get("supported"):
+        return
     depends = jet_nodes(traced)
     missing: dict[str, set] = {}
     for node in traced.graph_module.graph.nodes:
@@ -277,6 +291,7 @@ def check_supported(traced: TracedModel) -> None:
             + "\nReplace them, or wrap the model so that they act only on constants.",
             ops=sorted(missing),
         )
+    _cached(traced, "supported", lambda: True)
 
 
 def _strided_view_ok(node) -> bool:
@@ -289,6 +304,10 @@ def _strided_view_ok(node) -> bool:
 
 def output_count(traced: TracedModel) -> int:
     """How many tensors the model returns (from the graph's output node, before anything is computed)."""
+    return _cached(traced, "output_count", lambda: _output_count(traced))
+
+
+def _output_count(traced: TracedModel) -> int:
     out = next(n for n in traced.graph_module.graph.nodes if n.op == "output")
     leaves: list = []
     torch.fx.node.map_aggregate(out.args[0], leaves.append)
@@ -298,6 +317,10 @@ def output_count(traced: TracedModel) -> int:
 
 def activation_numels(traced: TracedModel) -> list[int]:
     """Element counts of the jet-carrying intermediate values (from the fake values recorded at trace time)."""
+    return _cached(traced, "activation_numels", lambda: _activation_numels(traced))
+
+
+def _activation_numels(traced: TracedModel) -> list[int]:
     depends = jet_nodes(traced)
     sizes = []
     for node in traced.graph_module.graph.nodes:
@@ -316,32 +339,41 @@ def run(traced: TracedModel, input_jet: Jet, ctx: rules.Context):
     state = traced.state_values()
     for i, node in enumerate(placeholders):
         env[node] = input_jet if i == traced.input_index else state[i]
-    last_use = {}
-    for node in graph.nodes:
-        for a in node.all_input_nodes:
-            last_use[a] = node
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            continue
-        if node.op == "get_attr":
+    lookup = env.__getitem__
+    for node, op, rule, free in _cached(traced, "plan", lambda: _plan(graph)):
+        if op == "get_attr":
             env[node] = getattr(traced.graph_module, node.target)
             continue
-        if node.op == "output":
-            return torch.fx.node.map_arg(node.args[0], lambda n: env[n])
-        args = torch.fx.node.map_arg(node.args, lambda n: env[n])
-        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if op == "output":
+            return torch.fx.node.map_arg(node.args[0], lookup)
+        args = torch.fx.node.map_arg(node.args, lookup) if node.args else ()
+        kwargs = torch.fx.node.map_arg(node.kwargs, lookup) if node.kwargs else {}
         if _has_jet(args) or _has_jet(kwargs):
-            rule = rules.lookup(node.target)
             if node.target is operator.getitem:
                 env[node] = args[0][args[1]]
             else:
                 env[node] = rule(ctx, node.target, *args, **kwargs)
         else:
             env[node] = node.target(*args, **kwargs)
-        for a in node.all_input_nodes:
-            if last_use.get(a) is node and a.op != "placeholder":
-                env.pop(a, None)
+        for a in free:
+            env.pop(a, None)
     raise RuntimeError("graph has no output node")
+
+
+def _plan(graph) -> list[tuple]:
+    """The interpreter's steps, resolved once per graph: (node, op, rule, inputs last used here)."""
+    last_use = {}
+    for node in graph.nodes:
+        for a in node.all_input_nodes:
+            last_use[a] = node
+    steps = []
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            continue
+        rule = rules.lookup(node.target) if node.op == "call_function" else None
+        free = tuple(a for a in node.all_input_nodes if last_use.get(a) is node and a.op != "placeholder")
+        steps.append((node, node.op, rule, free))
+    return steps
 
 
 def _has_jet(x) -> bool:

@@ -35,15 +35,16 @@ MODEL_SOURCE = """\
 import torch
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
-                          torch.nn.Linear(16, 1)).eval()
+                          torch.nn.Linear(16, 1)).double().eval()
 """
 MAGIC = "panel = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --names x,y --radius 1.5"
 IMAGE_SOURCE = """\
 cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
-                          torch.nn.Linear(4 * 10 * 10, 3)).eval()
-image = torch.rand(1, 1, 12, 12)
+                          torch.nn.Linear(4 * 10 * 10, 3)).double().eval()
+image = torch.rand(1, 1, 12, 12, dtype=torch.float64)
 %hope cnn --point-from image --max-order 4 --order 2 --output 1
 """
+# float64 models: the browser shows 4-digit LaTeX, and float32 rounding (threads, kernels) could flip a digit
 MAX_SHOWN = 60  # js/src/index.js: terms typeset in the formula
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
