@@ -94,14 +94,19 @@ def trained_mnist_cnn(seed: int = 0, digit: int = 3, epochs: int = 10) -> tuple[
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = nn.BCEWithLogitsLoss()
     start = time.perf_counter()
-    for _ in range(epochs):
-        order = train[torch.randperm(len(train), generator=gen)]
-        for i in range(0, len(order), 50):
-            idx = order[i:i + 50]
-            opt.zero_grad()
-            loss = loss_fn(model(images[idx]).squeeze(1), target[idx])
-            loss.backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: one thread is as fast, and does not stall behind other jobs
+    try:
+        for _ in range(epochs):
+            order = train[torch.randperm(len(train), generator=gen)]
+            for i in range(0, len(order), 50):
+                idx = order[i:i + 50]
+                opt.zero_grad()
+                loss = loss_fn(model(images[idx]).squeeze(1), target[idx])
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     model = model.double().eval()
     with torch.no_grad():

@@ -31,12 +31,13 @@ _SOURCE = r"""
 #define CHUNK 256
 
 #define DEFINE(T, S) \
+/* Every kernel works on the units ub .. ue - 1 of rows of length N (callers split the units across threads). */ \
 /* out (W x N, zeroed here) = scale * sum_t w_t a[left_t] b[right_t] -> row outi_t; w == NULL: all 1; w_t == 0: \
    skipped (an infinite factor times 0 would be NaN). */ \
 void prod_##S(const T* a, const T* b, T* out, const int64_t* left, const int64_t* right, const int64_t* outi, \
-              const double* w, int64_t nt, int64_t W, int64_t N, double scale) { \
-  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) { \
-    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK; \
+              const double* w, int64_t nt, int64_t W, int64_t N, int64_t ub, int64_t ue, double scale) { \
+  for (int64_t u0 = ub; u0 < ue; u0 += CHUNK) { \
+    int64_t len = ue - u0 < CHUNK ? ue - u0 : CHUNK; \
     for (int64_t k = 0; k < W; k++) memset(out + k * N + u0, 0, len * sizeof(T)); \
     for (int64_t t = 0; t < nt; t++) { \
       const T* __restrict x = a + left[t] * N + u0; const T* __restrict y = b + right[t] * N + u0; \
@@ -56,9 +57,9 @@ void prod_##S(const T* a, const T* b, T* out, const int64_t* left, const int64_t
    Eu = rdeg_t * u[right_t] (E: the Euler operator). Row 0 of y (and g) is set by the caller. */ \
 void rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* left, const int64_t* right, const int64_t* outk, \
              const double* rdeg, const int64_t* start, const int64_t* off, int64_t K, int64_t N, \
-             double p1, double p2) { \
-  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) { \
-    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK; \
+             int64_t ub, int64_t ue, double p1, double p2) { \
+  for (int64_t u0 = ub; u0 < ue; u0 += CHUNK) { \
+    int64_t len = ue - u0 < CHUNK ? ue - u0 : CHUNK; \
     for (int64_t d = 1; d <= K; d++) { \
       int64_t lo = off[d], hi = off[d + 1], W = hi - lo, t0 = start[d], t1 = start[d + 1] - W; \
       T inv = (T)(1.0 / (double)d); \
@@ -93,10 +94,11 @@ void rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* left, const int64
    variable (n = 1). Variable v's degree-d coefficient depends only on row 0 and v's lower degrees, so each \
    variable runs its own recurrence to the end while its K rows stay in cache. kinds 0-2 as rec_; kind 3: product \
    y = u * g (all rows, row 0 included). */ \
-void uni_##S(int kind, const T* u, T* y, T* g, int64_t n, int64_t K, int64_t N, double p1, double p2) { \
+void uni_##S(int kind, const T* u, T* y, T* g, int64_t n, int64_t K, int64_t N, int64_t ub, int64_t ue, \
+             double p1, double p2) { \
   T b = (T)p1, q = (T)p2; \
-  for (int64_t u0 = 0; u0 < N; u0 += CHUNK) { \
-    int64_t len = N - u0 < CHUNK ? N - u0 : CHUNK; \
+  for (int64_t u0 = ub; u0 < ue; u0 += CHUNK) { \
+    int64_t len = ue - u0 < CHUNK ? ue - u0 : CHUNK; \
     if (kind == 3) { T* __restrict o = y + u0; const T* x = u + u0; const T* z = g + u0; \
       for (int64_t i = 0; i < len; i++) o[i] = x[i] * z[i]; } \
     for (int64_t v = 0; v < n; v++) { \
@@ -204,13 +206,13 @@ def _compile() -> ctypes.CDLL | None:
     p, i64, dbl, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     for s in ("f64", "f32"):
         fn = getattr(dll, f"prod_{s}")
-        fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, dbl]
+        fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64, i64, dbl]
         fn.restype = None
         fn = getattr(dll, f"rec_{s}")
-        fn.argtypes = [cint, p, p, p, p, p, p, p, p, p, i64, i64, dbl, dbl]
+        fn.argtypes = [cint, p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, dbl, dbl]
         fn.restype = None
         fn = getattr(dll, f"uni_{s}")
-        fn.argtypes = [cint, p, p, p, i64, i64, i64, dbl, dbl]
+        fn.argtypes = [cint, p, p, p, i64, i64, i64, i64, i64, dbl, dbl]
         fn.restype = None
     return dll
 
@@ -246,12 +248,19 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+def _split(n: int, call) -> None:
+    """call(ub, ue) over the units 0..n-1. (The kernels take a unit range so that callers could split the units across
+    threads; on the 2 shared cores measured, splitting did not pay, so one call does all.)"""
+    call(0, n)
+
+
 def prod(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, left, right, outi, weights, scale: float) -> None:
     """out (W, ...) = scale * sum_t w_t a[left_t] b[right_t] into row outi_t; a, b, out contiguous, same unit count."""
     n = out[0].numel() if out.shape[0] else 0
-    getattr(lib(), f"prod_{_SUFFIX[a.dtype]}")(
-        _ptr(a), _ptr(b), _ptr(out), _ptr(left), _ptr(right), _ptr(outi), _ptr(weights), left.numel(),
-        out.shape[0], n, float(scale))
+    fn = getattr(lib(), f"prod_{_SUFFIX[a.dtype]}")
+    args = (_ptr(a), _ptr(b), _ptr(out), _ptr(left), _ptr(right), _ptr(outi), _ptr(weights), left.numel(),
+            out.shape[0], n)
+    _split(n, lambda ub, ue: fn(*args, ub, ue, float(scale)))
 
 
 def recurrence(kind: int, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, tables, order: int,
@@ -259,14 +268,17 @@ def recurrence(kind: int, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | No
     """Fill rows 1.. of y (and g) in place from the series u (contiguous); see the C source for the three kinds."""
     left, right, outk, start, off, rdeg = tables
     n = y[0].numel()
-    getattr(lib(), f"rec_{_SUFFIX[y.dtype]}")(
-        kind, _ptr(u), _ptr(y), _ptr(g), _ptr(left), _ptr(right), _ptr(outk), _ptr(rdeg), _ptr(start), _ptr(off),
-        order, n, float(p1), float(p2))
+    fn = getattr(lib(), f"rec_{_SUFFIX[y.dtype]}")
+    args = (kind, _ptr(u), _ptr(y), _ptr(g), _ptr(left), _ptr(right), _ptr(outk), _ptr(rdeg), _ptr(start), _ptr(off),
+            order, n)
+    _split(n, lambda ub, ue: fn(*args, ub, ue, float(p1), float(p2)))
 
 
 def univariate(kind: int, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, n: int, order: int,
                p1: float = 0.0, p2: float = 0.0) -> None:
     """A pure basis in n variables (or a total basis in one, n = 1): kinds 0-2 fill rows 1.. of y (and g) as
     ``recurrence`` does; kind 3 writes the product u * g into y."""
-    getattr(lib(), f"uni_{_SUFFIX[y.dtype]}")(kind, _ptr(u), _ptr(y), _ptr(g), n, order, y[0].numel(), float(p1),
-                                               float(p2))
+    fn = getattr(lib(), f"uni_{_SUFFIX[y.dtype]}")
+    units = y[0].numel()
+    args = (kind, _ptr(u), _ptr(y), _ptr(g), n, order, units)
+    _split(units, lambda ub, ue: fn(*args, ub, ue, float(p1), float(p2)))

@@ -237,8 +237,11 @@ def _folded(fn, c: torch.Tensor, batch_ndim: int) -> torch.Tensor:
     x0 + t is zero above degree 1, and the first convolution of a CNN (and its pooling) runs over 1 + n images, not M.
     """
     m = c.shape[0]
-    nonzero = c.reshape(m, -1).ne(0).any(dim=1).nonzero()
-    kept = int(nonzero[-1]) + 1 if nonzero.numel() else 1
+    if m == 1 or bool(c[-1].ne(0).any()):  # the usual case past the input layer: every row in use
+        kept = m
+    else:
+        nonzero = c.reshape(m, -1).ne(0).any(dim=1).nonzero()
+        kept = int(nonzero[-1]) + 1 if nonzero.numel() else 1
     part = c[:kept]
     batched = c.dim() - 1 == batch_ndim
     out = fn(part.reshape(kept * c.shape[1], *c.shape[2:]) if batched else part)

@@ -70,3 +70,4 @@ def test_exp_of_minus_infinity_has_no_nan(n, order, kind, monkeypatch):
     assert not fast.isnan().any()
     assert (fast[:, 2] == 0).all()
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+
