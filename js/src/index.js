@@ -314,7 +314,7 @@ function render({ model, el }) {
       requestAnimationFrame(() => {
         const t2 = performance.now();
         root.dataset.paintMs = (t2 - t0).toFixed(2);
-        timing.textContent = `order ${get("order")}: view updated in ${(t1 - t0).toFixed(1)} ms (painted in ${(t2 - t0).toFixed(1)} ms)`;
+        timing.textContent = `last slider move (to order ${get("order")}): view updated in ${(t1 - t0).toFixed(1)} ms (painted in ${(t2 - t0).toFixed(1)} ms)`;
       }),
     );
   });
