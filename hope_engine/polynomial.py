@@ -72,7 +72,8 @@ def _product(ranges):
             yield (x, *tail)
 
 
-def _fmt(v: float, digits: int) -> str:
+def latex_number(v: float, digits: int) -> str:
+    """v to ``digits`` significant digits, exponents as LaTeX (1.5 \\cdot 10^{-7}): the panel shares this format."""
     s = f"{v:.{digits}g}"
     if "e" in s:
         mant, exp = s.split("e")
@@ -307,7 +308,7 @@ class TaylorPolynomial:
                 continue
             name = self.names[i]
             if style == "latex":
-                name = _latex_name(name)
+                name = latex_name(name)
             c0 = float(x0[i]) if centered else 0.0
             base = name if c0 == 0 else (f"({name} - {c0:.4g})" if c0 > 0 else f"({name} + {-c0:.4g})")
             if e == 1:
@@ -372,7 +373,7 @@ class TaylorPolynomial:
             return "0"
         out = []
         for i, t in enumerate(terms):
-            mag = _fmt(abs(t.coefficient), digits)
+            mag = latex_number(abs(t.coefficient), digits)
             mono = self.monomial_text(t.alpha, style="latex", point=point)
             body = mag if mono == "1" else (mono if mag == "1" else f"{mag}\\, {mono}")
             sign = "-" if t.coefficient < 0 else ("" if i == 0 else "+")
@@ -395,7 +396,7 @@ class TaylorPolynomial:
                              center=self.center.to(*args, **kwargs))
 
 
-def _latex_name(name: str) -> str:
+def latex_name(name: str) -> str:
     """x1 -> x_{1}; names already in LaTeX are kept."""
     head = name.rstrip("0123456789")
     tail = name[len(head):]

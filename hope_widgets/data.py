@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hope_engine import TaylorPolynomial
-from hope_engine.polynomial import _fmt  # the engine's number format, so the browser's LaTeX equals p.latex()
+from hope_engine.polynomial import latex_number  # the engine's number format, so the browser's LaTeX equals p.latex()
 
 LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
 LINE_POINTS = 81
@@ -51,7 +51,7 @@ def term_records(poly: TaylorPolynomial) -> dict[str, list[Any]]:
         if v == 0.0:
             continue
         alpha = rows[m]
-        mag = _fmt(abs(v), LATEX_DIGITS)
+        mag = latex_number(abs(v), LATEX_DIGITS)
         mono = poly.monomial_text(alpha, style="latex")
         body = mag if mono == "1" else (mono if mag == "1" else f"{mag}\\, {mono}")
         out["deg"].append(int(degrees[m]))
@@ -64,9 +64,9 @@ def term_records(poly: TaylorPolynomial) -> dict[str, list[Any]]:
 
 def latex_names(names: list[str]) -> list[str]:
     """Variable names as the engine writes them in LaTeX (x1 -> x_{1})."""
-    from hope_engine.polynomial import _latex_name
+    from hope_engine.polynomial import latex_name
 
-    return [_latex_name(s) for s in names]
+    return [latex_name(s) for s in names]
 
 
 def direction_vector(n: int, direction: int, dtype: torch.dtype) -> torch.Tensor:
