@@ -39,7 +39,7 @@ from . import functions as F
 from . import rules, series
 from .basis import make_basis
 from .errors import ExpansionError, KinkWarning, UnsupportedOperationError
-from .polynomial import TaylorPolynomial, _parents
+from .polynomial import TaylorPolynomial, monomial_parents
 from .series import Jet
 
 aten = torch.ops.aten
@@ -628,7 +628,7 @@ def _backward(graph, env, jets, kinds, region, v: dict, order: int, ctx, series_
 @torch.no_grad()
 def _input_layer(basis, frontier, v: dict, jac: dict, batched: bool, batch: int) -> torch.Tensor:
     """d^a y = sum_i v_|a|(z)_i prod_j A_ij^{a_j} over the frontier values z (A = dz/dx): (M,) or (M, B)."""
-    parent, var = _parents(basis)
+    parent, var = monomial_parents(basis)
     total = None
     for z in frontier:
         if z not in v:

@@ -30,7 +30,7 @@ class Term:
 
 
 @lru_cache(maxsize=64)
-def _parents(basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
+def monomial_parents(basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
     """For m >= 1: a_m = a_parent[m] + e_var[m] (monomials built degree by degree, one product each)."""
     parent, var = [0], [0]
     for a in basis.multi_indices()[1:]:
@@ -40,6 +40,18 @@ def _parents(basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
         parent.append(basis.position(b))
         var.append(v)
     return torch.tensor(parent), torch.tensor(var)
+
+
+def monomial_table(t: torch.Tensor, parent: torch.Tensor, var: torch.Tensor, offsets) -> torch.Tensor:
+    """(M, N) table of t^(a_m) for N points t (N, n): row m = row parent[m] * t[:, var[m]], one degree block at a time.
+
+    Rows per monomial (not columns) make every step a contiguous row gather, about 3x faster than (N, M)."""
+    rows = t.transpose(0, 1)
+    out = t.new_empty((offsets[-1], t.shape[0]))
+    out[0] = 1
+    for start, stop in zip(offsets[1:-1], offsets[2:]):
+        out[start:stop] = out[parent[start:stop]] * rows[var[start:stop]]
+    return out
 
 
 @lru_cache(maxsize=32)
@@ -171,14 +183,9 @@ class TaylorPolynomial:
     # ------------------------------------------------------------------------------------------- evaluation
     def monomials(self, t: torch.Tensor) -> torch.Tensor:
         """All basis monomials t^a_m for displacements t (..., n): (..., M), built degree by degree."""
-        parent, var = _parents(self.basis)
-        parent, var = parent.to(t.device), var.to(t.device)
-        out = t.new_empty((*t.shape[:-1], self.basis.size))
-        out[..., 0] = 1
-        for d in range(1, self.order + 1):
-            blk = self.basis.block(d)
-            out[..., blk] = out[..., parent[blk]] * t[..., var[blk]]
-        return out
+        parent, var = (v.to(t.device) for v in monomial_parents(self.basis))
+        table = monomial_table(t.reshape(-1, self.n), parent, var, self.basis.offsets)
+        return table.transpose(0, 1).reshape(*t.shape[:-1], self.basis.size)
 
     def displacement(self, x: torch.Tensor) -> torch.Tensor:
         """t = x - x0 over the expansion variables, for points x shaped (..., *row_shape) or (..., n)."""

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from hope_engine import TaylorPolynomial
-from hope_engine.polynomial import latex_number  # the engine's number format, so the browser's LaTeX equals p.latex()
+
+# latex_number is the engine's number format, so the browser's LaTeX equals p.latex()
+from hope_engine.polynomial import latex_number, monomial_parents, monomial_table
 
 LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
 LINE_POINTS = 81
@@ -111,9 +113,9 @@ def polynomial_on_line(poly: TaylorPolynomial, direction: torch.Tensor, ts: torc
 
 
 def _monomials(poly: TaylorPolynomial, disp: torch.Tensor) -> torch.Tensor:
-    double = TaylorPolynomial(poly.basis, poly.coefficients.double(), poly.center.double(), poly.variables,
-                              poly.batched, names=poly.names, method=poly.method)
-    return double.monomials(disp)
+    """(N, M) monomials of displacements (N, n) in float64, whatever the polynomial's dtype."""
+    parent, var = monomial_parents(poly.basis)
+    return monomial_table(disp.double(), parent, var, poly.basis.offsets).transpose(0, 1)
 
 
 def line_data(model: Callable, template: torch.Tensor, poly: TaylorPolynomial, output: int, direction: int,

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ..polynomial import TaylorPolynomial, _parents
+from ..polynomial import TaylorPolynomial, monomial_parents, monomial_table
 from ._points import scalar_polynomial
 
 
@@ -37,10 +37,10 @@ class Surrogate(nn.Module):
         self.register_buffer("coefficients", coefficients.detach().reshape(coefficients.shape[0], -1).to(dtype))
         self.register_buffer("center", center.detach().reshape(-1)[p.variables].to(dtype))
         self.register_buffer("variables", p.variables.clone())
-        parent, var = _parents(p.basis)
+        parent, var = monomial_parents(p.basis)
         self.register_buffer("parent", parent.clone())
         self.register_buffer("var", var.clone())
-        self.blocks = [(p.basis.block(k).start, p.basis.block(k).stop) for k in range(p.order + 1)]
+        self.offsets = p.basis.offsets
         self.horner = p.n == 1
         self.all_variables = bool(torch.equal(p.variables.cpu(), torch.arange(math.prod(self.row_shape))))
 
@@ -60,15 +60,8 @@ class Surrogate(nn.Module):
         return x - self.center
 
     def monomials(self, t: torch.Tensor) -> torch.Tensor:
-        """(M, N) table of t^(a_m) for N points t (N, n), each row built from its parent row by one multiply.
-
-        Rows (not columns) per monomial: every step is a contiguous row gather, about 3x faster than (N, M)."""
-        rows = t.transpose(0, 1)
-        out = t.new_empty((self.coefficients.shape[0], t.shape[0]))
-        out[0] = 1
-        for start, stop in self.blocks[1:]:
-            out[start:stop] = out[self.parent[start:stop]] * rows[self.var[start:stop]]
-        return out
+        """(M, N) table of t^(a_m) for N points t (N, n)."""
+        return monomial_table(t, self.parent, self.var, self.offsets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.displacement(x)
