@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from .basis import Basis, make_basis
+from .basis import Basis
 
 
 @dataclass(frozen=True)
@@ -410,11 +410,3 @@ def latex_name(name: str) -> str:
     if head and tail and "\\" not in name and "_" not in name:
         return f"{head}_{{{tail}}}"
     return name
-
-
-def from_derivatives(basis_n: int, order: int, kind: str, derivatives: torch.Tensor, **kwargs) -> TaylorPolynomial:
-    """Build a polynomial from derivatives d^a f(x0) (M, *output_shape) instead of coefficients."""
-    basis = make_basis(basis_n, order, kind)
-    f = basis.factorials(derivatives.dtype).to(derivatives.device)
-    coeffs = derivatives / f.reshape(-1, *([1] * (derivatives.dim() - 1)))
-    return TaylorPolynomial(basis, coeffs, **kwargs)

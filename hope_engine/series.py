@@ -80,14 +80,6 @@ def aligned(a: Jet, b: Jet) -> tuple[torch.Tensor, torch.Tensor]:
     return lift(a.c, nd), lift(b.c, nd)
 
 
-def broadcast_pair(a: Jet, b: Jet) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coefficient tensors of a and b expanded to their common broadcast shape."""
-    ca, cb = aligned(a, b)
-    shape = torch.broadcast_shapes(ca.shape[1:], cb.shape[1:])
-    m = ca.shape[0]
-    return ca.expand(m, *shape), cb.expand(m, *shape)
-
-
 # ---------------------------------------------------------------------------------------------- sums and scaling
 def add(a: Jet, b: Jet) -> Jet:
     ca, cb = aligned(a, b)
@@ -422,22 +414,3 @@ def int_pow_coefficients(u: torch.Tensor, p: int, basis: Basis) -> torch.Tensor:
         result = torch.zeros_like(u)
         result[0] = 1
     return result
-
-
-def compose_coefficients(u: torch.Tensor, derivatives: Sequence[torch.Tensor], basis: Basis) -> torch.Tensor:
-    """f(u) = sum_j f^(j)(u0) / j! (u - u0)^j by Horner, given f^(j)(u0) for j = 0..K."""
-    du = u.clone()
-    du[0] = 0
-    k = len(derivatives) - 1
-    fact = 1.0
-    coeffs = []
-    for j, dj in enumerate(derivatives):
-        if j:
-            fact *= j
-        coeffs.append(dj / fact)
-    out = torch.zeros_like(u)
-    out[0] = coeffs[k]
-    for j in range(k - 1, -1, -1):
-        out = mul_coefficients(out, du, basis)
-        out[0] = out[0] + coeffs[j]
-    return out

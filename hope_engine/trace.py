@@ -161,11 +161,6 @@ def _eval_mode(model):
         torch.backends.mha.set_fastpath_enabled(mha_fast)
 
 
-def in_training_mode(model) -> bool:
-    """Whether the model (or a module a plain function reads) is in training mode."""
-    return any(m.training for m in referenced_modules(model))
-
-
 def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
     """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
     out-of-place forms and scatters; dead nodes are dropped.
