@@ -120,7 +120,7 @@ LINEAR_OPS = [
     "roll", "repeat", "narrow", "diagonal", "lift_fresh_copy", "unfold", "index_select", "gather", "index",
     "pixel_shuffle", "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d",
     "cumsum", "trace", "tril", "triu", "movedim", "squeeze_copy", "view_copy", "permute_copy", "expand_copy",
-    "t_copy", "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "clone",
+    "t_copy", "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy",
     "_reshape_alias", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
     "replication_pad2d", "replication_pad3d", "_unsafe_index", "upsample_nearest3d", "upsample_trilinear3d",
     "upsample_bicubic2d", "im2col", "col2im", "pixel_unshuffle", "channel_shuffle",
