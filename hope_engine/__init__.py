@@ -5,12 +5,19 @@
 """
 
 from .basis import Basis, make_basis
-from .errors import ExpansionError, KinkWarning, MemoryBudgetError, TrainingModeWarning, UnsupportedOperationError
+from .errors import (
+    ExpansionError,
+    GraphEscapeError,
+    KinkWarning,
+    MemoryBudgetError,
+    TrainingModeWarning,
+    UnsupportedOperationError,
+)
 from .expand import expand
 from .polynomial import TaylorPolynomial, Term
 
 __all__ = [
-    "Basis", "ExpansionError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term", "TrainingModeWarning",
-    "UnsupportedOperationError", "expand", "make_basis",
+    "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",
+    "TrainingModeWarning", "UnsupportedOperationError", "expand", "make_basis",
 ]
 __version__ = "0.1.0"

@@ -15,6 +15,10 @@ class UnsupportedOperationError(ExpansionError):
         self.ops = ops or []
 
 
+class GraphEscapeError(ExpansionError):
+    """The model turns an input-dependent value into a Python number or a NumPy array, out of the traced graph."""
+
+
 class MemoryBudgetError(ExpansionError):
     """The estimated memory of an expansion exceeds the budget; ``estimate`` is in bytes."""
 

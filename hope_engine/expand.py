@@ -13,9 +13,9 @@ import warnings
 import torch
 from torch import nn
 
-from . import rules, trace
+from . import guard, rules, trace
 from .basis import KINDS, basis_size, make_basis, product_table_size
-from .errors import ExpansionError, KinkWarning, MemoryBudgetError, TrainingModeWarning
+from .errors import ExpansionError, GraphEscapeError, KinkWarning, MemoryBudgetError, TrainingModeWarning
 from .polynomial import TaylorPolynomial
 from .series import Jet
 
@@ -138,6 +138,8 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
 
     try:
         traced = trace.trace(model, x0)
+    except GraphEscapeError:
+        raise
     except Exception as e:
         raise ExpansionError(_shape_message(model, x0, e)) from e
     trace.check_supported(traced)
@@ -162,7 +164,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     if order >= 1:
         flat[1 + torch.arange(n, device=x0.device), ..., var_index.to(x0.device)] = 1
     ctx = rules.Context(basis)
-    with torch.no_grad(), trace._eval_mode(model):
+    with torch.no_grad(), trace.eval_mode(model):
         out = trace.run(traced, Jet(c, basis), ctx)
     if ctx.kinks:
         where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in ctx.kinks.items())
@@ -188,7 +190,7 @@ def _mode_sensitive_in_training(model) -> bool:
     differently in eval mode."""
     return any(m.training and (isinstance(m, _MODE_SENSITIVE)
                                or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0))
-               for root in trace.referenced_modules(model) for m in root.modules())
+               for root in guard.referenced_modules(model) for m in root.modules())
 
 
 def _output_coefficients(out, basis, x0) -> torch.Tensor:

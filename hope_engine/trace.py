@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +19,9 @@ from torch._decomp import get_decompositions
 from torch.func import functional_call, functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from . import rules
+from . import escapes, guard, rules
 from .errors import UnsupportedOperationError
+from .guard import referenced_modules
 from .series import Jet
 
 aten = torch.ops.aten
@@ -62,6 +64,9 @@ DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
 DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
 
 
+VARIANTS = ("exact", "paper")  # exact: composites decomposed for the rule table; paper: activations kept whole
+
+
 @dataclass
 class TracedModel:
     """An aten graph of the model, its parameter/buffer inputs, and whether it can be reused at other points."""
@@ -70,82 +75,67 @@ class TracedModel:
     state: dict
     reusable: bool
     input_index: int
-    fingerprint: tuple = ()
 
     def state_values(self) -> list:
         return list(self.state.values())
 
 
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class GraphCache:
+    """Traced graphs per model (held weakly) and per (variant, input shape, dtype, device), each with the guard stamp
+    it was traced under; at most ``per_model`` graphs a model, least recently used dropped first."""
+
+    def __init__(self, per_model: int = 8):
+        self.per_model = per_model
+        self._graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, model, key: tuple, stamp) -> TracedModel | None:
+        entries = self._entries(model)
+        hit = entries.get(key) if entries is not None else None
+        if hit is None or stamp is None or hit[1] != stamp:
+            return None
+        entries.move_to_end(key)
+        return hit[0]
+
+    def put(self, model, key: tuple, stamp, traced: TracedModel) -> None:
+        if stamp is None:
+            return
+        entries = self._entries(model, create=True)
+        if entries is None:
+            return
+        entries[key] = (traced, stamp)
+        entries.move_to_end(key)
+        while len(entries) > self.per_model:
+            entries.popitem(last=False)
+
+    def discard(self, model, key: tuple) -> None:
+        entries = self._entries(model)
+        if entries is not None:
+            entries.pop(key, None)
+
+    def graphs(self, model) -> list[TracedModel]:
+        """The graphs cached for ``model`` (for inspection and tests)."""
+        entries = self._entries(model)
+        return [traced for traced, _ in entries.values()] if entries else []
+
+    def clear(self) -> None:
+        """Drop every cached graph (they are re-traced on the next call)."""
+        self._graphs = weakref.WeakKeyDictionary()
+
+    def _entries(self, model, create: bool = False) -> OrderedDict | None:
+        try:
+            if create:
+                return self._graphs.setdefault(model, OrderedDict())
+            return self._graphs.get(model)
+        except TypeError:  # not weakly referable or not hashable: never cached
+            return None
 
 
-_PLAIN = (bool, int, float, complex, str, bytes, type(None))
-
-
-def _plain(v) -> bool:
-    """A value a traced graph bakes in as a constant: numbers, strings, and tuples/lists of them."""
-    return isinstance(v, _PLAIN) or (isinstance(v, (tuple, list)) and all(_plain(e) for e in v))
-
-
-def _freeze(v):
-    return tuple(_freeze(e) for e in v) if isinstance(v, (tuple, list)) else v
-
-
-def referenced_values(fn) -> list:
-    """Values a plain function reads besides its argument: defaults, closure cells and the globals it names (and the
-    object of a bound method, the attributes of a callable object)."""
-    if isinstance(fn, nn.Module):
-        return []
-    if not hasattr(fn, "__code__"):
-        return list(vars(fn).values()) if hasattr(fn, "__dict__") else []
-    values = [fn.__self__] if hasattr(fn, "__self__") else []
-    values += list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values())
-    for cell in fn.__closure__ or ():
-        with contextlib.suppress(ValueError):  # an empty cell
-            values.append(cell.cell_contents)
-    glb = getattr(fn, "__globals__", {})
-    values += [glb[name] for name in fn.__code__.co_names if name in glb]
-    return values
-
-
-def referenced_modules(model) -> list[nn.Module]:
-    """The model itself, or the modules a plain function reads (through its closure, defaults or globals)."""
-    if isinstance(model, nn.Module):
-        return [model]
-    return [v for v in referenced_values(model) if isinstance(v, nn.Module)]
-
-
-def _module_fingerprint(model: nn.Module) -> tuple:
-    items: list = []
-    for name, mod in model.named_modules():
-        attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(mod).items() if k != "training" and _plain(v)))
-        items.append((name, type(mod), attrs))
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        items.append((name, tuple(t.shape), t.dtype, t.device))
-    return tuple(items)
-
-
-def fingerprint(model) -> tuple:
-    """What a value-free graph bakes in besides the input: the module tree, parameter/buffer names, shapes and dtypes,
-    and plain Python attributes (a module's ``self.w0``...) — or, for a function, its code and the values it reads
-    (tensors and modules by identity: in-place updates are seen through the graph's references, new objects are not)."""
-    if isinstance(model, nn.Module):
-        return _module_fingerprint(model)
-    out: list = [getattr(model, "__code__", None)]
-    for v in referenced_values(model):
-        if _plain(v):
-            out.append(_freeze(v))
-        elif isinstance(v, nn.Module):
-            ids = tuple(id(t) for t in list(v.parameters()) + list(v.buffers()))
-            out.append((id(v), ids, _module_fingerprint(v)))
-        else:
-            out.append(id(v))
-    return tuple(out)
+GRAPHS = GraphCache()
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
-    """Trace in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
+def eval_mode(model):
+    """Run in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
 
     For a plain function, the modules it reads are switched too."""
     mha_fast = torch.backends.mha.get_fastpath_enabled()
@@ -161,13 +151,38 @@ def _eval_mode(model):
         torch.backends.mha.set_fastpath_enabled(mha_fast)
 
 
-def _make(model, x: torch.Tensor, mode: str) -> TracedModel:
+@contextlib.contextmanager
+def untouched(model):
+    """Whatever running the model does to its modules (a hook assigning ``module.weight``, a counter in forward),
+    every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards."""
+    modules = {id(m): m for root in referenced_modules(model) for m in root.modules()}
+    saved = [(m, dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if isinstance(v, dict)})
+             for m in modules.values()]
+    try:
+        yield
+    finally:
+        for m, attrs, inner in saved:
+            state = vars(m)
+            if state.keys() != attrs.keys() or any(state[k] is not v for k, v in attrs.items()):
+                state.clear()
+                state.update(attrs)
+            for k, content in inner.items():
+                d = state[k]
+                if d.keys() != content.keys() or any(d[name] is not v for name, v in content.items()):
+                    d.clear()
+                    d.update(content)
+
+
+def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
     out-of-place forms and scatters; dead nodes are dropped.
 
-    mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in."""
-    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS, _allow_non_fake_inputs=True,
-                   _error_on_data_dependent_ops=mode == "fake", record_module_stack=True)
+    mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in.
+    variant "exact" decomposes composites into the rule table's ops; "paper" keeps them (the paper's rule treats an
+    activation such as gelu as one elementwise function)."""
+    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS if variant == "exact" else {},
+                   _allow_non_fake_inputs=True, _error_on_data_dependent_ops=mode == "fake",
+                   record_module_stack=True)
     if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
@@ -201,34 +216,33 @@ def _mutates(node) -> bool:
     return node.op == "call_function" and schema is not None and schema.is_mutable
 
 
-def trace(model, x: torch.Tensor) -> TracedModel:
-    """The cached value-free graph for (model, input shape, dtype, device), or a fresh per-point graph.
+def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
+    """The cached value-free graph for (model, variant, input shape, dtype, device), or a fresh per-point graph.
 
-    A cached graph is used only while the model's ``fingerprint`` (structure, shapes, plain attributes) is unchanged;
-    parameters and buffers are read afresh at every call."""
-    key = (tuple(x.shape), x.dtype, x.device)
-    try:
-        per_model = _cache.setdefault(model, {})
-    except TypeError:
-        per_model = {}
-    stamp = fingerprint(model)
-    traced = per_model.get(key)
-    if traced is not None and traced.fingerprint == stamp:
+    A cached graph is used only while ``guard.stamp(model)`` is unchanged (the module tree, hooks, attributes of every
+    kind, class attributes, the globals and closures the code reads); parameters and buffers are read afresh at every
+    call. The model is left exactly as it was, whatever happens while tracing."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    key = (variant, tuple(x.shape), x.dtype, x.device)
+    stamp = guard.stamp(model)
+    traced = GRAPHS.get(model, key, stamp)
+    if traced is not None:
         if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
             traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         return traced
-    per_model.pop(key, None)
-    with _eval_mode(model), torch.no_grad():
+    GRAPHS.discard(model, key)
+    with untouched(model), eval_mode(model), torch.no_grad():
         try:
-            traced = _make(model, x, "fake")
+            traced = _make(model, x, "fake", variant)
         except Exception as fake_error:  # data-dependent control flow: trace at this point, do not reuse
+            escapes.check(model, x)  # a value converted to Python or NumPy is an error, not a branch
             try:
-                traced = _make(model, x, "real")
+                traced = _make(model, x, "real", variant)
             except Exception:
                 raise fake_error from None
-    traced.fingerprint = stamp
     if traced.reusable:
-        per_model[key] = traced
+        GRAPHS.put(model, key, stamp, traced)
     return traced
 
 

@@ -186,7 +186,7 @@ def test_value_dependent_control_flow_is_traced_per_point():
     # the two branches give different polynomials, so a reused graph would have been caught above
     assert not torch.allclose(expand(model, positive, 2).derivative((1, 1)),
                               expand(model, negative, 2).derivative((1, 1)))
-    assert not trace._cache.get(model)
+    assert not trace.GRAPHS.graphs(model)
 
 
 def test_cached_graph_is_reused_and_sees_weight_updates():

@@ -1,0 +1,90 @@
+"""Values that leave the traced graph: an input-dependent floating value turned into a Python number or a NumPy array.
+
+The graph cannot see through such a step: what comes back is a constant to the tracer, so every derivative through it
+would be wrong (zero). ``check(model, x)`` runs the model once at ``x`` under a ``TorchFunctionMode`` that follows
+which tensors depend on ``x`` and raises ``GraphEscapeError`` naming the source line of the first such conversion.
+Branches on values (``if x.sum() > 0``) are not escapes: they make the graph piecewise, which the tracer handles.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+import weakref
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+from .errors import GraphEscapeError
+
+# Tensor methods that turn a floating value into something the graph cannot follow.
+_ESCAPES = {"numpy", "item", "tolist", "__float__", "__complex__", "__array__", "__format__", "data_ptr",
+            "untyped_storage", "storage", "__reduce_ex__"}
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+class _Tracker(TorchFunctionMode):
+    """Marks every tensor computed from a marked tensor; raises on an escape of a marked floating tensor."""
+
+    def __init__(self, source: torch.Tensor):
+        super().__init__()
+        self._marked: dict[int, weakref.ref] = {}
+        self._mark(source)
+
+    def _mark(self, t: torch.Tensor) -> None:
+        self._marked[id(t)] = weakref.ref(t)
+
+    def marked(self, t: object) -> bool:
+        if not isinstance(t, torch.Tensor):
+            return False
+        ref = self._marked.get(id(t))
+        return ref is not None and ref() is t
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        tainted = any(self.marked(t) for t in inputs)
+        if tainted and name in _ESCAPES and args and self.marked(args[0]) and args[0].is_floating_point():
+            raise GraphEscapeError(_message(name))
+        out = func(*args, **kwargs)
+        if tainted:
+            for t in pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self._mark(t)
+            if name.endswith("_") or name == "__setitem__" or "out" in kwargs:  # written in place
+                for t in inputs:
+                    self._mark(t)
+        return out
+
+
+def _message(method: str) -> str:
+    where = _user_frame()
+    call = {"__float__": "float(...)", "__complex__": "complex(...)", "__array__": "numpy.asarray(...)",
+            "__format__": "formatting it as text"}.get(method, f".{method}()")
+    return (f"the model turns a value that depends on the input into a Python or NumPy value ({call}{where}). "
+            "The expansion cannot see through that step: every derivative through it would be wrong. Write that "
+            "step with torch operations on tensors instead.")
+
+
+def _user_frame() -> str:
+    for frame in reversed(traceback.extract_stack()[:-3]):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith((_PACKAGE, _TORCH)):
+            return f" at {frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return ""
+
+
+def check(model, x: torch.Tensor) -> None:
+    """Run ``model(x)`` once; raise ``GraphEscapeError`` if an input-dependent floating value leaves torch. Other
+    errors are left to the tracer, which reports them."""
+    x = x.detach().clone()
+    try:
+        with _Tracker(x):
+            model(x)
+    except GraphEscapeError:
+        raise
+    except Exception:  # noqa: BLE001 - not an escape: the tracer's own error is the one to report
+        return

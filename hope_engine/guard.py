@@ -1,0 +1,249 @@
+"""Guards: is a graph traced earlier still the function the user would run now?
+
+A value-free graph bakes in everything the model's Python code reads besides its parameters and buffers: the module
+tree, hooks, plain and callable attributes, class attributes, the globals and closures the code reads, constant
+tensors. ``stamp(model)`` walks all of it and returns a value that compares equal exactly when none of it changed
+(objects by identity, tensors by identity and version counter, containers and plain values by content). When a model
+holds something the walk cannot compare cheaply (a very large container), the stamp is ``None`` and the caller
+re-traces: correctness before speed.
+
+``state_token(model)`` adds the parameter and buffer values themselves (for caches of results, such as the panel's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import types
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+_PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+_MAX_ITEMS = 10_000  # a container or array larger than this is not compared: the graph is re-traced instead
+_IGNORED_MODULE_KEYS = frozenset({"training", "_parameters", "_buffers", "_modules"})
+_IGNORED_CLASS_KEYS = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__",
+                                 "__annotations__", "__firstlineno__", "__static_attributes__"})
+
+
+class Uncomparable(Exception):
+    """The model holds something the guard cannot compare cheaply."""
+
+
+class Ref:
+    """An object compared by identity, held weakly where possible (a dead referent never equals a live one)."""
+
+    __slots__ = ("oid", "_get")
+
+    def __init__(self, obj: Any):
+        self.oid = id(obj)
+        try:
+            self._get = weakref.ref(obj)
+        except TypeError:  # builtins and other objects without weak references: small, held strongly
+            self._get = lambda obj=obj: obj
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ref) or other.oid != self.oid:
+            return False
+        mine = self._get()
+        return mine is not None and mine is other._get()
+
+    def __hash__(self) -> int:
+        return self.oid
+
+    def __repr__(self) -> str:
+        return f"Ref({self.oid:#x})"
+
+
+def _library(obj: Any) -> bool:
+    """Objects defined by torch (or the standard library's builtins): stable, compared by identity only."""
+    mod = getattr(obj, "__module__", None) or ""
+    return mod == "builtins" or mod.split(".")[0] in ("torch", "numpy", "math", "functools", "typing", "abc")
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """Global and attribute names a code object reads, nested functions and comprehensions included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+
+    def __call__(self, v: Any) -> Any:
+        if isinstance(v, _PLAIN):
+            return v
+        key = id(v)
+        if key in self.seen:
+            return ("seen", self.seen[key])
+        self.seen[key] = len(self.seen)
+        if isinstance(v, torch.Tensor):
+            return ("tensor", Ref(v), v._version, tuple(v.shape), v.dtype, v.device)
+        if isinstance(v, (list, tuple)):
+            self._check_size(len(v))
+            return (type(v).__name__, tuple(self(e) for e in v))
+        if isinstance(v, dict):
+            self._check_size(len(v))
+            return ("dict", Ref(type(v)), tuple((self(k), self(e)) for k, e in v.items()))
+        if isinstance(v, (set, frozenset)):
+            self._check_size(len(v))
+            return ("set", frozenset(self(e) for e in v))
+        if isinstance(v, nn.Module):
+            return self._module(v)
+        if isinstance(v, types.MethodType):
+            return ("method", self(v.__func__), self(v.__self__))
+        if isinstance(v, types.FunctionType):
+            return self._function(v)
+        if isinstance(v, functools.partial):
+            return ("partial", self(v.func), self(v.args), self(v.keywords))
+        if isinstance(v, type):
+            return self._class(v)
+        if isinstance(v, types.ModuleType):
+            return ("pymodule", Ref(v))
+        if type(v).__module__ == "numpy" and hasattr(v, "tobytes"):
+            self._check_size(getattr(v, "size", 0))
+            return ("array", v.dtype.str, v.shape, hashlib.blake2b(v.tobytes(), digest_size=16).digest())
+        if _library(type(v)) or not hasattr(v, "__dict__"):
+            return ("object", Ref(v))
+        return ("instance", self._class(type(v)), self(vars(v)))
+
+    @staticmethod
+    def _check_size(n: int) -> None:
+        if n > _MAX_ITEMS:
+            raise Uncomparable(f"a container of {n} items")
+
+    def _function(self, fn: types.FunctionType) -> Any:
+        if _library(fn):
+            return ("function", Ref(fn))
+        code = fn.__code__
+        glb = fn.__globals__
+        names = sorted(_code_names(code))
+        read = []
+        for name in names:
+            if name not in glb:
+                continue
+            value = glb[name]
+            if isinstance(value, types.ModuleType):  # mod.attr: the attributes this code may read, by identity
+                members = vars(value)
+                attrs = tuple((a, Ref(members[a])) for a in names if a != name and a in members)
+                read.append((name, Ref(value), attrs))
+            else:
+                read.append((name, self(value)))
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                cells.append(self(cell.cell_contents))
+            except ValueError:  # an empty cell
+                cells.append(("empty",))
+        return ("function", code, self(fn.__defaults__), self(fn.__kwdefaults__), tuple(cells), tuple(read),
+                self(vars(fn)) if vars(fn) else None)
+
+    def _class(self, cls: type) -> Any:
+        parts = []
+        for base in cls.__mro__:
+            if base is object or _library(base):
+                parts.append(Ref(base))
+                continue
+            parts.append((Ref(base), tuple((k, self(v)) for k, v in sorted(vars(base).items())
+                                           if k not in _IGNORED_CLASS_KEYS)))
+        return ("class", tuple(parts))
+
+    def _module(self, m: nn.Module) -> Any:
+        if isinstance(m, torch.jit.ScriptModule):
+            return ("script", Ref(m), _tensor_layout(m))
+        # parameters and buffers by identity and layout; their values are read at every call (a plain function's
+        # graph holds them as constants by reference, so a new object must re-trace, an in-place update need not)
+        state = tuple((name, t is None or (Ref(t), tuple(t.shape), t.dtype, t.device))
+                      for d in (m._parameters, m._buffers) for name, t in d.items())
+        children = tuple((name, self(c)) for name, c in m._modules.items())
+        attrs = tuple((k, self(v)) for k, v in vars(m).items() if k not in _IGNORED_MODULE_KEYS)
+        return ("module", self._class(type(m)), state, children, attrs)
+
+
+def _tensor_layout(m: nn.Module) -> tuple:
+    return tuple((name, tuple(t.shape), t.dtype, t.device)
+                 for name, t in list(m.named_parameters()) + list(m.named_buffers()))
+
+
+def _global_state() -> tuple:
+    """Process-wide settings a traced graph depends on: global module hooks and the default dtype."""
+    module = nn.modules.module
+    hooks = tuple(getattr(module, name, None) for name in (
+        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
+        "_global_module_registration_hooks"))
+    return torch.get_default_dtype(), hooks
+
+
+def stamp(model: Any) -> Any:
+    """A value equal between two calls exactly when the model's traced graph would be the same; ``None`` when that
+    cannot be decided cheaply (then the caller re-traces)."""
+    walk = _Walker()
+    try:
+        dtype, hooks = _global_state()
+        return (dtype, walk(hooks), walk(model))
+    except (Uncomparable, RecursionError):
+        return None
+
+
+def state_token(model: Any) -> Any:
+    """``stamp`` plus the current values of every parameter and buffer the model reads: equal exactly when the model
+    computes the same function (used to key caches of results)."""
+    graph_stamp = stamp(model)
+    if graph_stamp is None:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for m in referenced_modules(model):
+        for t in list(m.parameters()) + list(m.buffers()):
+            data = t.detach()
+            digest.update(str((tuple(data.shape), data.dtype)).encode())
+            with contextlib.suppress(TypeError, RuntimeError):  # meta tensors have no values
+                digest.update(data.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return graph_stamp, digest.digest()
+
+
+def referenced_values(fn: Any) -> list:
+    """Values a plain function reads besides its argument: defaults, closure cells and the globals it names (and the
+    object of a bound method, the attributes of a callable object)."""
+    if isinstance(fn, nn.Module):
+        return []
+    if isinstance(fn, functools.partial):
+        return [fn.func, *fn.args, *fn.keywords.values(), *referenced_values(fn.func)]
+    if not hasattr(fn, "__code__"):
+        return list(vars(fn).values()) if hasattr(fn, "__dict__") else []
+    values = [fn.__self__] if hasattr(fn, "__self__") else []
+    values += list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values())
+    for cell in fn.__closure__ or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            values.append(cell.cell_contents)
+    glb = getattr(fn, "__globals__", {})
+    values += [glb[name] for name in _code_names(fn.__code__) if name in glb]
+    return values
+
+
+def referenced_modules(model: Any) -> list[nn.Module]:
+    """The model itself, or the modules a plain function reads (through its closure, defaults or globals), found
+    through containers (a list of layers) too."""
+    if isinstance(model, nn.Module):
+        return [model]
+    found: list[nn.Module] = []
+    pending = list(referenced_values(model))
+    seen: set[int] = set()
+    while pending:
+        v = pending.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, nn.Module):
+            found.append(v)
+        elif isinstance(v, (list, tuple)) and len(v) <= _MAX_ITEMS:
+            pending.extend(v)
+        elif isinstance(v, dict) and len(v) <= _MAX_ITEMS:
+            pending.extend(v.values())
+    return found

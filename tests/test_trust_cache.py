@@ -1,0 +1,334 @@
+"""A cached graph is never stale: every change to what a model's code reads is seen by the next expansion.
+
+Each case expands, changes the model the way notebook users do, expands again and compares with float64 nested
+autograd of the model as it is now (an independent reference), so a stale graph fails the test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import assert_matches_autograd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from hope_engine import expand, guard, trace
+
+D = torch.float64
+ORDER = 3
+
+
+def _x0(n: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, n, generator=g, dtype=D) - 0.5)
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).to(D).eval()
+
+
+def _changed(model, mutate, x0=None) -> None:
+    """Expand, mutate, and check the next expansion follows the mutation."""
+    x0 = _x0() if x0 is None else x0
+    before = assert_matches_autograd(model, x0, ORDER)
+    mutate()
+    after = assert_matches_autograd(model, x0, ORDER)
+    assert not torch.allclose(before.coefficients, after.coefficients), "the mutation should change the function"
+
+
+def test_forward_hook_added():
+    model = _mlp()
+    _changed(model, lambda: model.register_forward_hook(lambda m, args, out: torch.sin(out) * 2))
+
+
+def test_forward_pre_hook_added_on_a_submodule():
+    model = _mlp()
+    _changed(model, lambda: model[2].register_forward_pre_hook(lambda m, args: (args[0] ** 2,)))
+
+
+def test_global_forward_hook_added():
+    model = _mlp()
+    handle = None
+
+    def mutate():
+        nonlocal handle
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda m, args, out: out * 3 if isinstance(m, nn.Tanh) else None)
+
+    try:
+        _changed(model, mutate)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def test_hook_replaced_in_place_in_its_closure():
+    model = _mlp()
+    scale = [2.0]
+    model.register_forward_hook(lambda m, args, out: out * scale[0])
+    _changed(model, lambda: scale.__setitem__(0, 5.0))
+
+
+class WithAct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+        self.act = torch.tanh
+        self.shift = torch.tensor(0.25, dtype=D)
+        self.out = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.out(self.act(self.lin(x) + self.shift))
+
+
+def _with_act() -> WithAct:
+    torch.manual_seed(1)
+    return WithAct().to(D).eval()
+
+
+def test_function_valued_attribute_swapped():
+    model = _with_act()
+    _changed(model, lambda: setattr(model, "act", torch.cos))
+
+
+def test_plain_tensor_attribute_replaced():
+    model = _with_act()
+    _changed(model, lambda: setattr(model, "shift", torch.tensor(-0.7, dtype=D)))
+
+
+def test_plain_tensor_attribute_updated_in_place():
+    model = _with_act()
+    _changed(model, lambda: model.shift.fill_(1.5))
+
+
+class ClassScaled(nn.Module):
+    gain = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return torch.sin(self.gain * self.lin(x))
+
+
+def test_class_attribute_changed():
+    torch.manual_seed(2)
+    model = ClassScaled().to(D).eval()
+    try:
+        _changed(model, lambda: setattr(ClassScaled, "gain", 3.0))
+    finally:
+        ClassScaled.gain = 1.0
+
+
+GLOBAL_GAIN = 1.0
+SCALES = {"gain": 1.0}
+
+
+class GlobalReader(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return torch.sin(GLOBAL_GAIN * SCALES["gain"] * self.lin(x))
+
+
+def test_global_read_by_forward_reassigned():
+    global GLOBAL_GAIN
+    torch.manual_seed(3)
+    model = GlobalReader().to(D).eval()
+
+    def mutate():
+        global GLOBAL_GAIN
+        GLOBAL_GAIN = 2.5
+
+    try:
+        _changed(model, mutate)
+    finally:
+        GLOBAL_GAIN = 1.0
+
+
+def test_dict_entry_read_by_forward_replaced():
+    torch.manual_seed(3)
+    model = GlobalReader().to(D).eval()
+    try:
+        _changed(model, lambda: SCALES.__setitem__("gain", -2.0))
+    finally:
+        SCALES["gain"] = 1.0
+
+
+def test_forward_monkeypatched_on_the_instance():
+    model = _mlp()
+    _changed(model, lambda: setattr(model, "forward", lambda x: torch.exp(model[0](x)).sum(-1, keepdim=True)))
+
+
+def test_forward_monkeypatched_on_the_class():
+    class Local(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 1)
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x))
+
+    torch.manual_seed(4)
+    model = Local().to(D).eval()
+    _changed(model, lambda: setattr(Local, "forward", lambda self, x: torch.sin(self.lin(x)) ** 2))
+
+
+def test_python_list_of_layers_edited():
+    class ListNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Linear(2, 3)
+            self.last = nn.Linear(3, 1)
+            self.acts = [torch.tanh]
+
+        def forward(self, x):
+            h = self.first(x)
+            for act in self.acts:
+                h = act(h)
+            return self.last(h)
+
+    torch.manual_seed(5)
+    model = ListNet().to(D).eval()
+    _changed(model, lambda: model.acts.append(torch.sin))
+
+
+def test_plain_function_closure_and_module_list():
+    torch.manual_seed(6)
+    layers = [nn.Linear(2, 3).to(D), nn.Linear(3, 1).to(D)]
+
+    def f(x):
+        return layers[1](torch.tanh(layers[0](x)))
+
+    _changed(f, lambda: layers.__setitem__(0, nn.Linear(2, 3).to(D)))
+
+
+def test_weights_updated_in_place_reuse_the_graph():
+    """The guard must not make the common case slow: an optimizer step keeps the graph."""
+    model = _mlp()
+    x0 = _x0()
+    expand(model, x0, ORDER)
+    first = trace.trace(model, x0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x0).sum().backward()
+    opt.step()
+    assert trace.trace(model, x0) is first
+    assert_matches_autograd(model, x0, ORDER)
+
+
+def test_graph_cache_is_an_explicit_bounded_object():
+    model = _mlp()
+    for n in range(1, 12):
+        trace.trace(model, torch.zeros(n, 2, dtype=D))
+    assert len(trace.GRAPHS.graphs(model)) == trace.GRAPHS.per_model
+    trace.GRAPHS.clear()
+    assert trace.GRAPHS.graphs(model) == []
+
+
+def test_uncomparable_model_is_retraced_not_cached():
+    class Big(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 1)
+            self.table = list(range(guard._MAX_ITEMS + 1))
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x) * (1 + self.table[-1] * 1e-5))
+
+    model = Big().to(D).eval()
+    assert guard.stamp(model) is None
+    _changed(model, lambda: model.table.append(2 * 10 ** 5))
+    assert trace.GRAPHS.graphs(model) == []
+
+
+# ------------------------------------------------------------------------------------------- property test
+_ACTS = [torch.tanh, torch.sin, torch.sigmoid, torch.exp, torch.cos]
+
+
+class Mutable(nn.Module):
+    """A small net whose behaviour hangs on attributes of every kind users mutate."""
+
+    scale_class = 1.0
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(2 if i == 0 else width, width) for i in range(depth)])
+        self.head = nn.Linear(width, 1)
+        self.acts = [torch.tanh] * depth
+        self.scale = 1.0
+        self.offset = torch.zeros(width)
+        self.options = {"square": False}
+
+    def forward(self, x):
+        h = x
+        for layer, act in zip(self.layers, self.acts):
+            h = act(self.scale * self.scale_class * layer(h) + self.offset)
+        if self.options["square"]:
+            h = h * h
+        return self.head(h)
+
+
+def _mutations(model: Mutable, draw) -> list:
+    width = model.head.in_features
+    depth = len(model.layers)
+    return [
+        lambda: setattr(model, "scale", draw(st.floats(0.2, 2.0))),
+        lambda: model.acts.__setitem__(draw(st.integers(0, depth - 1)), draw(st.sampled_from(_ACTS))),
+        lambda: setattr(model, "offset", torch.rand(width, dtype=D) - 0.5),
+        lambda: model.offset.add_(draw(st.floats(-0.5, 0.5))),
+        lambda: model.options.__setitem__("square", not model.options["square"]),
+        lambda: _scale_output(model, draw(st.floats(0.5, 2.0))),
+        lambda: setattr(model, "head", nn.Linear(width, 1).to(D)),
+        lambda: setattr(type(model), "scale_class", draw(st.floats(0.5, 1.5))),
+    ]
+
+
+def _scale_output(model: nn.Module, factor: float) -> None:
+    model.register_forward_hook(lambda m, a, out: out * factor)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(width=st.integers(2, 4), depth=st.integers(1, 2), data=st.data())
+def test_random_mutations_between_calls_are_always_seen(width, depth, data):
+    Mutable.scale_class = 1.0
+    torch.manual_seed(width * 10 + depth)
+    model = Mutable(width, depth).to(D).eval()
+    model.offset = model.offset.to(D)
+    x0 = _x0(seed=width)
+    try:
+        for _ in range(data.draw(st.integers(1, 3))):
+            expand(model, x0, ORDER)
+            steps = _mutations(model, data.draw)
+            steps[data.draw(st.integers(0, len(steps) - 1))]()
+            assert_matches_autograd(model, x0, ORDER)
+    finally:
+        Mutable.scale_class = 1.0
+
+
+def test_stamp_of_a_plain_model_is_cheap_enough_to_run_every_call():
+    """Not a timing assertion: the stamp of a 5-layer MLP walks a bounded number of objects (no model data)."""
+    model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(5)])
+    assert guard.stamp(model) == guard.stamp(model)
+    assert math.isfinite(len(repr(guard.stamp(model))))
+
+
+def test_state_token_follows_parameter_values():
+    model = _mlp()
+    token = guard.state_token(model)
+    with torch.no_grad():
+        model[0].weight.data[0, 0] += 1.0   # through .data: the version counter does not move
+    assert guard.state_token(model) != token
+    with torch.no_grad():
+        model[0].weight.data[0, 0] -= 1.0
+    assert guard.state_token(model) == token
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__])
