@@ -1,9 +1,10 @@
 """Values that leave the traced graph: an input-dependent floating value turned into a Python number or a NumPy array.
 
 The graph cannot see through such a step: what comes back is a constant to the tracer, so every derivative through it
-would be wrong (zero). ``check(model, x)`` runs the model once at ``x`` under a ``TorchFunctionMode`` that follows
-which tensors depend on ``x`` and raises ``GraphEscapeError`` naming the source line of the first such conversion.
-Branches on values (``if x.sum() > 0``) are not escapes: they make the graph piecewise, which the tracer handles.
+would be wrong (zero). The tracer runs the model's code under ``watching(x)``, a ``TorchFunctionMode`` that follows
+which tensors depend on ``x`` and raises ``GraphEscapeError`` naming the source line of the first such conversion
+(fake tensors would otherwise hand NumPy made-up values, baked into the graph as constants). Branches on values
+(``if x.sum() > 0``) are not escapes: they make the graph piecewise, which the tracer handles.
 """
 
 from __future__ import annotations
@@ -77,14 +78,7 @@ def _user_frame() -> str:
     return ""
 
 
-def check(model, x: torch.Tensor) -> None:
-    """Run ``model(x)`` once; raise ``GraphEscapeError`` if an input-dependent floating value leaves torch. Other
-    errors are left to the tracer, which reports them."""
-    x = x.detach().clone()
-    try:
-        with _Tracker(x):
-            model(x)
-    except GraphEscapeError:
-        raise
-    except Exception:  # noqa: BLE001 - not an escape: the tracer's own error is the one to report
-        return
+def watching(x: torch.Tensor) -> TorchFunctionMode:
+    """A mode to run the model's code under: raises ``GraphEscapeError`` when a floating value computed from ``x``
+    is turned into a Python or NumPy value."""
+    return _Tracker(x)

@@ -20,7 +20,7 @@ from torch.func import functional_call, functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from . import escapes, guard, rules
-from .errors import UnsupportedOperationError
+from .errors import GraphEscapeError, UnsupportedOperationError
 from .guard import referenced_modules
 from .series import Jet
 
@@ -187,7 +187,8 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
-            return functional_call(model, state, (x,))
+            with escapes.watching(x):
+                return functional_call(model, state, (x,))
 
         fn = functionalize(call, remove="mutations")
         fn._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
@@ -196,7 +197,8 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
     else:
         def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
-            return model(x)
+            with escapes.watching(x):
+                return model(x)
 
         inputs = (x,)
         gm = make_fx(functionalize(apply, remove="mutations"), **options)(*inputs)
@@ -235,10 +237,13 @@ def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
     with untouched(model), eval_mode(model), torch.no_grad():
         try:
             traced = _make(model, x, "fake", variant)
+        except GraphEscapeError:
+            raise
         except Exception as fake_error:  # data-dependent control flow: trace at this point, do not reuse
-            escapes.check(model, x)  # a value converted to Python or NumPy is an error, not a branch
             try:
                 traced = _make(model, x, "real", variant)
+            except GraphEscapeError:
+                raise
             except Exception:
                 raise fake_error from None
     if traced.reusable:

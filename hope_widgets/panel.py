@@ -24,6 +24,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode
 from hope_engine import TaylorPolynomial, expand
 from hope_engine.basis import basis_size
 from hope_engine.expand import prepare_point
+from hope_engine.guard import state_token
 
 from . import data
 
@@ -277,8 +278,10 @@ class HopePanel(anywidget.AnyWidget):
         return f" (showing the last good result: method={self._result_method}, point ({at}{more}))"
 
     def _expand(self, values: list[float], method: str) -> tuple[TaylorPolynomial, str, float]:
-        key = (tuple(values), method)
-        if key in self._cache:
+        # the model's state is part of the key: retraining in place, new parameters or swapped submodules are seen
+        token = state_token(self._model)
+        key = (tuple(values), method, token)
+        if token is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         x0 = self._template.clone()
@@ -290,7 +293,8 @@ class HopePanel(anywidget.AnyWidget):
                           method=method, batched=self._batched)
         seconds = time.perf_counter() - start
         notice = "; ".join(dict.fromkeys(str(w.message) for w in caught))
-        self._cache[key] = (full, notice, seconds)
+        if token is not None:
+            self._cache[key] = (full, notice, seconds)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return full, notice, seconds
