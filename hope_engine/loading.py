@@ -1,14 +1,38 @@
 """Load a saved model for expansion, safely by default.
 
-Safe formats (no code from the file runs): TorchScript archives (``torch.jit.save``) and exported programs
+Safe formats (no Python code from the file runs): TorchScript archives (``torch.jit.save``) and exported programs
 (``torch.export.save``). A fully pickled module (``torch.save(model)``) runs code from the file when loaded, so it is
 read only with ``trust_pickle=True``. A bare state dict holds weights but no architecture and cannot be expanded.
+
+Exported programs: ``torch.export.load`` itself unpickles parts of a ``.pt2`` archive. The sample inputs (and legacy
+``data/weights/<model>.pt`` / ``data/constants/<model>.pt`` files, and the pickles of the pre-2.8 layout) go through
+``torch.load(weights_only=True)`` but fall back to ``weights_only=False`` when that fails; weights and tensor constants
+marked ``use_pickle`` in the archive's JSON are read with ``weights_only=False``; opaque constants with
+``pickle.loads``; custom-object constants with TorchScript's unpickler (which runs torchbind ``__setstate__``); and
+``data/aotinductor/`` holds compiled shared libraries that are loaded. So, without ``trust_pickle``, the archive is read
+into memory once and inspected with torch's own zip reader first: every pickle torch would load must load with
+``torch.load(weights_only=True)`` (then torch's own attempt succeeds the same way and never falls back), custom and
+opaque object constants and AOTInductor code are refused, and so are zip archives with duplicate member names. The
+checked bytes are the ones handed to ``torch.export.load``. The program's graph is JSON; its ``ExportedProgram``
+verifier only admits registered operators, higher-order operators and a fixed list of builtins as call targets, and
+hope refuses graphs that pass any other Python callable as an argument (the JSON can name one by attribute path).
+
+TorchScript: ``torch.jit.load`` reads ``data.pkl`` and ``constants.pkl`` with TorchScript's C++ unpickler, which
+resolves only a fixed set of globals (tensor rebuilding, containers) and classes compiled from the archive's
+TorchScript code; any other global (``os.system``, ``builtins.eval``) fails with "Unknown type name". The code in the
+archive is TorchScript, compiled and run by TorchScript (registered operators only), not Python. As with any binary
+parser this is not a sandbox against memory-safety bugs in torch itself.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import re
 import warnings
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -58,8 +82,19 @@ def load_model(path, trust_pickle: bool = False) -> LoadedModel:
         except Exception as e:  # noqa: BLE001 - reported as one line
             raise ModelLoadError(f"{path}: TorchScript archive could not be loaded ({_first_line(e)})") from e
     if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+        source: str | io.BytesIO = str(path)
+        if not trust_pickle:
+            data = path.read_bytes()  # check and load the same bytes, even if the file changes meanwhile
+            _refuse_unsafe_export(path, data)
+            source = io.BytesIO(data)
         try:
-            return LoadedModel(torch.export.load(str(path)).module(), "exported program")
+            program = torch.export.load(source)
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"{path}: exported program could not be loaded ({_first_line(e)})") from e
+        if not trust_pickle:
+            _refuse_callable_arguments(path, program)
+        try:
+            return LoadedModel(program.module(), "exported program")
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"{path}: exported program could not be loaded ({_first_line(e)})") from e
     if trust_pickle:
@@ -83,6 +118,121 @@ def load_model(path, trust_pickle: bool = False) -> LoadedModel:
     if isinstance(obj, dict):
         raise ModelLoadError(f"{path} holds a state dict (weights without the architecture)" + _STATE_HINT)
     raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model")
+
+
+# Members of the pre-2.8 exported-program layout that torch.export.load unpickles (weights_only with a fallback).
+_OLD_FORMAT_PICKLES = ("serialized_state_dict.pt", "serialized_state_dict.json", "serialized_constants.pt",
+                       "serialized_constants.json", "serialized_example_inputs.pt")
+
+
+def _refuse_unsafe_export(path: Path, data: bytes) -> None:
+    """Raise ModelLoadError if ``torch.export.load`` would unpickle anything from ``data`` beyond weights-only pickles,
+    or load compiled code; the members and rules mirror torch's pt2 archive reader (torch/export/pt2_archive)."""
+    from torch.export.pt2_archive import constants as k
+
+    def refuse(what: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"{path}: refused to load this exported program: {what}, and loading it can run code stored in the file. "
+            "Pass --trust-pickle (trust_pickle=True) only if you trust its source")
+
+    def weights_only(what: str, blob: bytes) -> None:
+        if not blob:
+            return
+        try:
+            torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure makes torch retry with weights_only=False
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            why = f"it names {found.group(1)}" if found else _first_line(e)[:120]
+            raise refuse(f"{what} holds a pickle that torch.load(weights_only=True) rejects ({why})") from None
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+            old = [(i.filename, z.read(i)) for i in infos if i.filename in _OLD_FORMAT_PICKLES]
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"{path}: exported program could not be read ({_first_line(e)})") from e
+    twice = [n for n, c in Counter(i.filename for i in infos).items() if c > 1]
+    if twice:
+        raise refuse(f"the zip archive has duplicate member names ({twice[0]})")
+    for name, blob in old:  # torch falls back to this layout when its pt2 reader fails
+        weights_only(f"the member {name}", blob)
+
+    try:
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))  # the reader torch.export.load uses
+        records = list(reader.get_all_records())
+    except RuntimeError:
+        return  # not a pt2 archive: torch.export.load can only take the pre-2.8 path checked above
+    if len(set(records)) != len(records):
+        raise refuse("the zip archive has duplicate member names")
+    present = set(records)
+    if any(r.startswith(k.AOTINDUCTOR_DIR) for r in records):
+        raise refuse(f"it holds AOTInductor-compiled code ({k.AOTINDUCTOR_DIR}), a shared library loaded with it")
+
+    def read(name: str) -> bytes:
+        try:
+            return reader.get_record(name)
+        except RuntimeError:
+            return b""  # missing: torch fails on it too, before unpickling it
+
+    def config(name: str) -> dict[str, dict]:
+        try:
+            entries = json.loads(read(name).decode())["config"]
+        except Exception as e:  # noqa: BLE001 - torch would fail on it too; refuse rather than guess
+            raise refuse(f"{name} could not be checked ({_first_line(e)[:120]})") from None
+        if not isinstance(entries, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("path_name"), str) for v in entries.values()):
+            raise refuse(f"{name} could not be checked (unexpected layout)")
+        return entries
+
+    prefix, suffix = k.MODELS_FILENAME_FORMAT.split("{}")
+    for record in records:
+        if not record.startswith(k.MODELS_DIR):
+            continue
+        model = record[len(prefix):-len(suffix)]  # the same slicing as torch's _load_exported_programs
+        inputs = k.SAMPLE_INPUTS_FILENAME_FORMAT.format(model)
+        weights_only(f"the sample inputs file {inputs}", read(inputs))
+        legacy = f"{k.WEIGHTS_DIR}{model}.pt"
+        if legacy in present:
+            weights_only(f"the legacy weights file {legacy}", read(legacy))
+        elif (name := k.WEIGHTS_CONFIG_FILENAME_FORMAT.format(model)) in present:
+            for fqn, meta in config(name).items():
+                if meta.get("use_pickle"):
+                    member = os.path.join(k.WEIGHTS_DIR, meta["path_name"])
+                    weights_only(f"weight {fqn!r} ({member})", read(member))
+        legacy = f"{k.CONSTANTS_DIR}{model}.pt"
+        if legacy in present:
+            weights_only(f"the legacy constants file {legacy}", read(legacy))
+        elif (name := k.CONSTANTS_CONFIG_FILENAME_FORMAT.format(model)) in present:
+            for fqn, meta in config(name).items():
+                stored = meta["path_name"]
+                if stored.startswith(k.CUSTOM_OBJ_FILENAME_PREFIX):
+                    raise refuse(f"constant {fqn!r} is a TorchScript custom object, restored by its __setstate__")
+                if stored.startswith(k.OPAQUE_OBJ_FILENAME_PREFIX):
+                    raise refuse(f"constant {fqn!r} is an arbitrary pickled Python object")
+                if meta.get("use_pickle"):
+                    member = os.path.join(k.CONSTANTS_DIR, stored)
+                    weights_only(f"constant {fqn!r} ({member})", read(member))
+
+
+def _refuse_callable_arguments(path: Path, program) -> None:
+    """Raise ModelLoadError if a graph node gets a Python callable as an argument (only operators, graphs and values
+    may appear there): the JSON names such arguments by attribute path (``as_operator``), so a crafted program could
+    hand ``os.popen`` to a higher-order operator that calls its argument. The verifier checks node targets, not this."""
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        if not isinstance(graph, torch.fx.Graph):
+            continue
+        for node in graph.nodes:
+            leaves: list = []
+            torch.fx.node.map_aggregate((node.args, node.kwargs), leaves.append)
+            for leaf in leaves:
+                if callable(leaf) and not isinstance(
+                        leaf, (torch.fx.Node, torch._ops.OperatorBase, torch._ops.OpOverloadPacket, nn.Module)):
+                    name = f"{getattr(leaf, '__module__', '?')}.{getattr(leaf, '__qualname__', type(leaf).__name__)}"
+                    raise ModelLoadError(
+                        f"{path}: refused to load this exported program: node {node.name!r} passes the Python callable "
+                        f"{name} to {node.target}, and running it can run code named in the file. Pass --trust-pickle "
+                        "(trust_pickle=True) only if you trust its source")
 
 
 _STATE_HINT = ("; save the model with torch.jit.script(model).save(path), torch.jit.trace(model, x).save(path) or "
