@@ -84,6 +84,22 @@ def _product(ranges):
             yield (x, *tail)
 
 
+def _times_integer(t: torch.Tensor, k: int) -> torch.Tensor:
+    """t * k for a Python int k >= 1 of any size, returned in t's dtype.
+
+    k = mantissa * 2**shift with mantissa < 2**1000, rounded once to a float (Python's int / int is correctly
+    rounded); the product is formed in double precision and then scaled by exact powers of two. The magnitude only
+    grows along the way, so an intermediate overflows only if the result does.
+    """
+    shift = max(0, k.bit_length() - 1000)
+    out = t.to(torch.promote_types(t.dtype, torch.float64)) * (k / (1 << shift))
+    while shift:
+        step = min(shift, 1000)
+        out = out * 2.0**step
+        shift -= step
+    return out.to(t.dtype)
+
+
 def latex_number(v: float, digits: int) -> str:
     """v to ``digits`` significant digits, exponents as LaTeX (1.5 \\cdot 10^{-7}): the panel shares this format."""
     s = f"{v:.{digits}g}"
@@ -167,9 +183,13 @@ class TaylorPolynomial:
         return self.coefficients[self.basis.position(self._alpha(alpha))]
 
     def derivative(self, alpha) -> torch.Tensor:
-        """Partial derivative d^|alpha| f / dx^alpha at x0, shaped like the model output."""
+        """Partial derivative d^|alpha| f / dx^alpha at x0 = c_alpha * alpha!, shaped like the model output.
+
+        alpha! is an exact integer of any size (past 2**64 at order 21, past the float64 range at order 171); it is
+        applied without ever becoming one float, so no order overflows unless the derivative itself does.
+        """
         a = self._alpha(alpha)
-        return self.coefficient(a) * math.prod(math.factorial(v) for v in a)
+        return _times_integer(self.coefficient(a), math.prod(math.factorial(v) for v in a))
 
     def derivatives(self) -> torch.Tensor:
         """All kept derivatives, (M, *output_shape): coefficients times alpha!."""
