@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ExpansionError
+from .errors import ExpansionError, describe
 from .loading import LoadedModel, ModelLoadError, load_model
 
 
@@ -234,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(args.run(args))
     except (CLIError, ModelLoadError, ExpansionError, ValueError, KeyError, IndexError, OSError, RuntimeError,
             ImportError) as e:
-        text = str(e).strip().strip("'\"")
-        print(f"hope: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+        print(f"hope: error: {describe(e)}", file=sys.stderr)
         return 1
     return 0
 

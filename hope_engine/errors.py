@@ -34,3 +34,16 @@ class KinkWarning(UserWarning):
 
 class TrainingModeWarning(UserWarning):
     """The model was in training mode; it is expanded in eval mode."""
+
+
+def describe(e: BaseException, max_foreign_lines: int = 3) -> str:
+    """The text to show for an error, in one block: the whole message of an error this package raised (written for
+    the user), the type and first lines of any other (a library's message can run to a traceback)."""
+    text = str(e).strip()
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        text = e.args[0]
+    if (type(e).__module__ or "").split(".")[0] in ("hope_engine", "hope_widgets"):
+        return text or type(e).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    shown = "\n".join(lines[:max_foreign_lines]) + ("\n..." if len(lines) > max_foreign_lines else "")
+    return f"{type(e).__name__}: {shown}" if shown else type(e).__name__

@@ -8,6 +8,7 @@ graph is not reused (the branch taken is baked into it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
 import weakref
 from collections import OrderedDict
@@ -173,6 +174,25 @@ def untouched(model):
                     d.update(content)
 
 
+_TORCH_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes",
+                  "torch.fx.experimental.recording", "torch._functorch", "torch.__trace")
+
+
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """Torch logs a failed shape check of a fake tensor as a long traceback before raising; the error itself is what
+    the user needs (reworded by the caller), so its loggers are silenced while tracing."""
+    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
     out-of-place forms and scatters; dead nodes are dropped.
@@ -234,7 +254,7 @@ def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
             traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         return traced
     GRAPHS.discard(model, key)
-    with untouched(model), eval_mode(model), torch.no_grad():
+    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs():
         try:
             traced = _make(model, x, "fake", variant)
         except GraphEscapeError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from torch import nn
+
+from hope_engine import expand
+from hope_engine.errors import describe
 
 from .panel import HopePanel
 
@@ -30,7 +34,11 @@ def _options(f: Callable) -> Callable:
     """The options %hope and %%hope share."""
     decorators = [
         argument("--point", default=None, metavar="X1,X2,...",
-                 help="reference point, comma-separated (default: zeros, one per input of the first Linear layer)"),
+                 help="reference point, comma-separated; negative values are fine (--point -0.5,1). Default: zeros, "
+                      "one per input of the first Linear layer. Shaped as the model takes it: 1-d, or (1, n) when "
+                      "the model needs a batch axis, or as --shape says"),
+        argument("--shape", default=None, metavar="D1,D2,...",
+                 help="shape of the --point values as the model takes them, e.g. 1,2 or 1,1,28,28"),
         argument("--point-from", dest="point_from", default=None, metavar="VAR",
                  help="take the reference point (any shape the model takes, e.g. an image) from variable VAR"),
         argument("--order", default=None,
@@ -95,21 +103,59 @@ def resolve_point(model: Any, args: Any, names: list[str] | None, namespace: dic
         if args.point_from not in namespace:
             raise UsageError(f"--point-from: no variable named {args.point_from!r} in the notebook")
         return namespace[args.point_from]
+    shape = _parse_shape(args.shape) if getattr(args, "shape", None) is not None else None
     if args.point is not None:
         values = parse_point(args.point)
-        if linear is not None and len(values) != linear.in_features:
+        if linear is not None and len(values) != linear.in_features and shape is None:
             raise UsageError(f"--point has {len(values)} value(s) but the model's first layer takes "
                              f"{linear.in_features} input(s)")
         if names is not None and len(values) != len(names):
             raise UsageError(f"--point has {len(values)} value(s) but --names gives {len(names)}")
-        return torch.tensor(values)
-    if linear is not None:
-        return torch.zeros(linear.in_features)
-    if names is not None:
-        return torch.zeros(len(names))
+        point = torch.tensor(values, dtype=torch.float64)  # as typed: 0.1 stays 0.1
+    elif linear is not None:
+        point = torch.zeros(linear.in_features, dtype=torch.float64)
+    elif names is not None:
+        point = torch.zeros(len(names), dtype=torch.float64)
+    else:
+        point = None
+    if point is None and shape is not None:
+        point = torch.zeros(shape, dtype=torch.float64)
+    if point is not None:
+        if shape is not None:
+            if math.prod(shape) != point.numel():
+                raise UsageError(f"--shape {args.shape} holds {math.prod(shape)} values but --point gives "
+                                 f"{point.numel()}")
+            return point.reshape(shape)
+        return _batched_if_needed(model, point)
     if isinstance(model, nn.Module):
         raise UsageError("cannot tell how many inputs the model takes: give --point 0,0 or --point-from VAR")
     return torch.zeros(1)
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.strip().strip("[]()").replace(" ", "").split(",") if v)
+    except ValueError:
+        raise UsageError(f"--shape {text!r} must be integers separated by commas, e.g. --shape 1,2") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"--shape {text!r} must be positive integers, e.g. --shape 1,2")
+    return shape
+
+
+def _batched_if_needed(model: Any, point: torch.Tensor) -> torch.Tensor:
+    """The 1-d point, or (1, n) when the model runs only with a batch axis (BatchNorm1d, x[:, :1], Flatten)."""
+    if point.dim() != 1:
+        return point
+    try:
+        expand(model, point, 0)
+        return point
+    except Exception:  # noqa: BLE001 - any failure: try with a batch axis, else let the panel report the 1-d error
+        pass
+    try:
+        expand(model, point.unsqueeze(0), 0)
+        return point.unsqueeze(0)
+    except Exception:  # noqa: BLE001
+        return point
 
 
 def cell_function(body: str, names: list[str] | None, namespace: dict[str, Any]) -> Callable:
@@ -158,7 +204,7 @@ class HopeMagics(Magics):
             return self._line(line)
 
     def _line(self, line: str) -> HopePanel:
-        args = parse_argstring(self.hope, line)
+        args = parse_argstring(self.hope, attach_negative_values(line))
         if args.model is None:
             raise UsageError("%hope needs a model: %hope MODEL [--point 0,0] (see %hope --help)")
         ns = self.shell.user_ns
@@ -182,7 +228,7 @@ class HopeMagics(Magics):
             print(self.hope_cell.__doc__)
             return None
         with _one_line_errors():
-            args = parse_argstring(self.hope_cell, line)
+            args = parse_argstring(self.hope_cell, attach_negative_values(line))
             model = cell_function(cell, _split_names(args.names), self.shell.user_ns)
             return self._show(model, args, title="%%hope cell")
 
@@ -202,8 +248,7 @@ class HopeMagics(Magics):
             panel = HopePanel(model, point, order=order, max_order=max_order, terms=args.terms, output=output,
                               names=names, method=args.method, radius=radius, title=title)
         except Exception as e:  # noqa: BLE001 - any failure becomes one readable line
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"%hope: {text}") from None
+            raise UsageError(f"%hope: {describe(e)}") from None
         display(panel)
         # the panel is also the magic's return value: keep IPython from showing it a second time as Out[n]
         panel._shown_by_magic = True
@@ -225,6 +270,15 @@ def _one_line_errors() -> Iterator[None]:
     except UsageError as e:
         text = str(e)
         raise UsageError(text if text.startswith(("%hope", "%%hope")) else f"%hope: {text}") from None
+
+
+_VALUE_OPTIONS = ("--point", "--radius", "--shape")
+
+
+def attach_negative_values(line: str) -> str:
+    """'--point -0.5,1' -> '--point=-0.5,1': argparse reads a value starting with '-' as an option otherwise."""
+    pattern = "(" + "|".join(re.escape(o) for o in _VALUE_OPTIONS) + r")\s+(-[\d.])"
+    return re.sub(pattern, r"\1=\2", line)
 
 
 def _wants_help(line: str) -> bool:

@@ -23,6 +23,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode
 
 from hope_engine import TaylorPolynomial, expand
 from hope_engine.basis import basis_size
+from hope_engine.errors import describe
 from hope_engine.expand import prepare_point
 from hope_engine.guard import state_token
 
@@ -60,16 +61,12 @@ def _is_image_like(row_shape: tuple[int, ...]) -> bool:
     return len(row_shape) >= 2 and row_shape[-1] > 1 and row_shape[-2] > 1
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def describe_failure(e: BaseException, method: str) -> str:
-    """One readable line for an expansion that failed."""
+    """The whole message of an expansion that failed, in one block."""
     if method == "hope" and isinstance(e, ImportError):
-        return f"the paper's rule (method='hope') is not available in this installation: {_first_line(e)}"
-    return f"{type(e).__name__}: {_first_line(e)}"
+        return f"the paper's rule (method='hope') is not available in this installation: {describe(e)}"
+    text = describe(e)
+    return text if text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
 
 
 class HopePanel(anywidget.AnyWidget):
@@ -137,7 +134,9 @@ class HopePanel(anywidget.AnyWidget):
             raise ValueError(f"terms must be 'total' or 'pure', got {terms!r}")
         self._ready = False
         self._cache: OrderedDict[tuple, tuple[TaylorPolynomial, str, float]] = OrderedDict()
-        values = self._template.reshape(-1).double().tolist()
+        # the point as the user wrote it (0.1 stays 0.1 for a float32 model, whose expansion rounds it as it runs)
+        given = point.detach() if isinstance(point, torch.Tensor) else torch.as_tensor(point, dtype=torch.float64)
+        values = given.reshape(-1).double().tolist()
         # the first expansion: errors here are raised (there is no last good result to fall back on)
         self._n, self._terms_kind, self._max_order, self._names = n, terms, max_order, names
         full, notice, seconds = self._expand(values, method)
@@ -314,7 +313,7 @@ class HopePanel(anywidget.AnyWidget):
                 self.line = data.line_data(self._model, self._template, selected, self.output, self.direction,
                                            self.radius)
             except Exception as e:  # noqa: BLE001 - a model that cannot be evaluated on the line: no plot
-                self.line = {"error": f"cannot evaluate the model along the line: {_first_line(e)}"}
+                self.line = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
             self.heat = {}
         self.compare = self._comparison(selected)
 
@@ -324,7 +323,7 @@ class HopePanel(anywidget.AnyWidget):
         try:
             exact, _, _ = self._expand(self._full.center_values.reshape(-1).tolist(), "exact")
         except Exception as e:  # noqa: BLE001
-            return {"error": f"no exact expansion to compare with: {_first_line(e)}"}
+            return {"error": f"no exact expansion to compare with: {describe(e)}"}
         exact_sel = exact.select(self.output)
         out: dict[str, Any] = {"relative": data.relative_difference(selected, exact_sel)}
         if self.mode == "line" and "t" in self.line:

@@ -273,8 +273,11 @@ function render({ model, el }) {
       const slider = range("hope-point-slider", lo, hi, (hi - lo) / 200, v);
       const num = h("input", { type: "number", class: "hope-point-number", step: String((hi - lo) / 200), value: String(v), "data-lm-suppress-shortcuts": "true" });
       const onInput = (src) => {
+        // an empty or partial number box is not a point: keep the last valid value (the slider's), never 0
+        const empty = src.value.trim() === "";
         const value = Number(src.value);
-        if (!Number.isFinite(value)) return;
+        num.classList.toggle("hope-invalid", src === num && (empty || !Number.isFinite(value)));
+        if (empty || !Number.isFinite(value)) return;
         (src === slider ? num : slider).value = String(value);
         showPending(true);
         clearTimeout(debounce);
@@ -288,7 +291,10 @@ function render({ model, el }) {
   }
 
   function sendPoint() {
-    const pt = pointInputs.map(([, num]) => Number(num.value));
+    const pt = pointInputs.map(([slider, num]) => {
+      const typed = num.value.trim() === "" ? NaN : Number(num.value);
+      return Number.isFinite(typed) ? typed : Number(slider.value);
+    });
     model.set("point", pt);
     model.save_changes();
   }
