@@ -52,6 +52,9 @@ def _options(f: Callable) -> Callable:
         argument("--method", default="exact", choices=("exact", "hope"),
                  help="exact (default) or hope, the paper's unmixed rule (exact for one hidden layer only)"),
         argument("--radius", default="1.0", help="half-width of the point controls and of the plotted line (1.0)"),
+        argument("--wrt", default=None, metavar="NAME,...",
+                 help="for a model of several inputs (--point-from a tuple or dict): the inputs to expand in, by "
+                      "position or key (default: every floating tensor)"),
     ]
     for decorate in reversed(decorators):
         f = decorate(f)
@@ -246,7 +249,7 @@ class HopeMagics(Magics):
         point = resolve_point(model, args, names, self.shell.user_ns)
         try:
             panel = HopePanel(model, point, order=order, max_order=max_order, terms=args.terms, output=output,
-                              names=names, method=args.method, radius=radius, title=title)
+                              names=names, method=args.method, radius=radius, title=title, wrt=_parse_wrt(args.wrt))
         except Exception as e:  # noqa: BLE001 - any failure becomes one readable line
             raise UsageError(f"%hope: {describe(e)}") from None
         display(panel)
@@ -270,6 +273,16 @@ def _one_line_errors() -> Iterator[None]:
     except UsageError as e:
         text = str(e)
         raise UsageError(text if text.startswith(("%hope", "%%hope")) else f"%hope: {text}") from None
+
+
+def _parse_wrt(text: str | None) -> list | None:
+    """'x,t' -> ['x', 't']; '0,1' -> [0, 1]."""
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise UsageError("--wrt is empty: name the inputs to expand in, e.g. --wrt x,t or --wrt 0")
+    return [int(s) if s.lstrip("-").isdigit() else s for s in items]
 
 
 _VALUE_OPTIONS = ("--point", "--radius", "--shape")

@@ -26,6 +26,7 @@ from hope_engine.basis import basis_size
 from hope_engine.errors import describe
 from hope_engine.expand import prepare_point
 from hope_engine.guard import state_token
+from hope_engine.inputs import normalize as normalize_inputs
 
 from . import data
 
@@ -74,9 +75,11 @@ class HopePanel(anywidget.AnyWidget):
 
     ``HopePanel(model, point, order=6, max_order=10, terms=None, output=0, names=None, method="exact", radius=1.0)``.
     ``point`` has the shape the model takes (e.g. ``(2,)`` or ``(1, 2)`` for two inputs, ``(1, 1, 28, 28)`` for an
-    image); every element is a variable. ``terms=None`` picks "total" (every mixed partial) while that basis has at
-    most 3003 terms, else "pure". Public state: ``order`` and ``point`` (set them from Python: the view follows),
-    ``output``, ``method``, ``threshold``, ``sort``; results: ``polynomial``, ``latex``, ``to_sympy()``.
+    image); every element is a variable. For a model of several inputs, ``point`` is a tuple or dict of them and
+    ``wrt`` names the ones to expand in (positions or keys; default every floating tensor), as in ``expand``.
+    ``terms=None`` picks "total" (every mixed partial) while that basis has at most 3003 terms, else "pure". Public
+    state: ``order`` and ``point`` (set them from Python: the view follows), ``output``, ``method``, ``threshold``,
+    ``sort``; results: ``polynomial``, ``latex``, ``to_sympy()``.
     """
 
     _esm = STATIC / "widget.js"
@@ -109,7 +112,7 @@ class HopePanel(anywidget.AnyWidget):
 
     def __init__(self, model: Callable, point: Any, *, order: int = 6, max_order: int = 10, terms: str | None = None,
                  output: int = 0, names: list[str] | None = None, method: str = "exact", radius: float = 1.0,
-                 threshold: float = 0.0, sort: str = "degree", title: str = "") -> None:
+                 threshold: float = 0.0, sort: str = "degree", title: str = "", wrt: Any = None) -> None:
         _check_int("max_order", max_order, 0, None)
         _check_int("order", order, 0, max_order)
         if method not in METHODS:
@@ -118,6 +121,8 @@ class HopePanel(anywidget.AnyWidget):
             raise ValueError(f"radius must be a positive number, got {radius!r}")
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
+        # several inputs (a tuple or dict point): the panel works on the model as a function of the flat variables
+        model, point, names, _ = normalize_inputs(model, point, wrt=wrt, names=names)
         self._model = model
         self._template = prepare_point(model, point).clone()
         self._batched = self._template.dim() >= 2 and self._template.shape[0] == 1

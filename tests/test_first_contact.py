@@ -102,3 +102,32 @@ def test_python_error_is_one_block():
     with pytest.raises(UnsupportedOperationError) as info:
         expand(Zeta(), torch.zeros(1, 2), 2)
     assert "special_zeta" in str(info.value)
+
+
+class PINN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1))
+
+    def forward(self, x, t):
+        return self.net(torch.cat([x, t], dim=-1))
+
+
+def test_magic_and_panel_take_several_inputs(shell):
+    torch.manual_seed(0)
+    model = PINN().double().eval()
+    inputs = (torch.tensor([[0.1, 0.2]], dtype=torch.float64), torch.tensor([[0.3]], dtype=torch.float64))
+    shell.user_ns.update(pinn=model, xt=inputs)
+    try:
+        panel = shell.run_line_magic("hope", "pinn --point-from xt --wrt t --max-order 4")
+        assert panel.names == ["t"] and panel.point == [0.3]
+        want = expand(model, inputs, 4, wrt="t")
+        torch.testing.assert_close(panel.full_polynomial.coefficients, want.coefficients)
+        both = HopePanel(model, inputs, max_order=3, order=2)
+        assert both.names == ["x_0", "x_1", "t"] and both.point == [0.1, 0.2, 0.3]
+        both.point = [0.0, 0.2, 0.3]
+        torch.testing.assert_close(both.full_polynomial.coefficients, expand(
+            model, (torch.tensor([[0.0, 0.2]], dtype=torch.float64), inputs[1]), 3).coefficients)
+    finally:
+        shell.user_ns.pop("pinn")
+        shell.user_ns.pop("xt")
