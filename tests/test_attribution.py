@@ -1,11 +1,13 @@
-"""Attribution maps against independent references (nested autograd, explicit forward loops, closed forms), the
-deletion metric on a trained digits classifier, the data loaders, and the figures."""
+"""Attribution maps against independent references (nested autograd, explicit forward loops, closed forms, captum
+when it is installed), the deletion and insertion metrics on a trained digits classifier, the data loaders (IDX, PNG
+folders), and the figures."""
 
 from __future__ import annotations
 
 import gzip
 import math
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -19,8 +21,11 @@ from hope_engine.analysis import (
     deletion_curve,
     deletion_figure,
     heatmap_figure,
+    insertion_curve,
     load_digits,
+    load_images,
     load_mnist,
+    load_png_folder,
     random_scores,
     read_idx,
 )
@@ -32,11 +37,11 @@ def small_net(n: int = 6, seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(n, 12), nn.Tanh(), nn.Linear(12, 8), Sine(), nn.Linear(8, 3)).double().eval()
 
 
-def test_hope_matches_nested_autograd_sum():
+def test_taylor_matches_nested_autograd_sum():
     model = small_net()
     x = torch.randn(1, 6, dtype=torch.float64)
     dx = torch.linspace(-0.4, 0.5, 6, dtype=torch.float64).reshape(1, 6)
-    got = attribution(model, x, output=1, method="hope", order=4, dx=dx)
+    got = attribution(model, x, output=1, method="taylor", order=4, dx=dx)
     assert got.shape == x.shape
     f = lambda z: model(z)[:, 1]  # noqa: E731
     expected = torch.zeros(6, dtype=torch.float64)
@@ -48,7 +53,7 @@ def test_hope_matches_nested_autograd_sum():
     assert torch.allclose(got.reshape(-1), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_occlusion_is_the_exact_difference_and_hope_converges_to_it():
+def test_occlusion_is_the_exact_difference_and_taylor_converges_to_it():
     model = small_net()
     x = torch.randn(2, 6, dtype=torch.float64)
     occ = attribution(model, x, output=2, method="occlusion", dx=0.1)
@@ -59,7 +64,7 @@ def test_occlusion_is_the_exact_difference_and_hope_converges_to_it():
             with torch.no_grad():
                 ref = model(x[b:b + 1])[0, 2] - model(moved)[0, 2]
             assert float(occ[b, i]) == pytest.approx(float(ref), rel=1e-12, abs=1e-15)
-    hope8 = attribution(model, x, output=2, method="hope", order=8, dx=0.1)
+    hope8 = attribution(model, x, output=2, method="taylor", order=8, dx=0.1)
     assert torch.allclose(hope8, occ, rtol=1e-6, atol=1e-12)  # remainder ~ 0.1^9
 
 
@@ -69,7 +74,7 @@ def test_grad_input_and_first_order_term():
     jac = torch.autograd.functional.jacobian(lambda z: model(z)[0, 0], x)
     gi = attribution(model, x, output=0, method="grad_input")
     assert torch.allclose(gi, jac * x, rtol=1e-12)
-    first = attribution(model, x, output=0, method="hope", order=1)  # dx defaults to x: dx * df/dx
+    first = attribution(model, x, output=0, method="taylor", order=1)  # dx defaults to x: dx * df/dx
     assert torch.allclose(first, gi, rtol=1e-10, atol=1e-14)
 
 
@@ -117,8 +122,9 @@ def test_deletion_ranks_methods_on_digits(digits_classifier, tmp_path):
     model, images, labels, accuracy = digits_classifier
     assert accuracy > 0.95
     x, cls = images[:6], 3  # explain one class logit for several images
-    maps = {m: attribution(model, x, output=cls, method=m, order=3) for m in ("hope", "occlusion", "grad_input")}
-    maps["hope, 1st order"] = attribution(model, x, output=cls, method="hope", order=1)
+    maps = {m: attribution(model, x, output=cls, method=m, order=3)
+            for m in ("taylor", "occlusion", "grad_input", "integrated_gradients", "deeplift")}
+    maps["taylor, 1st order"] = attribution(model, x, output=cls, method="taylor", order=1)
     for m in maps.values():
         assert m.shape == x.shape == (6, 1, 8, 8)
     curves = [deletion_curve(model, x, s, output=cls, label=name) for name, s in maps.items()]
@@ -127,10 +133,12 @@ def test_deletion_ranks_methods_on_digits(digits_classifier, tmp_path):
         assert c.values.shape == (6, 21)
         assert c.auc < rand.auc, (c.label, c.auc, rand.auc)
     # occlusion ranks by the exact single-element effect; the order-3 estimate is close to it on this smooth net
-    assert torch.corrcoef(torch.stack([maps["hope"].reshape(-1), maps["occlusion"].reshape(-1)]))[0, 1] > 0.99
+    assert torch.corrcoef(torch.stack([maps["taylor"].reshape(-1), maps["occlusion"].reshape(-1)]))[0, 1] > 0.99
     assert_image(heatmap_figure(x[:3], {k: v[:3] for k, v in maps.items()}, titles=["a", "b", "c"]),
                  tmp_path / "maps.png")
     assert_image(deletion_figure(curves + [rand]), tmp_path / "deletion.png")
+    ins = {k: insertion_curve(model, x, v, output=cls).auc for k, v in maps.items()}
+    assert all(a > insertion_curve(model, x, random_scores(x), output=cls).auc for a in ins.values()), ins
 
 
 def test_load_digits():
@@ -174,3 +182,107 @@ def test_read_idx_types_and_errors(tmp_path):
     (tmp_path / "short.idx").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="expected 10 bytes"):
         read_idx(tmp_path / "short.idx")
+
+
+def test_hope_is_a_deprecated_alias_of_taylor():
+    model = small_net()
+    x = torch.randn(1, 6, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="taylor"):
+        old = attribution(model, x, output=0, method="hope", order=3)
+    assert torch.equal(old, attribution(model, x, output=0, method="taylor", order=3))
+
+
+def tanh_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(27, 8), nn.ReLU(),
+                         nn.Linear(8, 6), nn.Sigmoid(), nn.Linear(6, 3)).double().eval()
+
+
+def test_integrated_gradients_is_exact_on_a_quadratic_and_complete():
+    a = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.0, 1.5], [-1.0, 0.7, 2.0]], dtype=torch.float64)
+    model = lambda z: ((z @ a) * z).sum(1, keepdim=True)  # noqa: E731  f = z^T A z
+    x = torch.tensor([[0.4, -1.1, 0.9]], dtype=torch.float64)
+    b = torch.tensor([[0.1, 0.2, -0.3]], dtype=torch.float64)
+    got = attribution(model, x, method="integrated_gradients", baseline=b, steps=2)  # Gauss-Legendre: exact here
+    d = x - b
+    sym = a + a.T
+    expected = d * ((b @ sym) + 0.5 * (d @ sym))  # int_0^1 grad f(b + s d) ds = sym (b + d / 2)
+    assert torch.allclose(got, expected, rtol=1e-13, atol=1e-15)
+    torch.manual_seed(0)
+    model2 = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()  # smooth
+    x2 = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    ig = attribution(model2, x2, output=2, method="integrated_gradients", steps=32)
+    with torch.no_grad():
+        gap = model2(x2)[:, 2] - model2(torch.zeros_like(x2))[:, 2]
+    assert torch.allclose(ig.reshape(3, -1).sum(1), gap, rtol=1e-10, atol=1e-14)
+
+
+def test_deeplift_is_complete_and_linear_models_give_w_times_dx():
+    model = tanh_net()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    b = torch.rand(3, 1, 8, 8, dtype=torch.float64) * 0.2
+    dl = attribution(model, x, output=1, method="deeplift", baseline=b)
+    with torch.no_grad():
+        gap = model(x)[:, 1] - model(b)[:, 1]
+    assert torch.allclose(dl.reshape(3, -1).sum(1), gap, rtol=1e-12, atol=1e-15)  # summation-to-delta, exactly
+    lin = nn.Linear(4, 1).double().eval()
+    z = torch.randn(2, 4, dtype=torch.float64)
+    assert torch.allclose(attribution(lin, z, method="deeplift"), lin.weight * z)
+    assert torch.allclose(attribution(lin, z, method="integrated_gradients"), lin.weight * z)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift"])
+def test_path_methods_match_captum(method):
+    captum_attr = pytest.importorskip("captum.attr")
+    model = tanh_net(1)
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
+    b = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 0.3
+    ours = attribution(model, x, output=1, method=method, baseline=b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # captum's notes about hooks and requires_grad
+        if method == "integrated_gradients":
+            ref = captum_attr.IntegratedGradients(model).attribute(x, baselines=b, target=1, n_steps=50)
+        else:
+            ref = captum_attr.DeepLift(model).attribute(x, baselines=b, target=1)
+    assert torch.allclose(ours, ref.detach(), rtol=1e-9, atol=1e-14)
+
+
+def test_insertion_curve_of_a_linear_model():
+    w = torch.tensor([3.0, -1.0, 2.0, 0.5], dtype=torch.float64)
+    model = nn.Linear(4, 1, bias=False).double().eval()
+    with torch.no_grad():
+        model.weight.copy_(w[None])
+    x = torch.tensor([[1.0, 2.0, -1.0, 4.0]], dtype=torch.float64)
+    scores = w * x
+    curve = insertion_curve(model, x, scores, steps=4)
+    contributions = sorted(scores.reshape(-1).tolist(), reverse=True)  # [3, 2, -2, -2]
+    assert curve.values.reshape(-1).tolist() == pytest.approx([sum(contributions[:j]) for j in range(5)])
+    assert curve.kind == "insertion"
+
+
+def test_png_folder_loader(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for label in (3, 7):
+        (tmp_path / "set" / str(label)).mkdir(parents=True)
+        for k in range(2):
+            a = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
+            pixels[(label, k)] = a
+            image.fromarray(a, mode="L").save(tmp_path / "set" / str(label) / f"{k}.png")
+    x, y = load_png_folder(tmp_path / "set")
+    assert x.shape == (4, 1, 28, 28) and y.tolist() == [3, 3, 7, 7]
+    assert torch.equal(x[2, 0], torch.from_numpy(pixels[(7, 0)]).float() / 255)
+    rgb = np.stack([pixels[(3, 0)]] * 3, axis=-1)
+    (tmp_path / "flat").mkdir()
+    image.fromarray(rgb, mode="RGB").save(tmp_path / "flat" / "a.png")
+    image.fromarray(pixels[(3, 1)][:20, :20], mode="L").save(tmp_path / "flat" / "b.png")
+    with pytest.raises(ValueError, match="size"):
+        load_png_folder(tmp_path / "flat")
+    x, y = load_images(tmp_path / "flat", size=(28, 28))
+    assert x.shape == (2, 1, 28, 28) and y.tolist() == [-1, -1]
+    assert torch.allclose(x[0, 0], torch.from_numpy(pixels[(3, 0)]).float() / 255, atol=1 / 255)  # grey of grey
+    one, _ = load_images(tmp_path / "set" / "7" / "1.png")
+    assert one.shape == (1, 1, 28, 28)
+    with pytest.raises(FileNotFoundError):
+        load_png_folder(tmp_path / "set" / "missing")

@@ -70,10 +70,7 @@ def model_scalar(model, rows: torch.Tensor, output=None, chunk: int = 65536) -> 
     vals = []
     with torch.no_grad():
         for start in range(0, rows.shape[0], chunk):
-            y = model(rows[start:start + chunk])
-            y = y.reshape(y.shape[0], -1)
-            idx = flat_output_index(y.shape[1:], output)
-            vals.append(y[:, 0] if idx is None else y[:, idx])
+            vals.append(pick_output(model(rows[start:start + chunk]), output))
     return torch.cat(vals)
 
 
@@ -98,3 +95,33 @@ def single(p: TaylorPolynomial, output=None) -> TaylorPolynomial:
                                  "p.point(i)")
         p = p._replace(coefficients=p.coefficients[:, 0], center=p.center[0], batched=False)
     return p
+
+
+def prepare_rows(model, x) -> torch.Tensor:
+    """x as model input rows with a batch axis (a flat vector becomes one row), in the model's dtype."""
+    x = prepare_point(model, x)
+    return x[None] if x.dim() <= 1 else x
+
+
+def displacement(x: torch.Tensor, dx=None, baseline=None) -> torch.Tensor:
+    """dx shaped like x: given, or x - baseline, or x itself (baseline 0)."""
+    if dx is not None and baseline is not None:
+        raise ValueError("give dx or baseline, not both")
+    if baseline is not None:
+        return x - torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    if dx is None:
+        return x.clone()
+    d = torch.as_tensor(dx, dtype=x.dtype, device=x.device)
+    return d.expand_as(x).clone() if d.shape != x.shape else d
+
+
+def pick_output(y: torch.Tensor, output) -> torch.Tensor:
+    """The chosen output per row of a model's result y (B, ...): (B,)."""
+    y = y.reshape(y.shape[0], -1)
+    idx = flat_output_index(y.shape[1:], output)
+    return y[:, 0] if idx is None else y[:, idx]
+
+
+def scalar_outputs(model, x: torch.Tensor, output) -> torch.Tensor:
+    """The chosen output of ``model`` per row, with gradients if enabled: (B,)."""
+    return pick_output(model(x), output)

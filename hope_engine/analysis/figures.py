@@ -176,3 +176,35 @@ def _contour_panels(axes, conv, shown):
         ax.set_ylim(ext[2], ext[3])
         ax.set_xlabel(p.names[0])
         ax.set_ylabel(p.names[1])
+
+
+def interaction_figure(imap, image_shape=None, pairs: int = 8):
+    """Left: the image, the top-k groups outlined, the strongest pairs joined by lines (red +, blue -, width ~ |term|).
+    Right: the k x k matrix of mixed terms d^2 g / dz_p dz_q (symmetric colour range)."""
+    x = imap.x.detach().double()
+    shape = tuple(image_shape) if image_shape is not None else _image_shape(x[0])
+    fig = _figure(8.0, 3.8)
+    ax_img, ax_mat = fig.subplots(1, 2)
+    ax_img.imshow(x.reshape(shape).numpy(), cmap="gray")
+    centres = {}
+    for g in imap.top_groups.tolist():
+        cells = imap.masks[g].reshape(-1, shape[0] * shape[1]).amax(0).reshape(shape).nonzero().double()
+        centres[g] = (float(cells[:, 1].mean()), float(cells[:, 0].mean()))
+        ax_img.plot(*centres[g], marker="s", ms=5, mfc="none", mec="gold")
+    shown = imap.pairs[:pairs]
+    biggest = max((abs(p.mixed) for p in shown), default=1.0) or 1.0
+    for p in shown:
+        (x0, y0), (x1, y1) = centres[p.groups[0]], centres[p.groups[1]]
+        ax_img.plot([x0, x1], [y0, y1], color="crimson" if p.mixed > 0 else "royalblue",
+                    lw=0.5 + 3.0 * abs(p.mixed) / biggest, alpha=0.85)
+    ax_img.set_title(f"top {len(shown)} pairs among {len(imap.top_groups)} groups", fontsize=9)
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    m = imap.matrix.double().numpy()
+    lim = float(abs(m).max()) or 1.0
+    im = ax_mat.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax_mat.set_xticks(range(len(imap.names)), imap.names, rotation=90, fontsize=7)
+    ax_mat.set_yticks(range(len(imap.names)), imap.names, fontsize=7)
+    ax_mat.set_title("mixed terms d2 g / dz_p dz_q", fontsize=9)
+    fig.colorbar(im, ax=ax_mat, shrink=0.8)
+    return fig
