@@ -1,25 +1,39 @@
 """The paper's rule (HOPE, Xiao et al., TPAMI 2024) as ``expand(..., method="hope")``: fast, exact for one hidden layer.
 
-For a scalar output y the rule back-propagates, from the output to the first hidden layer, the vectors of *unmixed*
-derivatives v_k(z) = d^k y / d z^k (k = 1..K, elementwise over the units of z):
+For a scalar output y the rule back-propagates, one layer at a time from the output, the vectors of *unmixed*
+derivatives v_k(z) = d^k y / d z^k (k = 1..K, elementwise over the units of z). It assumes that every mixed derivative
+d^k y / dz_i dz_j ... (i != j) of a hidden quantity z vanishes:
 
-- output:                    v_1 = 1, v_k = 0 for k >= 2;
-- linear map z = W x (+ b):  v_k(x) = (W^T)^{o k} v_k(z), with (W^T)^{o k} the elementwise k-th power. Views, reshapes,
-  transposes, slices and max-pool selections have 0/1 entries, so they pass v_k through as their transpose does;
-  Conv2d is W with its weights raised to the k-th power, AvgPool2d has entries 1/window, mul by c has c^k;
+- output:                     v_1 = 1, v_k = 0 for k >= 2;
+- linear op z = W u (+ b):    v_k(u) = (W^T)^{o k} v_k(z), with ^{o k} the elementwise k-th power, for every aten op
+  on its own, as the paper's reference code does module by module (Conv2d, then AvgPool2d, then ...). Views, reshapes,
+  transposes, slices, sums and max-pool selections have 0/1 entries, so v_k passes back through the transpose (the
+  vector-Jacobian product); a convolution uses its weights raised to the k-th power; average pooling is a window sum
+  (0/1) times 1/divisor, so v_k is scaled by 1/divisor^k (1/s^(2k) for an s x s window); mul by c scales by c^k;
 - elementwise activation u -> f(u) (Faa di Bruno with partial Bell polynomials of the derivatives of f at u0):
   v_k(u) = sum_{j <= k} v_j(f(u)) B_{k,j}(f'(u0), ..., f^(k-j+1)(u0)). We get the B_{k,j} from the univariate Taylor
   series h(t) = f(u0 + t) - f(u0) (the engine's own rule, one variable): B_{k,j} = k!/j! [t^k] h(t)^j;
-- where a value feeds several layers the contributions are summed.
+- where a value feeds several ops their contributions are summed.
 
-At the input, z = A x + c is the first hidden pre-activation (A: the Jacobian of the whole linear part of the network
-before its first nonlinearity, e.g. Conv2d followed by AvgPool2d), and the rule forms every kept partial
-d^a y / dx^a = sum_i v_|a|(z)_i prod_j A_ij^{a_j} (the Kronecker powers of A for terms="total", only its elementwise
-powers for terms="pure").
+Mixed partials in the input (terms="total") are formed, as the paper's code forms them at its first Linear layer, at
+the *first layer* z = A x: the first linear op met from the input, after only ops that move, shift or scale single
+entries (views, transposes, slices, negation, a standardization (x - mu) / sigma). For such an S, (W S)^{o k} =
+W^{o k} S, so it does not matter on which side of them the power is taken. There
+d^a y / dx^a = sum_i v_|a|(z)_i prod_j A_ij^{a_j}; for a pure a = k e_j this is the linear-op rule again, so
+terms="pure" equals the pure part of terms="total". Where the input meets a nonlinearity or a sum of two branches
+first, A is the identity (or that selection), and the mixed partials are 0.
 
-This keeps d^k y / dz_i dz_j ... = 0 for i != j at every hidden layer. That is true for one hidden layer (where the rule
-is exact) and false for two or more, where the result is an approximation whose error grows with the order (measured
-in ``benchmarks/run.py``; see docs/benchmarks.md).
+Our reading where the paper and its code are silent: the code forms mixed partials only when its first module is a
+Linear layer; we form them at whatever linear op comes first (a Conv2d included). The code's AvgPool2d weights are
+1/(kh kw) (count_include_pad); we take each window's own divisor, which is the same there and PyTorch's value with
+count_include_pad=False or a divisor_override. Ops the code does not have (mean, sum, cat, matmul with a constant...)
+follow the same rule: their matrix entries raised to the k-th power.
+
+Since the rule drops the mixed derivatives of every hidden quantity, it is exact only where they do vanish: one
+nonlinear layer whose pre-activations are the first layer followed by ops whose outputs each read one entry (max
+pooling, views, SIREN's w0 z). It is an approximation for two or more nonlinear layers (error growing with the order,
+see ``benchmarks/run.py`` and docs/benchmarks.md) and already for Conv -> AvgPool before the first activation, where
+the pooling mixes the convolution's outputs.
 """
 
 from __future__ import annotations
@@ -27,18 +41,17 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torch.func import functional_call
-from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
 from . import functions as F
-from . import rules, series
+from . import rules, series, trace
 from .basis import make_basis
-from .errors import ExpansionError, KinkWarning, UnsupportedOperationError
+from .errors import ExpansionError, GraphEscapeError, KinkWarning, UnsupportedOperationError
 from .polynomial import TaylorPolynomial, monomial_parents
 from .series import Jet
 
@@ -55,61 +68,43 @@ SUPPORTED_MODULES = (
     nn.Sequential, nn.ModuleList,
 )
 
-
-# ------------------------------------------------------------------------------------------------------ tracing
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _make(model, x: torch.Tensor, mode: str):
-    # No decomposition table: composite ops (linear, flatten, dropout...) arrive decomposed into the aten ops below, and
-    # activations such as gelu stay single nodes (the paper treats an activation as one elementwise function).
-    if isinstance(model, nn.Module):
-        state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-
-        def call(state, x):
-            return functional_call(model, state, (x,))
-
-        gm = make_fx(call, tracing_mode=mode, _allow_non_fake_inputs=True)(state, x)
-        return gm, len(state)
-    gm = make_fx(model, tracing_mode=mode, _allow_non_fake_inputs=True)(x)
-    return gm, 0
-
-
-def _trace(model, x: torch.Tensor):
-    key = (tuple(x.shape), x.dtype, x.device)
-    try:
-        per_model = _cache.setdefault(model, {})
-    except TypeError:
-        per_model = {}
-    if key in per_model:
-        return per_model[key]
-    from .trace import _eval_mode
-
-    with _eval_mode(model), torch.no_grad():
-        try:
-            gm, index = _make(model, x, "fake")
-            reusable = True
-        except Exception as fake_error:  # noqa: BLE001 - value-dependent Python control flow: trace at this point
-            try:
-                gm, index = _make(model, x, "real")
-                reusable = False
-            except Exception:
-                raise ExpansionError(
-                    f"the model cannot be run on a point of shape {tuple(x.shape)}: {fake_error}") from fake_error
-    if reusable:
-        per_model[key] = (gm, index)
-    return gm, index
-
-
-def _state(model) -> list:
-    if isinstance(model, nn.Module):
-        return list({**dict(model.named_parameters()), **dict(model.named_buffers())}.values())
-    return []
-
-
 # --------------------------------------------------------------------------------------------- op families
-def _norm_dim(d: int, nd: int) -> int:
-    return d % nd if nd else 0
+RESHAPES = {aten.view, aten._unsafe_view, aten.reshape, aten.clone, aten.contiguous, aten.alias, aten.detach,
+            aten._to_copy, aten.lift_fresh_copy, aten.flatten, aten.unflatten, aten.squeeze, aten.unsqueeze,
+            aten.view_copy, aten.alias_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten._reshape_alias,
+            aten.dropout, aten.feature_dropout, aten.alpha_dropout}
+# 0/1 matrices (max pooling: at this point, the selection of each window's maximum)
+STRUCTURAL = {aten.permute, aten.transpose, aten.t, aten.expand, aten.slice, aten.select, aten.cat, aten.stack,
+              aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.narrow, aten.movedim, aten.flip,
+              aten.roll, aten.repeat, aten.index_select, aten.gather, aten.index, aten.constant_pad_nd, aten.sum,
+              aten.permute_copy, aten.transpose_copy, aten.t_copy, aten.expand_copy, aten.slice_copy,
+              aten.select_copy, aten.diagonal, aten.pixel_shuffle, aten.upsample_nearest2d, aten.tril, aten.triu,
+              aten.max_pool1d_with_indices, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices}
+# each output entry is one input entry (times a number), each input entry used at most once: for such an S,
+# (W S)^{o k} = W^{o k} S, so these compose with the first layer W (as do mul/add by a constant of the input's shape)
+MOVES = RESHAPES | {aten.permute, aten.transpose, aten.t, aten.slice, aten.select, aten.split, aten.split_with_sizes,
+                    aten.chunk, aten.unbind, aten.narrow, aten.movedim, aten.flip, aten.roll, aten.permute_copy,
+                    aten.transpose_copy, aten.t_copy, aten.slice_copy, aten.select_copy, aten.neg}
+# ops linear in one argument only: the argument positions that may carry derivatives
+ONE_ARGUMENT = {aten.mul: (0, 1), aten.div: (0,), aten.mm: (0, 1), aten.bmm: (0, 1), aten.matmul: (0, 1),
+                aten.addmm: (1, 2), aten.baddbmm: (1, 2), aten.convolution: (0,)}
+
+ELEMENTWISE = {aten.sin, aten.cos, aten.tanh, aten.sigmoid, aten.exp, aten.expm1, aten.log, aten.log1p, aten.erf,
+               aten.sqrt, aten.rsqrt, aten.reciprocal, aten.relu, aten.leaky_relu, aten.elu, aten.gelu, aten.silu,
+               aten.pow, aten.hardtanh, aten.abs, aten.clamp, aten.clamp_min, aten.clamp_max, aten.square}
+
+
+def _packet(target):
+    return getattr(target, "overloadpacket", target)
+
+
+def _jet_positions(node, jets) -> list[int]:
+    leaves = pytree.tree_leaves((node.args, node.kwargs))
+    return [i for i, a in enumerate(leaves) if isinstance(a, torch.fx.Node) and a in jets]
+
+
+def _accumulate(into: dict, key, value) -> None:
+    into[key] = into[key] + value if key in into else value
 
 
 def _sum_to(v: torch.Tensor, shape) -> torch.Tensor:
@@ -124,240 +119,172 @@ def _sum_to(v: torch.Tensor, shape) -> torch.Tensor:
     return v
 
 
-def _powers_like(ks: torch.Tensor, c, nd: int):
-    """c^k for k = 1..K as a (K, 1.., *c.shape) tensor (or a list of floats for a Python scalar c)."""
-    if isinstance(c, torch.Tensor):
-        return c.unsqueeze(0) ** ks.reshape(-1, *([1] * c.dim())).to(c.dtype)
-    return [float(c) ** int(k) for k in ks.tolist()]
-
-
 def _scale_by_powers(v: torch.Tensor, c) -> torch.Tensor:
-    """v_k * c^k (c a constant scalar or tensor broadcasting against one v_k)."""
+    """v_k * c^k, k = 1..K (c a constant number or a tensor broadcasting against one v_k)."""
     K = v.shape[0]
-    ks = torch.arange(1, K + 1, device=v.device)
-    if isinstance(c, torch.Tensor):
-        c = c.to(v.dtype)
-        p = c.unsqueeze(0) ** ks.reshape(-1, *([1] * c.dim())).to(v.dtype)
-        nd = max(v.dim() - 1, c.dim())
-        return series.lift(v, nd) * series.lift(p, nd)
-    f = torch.tensor([float(c) ** k for k in range(1, K + 1)], dtype=v.dtype, device=v.device)
-    return v * f.reshape(-1, *([1] * (v.dim() - 1)))
+    if not isinstance(c, torch.Tensor):
+        c = torch.tensor(float(c), dtype=v.dtype, device=v.device)
+    ks = torch.arange(1, K + 1, device=v.device).to(v.dtype)
+    p = c.to(v.dtype).unsqueeze(0) ** ks.reshape(-1, *([1] * c.dim()))
+    nd = max(v.dim() - 1, c.dim())
+    return series.lift(v, nd) * series.lift(p, nd)
 
 
-def _vjp_structural(op, args, kwargs, pos, v, out_index=None):
-    """Transpose of an op whose matrix has 0/1 entries (so its elementwise powers are itself), for each v_k."""
-    leaves, spec = pytree.tree_flatten((args, kwargs))
-    x = leaves[pos]
+def _powers(w: torch.Tensor, K: int) -> list[torch.Tensor]:
+    """[W^{o 1}, ..., W^{o K}], the elementwise powers of a weight."""
+    out = [w]
+    for _ in range(K - 1):
+        out.append(out[-1] * w)
+    return out
 
-    def f(xx):
-        ls = list(leaves)
-        ls[pos] = xx
-        a, kw = pytree.tree_unflatten(ls, spec)
-        out = op(*a, **kw)
-        return out[out_index] if out_index is not None else out
 
-    _, pullback = torch.func.vjp(f, x)
-    return torch.vmap(lambda g: pullback(g)[0])(v)
+# ------------------------------------------------------------------------------- backward (linear ops table)
+@dataclass
+class _Step:
+    """A linear node met on the way back: the values of its arguments and v, the derivative vectors (K, *out) of its
+    output ({output index: v} for an op with several outputs)."""
+
+    node: torch.fx.Node
+    args: tuple
+    kwargs: dict
+    v: torch.Tensor | dict
+    jets: set
+
+    @property
+    def order(self) -> int:
+        return (next(iter(self.v.values())) if isinstance(self.v, dict) else self.v).shape[0]
+
+    def jet_arg(self) -> tuple[int, torch.fx.Node]:
+        """Position and node of the argument that carries derivatives (the first, for ops with one)."""
+        return next((i, a) for i, a in enumerate(self.node.args) if isinstance(a, torch.fx.Node) and a in self.jets)
+
+    def full_args(self) -> list:
+        """Every positional schema argument, defaults filled in."""
+        schema = self.node.target._schema.arguments
+        return [self.args[i] if i < len(self.args) else self.kwargs.get(a.name, a.default_value)
+                for i, a in enumerate(schema) if not a.kwarg_only]
+
+
+Backward = Callable[[_Step], dict]
+BACKWARD: dict[object, Backward] = {}
+
+
+def _register(ops, rule: Backward) -> None:
+    """Map each op (an aten overload packet) to its backward rule; an op registered twice is a bug."""
+    for op in ops:
+        if op in BACKWARD:
+            raise ValueError(f"a backward rule for {op} is registered twice")
+        BACKWARD[op] = rule
 
 
 class _Unsupported(Exception):
     pass
 
 
-RESHAPES = {aten.view, aten._unsafe_view, aten.reshape, aten.clone, aten.contiguous, aten.alias, aten.detach,
-            aten._to_copy, aten.lift_fresh_copy, aten.flatten, aten.unflatten, aten.squeeze, aten.unsqueeze,
-            aten.view_copy, aten.alias_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten._reshape_alias,
-            aten.dropout, aten.feature_dropout, aten.alpha_dropout}
-STRUCTURAL = {aten.permute, aten.transpose, aten.t, aten.expand, aten.slice, aten.select, aten.cat, aten.stack,
-              aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.narrow, aten.movedim, aten.flip,
-              aten.roll, aten.repeat, aten.index_select, aten.gather, aten.index, aten.constant_pad_nd, aten.sum,
-              aten.permute_copy, aten.transpose_copy, aten.t_copy, aten.expand_copy, aten.slice_copy,
-              aten.select_copy, aten.diagonal, aten.pixel_shuffle, aten.upsample_nearest2d, aten.tril, aten.triu}
-MAXPOOL = {aten.max_pool1d_with_indices: 1, aten.max_pool2d_with_indices: 2, aten.max_pool3d_with_indices: 3}
-AVGPOOL = {aten.avg_pool2d, aten.avg_pool3d}
-MATMUL = {aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm}
-SCALED = {aten.mul, aten.div, aten.neg, aten.mean, aten.add, aten.sub, aten.rsub}
-LINEAR = RESHAPES | STRUCTURAL | set(MAXPOOL) | AVGPOOL | MATMUL | SCALED | {aten.convolution}
-
-ELEMENTWISE = {aten.sin, aten.cos, aten.tanh, aten.sigmoid, aten.exp, aten.expm1, aten.log, aten.log1p, aten.erf,
-               aten.sqrt, aten.rsqrt, aten.reciprocal, aten.relu, aten.leaky_relu, aten.elu, aten.gelu, aten.silu,
-               aten.pow, aten.hardtanh, aten.abs, aten.clamp, aten.clamp_min, aten.clamp_max, aten.square}
+def _reshape(s: _Step) -> dict:
+    """Same entries, another shape: v_k reshaped back."""
+    i, a = s.jet_arg()
+    return {a: s.v.reshape(s.order, *s.args[i].shape)}
 
 
-def _packet(target):
-    return getattr(target, "overloadpacket", target)
+def _vjp(op, leaves: list, spec, pos: int, v: torch.Tensor, out_index: int | None) -> torch.Tensor:
+    """u -> M^T u for every v_k, M the Jacobian of ``op`` in its flattened argument ``pos`` at these values."""
+    def f(x):
+        ls = list(leaves)
+        ls[pos] = x
+        a, kw = pytree.tree_unflatten(ls, spec)
+        out = op(*a, **kw)
+        return out if out_index is None else out[out_index]
+
+    _, pullback = torch.func.vjp(f, leaves[pos])
+    return torch.vmap(lambda g: pullback(g)[0])(v)
 
 
-def _jet_positions(node, jets) -> list[int]:
-    leaves, _ = pytree.tree_flatten((node.args, node.kwargs))
-    return [i for i, a in enumerate(leaves) if isinstance(a, torch.fx.Node) and a in jets]
+def _transpose(s: _Step, op=None) -> dict:
+    """A 0/1 matrix is its own elementwise power: v_k(u) = M^T v_k(z), summed over outputs and uses of u."""
+    leaves, spec = pytree.tree_flatten((s.args, s.kwargs))
+    nodes = pytree.tree_leaves((s.node.args, s.node.kwargs))
+    outputs = s.v.items() if isinstance(s.v, dict) else [(None, s.v)]
+    contributions: dict = {}
+    for pos in _jet_positions(s.node, s.jets):
+        for index, v in outputs:
+            _accumulate(contributions, nodes[pos], _vjp(op or s.node.target, leaves, spec, pos, v, index))
+    return contributions
 
 
-def _classify(node, jets) -> str:
-    """'linear', 'activation', 'getitem' or 'unsupported' for a node whose value depends on the input."""
-    if node.target is operator.getitem:
-        return "getitem"
-    p = _packet(node.target)
-    pos = _jet_positions(node, jets)
-    if p in ELEMENTWISE:
-        return "activation" if len(pos) == 1 or (p is aten.square) else "unsupported"
-    if p is aten.mul and len(node.args) == 2 and node.args[0] is node.args[1]:
-        return "activation"  # x * x: the elementwise square
-    if p in (aten.mul, aten.div, aten.mm, aten.bmm, aten.matmul, aten.convolution) and len(pos) != 1:
-        return "unsupported"  # a product of two network quantities has no unmixed rule
-    if p is aten.div and pos != [0]:
-        return "unsupported"
-    if p in (aten.addmm, aten.baddbmm) and (0 in pos or len(pos) != 1):
-        return "unsupported"
-    if p is aten.convolution and pos != [0]:
-        return "unsupported"
-    if p in LINEAR:
-        return "linear"
-    return "unsupported"
+def _avg_pool(s: _Step) -> dict:
+    """Average = window sum (0/1) times 1/divisor: v_k scaled by 1/divisor^k, then the window sum's transpose."""
+    x, *rest = s.full_args()
+    ones = torch.ones_like(x)
+    window_sum = (*rest[:-1], 1)                                # divisor_override=1: the sum over each window
+    entry = s.node.target(ones, *rest) / s.node.target(ones, *window_sum)   # 1/divisor of each output
+    leaves, spec = pytree.tree_flatten(((x, *window_sum), {}))
+    return {s.node.args[0]: _vjp(s.node.target, leaves, spec, 0, _scale_by_powers(s.v, entry), None)}
 
 
-# ---------------------------------------------------------------------------------- backward (linear family)
-def _backward_linear(node, env, jets, v):
-    """Contributions {input node: v_k(input)} of one linear node, given v (K, *out) ({index: v} for tuple outputs)."""
-    op = node.target
-    p = _packet(op)
-    args = pytree.tree_map_only(torch.fx.Node, lambda n: env[n], node.args)
-    kwargs = pytree.tree_map_only(torch.fx.Node, lambda n: env[n], node.kwargs)
-    K = (next(iter(v.values())) if isinstance(v, dict) else v).shape[0]
-    ks = torch.arange(1, K + 1)
+def _mean(s: _Step) -> dict:
+    """mean = sum times 1/count: v_k scaled by 1/count^k, then the sum's transpose."""
+    count = s.args[s.jet_arg()[0]].numel() // max(math.prod(s.v.shape[1:]), 1)
+    return _transpose(replace(s, v=_scale_by_powers(s.v, 1.0 / count)), op=aten.sum)
 
-    def first_jet_arg():
-        for i, a in enumerate(node.args):
-            if isinstance(a, torch.fx.Node) and a in jets:
-                return i, a
+
+def _neg(s: _Step) -> dict:
+    return {s.jet_arg()[1]: _scale_by_powers(s.v, -1.0)}
+
+
+def _add(s: _Step) -> dict:
+    """a + alpha b (sub: a - alpha b, rsub: b - alpha a): each jet argument gets v_k times its coefficient^k."""
+    alpha = float(s.kwargs.get("alpha", 1))
+    coefficients = {aten.add: (1.0, alpha), aten.sub: (1.0, -alpha), aten.rsub: (-alpha, 1.0)}[_packet(s.node.target)]
+    contributions: dict = {}
+    for a, c, value in zip(s.node.args[:2], coefficients, s.args[:2]):
+        if isinstance(a, torch.fx.Node) and a in s.jets:
+            _accumulate(contributions, a, _sum_to(s.v if c == 1.0 else _scale_by_powers(s.v, c), value.shape))
+    return contributions
+
+
+def _scale(s: _Step) -> dict:
+    """u * c or u / c with c constant: v_k(u) = c^k v_k (1/c^k), summed over broadcast copies."""
+    i, a = s.jet_arg()
+    c = s.args[1 - i]
+    if _packet(s.node.target) is aten.div:
+        c = torch.reciprocal(c) if isinstance(c, torch.Tensor) else 1.0 / c
+    return {a: _sum_to(_scale_by_powers(s.v, c), s.args[i].shape)}
+
+
+def _matmul(s: _Step) -> dict:
+    """out = alpha A B with one factor constant: v_k(A) = alpha^k v_k (B^{o k})^T, v_k(B) = alpha^k (A^{o k})^T v_k."""
+    first = 1 if _packet(s.node.target) in (aten.addmm, aten.baddbmm) else 0
+    lhs, rhs = s.node.args[first], s.node.args[first + 1]
+    A, B = s.args[first], s.args[first + 1]
+    if A.dim() == 1 or B.dim() == 1:
         raise _Unsupported
+    alpha = s.kwargs.get("alpha", 1)
+    v = s.v if alpha == 1 else _scale_by_powers(s.v, alpha)
+    if isinstance(lhs, torch.fx.Node) and lhs in s.jets:
+        g = torch.stack([vk @ bk.mT for vk, bk in zip(v, _powers(B, s.order))])
+        return {lhs: _sum_to(g, A.shape)}
+    g = torch.stack([ak.mT @ vk for vk, ak in zip(v, _powers(A, s.order))])
+    return {rhs: _sum_to(g, B.shape)}
 
-    if p in RESHAPES:
-        i, a = first_jet_arg()
-        return {a: v.reshape(K, *env[a].shape)}
-    if p in (aten.t, aten.t_copy):
-        i, a = first_jet_arg()
-        return {a: v.transpose(-1, -2) if v.dim() == 3 else v}
-    if p in (aten.transpose, aten.transpose_copy):
-        i, a = first_jet_arg()
-        nd = env[a].dim()
-        d0, d1 = _norm_dim(node.args[1], nd), _norm_dim(node.args[2], nd)
-        return {a: v.transpose(d0 + 1, d1 + 1)}
-    if p in (aten.permute, aten.permute_copy):
-        i, a = first_jet_arg()
-        nd = env[a].dim()
-        perm = [_norm_dim(d, nd) for d in node.args[1]]
-        inv = [0] * nd
-        for j, d in enumerate(perm):
-            inv[d] = j
-        return {a: v.permute(0, *[d + 1 for d in inv])}
-    if p in MAXPOOL:
-        nd = MAXPOOL[p]
-        a = node.args[0]
-        x = env[a]
-        vo = v.get(0) if isinstance(v, dict) else v
-        if vo is None:
-            return {}
-        idx = env[node][1]
-        lead = x.shape[:x.dim() - nd]
-        out = vo.new_zeros((K, *lead, math.prod(x.shape[x.dim() - nd:])))
-        flat_idx = idx.reshape(*lead, -1).unsqueeze(0).expand(K, *lead, -1)
-        out.scatter_add_(-1, flat_idx, vo.reshape(K, *lead, -1))
-        return {a: out.reshape(K, *x.shape)}
-    if p in STRUCTURAL or (isinstance(v, dict) and p in (aten.split, aten.unbind, aten.chunk,
-                                                        aten.split_with_sizes)):
-        leaves, _ = pytree.tree_flatten((node.args, node.kwargs))
-        contributions = {}
-        for pos in _jet_positions(node, jets):
-            if isinstance(v, dict):
-                total = None
-                for oi, vv in v.items():
-                    g = _vjp_structural(op, args, kwargs, pos, vv, out_index=oi)
-                    total = g if total is None else total + g
-                contrib = total
-            else:
-                contrib = _vjp_structural(op, args, kwargs, pos, v)
-            n = leaves[pos]
-            contributions[n] = contributions[n] + contrib if n in contributions else contrib
-        return contributions
-    if p in AVGPOOL:
-        a = node.args[0]
-        x = env[a]
-        ones = torch.ones_like(x)
-        full = list(args[1:]) + [[], [], [0], False, True, None][len(args) - 1:]
-        kernel, stride, padding, ceil_mode, count_include_pad = full[:5]
-        avg = op(ones, *args[1:])
-        summed = op(ones, kernel, stride, padding, ceil_mode, count_include_pad, 1)
-        entry = avg / summed  # 1/divisor of each output (the entries of the pooling matrix)
-        scaled = v * entry.unsqueeze(0) ** (ks - 1).reshape(-1, *([1] * entry.dim())).to(v.dtype)
-        return {a: _vjp_structural(op, args, kwargs, 0, scaled)}
-    if p is aten.mean:
-        i, a = first_jet_arg()
-        x = env[a]
-        count = x.numel() // max(env[node].numel(), 1)
-        scaled = v * torch.tensor([float(count) ** -(k - 1) for k in range(1, K + 1)], dtype=v.dtype,
-                                  device=v.device).reshape(-1, *([1] * (v.dim() - 1)))
-        return {a: _vjp_structural(op, args, kwargs, 0, scaled)}
-    if p is aten.neg:
-        i, a = first_jet_arg()
-        return {a: _scale_by_powers(v, -1.0)}
-    if p in (aten.add, aten.sub, aten.rsub):
-        alpha = node.kwargs.get("alpha", 1)
-        coeff = [1.0, float(alpha)]
-        if p is aten.sub:
-            coeff = [1.0, -float(alpha)]
-        elif p is aten.rsub:
-            coeff = [-float(alpha), 1.0]
-        out = {}
-        for i, a in enumerate(node.args[:2]):
-            if isinstance(a, torch.fx.Node) and a in jets:
-                g = _sum_to(v if coeff[i] == 1.0 else _scale_by_powers(v, coeff[i]), env[a].shape)
-                out[a] = out[a] + g if a in out else g
-        return out
-    if p in (aten.mul, aten.div):
-        i, a = first_jet_arg()
-        c = args[1 - i]
-        if p is aten.div:
-            c = torch.reciprocal(c) if isinstance(c, torch.Tensor) else 1.0 / c
-        return {a: _sum_to(_scale_by_powers(v, c), env[a].shape)}
-    if p in MATMUL:
-        if p in (aten.addmm, aten.baddbmm):
-            beta = node.kwargs.get("beta", 1)
-            alpha = node.kwargs.get("alpha", 1)
-            del beta
-            lhs, rhs = node.args[1], node.args[2]
-            vv = _scale_by_powers(v, alpha) if alpha != 1 else v
-        else:
-            lhs, rhs = node.args[0], node.args[1]
-            vv = v
-        left_is_jet = isinstance(lhs, torch.fx.Node) and lhs in jets
-        A, B = env[lhs], env[rhs]
-        if A.dim() == 1 or B.dim() == 1:
-            raise _Unsupported
-        out = []
-        if left_is_jet:  # out = A B: v_k(A) = v_k(out) (B^{o k})^T
-            Bk = None
-            for k in range(K):
-                Bk = B if Bk is None else Bk * B
-                out.append(torch.matmul(vv[k], Bk.transpose(-1, -2)))
-            return {lhs: torch.stack(out)}
-        Ak = None
-        for k in range(K):
-            Ak = A if Ak is None else Ak * A
-            out.append(torch.matmul(Ak.transpose(-1, -2), vv[k]))
-        return {rhs: torch.stack(out)}
-    if p is aten.convolution:
-        a = node.args[0]
-        x, w = env[a], args[1]
-        stride, padding, dilation, transposed, output_padding, groups = args[3:9]
-        out, wk = [], None
-        for k in range(K):
-            wk = w if wk is None else wk * w
-            g = aten.convolution_backward(v[k], x, wk, None, stride, padding, dilation, transposed, output_padding,
-                                          groups, [True, False, False])[0]
-            out.append(g)
-        return {a: torch.stack(out)}
-    raise _Unsupported
+
+def _convolution(s: _Step) -> dict:
+    """Convolution with weights W: v_k passes back through the transposed convolution with W^{o k}."""
+    x, w, _, stride, padding, dilation, transposed, output_padding, groups = s.args[:9]
+    g = [aten.convolution_backward(vk, x, wk, None, stride, padding, dilation, transposed, output_padding, groups,
+                                   [True, False, False])[0] for vk, wk in zip(s.v, _powers(w, s.order))]
+    return {s.node.args[0]: torch.stack(g)}
+
+
+_register(RESHAPES, _reshape)
+_register(STRUCTURAL, _transpose)
+_register({aten.avg_pool2d, aten.avg_pool3d}, _avg_pool)
+_register({aten.mean}, _mean)
+_register({aten.neg}, _neg)
+_register({aten.add, aten.sub, aten.rsub}, _add)
+_register({aten.mul, aten.div}, _scale)
+_register({aten.mm, aten.bmm, aten.matmul, aten.addmm, aten.baddbmm}, _matmul)
+_register({aten.convolution}, _convolution)
 
 
 # ------------------------------------------------------------------------------- backward (activations)
@@ -373,12 +300,10 @@ def _univariate_series(node, env, jets, ctx, order: int) -> torch.Tensor:
     p = _packet(node.target)
     jet_arg = next(a for a in node.args if isinstance(a, torch.fx.Node) and a in jets)
     u0 = env[jet_arg]
-    basis = make_basis(1, order, "total")
     c = u0.new_zeros((order + 1, *u0.shape))
     c[0] = u0
-    if order >= 1:
-        c[1] = 1
-    u = Jet(c, basis)
+    c[1] = 1
+    u = Jet(c, make_basis(1, order, "total"))
     args = [u if a is jet_arg else env[a] if isinstance(a, torch.fx.Node) else a for a in node.args]
     kwargs = {k: env[a] if isinstance(a, torch.fx.Node) else a for k, a in node.kwargs.items()}
     if p is aten.gelu:
@@ -414,6 +339,51 @@ def _faa_di_bruno(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (r * fact).T.reshape(K, *shape)
 
 
+# --------------------------------------------------------------------------------------- the graph, classified
+def _classify(node, jets) -> str:
+    """'linear', 'activation', 'getitem' or 'unsupported' for a node whose value depends on the input."""
+    if node.target is operator.getitem:
+        return "getitem"
+    p = _packet(node.target)
+    pos = _jet_positions(node, jets)
+    if p in ELEMENTWISE:
+        return "activation" if len(pos) == 1 or (p is aten.square) else "unsupported"
+    if p is aten.mul and len(node.args) == 2 and node.args[0] is node.args[1]:
+        return "activation"  # x * x: the elementwise square
+    if p in ONE_ARGUMENT and (len(pos) != 1 or pos[0] not in ONE_ARGUMENT[p]):
+        return "unsupported"  # e.g. a product of two network quantities: no unmixed rule
+    return "linear" if p in BACKWARD else "unsupported"
+
+
+def _moves_entries(node, env: dict, jets: set) -> bool:
+    """Each output entry is a number times one input entry (plus a constant), each input entry used at most once."""
+    p = _packet(node.target)
+    if p in MOVES:
+        return True
+    pos = _jet_positions(node, jets)
+    if p not in (aten.mul, aten.div, aten.add, aten.sub, aten.rsub) or len(pos) != 1 or (p is aten.div and pos != [0]):
+        return False
+    return env[node].shape == env[node.args[pos[0]]].shape  # no broadcast copies of the input
+
+
+def _first_layer(graph, kinds: dict, env: dict, jets: set, input_node, out_node) -> tuple[set, list]:
+    """(nodes composed into the first layer, frontier): the input and what only moves its entries, plus the first
+    linear op on each such value; the frontier holds the values z = A x where the mixed partials are formed."""
+    moved, first = {input_node}, set()
+    for nd in graph.nodes:
+        sources = [a for a in nd.all_input_nodes if a in jets]
+        if nd not in kinds or not sources or not all(a in moved for a in sources):
+            continue
+        if kinds[nd] == "getitem" or (kinds[nd] == "linear" and _moves_entries(nd, env, jets)):
+            moved.add(nd)
+        elif kinds[nd] == "linear" and len(_jet_positions(nd, jets)) == 1 and isinstance(env[nd], torch.Tensor):
+            first.add(nd)
+    layer = moved | first
+    frontier = [nd for nd in graph.nodes if nd in layer and isinstance(env[nd], torch.Tensor) and (
+        nd in first or nd is out_node or any(u in kinds and u not in layer for u in nd.users))]
+    return layer, frontier
+
+
 # ----------------------------------------------------------------------------------------------- the method
 def _module_check(model) -> list[str]:
     bad = []
@@ -439,8 +409,73 @@ def _unsupported_error(ops: list[str], modules: list[str]) -> UnsupportedOperati
         ops=sorted(set(ops)) + modules)
 
 
+def _trace(model, x0: torch.Tensor) -> trace.TracedModel:
+    """The shared tracer's graph with activations kept whole (cached, re-traced when the model's code changes)."""
+    try:
+        return trace.trace(model, x0, variant="paper")
+    except GraphEscapeError:
+        raise
+    except Exception as e:
+        raise ExpansionError(f"the model cannot be run on a point of shape {tuple(x0.shape)}: {e}") from e
+
+
+@torch.no_grad()
+def _forward(traced: trace.TracedModel, x0: torch.Tensor) -> tuple[dict, object, object]:
+    """Every intermediate value at x0 (activations need their inputs, transposes their shapes); input and output
+    nodes."""
+    gm = traced.graph_module
+    placeholders = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+    state = traced.state_values()
+    env: dict = {nd: x0 if i == traced.input_index else state[i] for i, nd in enumerate(placeholders)}
+    output_node = None
+    for nd in gm.graph.nodes:
+        if nd.op == "get_attr":
+            env[nd] = getattr(gm, nd.target)
+        elif nd.op == "output":
+            output_node = nd
+        elif nd.op == "call_function":
+            env[nd] = nd.target(*torch.fx.node.map_arg(nd.args, env.__getitem__),
+                                **torch.fx.node.map_arg(nd.kwargs, env.__getitem__))
+    outs = [o for o in pytree.tree_leaves(output_node.args[0]) if isinstance(o, torch.fx.Node)]
+    if len(outs) != 1:
+        raise ExpansionError(f"the model returns {len(outs)} tensors; expand a function that returns one")
+    return env, placeholders[traced.input_index], outs[0]
+
+
+def _floating(val) -> bool:
+    if isinstance(val, torch.Tensor):
+        return val.is_floating_point()
+    if isinstance(val, (list, tuple)):
+        return any(_floating(e) for e in val)
+    return False
+
+
+def _derivative_nodes(graph, env: dict, input_node) -> set:
+    """Nodes that carry derivatives: they depend on the input and hold floating values."""
+    jets = {input_node}
+    for nd in graph.nodes:
+        if nd.op == "call_function" and not rules.is_value_only(nd.target) and _floating(env[nd]) \
+                and any(a in jets for a in nd.all_input_nodes):
+            jets.add(nd)
+    return jets
+
+
+def _selected_outputs(output, per_point) -> tuple[list[int], bool]:
+    """Flat indices of the scalar outputs to back-propagate, and whether ``output`` chose one."""
+    numel = math.prod(per_point)
+    if isinstance(output, int):
+        return [output % numel], True
+    if isinstance(output, tuple) and all(isinstance(o, int) for o in output):
+        return [_ravel(output, per_point)], True
+    if numel > 4096:
+        raise ExpansionError(f"method='hope' back-propagates one scalar output at a time and this model has {numel} "
+                             "outputs per point: choose one with output=")
+    return list(range(numel)), False
+
+
 def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", output=None, variables=None,
-                names=None, batched: bool = False) -> TaylorPolynomial:
+                names=None, batched: bool = False, memory_budget: int | None = None,
+                time_budget: float | None = None) -> TaylorPolynomial:
     """Taylor polynomial of ``model`` at ``x0`` by the paper's unmixed back-propagation rule (see the module text).
 
     Exact for networks with one hidden (nonlinear) layer; an approximation for deeper ones. Arguments as ``expand``:
@@ -451,93 +486,29 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
     var_index = variables.to(torch.long)
     n = var_index.numel()
     bad_modules = _module_check(model)
-    gm, input_index = _trace(model, x0)
+    traced = _trace(model, x0)
+    gm = traced.graph_module
+    from .expand import check_hope_budget  # refuse over the memory/time budget before anything of size M exists
+
+    check_hope_budget(gm, x0, n, order, terms, memory_budget, time_budget)
     graph = gm.graph
-    placeholders = [nd for nd in graph.nodes if nd.op == "placeholder"]
-    input_node = placeholders[input_index]
-
-    # forward with values (every intermediate kept: activations need their inputs, transposes their shapes)
-    from .trace import _eval_mode
-
-    env: dict = {}
-    state = _state(model)
-    for i, nd in enumerate(placeholders):
-        env[nd] = x0 if i == input_index else state[i]
-    output_node = None
-    with torch.no_grad(), _eval_mode(model):
-        for nd in graph.nodes:
-            if nd.op == "placeholder":
-                continue
-            if nd.op == "get_attr":
-                env[nd] = getattr(gm, nd.target)
-            elif nd.op == "output":
-                output_node = nd
-            else:
-                a = pytree.tree_map_only(torch.fx.Node, lambda m: env[m], nd.args)
-                kw = pytree.tree_map_only(torch.fx.Node, lambda m: env[m], nd.kwargs)
-                env[nd] = nd.target(*a, **kw)
-
-    # nodes carrying derivatives: depend on the input and hold floating values
-    def floating(val) -> bool:
-        if isinstance(val, torch.Tensor):
-            return val.is_floating_point()
-        if isinstance(val, (list, tuple)):
-            return any(floating(e) for e in val)
-        return False
-
-    jets = {input_node}
-    for nd in graph.nodes:
-        if nd.op == "call_function" and not rules.is_value_only(nd.target) and floating(env[nd]) \
-                and any(a in jets for a in nd.all_input_nodes):
-            jets.add(nd)
+    env, input_node, out_node = _forward(traced, x0)
+    jets = _derivative_nodes(graph, env, input_node)
     kinds = {nd: _classify(nd, jets) for nd in graph.nodes if nd in jets and nd is not input_node}
     bad_ops = [str(nd.target) for nd, k in kinds.items() if k == "unsupported"]
     if bad_ops or bad_modules:
         raise _unsupported_error(bad_ops, bad_modules)
 
-    outs = [o for o in pytree.tree_leaves(output_node.args[0]) if isinstance(o, torch.fx.Node)]
-    if len(outs) != 1:
-        raise ExpansionError(f"the model returns {len(outs)} tensors; expand a function that returns one")
-    out_node = outs[0]
     y0 = env[out_node]
     basis = make_basis(n, order, terms)
-
     if out_node not in jets or order == 0:
-        c = y0.new_zeros((basis.size, *y0.shape)) if y0.is_floating_point() else torch.zeros(
-            (basis.size, *y0.shape), dtype=x0.dtype)
-        c[0] = y0
-        poly = TaylorPolynomial(basis, c, x0, var_index, batched, names=names, method="hope")
-        return poly.select(output) if output is not None else poly
+        return _constant(basis, y0, x0, var_index, batched, names, output)
 
-    # the linear region: nodes reached from the input through linear ops only; its frontier feeds the first nonlinearity
-    region = {input_node}
-    for nd in graph.nodes:
-        if nd in kinds and kinds[nd] in ("linear", "getitem") and all(
-                a in region for a in nd.all_input_nodes if a in jets):
-            region.add(nd)
-    frontier = [nd for nd in graph.nodes if nd in region and (
-        nd is out_node or any(u in kinds and u not in region for u in nd.users))]
-    frontier = [nd for nd in frontier if floating(env[nd]) and isinstance(env[nd], torch.Tensor)]
-
-    # Jacobians A = dz/dx of the frontier values (exact: an order-1 jet pushed through the linear region)
-    ctx = rules.Context(make_basis(n, 1, "total"))
-    jac = _region_jacobians(graph, env, region, input_node, x0, var_index, batched, ctx)
-
-    ctx_act = rules.Context(make_basis(1, order, "total"))
+    layer, frontier = _first_layer(graph, kinds, env, jets, input_node, out_node)
+    jac = _first_layer_jacobians(graph, env, layer, input_node, x0, var_index, batched)
+    ctx = rules.Context(make_basis(1, order, "total"))
     series_cache: dict = {}
-    per_point = y0[0].shape if batched else y0.shape
-    numel = math.prod(per_point)
-    if output is not None and (isinstance(output, int) or (isinstance(output, tuple) and all(
-            isinstance(o, int) for o in output))):
-        flat_out = [output % numel] if isinstance(output, int) else [_ravel(output, per_point)]
-        selected = True
-    else:
-        flat_out = list(range(numel))
-        selected = False
-    if numel > 4096 and not selected:
-        raise ExpansionError(f"method='hope' back-propagates one scalar output at a time and this model has {numel} "
-                             "outputs per point: choose one with output=")
-
+    flat_out, selected = _selected_outputs(output, y0[0].shape if batched else y0.shape)
     factorials = basis.factorials(x0.dtype).to(x0.device)
     results = []
     for o in flat_out:
@@ -545,22 +516,32 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
         (seed.reshape(seed.shape[0], -1) if batched else seed.reshape(-1))[..., o] = 1
         v = {out_node: torch.cat([seed.unsqueeze(0), seed.new_zeros((order - 1, *seed.shape))])}
         with torch.no_grad():
-            _backward(graph, env, jets, kinds, region, v, order, ctx_act, series_cache)
+            _backward(graph, env, jets, kinds, layer, v, order, ctx, series_cache)
         d = _input_layer(basis, frontier, v, jac, batched, x0.shape[0] if batched else 1)
-        value = (y0.reshape(y0.shape[0], -1) if batched else y0.reshape(-1))[..., o]
-        d[0] = value
+        d[0] = (y0.reshape(y0.shape[0], -1) if batched else y0.reshape(-1))[..., o]
         results.append(d / factorials.reshape(-1, *([1] * (d.dim() - 1))))
-    if ctx_act.kinks:
-        where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in ctx_act.kinks.items())
-        warnings.warn(f"the reference point lies exactly on a kink of {where}: the expansion there is one-sided.",
-                      KinkWarning, stacklevel=3)
+    _warn_kinks(ctx)
     if selected:
-        coefficients = results[0]
-        poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="hope")
-        return poly
+        return TaylorPolynomial(basis, results[0], x0, var_index, batched, names=names, method="hope")
     coefficients = torch.stack(results, dim=-1).reshape(basis.size, *y0.shape)
     poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="hope")
     return poly.select(output) if output is not None else poly
+
+
+def _constant(basis, y0, x0, var_index, batched, names, output) -> TaylorPolynomial:
+    """The polynomial of an output that does not depend on the input (or of order 0): the value alone."""
+    dtype = y0.dtype if y0.is_floating_point() else x0.dtype
+    c = torch.zeros((basis.size, *y0.shape), dtype=dtype, device=y0.device)
+    c[0] = y0
+    poly = TaylorPolynomial(basis, c, x0, var_index, batched, names=names, method="hope")
+    return poly.select(output) if output is not None else poly
+
+
+def _warn_kinks(ctx: rules.Context) -> None:
+    if ctx.kinks:
+        where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in ctx.kinks.items())
+        warnings.warn(f"the reference point lies exactly on a kink of {where}: the expansion there is one-sided.",
+                      KinkWarning, stacklevel=4)
 
 
 def _ravel(index: tuple, shape) -> int:
@@ -570,59 +551,52 @@ def _ravel(index: tuple, shape) -> int:
     return flat
 
 
-def _region_jacobians(graph, env, region, input_node, x0, var_index, batched, ctx) -> dict:
+@torch.no_grad()
+def _first_layer_jacobians(graph, env, layer, input_node, x0, var_index, batched) -> dict:
+    """A = dz/dx (n, *z_shape) of every value of the first layer: an order-1 jet pushed through it (exact)."""
+    ctx = rules.Context(make_basis(var_index.numel(), 1, "total"))
     basis = ctx.basis
-    n = basis.n
     c = x0.new_zeros((basis.size, *x0.shape))
     c[0] = x0
     flat = c.reshape(basis.size, x0.shape[0], -1) if batched else c.reshape(basis.size, -1)
-    flat[1 + torch.arange(n, device=x0.device), ..., var_index.to(x0.device)] = 1
+    flat[1 + torch.arange(basis.n, device=x0.device), ..., var_index.to(x0.device)] = 1
     jenv = {input_node: Jet(c, basis)}
-    with torch.no_grad():
-        for nd in graph.nodes:
-            if nd not in region or nd is input_node:
-                continue
-            args = pytree.tree_map_only(torch.fx.Node, lambda m: jenv.get(m, env[m]), nd.args)
-            kwargs = pytree.tree_map_only(torch.fx.Node, lambda m: jenv.get(m, env[m]), nd.kwargs)
-            if nd.target is operator.getitem:
-                jenv[nd] = args[0][args[1]]
-            else:
-                jenv[nd] = rules.lookup(nd.target)(ctx, nd.target, *args, **kwargs)
+    for nd in graph.nodes:
+        if nd not in layer or nd is input_node:
+            continue
+        args = pytree.tree_map_only(torch.fx.Node, lambda m: jenv.get(m, env[m]), nd.args)
+        kwargs = pytree.tree_map_only(torch.fx.Node, lambda m: jenv.get(m, env[m]), nd.kwargs)
+        if nd.target is operator.getitem:
+            jenv[nd] = args[0][args[1]]
+        else:
+            jenv[nd] = rules.lookup(nd.target)(ctx, nd.target, *args, **kwargs)
     return {nd: j.c[1:] for nd, j in jenv.items() if isinstance(j, Jet)}
 
 
-def _backward(graph, env, jets, kinds, region, v: dict, order: int, ctx, series_cache: dict) -> None:
-    """Propagate unmixed derivative vectors from the output down to the frontier of the linear region (in place)."""
-
-    def accumulate(node, contrib):
-        if node in v:
-            v[node] = v[node] + contrib
-        else:
-            v[node] = contrib
-
-    for nd in reversed(list(graph.nodes)):
-        if nd not in kinds or nd in region or nd not in v:
+def _backward(graph, env, jets, kinds, layer, v: dict, order: int, ctx, series_cache: dict) -> None:
+    """Propagate unmixed derivative vectors from the output down to the first layer (v updated in place)."""
+    for nd in reversed(graph.nodes):
+        if nd not in kinds or nd in layer or nd not in v:
             continue
         vo = v.pop(nd)
         kind = kinds[nd]
         if kind == "getitem":
             src, i = nd.args
-            slot = v.setdefault(src, {})
-            slot[i] = slot[i] + vo if i in slot else vo
-            continue
-        if kind == "activation":
+            _accumulate(v.setdefault(src, {}), i, vo)
+        elif kind == "activation":
             if nd not in series_cache:
                 series_cache[nd] = _univariate_series(nd, env, jets, ctx, order)
-            a = series_cache[nd]
             src = next(x for x in nd.args if isinstance(x, torch.fx.Node) and x in jets)
-            accumulate(src, _sum_to(_faa_di_bruno(a, vo), env[src].shape))
-            continue
-        try:
-            contributions = _backward_linear(nd, env, jets, vo)
-        except _Unsupported:
-            raise _unsupported_error([str(nd.target)], []) from None
-        for src, g in contributions.items():
-            accumulate(src, g)
+            _accumulate(v, src, _sum_to(_faa_di_bruno(series_cache[nd], vo), env[src].shape))
+        else:
+            step = _Step(nd, torch.fx.node.map_arg(nd.args, env.__getitem__),
+                         torch.fx.node.map_arg(nd.kwargs, env.__getitem__), vo, jets)
+            try:
+                contributions = BACKWARD[_packet(nd.target)](step)
+            except _Unsupported:
+                raise _unsupported_error([str(nd.target)], []) from None
+            for src, g in contributions.items():
+                _accumulate(v, src, g)
 
 
 @torch.no_grad()

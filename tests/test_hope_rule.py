@@ -1,7 +1,8 @@
 """method="hope" (the paper's unmixed back-propagation rule): exact for one hidden layer, an approximation deeper.
 
-The rule is also checked against an independent, hand-written transcription of the paper's formulas (partial Bell
-polynomials from sympy) on a two-hidden-layer network, so the deviation the deeper tests see is the rule's, not a bug.
+The rule is also checked against independent, hand-written transcriptions of the paper's formulas (partial Bell
+polynomials from sympy on a two-hidden-layer MLP; dense conv/pool matrices raised to the k-th power, layer by layer, on
+a conv-avgpool-tanh x2 CNN), so the deviation the deeper tests see is the rule's, not a bug.
 """
 
 from __future__ import annotations
@@ -73,17 +74,30 @@ def test_one_hidden_layer_variables_and_names():
     assert torch.allclose(hope(x), exact(x), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("pool", [nn.AvgPool2d(2), nn.MaxPool2d(2), nn.Identity()], ids=["avg", "max", "none"])
+def conv_pool_tanh(pool: nn.Module, x0: torch.Tensor) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), pool, nn.Tanh(), nn.Flatten(), nn.LazyLinear(1)).to(D)
+    model(x0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.Identity()], ids=["max", "none"])
 @pytest.mark.parametrize("terms", ["total", "pure"])
 def test_one_hidden_layer_conv(pool, terms):
-    # Conv2d (+ pooling) is one linear map before the single nonlinearity: the rule uses its exact Jacobian there
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), pool, nn.Tanh(), nn.Flatten(), nn.LazyLinear(1)).to(D)
+    # max pooling selects single entries (a 0/1 matrix, its own elementwise power): Conv2d stays the one linear layer
     x0 = torch.randn(1, 1, 8, 8, dtype=D)
-    model(x0)
-    model.eval()
+    model = conv_pool_tanh(pool, x0)
     variables = None if terms == "pure" else [0, 9, 18, 27, 36]
     exact, hope = both(model, x0, 5 if terms == "pure" else 4, terms=terms, variables=variables)
     assert rel(hope.derivatives(), exact.derivatives()) < 1e-10
+
+
+def test_conv_then_avgpool_is_two_layers_for_the_rule():
+    # the paper applies its rule to AvgPool2d on its own ((P W)^{o k} != P^{o k} W^{o k}): exact at order 1 only
+    x0 = torch.randn(1, 1, 8, 8, dtype=D)
+    exact, hope = both(conv_pool_tanh(nn.AvgPool2d(2), x0), x0, 4, terms="pure")
+    ex, ho = exact.derivatives().reshape(-1), hope.derivatives().reshape(-1)
+    assert rel(ho[exact.basis.block(1)], ex[exact.basis.block(1)]) < 1e-10
+    assert rel(ho[exact.basis.block(4)], ex[exact.basis.block(4)]) > 1e-2
 
 
 def test_one_hidden_layer_functional_ops():
@@ -107,6 +121,25 @@ def test_dropout_eval_flatten_unflatten_view():
                           nn.Linear(12, 1)).to(D).eval()
     x0 = torch.randn(1, 2, dtype=D)
     exact, hope = both(model, x0, 6)
+    assert rel(hope.derivatives(), exact.derivatives()) < 1e-10
+
+
+class Standardize(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("mu", torch.randn(n, dtype=D))
+        self.register_buffer("sigma", torch.rand(n, dtype=D) + 0.5)
+
+    def forward(self, x):
+        return (2.0 * (x - self.mu) / self.sigma).flatten(1)
+
+
+def test_input_standardization_before_the_first_layer():
+    # shifts and scalings of single entries compose with the first Linear without changing its powers: still exact,
+    # mixed partials included
+    model = nn.Sequential(Standardize(3), nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(D).eval()
+    x0 = torch.randn(1, 3, dtype=D)
+    exact, hope = both(model, x0, 5)
     assert rel(hope.derivatives(), exact.derivatives()) < 1e-10
 
 
@@ -241,3 +274,190 @@ def test_nested_autograd_subset_and_pure():
     for m, a in enumerate(basis.multi_indices()):
         full = (a[0], 0, a[1], 0)
         assert torch.allclose(p.derivative(full)[0], ref[m, 0], rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------- a changed model is re-traced
+class SineLayer(nn.Module):
+    """SIREN's sin(w0 x), with w0 and the activation plain Python attributes (not parameters)."""
+
+    def __init__(self, w0: float = 1.0):
+        super().__init__()
+        self.w0 = w0
+        self.act = torch.sin
+
+    def forward(self, x):
+        return self.act(self.w0 * x)
+
+
+@pytest.mark.parametrize("change", ["w0", "act"])
+def test_changed_attribute_is_not_served_from_a_stale_graph(change):
+    import copy
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 6), SineLayer(), nn.Linear(6, 1)).to(D).eval()
+    x0 = torch.randn(1, 2, dtype=D)
+    before = expand(model, x0, 4, method="hope")
+    if change == "w0":
+        model[1].w0 = 3.0
+    else:
+        model[1].act = torch.cos
+    after = expand(model, x0, 4, method="hope")
+    fresh = expand(copy.deepcopy(model), x0, 4, method="hope")
+    assert torch.allclose(after.coefficients, fresh.coefficients, rtol=1e-12, atol=1e-14)
+    assert rel(after.coefficients, before.coefficients) > 1e-2
+    # one hidden layer: the rule is exact, so the changed model's exact expansion agrees too
+    assert rel(after.derivatives(), expand(model, x0, 4).derivatives()) < 1e-10
+
+
+# ------------------------------------------------------------- the per-layer rule on a CNN, written out by hand
+def _conv_matrix(weight: torch.Tensor, size: int, padding: int) -> torch.Tensor:
+    """Dense matrix of a stride-1 Conv2d on a (C, size, size) input, (Co*Ho*Wo, C*size*size), by plain loops."""
+    co, ci, kh, kw = weight.shape
+    ho, wo = size + 2 * padding - kh + 1, size + 2 * padding - kw + 1
+    m = torch.zeros(co * ho * wo, ci * size * size, dtype=D)
+    for o in range(co):
+        for i in range(ho):
+            for j in range(wo):
+                for c in range(ci):
+                    for a in range(kh):
+                        for b in range(kw):
+                            ii, jj = i + a - padding, j + b - padding
+                            if 0 <= ii < size and 0 <= jj < size:
+                                m[(o * ho + i) * wo + j, (c * size + ii) * size + jj] += weight[o, c, a, b]
+    return m
+
+
+def _avgpool_matrix(channels: int, size: int, s: int) -> torch.Tensor:
+    """Dense matrix of AvgPool2d(s) on a (channels, size, size) input: entries 1/s^2."""
+    out = size // s
+    m = torch.zeros(channels * out * out, channels * size * size, dtype=D)
+    for c in range(channels):
+        for i in range(out):
+            for j in range(out):
+                for a in range(s):
+                    for b in range(s):
+                        m[(c * out + i) * out + j, (c * size + i * s + a) * size + j * s + b] = 1 / s ** 2
+    return m
+
+
+def _tanh_derivatives(z: torch.Tensor, order: int) -> list[torch.Tensor]:
+    """[tanh^(m)(z) for m = 1..order], from d/dz P(T) = P'(T) (1 - T^2) with T = tanh z (P as coefficient lists)."""
+    t = torch.tanh(z)
+    poly, out = [0.0, 1.0], []
+    for _ in range(order):
+        dp = [i * poly[i] for i in range(1, len(poly))]
+        poly = [0.0] * (len(dp) + 2)
+        for i, c in enumerate(dp):
+            poly[i] += c
+            poly[i + 2] -= c
+        out.append(sum(c * t ** i for i, c in enumerate(poly)))
+    return out
+
+
+def _faa_di_bruno_reference(v: list[torch.Tensor], d: list[torch.Tensor]) -> list[torch.Tensor]:
+    """v_k(u) = sum_j v_j B_{k,j}(d_1, d_2, ...), B by B_{n,k} = sum_i C(n-1, i-1) d_i B_{n-i,k-1}."""
+    order = len(v)
+    B = [[torch.zeros_like(d[0]) for _ in range(order + 1)] for _ in range(order + 1)]
+    B[0][0] = torch.ones_like(d[0])
+    for n in range(1, order + 1):
+        for k in range(1, n + 1):
+            B[n][k] = sum(math.comb(n - 1, i - 1) * d[i - 1] * B[n - i][k - 1] for i in range(1, n - k + 2))
+    return [sum(v[j - 1] * B[k][j] for j in range(1, k + 1)) for k in range(1, order + 1)]
+
+
+def _paper_rule_cnn(model: nn.Sequential, x0: torch.Tensor, order: int, basis, variables: list[int]) -> torch.Tensor:
+    """The paper's rule layer by layer (every linear layer through its elementwise k-th power, tanh by Faa di Bruno),
+    the mixed partials formed at the first layer: d^a y = sum_i v_|a|(z)_i prod_j W_ij^{a_j}."""
+    conv1, pool1, _, conv2, pool2, _, _, lin = model
+    c1 = conv1.weight.shape[0]
+    M1 = _conv_matrix(conv1.weight.detach(), 10, 0)
+    P1 = _avgpool_matrix(c1, 8, 2)
+    M2 = _conv_matrix(conv2.weight.detach(), 4, 1)
+    P2 = _avgpool_matrix(conv2.weight.shape[0], 4, 2)
+    x = x0.reshape(-1)
+    z1 = P1 @ (M1 @ x + conv1.bias.detach().repeat_interleave(64))
+    z2 = P2 @ (M2 @ torch.tanh(z1) + conv2.bias.detach().repeat_interleave(16))
+    y = lin.weight.detach()[0] @ torch.tanh(z2) + lin.bias.detach()[0]
+    assert torch.allclose(y, model(x0).reshape(()), rtol=1e-12)  # the dense transcription is the network
+
+    def through(W: torch.Tensor, v: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [(W.T ** k) @ v[k - 1] for k in range(1, order + 1)]
+
+    v = through(lin.weight.detach(), [torch.ones(1, dtype=D)] + [torch.zeros(1, dtype=D)] * (order - 1))
+    v = through(M2, through(P2, _faa_di_bruno_reference(v, _tanh_derivatives(z2, order))))
+    v = through(P1, _faa_di_bruno_reference(v, _tanh_derivatives(z1, order)))   # v_k at the first conv's output
+    out = torch.zeros(basis.size, dtype=D)
+    out[0] = y
+    for m, a in enumerate(basis.multi_indices()):
+        k = sum(a)
+        if k:
+            prod = torch.ones(M1.shape[0], dtype=D)
+            for j, aj in zip(variables, a):
+                prod = prod * M1[:, j] ** aj
+            out[m] = (v[k - 1] * prod).sum()
+    return out
+
+
+def small_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2), nn.Tanh(), nn.Conv2d(2, 2, 3, padding=1),
+                         nn.AvgPool2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(8, 1)).to(D).eval()
+
+
+@pytest.mark.parametrize("terms", ["pure", "total"])
+def test_rule_matches_the_papers_formulas_layer_by_layer_on_a_cnn(terms):
+    model = small_cnn()
+    x0 = torch.randn(1, 1, 10, 10, dtype=D)
+    variables = list(range(100)) if terms == "pure" else [0, 11, 45, 57, 99]
+    hope = expand(model, x0, 4, method="hope", terms=terms, variables=variables)
+    ref = _paper_rule_cnn(model, x0, 4, hope.basis, variables)
+    assert rel(hope.derivatives().reshape(-1), ref) < 1e-10
+
+
+def test_linear_after_linear_is_its_own_layer():
+    # x -> Linear -> Linear -> tanh -> Linear: the first Linear forms the mixed partials, the second passes v_k back
+    # through its own W^{o k}, as the paper does layer by layer
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1)).to(D).eval()
+    x0 = torch.randn(1, 2, dtype=D)
+    hope = expand(model, x0, 5, method="hope")
+    W1, W2, W3 = (model[i].weight.detach() for i in (0, 1, 3))
+    z = model[:2](x0)[0].detach()
+    v = _faa_di_bruno_reference([W3[0]] + [torch.zeros(3, dtype=D)] * 4, _tanh_derivatives(z, 5))
+    v = [(W2.T ** k) @ v[k - 1] for k in range(1, 6)]
+    ref = [float(model(x0).detach())] + [float((v[sum(a) - 1] * W1[:, 0] ** a[0] * W1[:, 1] ** a[1]).sum())
+                                for a in hope.basis.multi_indices()[1:]]
+    assert rel(hope.derivatives().reshape(-1), torch.tensor(ref, dtype=D)) < 1e-12
+    assert rel(hope.derivatives(), expand(model, x0, 5).derivatives()) > 1e-3  # (W2 W1)^{o k} is not that
+
+
+def test_backward_table_refuses_a_second_rule_for_an_op():
+    from hope_engine import hope_rule
+
+    assert hope_rule.BACKWARD[torch.ops.aten.convolution] is hope_rule._convolution
+    with pytest.raises(ValueError, match="registered twice"):
+        hope_rule._register({torch.ops.aten.convolution}, hope_rule._transpose)
+    assert hope_rule.BACKWARD[torch.ops.aten.convolution] is hope_rule._convolution
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+                                  nn.AvgPool2d(3, stride=2, padding=1), nn.AvgPool2d(2, divisor_override=3)],
+                         ids=["own-count", "with-pad", "override"])
+def test_avgpool_entries_are_raised_to_the_kth_power(pool):
+    # tanh -> AvgPool -> tanh -> Linear: v_k passes through the pooling matrix P (its entries from autograd here)
+    # raised elementwise to the k-th power; at the input A is the identity, so the pure derivatives are v_k itself
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Tanh(), pool, nn.Tanh(), nn.Flatten(), nn.LazyLinear(1)).to(D)
+    x0 = torch.randn(1, 1, 5, 5, dtype=D)
+    model(x0)
+    model.eval()
+    hope = expand(model, x0, 4, method="hope", terms="pure")
+    h = torch.tanh(x0)
+    P = torch.autograd.functional.jacobian(pool, h).reshape(-1, 25)
+    z = (P @ h.reshape(-1)).detach()
+    v = _faa_di_bruno_reference([model[4].weight.detach()[0]] + [torch.zeros(z.numel(), dtype=D)] * 3,
+                                _tanh_derivatives(z, 4))
+    v = _faa_di_bruno_reference([(P.T ** k) @ v[k - 1] for k in range(1, 5)],
+                                _tanh_derivatives(x0.reshape(-1), 4))
+    got = hope.derivatives()[1:].reshape(4, 25)          # pure basis: order by order, variable by variable
+    assert rel(got, torch.stack(v)) < 1e-12
