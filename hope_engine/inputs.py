@@ -9,6 +9,7 @@ input order) plus that tensor's value at the reference point. Inputs not named b
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import weakref
@@ -110,7 +111,7 @@ def normalize(model: Callable, inputs: Any, *, wrt: Any = None, output: Any = No
         if len(rows) != 1 or any(t.dim() < 1 for t in tensors):
             raise ExpansionError(f"the inputs in wrt have different batch sizes {sorted(rows)}: give them the same "
                                  "first axis (one row per reference point), or pass batched=False")
-    dtype = torch.promote_types(*[t.dtype for t in tensors]) if len(tensors) > 1 else tensors[0].dtype
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     shapes = [tuple(t.shape[1:]) if batched else tuple(t.shape) for t in tensors]
     sizes = [math.prod(s) for s in shapes]
     flat = [t.to(dtype).reshape(t.shape[0], -1) if batched else t.to(dtype).reshape(-1) for t in tensors]

@@ -27,20 +27,20 @@ from .series import Jet
 
 aten = torch.ops.aten
 
-# Composite ops rewritten into ops the rule table knows (softmax, elu and the piecewise ones keep their own rules).
+# Composite ops rewritten into ops the rule table knows (softmax, elu and the piecewise ones keep their own rules, as do
+# the smooth functions whose decompositions branch on the value: softplus, log_sigmoid, mish, sinc, xlogy, celu...).
 DECOMPOSITIONS = get_decompositions([
     aten.native_layer_norm, aten.native_batch_norm, aten._native_batch_norm_legit_no_training,
-    aten._native_batch_norm_legit, aten._trilinear, aten.mish, aten.silu, aten.softplus, aten.gelu,
+    aten._native_batch_norm_legit, aten._trilinear, aten.silu, aten.gelu,
     aten.native_dropout, aten.linear, aten.addcmul, aten.addcdiv, aten.lerp, aten.logsumexp, aten.hardsigmoid,
-    aten.hardswish, aten.celu, aten.logit, aten.xlogy, aten.tanh_backward, aten.native_group_norm,
-    aten.std, aten.std_mean, aten.frac, aten.rsub, aten.softplus, aten.log_sigmoid_forward, aten.glu,
+    aten.hardswish, aten.tanh_backward, aten.native_group_norm,
+    aten.std, aten.std_mean, aten.frac, aten.rsub, aten.glu,
     aten.prelu, aten.rrelu_with_noise, aten.nan_to_num, aten.cosine_similarity, aten.norm,
-    aten.linalg_vector_norm, aten.binary_cross_entropy, aten.mse_loss, aten.huber_loss, aten.smooth_l1_loss,
+    aten.linalg_vector_norm, aten.binary_cross_entropy, aten.mse_loss,
     aten.channel_shuffle, aten.pixel_unshuffle, aten.im2col, aten.col2im, aten.upsample_bilinear2d,
-    aten._upsample_bilinear2d_aa, aten.sinc, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
+    aten._upsample_bilinear2d_aa, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
     aten.vdot, aten.mv, aten.outer, aten.einsum, aten.tensordot, aten.kron, aten.baddbmm, aten.diag_embed,
     aten.sigmoid_backward, aten.elu_backward, aten._scaled_dot_product_flash_attention_for_cpu,
-    aten.hardshrink, aten.softshrink, aten.threshold, aten._prelu_kernel,
 ])
 
 
@@ -60,6 +60,10 @@ def _rrelu_eval_functional(x, noise, lower=1 / 8, upper=1 / 3, training=False, g
     return NotImplemented if out is NotImplemented else (out, noise)
 
 
+# recurrent layers as their cell equations (matmuls, sigmoid, tanh), not the fused (mkldnn) kernels
+DECOMPOSITIONS.update(get_decompositions([aten.lstm.input, aten.lstm.data, aten.gru.input, aten.gru.data,
+                                          aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input,
+                                          aten.rnn_relu.data]))
 DECOMPOSITIONS[aten.scaled_dot_product_attention.default] = _sdpa_math
 DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
 DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
@@ -193,6 +197,16 @@ def quiet_torch_logs():
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _mkldnn_off():
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
+
+
 def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
     out-of-place forms and scatters; dead nodes are dropped.
@@ -207,6 +221,7 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
+            x = x.clone()  # the model may write into its input (x /= 255): into a copy, never the caller's point
             with escapes.watching(x):
                 return functional_call(model, state, (x,))
 
@@ -217,6 +232,7 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
     else:
         def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
+            x = x.clone()
             with escapes.watching(x):
                 return model(x)
 
@@ -254,7 +270,8 @@ def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
             traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         return traced
     GRAPHS.discard(model, key)
-    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs():
+    # mkldnn off: the lstm decomposition would otherwise pick the fused mkldnn_rnn_layer for float32 on CPU
+    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs(), _mkldnn_off():
         try:
             traced = _make(model, x, "fake", variant)
         except GraphEscapeError:
