@@ -2,7 +2,8 @@
 
     hope expand MODEL --point 0,0 --order 8 [--terms pure] [--format latex|json|text]
     hope discover MODEL --center 0,0 --order 4 --radius 0.5 [--figure terms.png]
-    hope heatmap MODEL --digit 0 --output 3 --method hope,occlusion,grad_input [--figure maps.png]
+    hope heatmap MODEL --digit 0 --output 3 --method taylor,occlusion,integrated_gradients [--figure maps.png]
+    hope heatmap MODEL --images DIR_OR_PNG [--index 0] [--size 28,28] --output 3
 
 MODEL is a TorchScript archive or an exported program (``torch.export.save``); a pickled module is read only with
 --trust-pickle, because loading it executes code stored in the file. Errors print one line and exit with status 1.
@@ -109,9 +110,9 @@ def cmd_discover(args) -> str:
 
 
 def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
-    sources = [s for s in (args.input, args.digit, args.mnist) if s is not None]
+    sources = [s for s in (args.input, args.digit, args.mnist, args.images) if s is not None]
     if len(sources) != 1:
-        raise CLIError("give exactly one of --input FILE, --digit INDEX, --mnist DIR")
+        raise CLIError("give exactly one of --input FILE, --digit INDEX, --mnist DIR, --images PATH")
     if args.input is not None:
         path = Path(args.input)
         if path.suffix == ".npy":
@@ -128,6 +129,17 @@ def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
         if not 0 <= args.digit < len(images):
             raise CLIError(f"--digit must be in [0, {len(images)}), got {args.digit}")
         x, label = images[args.digit: args.digit + 1], f"digit #{args.digit} (label {int(labels[args.digit])})"
+    elif args.images is not None:
+        from .analysis import load_images
+
+        size = None if args.size is None else tuple(_ints(args.size, "--size"))
+        if size is not None and len(size) != 2:
+            raise CLIError(f"--size must be H,W, got {args.size!r}")
+        images, labels = load_images(args.images, args.split, size)
+        if not 0 <= args.index < len(images):
+            raise CLIError(f"--index must be in [0, {len(images)}), got {args.index}")
+        x = images[args.index: args.index + 1]
+        label = f"{Path(args.images).name} #{args.index} (label {int(labels[args.index])})"
     else:
         from .analysis import load_mnist
 
@@ -143,29 +155,31 @@ def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
 
 
 def cmd_heatmap(args) -> str:
-    from .analysis import attribution, deletion_curve, deletion_figure, heatmap_figure
+    from .analysis import attribution, deletion_curve, deletion_figure, heatmap_figure, insertion_curve
 
     model = load_model(args.model, args.trust_pickle)
     x, label = _heatmap_input(args, model)
     output = _output(args.output)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     dx = None if args.dx is None else float(args.dx)
-    maps, curves = {}, []
+    maps, curves, inserted = {}, [], {}
     for m in methods:
-        kwargs = dict(order=args.order, dx=dx) if m == "hope" else ({"dx": dx} if m == "occlusion" else {})
-        maps[m] = attribution(model, x, output=output, method=m, **kwargs)
+        kwargs = {"steps": args.ig_steps} if m == "integrated_gradients" else {}
+        maps[m] = attribution(model, x, output=output, method=m, order=args.order, dx=dx, **kwargs)
         curves.append(deletion_curve(model, x, maps[m], output=output, steps=args.steps, label=m))
+        inserted[m] = insertion_curve(model, x, maps[m], output=output, steps=args.steps, label=m).auc
     if args.figure:
         heatmap_figure(x, maps, titles=[label]).savefig(args.figure)
     if args.deletion_figure:
         deletion_figure(curves).savefig(args.deletion_figure)
     if args.format == "json":
         return json.dumps(dict(input=label, shape=list(x.shape), deletion_auc={c.label: c.auc for c in curves},
-                               maps={k: v.reshape(-1).tolist() for k, v in maps.items()}), indent=1)
-    lines = [f"{label}, input shape {tuple(x.shape)}; deletion AUC: lower = better ranking"]
+                               insertion_auc=inserted, maps={k: v.reshape(-1).tolist() for k, v in maps.items()}),
+                          indent=1)
+    lines = [f"{label}, input shape {tuple(x.shape)}; deletion AUC: lower = better, insertion AUC: higher = better"]
     for c, (m, a) in zip(curves, maps.items()):
         top = torch.argsort(a.reshape(-1), descending=True)[:5].tolist()
-        lines.append(f"{m:>11}: AUC {c.auc:.5g}   top elements {top}")
+        lines.append(f"{m:>11}: AUC {c.auc:.5g}   insertion AUC {inserted[m]:.5g}   top elements {top}")
     return "\n".join(lines)
 
 
@@ -213,10 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--input", help=".npy or .pt tensor file")
     h.add_argument("--digit", type=int, help="index into scikit-learn's bundled 8x8 digits")
     h.add_argument("--mnist", help="directory with the MNIST IDX files")
-    h.add_argument("--index", type=int, default=0, help="image index for --mnist")
+    h.add_argument("--images", help="MNIST IDX directory, folder of PNG files (<label>/*.png or *.png), or one .png")
+    h.add_argument("--size", help="resize --images to H,W (e.g. 28,28)")
+    h.add_argument("--index", type=int, default=0, help="image index for --mnist / --images")
     h.add_argument("--split", choices=("train", "test"), default="test")
-    h.add_argument("--method", default="hope,occlusion,grad_input", help="comma-separated methods")
-    h.add_argument("--order", type=int, default=4)
+    h.add_argument("--method", default="taylor,occlusion,grad_input",
+                   help="comma-separated: taylor, occlusion, grad_input, integrated_gradients, deeplift")
+    h.add_argument("--order", type=int, default=4, help="order of the taylor method")
+    h.add_argument("--ig-steps", type=int, default=50, help="quadrature nodes for integrated_gradients")
     h.add_argument("--dx", type=float, help="displacement per element (default: the element's value)")
     h.add_argument("--steps", type=int, default=20, help="deletion-curve steps")
     h.add_argument("--figure", help="save the heat-map grid here")
