@@ -286,3 +286,32 @@ def test_png_folder_loader(tmp_path):
     assert one.shape == (1, 1, 28, 28)
     with pytest.raises(FileNotFoundError):
         load_png_folder(tmp_path / "set" / "missing")
+
+
+def test_cli_heatmap_reads_a_png_folder(tmp_path, capsys):
+    image = pytest.importorskip("PIL.Image")
+    import json
+
+    from hope_engine.cli import main
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "pngs" / "4").mkdir(parents=True)
+    a = rng.integers(0, 256, size=(8, 8), dtype=np.uint8)
+    image.fromarray(a, mode="L").save(tmp_path / "pngs" / "4" / "x.png")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).double().eval()
+    torch.jit.trace(model, torch.zeros(1, 1, 8, 8, dtype=torch.float64)).save(str(tmp_path / "m.ts"))
+    code = main(["heatmap", str(tmp_path / "m.ts"), "--images", str(tmp_path / "pngs"), "--output", "1",
+                 "--method", "taylor,integrated_gradients,grad_input", "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    got = json.loads(out)
+    assert code == 0 and got["shape"] == [1, 1, 8, 8] and "label 4" in got["input"]
+    expected = (model[1].weight[1].detach() * torch.from_numpy(a).double().reshape(-1) / 255).numpy()
+    for m in got["maps"].values():  # a linear model: every method gives w_i x_i
+        assert np.allclose(m, expected, atol=1e-12)
+    assert set(got["insertion_auc"]) == {"taylor", "integrated_gradients", "grad_input"}
+    assert main(["heatmap", str(tmp_path / "m.ts"), "--images", str(tmp_path / "pngs"), "--size", "8"]) == 1
+    assert main(["heatmap", str(tmp_path / "m.ts"), "--images", str(tmp_path / "pngs"), "--output", "1",
+                 "--method", "deeplift"]) == 1
+    assert "eager nn.Module" in capsys.readouterr().err

@@ -97,8 +97,10 @@ class _Rescale:
 def deeplift_attribution(model: nn.Module, pick: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                          baseline: torch.Tensor) -> torch.Tensor:
     """A = (x - b) * d pick(model(x)) / dx with every activation's derivative replaced by its rescale multiplier."""
-    if not isinstance(model, nn.Module):
-        raise ValueError("deeplift needs an nn.Module whose activations are modules (nn.Tanh, nn.ReLU, ...)")
+    model = model.module if isinstance(getattr(model, "module", None), nn.Module) else model  # a LoadedModel
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise ValueError("deeplift needs an eager nn.Module whose activations are modules (nn.Tanh, nn.ReLU, ...); "
+                         "TorchScript and exported models cannot be hooked (load a pickled module instead)")
     was_training = model.training
     model.eval()
     try:
