@@ -198,3 +198,57 @@ def log10(u: Jet) -> Jet:
     out = series.scale(log(u), 1 / math.log(10.0))
     out.c[0] = torch.log10(u.c[0])
     return out
+
+
+# ------------------------------------------------- smooth functions whose PyTorch kernels branch on the value
+def softplus(u: Jet, beta: float = 1.0) -> Jet:
+    """softplus(u) = log(1 + exp(beta u)) / beta, smooth everywhere: d/du = sigmoid(beta u).
+
+    PyTorch's kernel returns u itself where beta u > threshold (a cut for floating point, not part of the function);
+    the series here is always the smooth function's, its value computed stably as logaddexp(beta u, 0) / beta."""
+    fprime = sigmoid(series.scale(u, float(beta)))
+    value = torch.logaddexp(u.c[0] * beta, torch.zeros_like(u.c[0])) / beta
+    return _from_derivative(u, fprime, value)
+
+
+def logsigmoid(u: Jet) -> Jet:
+    """log sigmoid(u) = -softplus(-u), smooth everywhere: d/du = sigmoid(-u)."""
+    return _from_derivative(u, sigmoid(series.scale(u, -1.0)), torch.nn.functional.logsigmoid(u.c[0]))
+
+
+def mish(u: Jet) -> Jet:
+    """mish(u) = u tanh(softplus(u)) with the smooth softplus (no identity cut at u > 20)."""
+    out = series.mul(u, tanh(softplus(u)))
+    out.c[0] = torch.nn.functional.mish(u.c[0])
+    return out
+
+
+def _sinc_terms(order: int) -> int:
+    """Terms of sum_n (-1)^n z^{2n} / (2n+1)! kept for |z0| <= 1: the tail's j-th derivative there is below
+    1 / (2N + 2 - j)!, under 1e-18 for every j <= order when 2N + 2 - order >= 20."""
+    return order // 2 + 10
+
+
+def sinc(u: Jet) -> Jet:
+    """sinc(u) = sin(pi u) / (pi u), 1 at u = 0 (a removable singularity: sinc is entire).
+
+    With z = pi u: where |z0| > 1, the quotient sin(z) / z (z0 away from 0); where |z0| <= 1, the entire series
+    S(z^2) = sum_{n <= N} (-1)^n (z^2)^n / (2n+1)! composed with the jet by Horner's rule (``_sinc_terms``)."""
+    z = series.scale(u, math.pi)
+    v = z.c[0]
+    near = v.abs() <= 1
+    out = None
+    if not bool(near.all()):
+        far = torch.where(near, torch.ones_like(v), v)  # keeps the unused quotient finite
+        zf = z.with_coefficients(z.c.clone())
+        zf.c[0] = far
+        out = div(sin(zf), zf)
+    if bool(near.any()):
+        w = series.mul(z, z)
+        terms = _sinc_terms(u.basis.order)
+        acc = series.constant_jet(torch.full_like(v, (-1) ** terms / math.factorial(2 * terms + 1)), u.basis)
+        for n in range(terms - 1, -1, -1):
+            acc = series.add_constant(series.mul(acc, w), (-1) ** n / math.factorial(2 * n + 1))
+        out = acc if out is None else where_value(near, acc, out)
+    out.c[0] = torch.sinc(u.c[0])
+    return out

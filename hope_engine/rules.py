@@ -222,7 +222,7 @@ def _convolution(ctx, op, x, weight, bias, *rest):
         if bias is None:
             return out
         b = bias if is_jet(bias) else series.constant_jet(bias, out.basis)
-        return series.add(out, Jet(b.c.reshape(b.c.shape[0], -1, *([1] * (weight.dim() - 2))), b.basis))
+        return series.add(out, Jet(b.c.reshape(b.c.shape[0], -1, *([1] * (weight.ndim - 2))), b.basis))
     out = _folded(lambda v: op(v, weight, None, *rest), x.c, weight.dim())
     if bias is not None:
         out[0] += bias.reshape(-1, *([1] * (weight.dim() - 2)))
@@ -385,6 +385,8 @@ def _pow(ctx, op, base, exponent):
 @register("prod")
 def _prod(ctx, op, x, dim=None, keepdim=False, *, dtype=None):
     """prod over dim: the product of the slices, one jet product each."""
+    if x.ndim == 0:  # the product of one value
+        return x
     if dim is None:
         x, dim = Jet(x.c.reshape(x.c.shape[0], -1), x.basis), 0
     d = dim % x.ndim
@@ -439,7 +441,18 @@ def _var_mean(ctx, op, x, dim=None, *, correction=1, keepdim=False):
 
 
 # ------------------------------------------------------------------------------------------------- piecewise
-def _kinks(ctx, name, mask):
+# A piecewise function at a point where its pieces meet is expanded with the piece PyTorch's forward takes there, and
+# the point is recorded as a kink (a KinkWarning) when the pieces' series differ up to the expansion order and the jet
+# moves off the point; a jet that is constant there (no nonzero coefficient past the value) never crosses it.
+def _varies(x: Jet) -> torch.Tensor:
+    """Elementwise: whether the jet has a nonzero coefficient past the value."""
+    return (x.c[1:] != 0).any(0)
+
+
+def _kinks(ctx, name, mask, x=None):
+    """Record the values on a kink (mask), counting only those whose jet ``x`` moves off it when x is given."""
+    if x is not None:
+        mask = mask & _varies(x)
     ctx.note_kink(name, int(mask.sum()))
 
 
@@ -447,29 +460,40 @@ def _scale_by_mask(x: Jet, factor: torch.Tensor) -> Jet:
     return Jet(x.c * factor.to(x.dtype), x.basis)
 
 
+def _constant_like(x: Jet, value) -> Jet:
+    """The constant jet ``value`` broadcast to x's shape."""
+    return series.constant_jet(torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(x.shape).clone(),
+                               x.basis)
+
+
 @register("relu")
 def _relu(ctx, op, x):
     v = x.value
-    _kinks(ctx, "relu", v == 0)
+    _kinks(ctx, "relu", v == 0, x)
     return _scale_by_mask(x, v > 0)
 
 
 @register("leaky_relu")
 def _leaky_relu(ctx, op, x, negative_slope=0.01):
     v = x.value
-    _kinks(ctx, "leaky_relu", v == 0)
+    if negative_slope != 1:
+        _kinks(ctx, "leaky_relu", v == 0, x)
     return _scale_by_mask(x, torch.where(v > 0, torch.ones_like(v), torch.full_like(v, float(negative_slope))))
 
 
 def _clamp_jet(ctx, name, x: Jet, lo, hi) -> Jet:
+    """clamp(x, lo, hi) = min(max(x, lo), hi); bounds that are tensors or jets go through maximum/minimum."""
+    if isinstance(lo, (Jet, torch.Tensor)) or isinstance(hi, (Jet, torch.Tensor)):
+        out = x if lo is None else _maximum(ctx, aten.maximum.default, x, lo)
+        return out if hi is None else _maximum(ctx, aten.minimum.default, out, hi)
     v = x.value
     inside = torch.ones_like(v, dtype=torch.bool)
     if lo is not None:
         inside &= v > lo
-        _kinks(ctx, name, v == lo)
+        _kinks(ctx, name, v == lo, x)
     if hi is not None:
         inside &= v < hi
-        _kinks(ctx, name, v == hi)
+        _kinks(ctx, name, v == hi, x)
     out = x.c * inside.to(x.dtype)
     out[0] = torch.clamp(v, lo, hi)
     return Jet(out, x.basis)
@@ -498,16 +522,110 @@ def _clamp_max(ctx, op, x, max):
 @register("abs")
 def _abs(ctx, op, x):
     v = x.value
-    _kinks(ctx, "abs", v == 0)
+    _kinks(ctx, "abs", v == 0, x)
     return _scale_by_mask(x, torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v)))
 
 
 @register("elu")
 def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    """scale x (x > 0), alpha scale (exp(input_scale x) - 1) (x <= 0, the branch taken at 0).
+
+    At 0 the branches' k-th derivatives are scale [k = 1] and alpha scale input_scale^k: they differ at order 1 unless
+    alpha input_scale = 1 (CELU, ELU with alpha 1), and always at order 2 — a kink only for expansions that reach it."""
     v = x.value
-    _kinks(ctx, "elu", v == 0)
-    negative = series.scale(F.expm1(series.scale(x, float(input_scale))), float(alpha) * float(scale))
-    return F.where_value(v > 0, series.scale(x, float(scale)), negative)
+    a, s, i = float(alpha), float(scale), float(input_scale)
+    if x.basis.order >= 2 or (x.basis.order == 1 and a * i != 1.0):
+        _kinks(ctx, op.overloadpacket.__name__, v == 0, x)
+    negative = series.scale(F.expm1(series.scale(x, i)), a * s)
+    return F.where_value(v > 0, series.scale(x, s), negative)
+
+
+@register("celu")
+def _celu(ctx, op, x, alpha=1.0):
+    """celu(x) = max(0, x) + min(0, alpha (exp(x / alpha) - 1)): elu with input_scale 1 / alpha (C^1 at 0, not C^2)."""
+    return _elu(ctx, op, x, alpha, 1.0, 1.0 / float(alpha))
+
+
+@register("_prelu_kernel")
+def _prelu(ctx, op, x, weight):
+    """x (x > 0), weight x (x <= 0): a kink at 0 where weight != 1."""
+    w = _value(weight)
+    v = x.value
+    _kinks(ctx, "prelu", (v == 0) & (w != 1), x)
+    negative = series.mul(x, weight) if is_jet(weight) else series.scale(x, weight)
+    return F.where_value(v > 0, x, negative)
+
+
+@register("threshold")
+def _threshold(ctx, op, x, threshold, value):
+    """x where x > threshold, else the constant ``value``: a jump at x = threshold (a kink if value = threshold)."""
+    v = x.value
+    _kinks(ctx, "threshold", v == threshold, x)
+    return F.where_value(v > threshold, x, _constant_like(x, value))
+
+
+@register("hardshrink")
+def _hardshrink(ctx, op, x, lambd=0.5):
+    """x where |x| > lambd, else 0: jumps at x = +-lambd, constant 0 around 0."""
+    v = x.value
+    _kinks(ctx, "hardshrink", v.abs() == lambd, x)
+    return _scale_by_mask(x, v.abs() > lambd)
+
+
+@register("softshrink")
+def _softshrink(ctx, op, x, lambd=0.5):
+    """x - lambd (x > lambd), x + lambd (x < -lambd), else 0: kinks at x = +-lambd, constant 0 around 0."""
+    v = x.value
+    _kinks(ctx, "softshrink", v.abs() == lambd, x)
+    out = _scale_by_mask(x, v.abs() > lambd)
+    out.c[0] = op(v, lambd)
+    return out
+
+
+@register("logit")
+def _logit(ctx, op, x, eps=None):
+    """log(x / (1 - x)) = log x - log1p(-x), of x clamped to [eps, 1 - eps] when eps is given."""
+    if eps is not None:
+        x = _clamp_jet(ctx, "logit", x, float(eps), 1.0 - float(eps))
+    out = series.sub(F.log(x), F.log1p(series.scale(x, -1.0)))
+    out.c[0] = op(x.value)
+    return out
+
+
+def _reduce(x: Jet, reduction: int) -> Jet:
+    """A loss' reduction: 0 none, 1 mean, 2 sum (linear: every coefficient)."""
+    if reduction == 0:
+        return x
+    c = x.c.reshape(x.c.shape[0], -1)
+    return Jet(c.mean(1) if reduction == 1 else c.sum(1), x.basis)
+
+
+def _residual(x, target) -> Jet:
+    ref = x if is_jet(x) else target
+    return series.sub(_promote(x, ref.basis, ref), _promote(target, ref.basis, ref))
+
+
+@register("huber_loss")
+def _huber_loss(ctx, op, x, target, reduction=1, delta=1.0):
+    """d = x - target: d^2 / 2 (|d| < delta), delta (|d| - delta / 2) otherwise; C^1 at |d| = delta (a kink from
+    order 2), smooth at d = 0."""
+    d = _residual(x, target)
+    v = d.value
+    if d.basis.order >= 2:
+        _kinks(ctx, "huber_loss", v.abs() == delta, d)
+    quad = series.scale(series.mul(d, d), 0.5)
+    slope = torch.where(v >= 0, v.new_tensor(float(delta)), v.new_tensor(-float(delta)))
+    lin = series.add_constant(_scale_by_mask(d, slope), -0.5 * delta * delta)
+    return _reduce(F.where_value(v.abs() < delta, quad, lin), reduction)
+
+
+@register("smooth_l1_loss")
+def _smooth_l1_loss(ctx, op, x, target, reduction=1, beta=1.0):
+    """d = x - target: d^2 / (2 beta) (|d| < beta), |d| - beta / 2 otherwise (|d| when beta = 0)."""
+    if beta == 0:
+        d = _residual(x, target)
+        return _reduce(_abs(ctx, aten.abs.default, d), reduction)
+    return series.scale(_huber_loss(ctx, op, x, target, reduction, beta), 1.0 / beta)
 
 
 @register("maximum", "minimum")
@@ -515,9 +633,67 @@ def _maximum(ctx, op, a, b):
     ref = a if is_jet(a) else b
     a, b = _promote(a, ref.basis, ref), _promote(b, ref.basis, ref)
     va, vb = a.value, b.value
-    _kinks(ctx, op.overloadpacket.__name__, va == vb)
+    _kinks(ctx, op.overloadpacket.__name__, va == vb, series.sub(a, b))
     pick_a = va > vb if op.overloadpacket is aten.maximum else va < vb
     return F.where_value(pick_a, a, b)
+
+
+# --------------------------------------------------------- smooth functions whose PyTorch kernels branch on value
+@register("softplus")
+def _softplus(ctx, op, x, beta=1.0, threshold=20.0):
+    """The smooth softplus log(1 + exp(beta x)) / beta at every point: PyTorch's switch to x above ``threshold`` is a
+    floating-point cut (its documentation defines the smooth function), not a kink."""
+    return F.softplus(x, float(beta))
+
+
+@register("log_sigmoid_forward")
+def _log_sigmoid_forward(ctx, op, x):
+    """(log sigmoid(x), buffer): PyTorch computes it as min(x, 0) - log1p(exp(-|x|)), smooth all the same."""
+    return F.logsigmoid(x), op(x.value)[1]
+
+
+@register("log_sigmoid")
+def _log_sigmoid(ctx, op, x):
+    return F.logsigmoid(x)
+
+
+@register("mish")
+def _mish(ctx, op, x):
+    return F.mish(x)
+
+
+@register("sinc")
+def _sinc(ctx, op, x):
+    """sin(pi x) / (pi x), 1 at 0: entire (PyTorch's decomposition branches on x == 0, where every derivative is
+    lost)."""
+    return F.sinc(x)
+
+
+@register("xlogy", "special_xlogy", "special_xlog1py")
+def _xlogy(ctx, op, x, y):
+    """x log(y) (x log1p(y) for xlog1py), defined as 0 where x = 0.
+
+    Where x is identically 0 near the point (a constant 0, or a jet with all coefficients 0) the function is 0 there:
+    the zero series. Elsewhere it is the product x log(y), also where x0 = 0 but x varies (its derivatives there are
+    log(y0) times those of x...). Where y0 = 0 (y0 = -1) and x varies, x log(y) is unbounded near the point: its
+    coefficients are inf/NaN, as they must be."""
+    ref = x if is_jet(x) else y
+    log1p = op.overloadpacket is aten.special_xlog1py
+    if is_jet(y):
+        log_y = F.log1p(y) if log1p else F.log(y)
+    else:
+        yv = torch.as_tensor(y, dtype=ref.dtype, device=ref.device)
+        log_y = torch.log1p(yv) if log1p else torch.log(yv)
+    if is_jet(x):
+        out = series.mul(x, log_y) if is_jet(log_y) else series.scale(x, log_y)
+        zero = ~_varies(x) & (x.value == 0)
+    else:
+        xv = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+        out = series.scale(log_y, xv)
+        zero = xv == 0
+    out = F.where_value(zero, _constant_like(out, 0.0), out)
+    out.c[0] = op(_value(x), _value(y))
+    return out
 
 
 def _gather_flat(x: Jet, idx: torch.Tensor, ndim_pooled: int) -> Jet:
@@ -550,6 +726,8 @@ def _max_pool(ctx, op, x, *args):
 
 @register("amax", "amin")
 def _amax(ctx, op, x, dim=(), keepdim=False):
+    if x.ndim == 0:  # the maximum of one value
+        return x
     dims = sorted(d % x.ndim for d in (dim if len(dim) else range(x.ndim)))
     v = x.value
     keep = [d for d in range(x.ndim) if d not in dims]
@@ -571,6 +749,8 @@ def _max_dim(ctx, op, x, dim=None, keepdim=False):
     if dim is None:
         return _amax(ctx, aten.amax.default if op.overloadpacket is aten.max else aten.amin.default, x)
     v = x.value
+    if x.ndim == 0:  # the maximum of one value, at index 0
+        return x, torch.zeros((), dtype=torch.long, device=v.device)
     values, idx = (v.max if op.overloadpacket is aten.max else v.min)(dim, keepdim=True)
     ctx.note_kink(op.overloadpacket.__name__, int(((v == values).sum(dim) > 1).sum()))
     d = dim % x.ndim
@@ -585,7 +765,7 @@ VALUE_ONLY_OPS = [
     "gt", "lt", "ge", "le", "eq", "ne", "sign", "argmax", "argmin", "isnan", "isinf", "isfinite", "logical_not",
     "logical_and", "logical_or", "floor", "ceil", "round", "trunc", "zeros_like", "ones_like", "empty_like",
     "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside", "argsort",
-    "floor_divide", "empty_strided", "scalar_tensor",
+    "floor_divide", "empty_strided", "scalar_tensor", "sgn", "isposinf", "isneginf", "signbit",
 ]
 for _name in VALUE_ONLY_OPS:
     if hasattr(aten, _name):
@@ -593,7 +773,34 @@ for _name in VALUE_ONLY_OPS:
 
 
 def value_only(ctx, op, *args, **kwargs):
+    _note_branch(ctx, op.overloadpacket, args, kwargs)
     return op(*_value(args), **{k: _value(v) for k, v in kwargs.items()})
+
+
+_COMPARISONS = {aten.gt, aten.lt, aten.ge, aten.le, aten.eq, aten.ne}
+_JUMPS_AT_ZERO = {aten.sign, aten.sgn, aten.heaviside}
+_JUMPS_AT_INTEGERS = {aten.floor, aten.ceil, aten.trunc}
+
+
+def _note_branch(ctx, packet, args, kwargs) -> None:
+    """A piecewise-constant result taken where a jet sits on its jump (a comparison tie, sign at 0, floor at an
+    integer, round at a half-integer) holds only on one side: a kink, when the jet moves off the point. This is what
+    a branch ``where(x > 0, ...)`` tests, in user code or a decomposition."""
+    if packet in _COMPARISONS and len(args) >= 2 and (is_jet(args[0]) or is_jet(args[1])):
+        d = _residual(args[0], args[1])
+        _kinks(ctx, f"{packet.__name__} (a branch)", d.value == 0, d)
+        return
+    x = args[0] if args else None
+    if not is_jet(x):
+        return
+    v = x.value
+    if packet in _JUMPS_AT_ZERO:
+        _kinks(ctx, packet.__name__, v == 0, x)
+    elif packet in _JUMPS_AT_INTEGERS:
+        _kinks(ctx, packet.__name__, v == torch.floor(v), x)
+    elif packet is aten.round:
+        s = v * 10.0 ** int(kwargs.get("decimals", args[1] if len(args) > 1 else 0))
+        _kinks(ctx, "round", (s.abs() - torch.floor(s.abs())) == 0.5, x)
 
 
 RULES[operator.getitem] = lambda ctx, op, seq, i: seq[i]
