@@ -161,11 +161,20 @@ class TaylorPolynomial:
         flat = self.center.reshape(self.center.shape[0], -1) if self.batched else self.center.reshape(-1)
         return flat[..., self.variables]
 
-    def _replace(self, **changes) -> TaylorPolynomial:
+    @property
+    def outputs_per_point(self) -> int:
+        """Number of output elements per reference point."""
+        lead = 2 if self.batched else 1
+        return math.prod(self.coefficients.shape[lead:])
+
+    def replace(self, **changes) -> TaylorPolynomial:
+        """A copy with some fields changed (basis, coefficients, center, variables, batched, names, method)."""
         fields = dict(basis=self.basis, coefficients=self.coefficients, center=self.center,
                       variables=self.variables, batched=self.batched, names=self.names, method=self.method)
         fields.update(changes)
         return TaylorPolynomial(**fields)
+
+    _replace = replace
 
     # ------------------------------------------------------------------------------------------ coefficients
     def _alpha(self, alpha) -> tuple[int, ...]:
@@ -230,8 +239,10 @@ class TaylorPolynomial:
 
         For a batch of B polynomials, the second-to-last point axis must be B (or 1): point i uses polynomial i.
         """
-        t = self.displacement(x)
-        mono = self.monomials(t)
+        return self._evaluate(self.monomials(self.displacement(x)))
+
+    def _evaluate(self, mono: torch.Tensor) -> torch.Tensor:
+        """sum_m c_m mono_m for monomial values (..., M)."""
         c = self.coefficients
         if self.batched:
             b = c.shape[1]
@@ -307,22 +318,44 @@ class TaylorPolynomial:
         return self._replace(coefficients=new, center=center)
 
     # ----------------------------------------------------------------------------------------------- terms
-    def _scalar(self, output=None, point: int = 0) -> TaylorPolynomial:
+    def scalar(self, output=None, point: int | None = None) -> TaylorPolynomial:
+        """The polynomial of one output element (``output``: flat int or index tuple; may be omitted when there is
+        one) at one reference point (``point``: index into a batch, returned unbatched; None keeps the batch)."""
         p = self.select(output) if output is not None else self
-        lead = 2 if p.batched else 1
-        if math.prod(p.coefficients.shape[lead:]) != 1:
-            raise ValueError(
-                f"this polynomial has {math.prod(p.coefficients.shape[lead:])} outputs per point; "
-                "pick one with output=i (or p.select(i))"
-            )
+        if p.outputs_per_point != 1:
+            raise ValueError(f"this polynomial has {p.outputs_per_point} outputs per point; pick one with output=i "
+                             "(or p.select(i))")
+        if point is not None and p.batched:
+            if not -p.coefficients.shape[1] <= point < p.coefficients.shape[1]:
+                raise IndexError(f"point {point} out of range: the batch has {p.coefficients.shape[1]} points")
+            p = p.replace(coefficients=p.coefficients[:, point], center=p.center[point], batched=False)
         return p
 
-    def _scalar_coefficients(self, output=None, point: int = 0) -> torch.Tensor:
-        p = self._scalar(output, point)
-        c = p.coefficients
-        if p.batched:
-            c = c[:, point]
+    def scalar_coefficients(self, output=None, point: int = 0) -> torch.Tensor:
+        """(M,) coefficients of one output element at one reference point."""
+        c = self.scalar(output, point).coefficients
         return c.reshape(c.shape[0])
+
+    _scalar_coefficients = scalar_coefficients
+
+    def partial_sums(self, x) -> torch.Tensor:
+        """Values of the truncations P_0, P_1, ..., P_K at points x: (K + 1, *P(x).shape); P_k keeps degrees <= k."""
+        t = self.displacement(x)
+        mono = self.monomials(t)
+        c = self.coefficients
+        parts = []
+        for k in range(self.order + 1):
+            block = self.basis.block(k)
+            part = self.replace(basis=self.basis, coefficients=torch.zeros_like(c))
+            part.coefficients[block] = c[block]
+            parts.append(part._evaluate(mono))
+        return torch.stack(parts).cumsum(0)
+
+    def term_latex(self, alpha, coefficient: float, digits: int = 4, point: int = 0) -> str:
+        """The LaTeX body of one term, |c| times its monomial, without the sign (as ``latex`` writes it)."""
+        mag = latex_number(abs(coefficient), digits)
+        mono = self.monomial_text(alpha, style="latex", point=point)
+        return mag if mono == "1" else (mono if mag == "1" else f"{mag}\\, {mono}")
 
     def monomial_text(self, alpha, style: str = "text", centered: bool = True, point: int = 0) -> str:
         """The monomial prod_i (x_i - x0_i)^a_i as text or LaTeX (just x_i where x0_i = 0 or centered=False)."""
@@ -400,9 +433,7 @@ class TaylorPolynomial:
             return "0"
         out = []
         for i, t in enumerate(terms):
-            mag = latex_number(abs(t.coefficient), digits)
-            mono = self.monomial_text(t.alpha, style="latex", point=point)
-            body = mag if mono == "1" else (mono if mag == "1" else f"{mag}\\, {mono}")
+            body = self.term_latex(t.alpha, t.coefficient, digits, point)
             sign = "-" if t.coefficient < 0 else ("" if i == 0 else "+")
             out.append(f"{sign} {body}" if sign else body)
         return " ".join(out)
