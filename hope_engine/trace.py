@@ -60,6 +60,10 @@ def _rrelu_eval_functional(x, noise, lower=1 / 8, upper=1 / 3, training=False, g
     return NotImplemented if out is NotImplemented else (out, noise)
 
 
+# recurrent layers as their cell equations (matmuls, sigmoid, tanh), not the fused (mkldnn) kernels
+DECOMPOSITIONS.update(get_decompositions([aten.lstm.input, aten.lstm.data, aten.gru.input, aten.gru.data,
+                                          aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input,
+                                          aten.rnn_relu.data]))
 DECOMPOSITIONS[aten.scaled_dot_product_attention.default] = _sdpa_math
 DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
 DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
@@ -193,6 +197,16 @@ def quiet_torch_logs():
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _mkldnn_off():
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
+
+
 def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
     out-of-place forms and scatters; dead nodes are dropped.
@@ -207,6 +221,7 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
+            x = x.clone()  # the model may write into its input (x /= 255): into a copy, never the caller's point
             with escapes.watching(x):
                 return functional_call(model, state, (x,))
 
@@ -217,6 +232,7 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
     else:
         def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
+            x = x.clone()
             with escapes.watching(x):
                 return model(x)
 
@@ -254,7 +270,8 @@ def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
             traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         return traced
     GRAPHS.discard(model, key)
-    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs():
+    # mkldnn off: the lstm decomposition would otherwise pick the fused mkldnn_rnn_layer for float32 on CPU
+    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs(), _mkldnn_off():
         try:
             traced = _make(model, x, "fake", variant)
         except GraphEscapeError:
