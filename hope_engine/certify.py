@@ -1,4 +1,4 @@
-"""``certify(model, x0, order, radius)``: a Taylor polynomial with a guaranteed bound on |model - polynomial| over a box.
+"""``certify(model, x0, order, radius)``: a Taylor polynomial with a guaranteed bound on |model - P| over a box.
 
     tm = certify(model, x0, order=4, radius=0.1)
     tm.polynomial      # the TaylorPolynomial P of ``expand`` (same coefficients)
@@ -31,7 +31,7 @@ from .expand import (
 )
 from .polynomial import TaylorPolynomial
 from .taylor_model import TM, constant, enclosure
-from .tm_bounds import make_box
+from .tm_bounds import make_box, poly_range, up
 from .tm_rules import CertContext, check_certifiable, run
 
 GRID = 64  # certified_radius searches radii r0 * 2^(m / GRID): about 1.1 % apart
@@ -143,14 +143,18 @@ def _select_output(t: torch.Tensor, output, batched: bool) -> torch.Tensor:
 
 
 def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", output=None, variables=None,
-            names=None, batched: bool | None = None, memory_budget: int | None = None,
+            names=None, batched: bool | None = None, extra_orders: int = 1, memory_budget: int | None = None,
             time_budget: float | None = None) -> CertifiedTaylorModel:
     """Taylor polynomial of ``model`` at ``x0`` up to ``order`` with a certified remainder over a box.
 
     radius: a number (the L-inf ball |x_i - x0_i| <= radius for every variable) or one half-width per variable.
+    extra_orders: the Taylor models are carried to order + extra_orders and the terms above ``order`` are bounded
+    over the box at the end (with their signs through every layer: much tighter than bounding them op by op).
     The other arguments are those of ``expand``; only terms="total" can be certified in more than one variable (a
     product of truncated pure series drops mixed terms that the remainder would have to hold)."""
     order = _check_order(order)
+    if isinstance(extra_orders, bool) or not isinstance(extra_orders, int) or extra_orders < 0:
+        raise ExpansionError(f"extra_orders must be a non-negative integer, got {extra_orders!r}")
     if terms not in ("total", "pure"):
         raise ExpansionError(f"terms must be 'total' or 'pure', got {terms!r}")
     if not (isinstance(model, torch.nn.Module) or callable(model)):
@@ -183,17 +187,19 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     if trace.output_count(traced) != 1:
         raise ExpansionError("the model returns several tensors; certify a function that returns one, "
                              "e.g. lambda x: model(x)[0]")
-    cost = estimate_cost(traced, n, order, "total", x0.element_size(), like=x0, input_numel=x0.numel())
-    check_budget(cost, n, order, "total", memory_budget, time_budget)
-    basis = make_basis(n, order, "total")
+    inner = order + extra_orders
+    cost = estimate_cost(traced, n, inner, "total", x0.element_size(), like=x0, input_numel=x0.numel())
+    check_budget(cost, n, inner, "total", memory_budget, time_budget)
+    basis = make_basis(n, inner, "total")
 
     def build(radius_vector: torch.Tensor) -> CertifiedTaylorModel:
-        return _certify_traced(model, traced, x0, basis, var_index, batched, radius_vector, names, output, build)
+        return _certify_traced(model, traced, x0, basis, order, var_index, batched, radius_vector, names, output,
+                               build)
 
     return build(r)
 
 
-def _certify_traced(model, traced, x0, basis, var_index, batched, radius, names, output, rebuild):
+def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius, names, output, rebuild):
     c = x0.new_zeros((basis.size, *x0.shape))
     c[0] = x0
     flat = c.reshape(basis.size, x0.shape[0], -1) if batched else c.reshape(basis.size, -1)
@@ -208,8 +214,13 @@ def _certify_traced(model, traced, x0, basis, var_index, batched, radius, names,
     if not isinstance(o, TM):  # the output does not depend on the input
         o = constant(o.to(x0.dtype), basis)
     lower, upper = enclosure(o, box)
-    poly = TaylorPolynomial(basis, o.c, x0, var_index, batched, names=names, method="exact")
-    remainder = o.r
+    keep = basis.prefix(order)
+    tail = o.c.clone()
+    tail[:keep] = 0
+    lo, hi = poly_range(tail, box)  # the terms of degree order+1.. carried along, bounded over the box
+    remainder = up(o.r + torch.maximum(lo.abs(), hi.abs()), 4)
+    poly = TaylorPolynomial(basis.truncate(order), o.c[:keep].clone(), x0, var_index, batched, names=names,
+                            method="exact")
     if output is not None:
         try:
             poly = poly.select(output)

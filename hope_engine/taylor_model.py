@@ -7,7 +7,8 @@ The arithmetic keeps that invariant:
 - products: P1 P2 = T_K[P1 P2] + H with |H| <= sum_p A_p (sum_{q > K - p} B_q) (the per-degree masses), and
   R = |H| + |P1| R2 + |P2| R1 + R1 R2 with |Pi| the bound of Pi over the box;
 - analytic f(u), u = u0 + p + I (p without constant): with a_j = f^(j)(u0) / j!,
-  f(u) - T_K[f(u0 + p)] = sum_{j<=K} a_j ((p + I)^j - p^j) + sum_{j<=K} a_j high(p^j) + f^(K+1)(xi) / (K+1)! (p + I)^(K+1),
+  f(u) - T_K[f(u0 + p)] = sum_{j<=K} a_j ((p + I)^j - p^j) + sum_{j<=K} a_j high(p^j)
+  + f^(K+1)(xi) / (K+1)! (p + I)^(K+1),
   bounded by sum_j |a_j| ((|p| + R)^j - |p|^j + H_j) + D (|p| + R)^(K+1), H_j the majorant of the part of p^j above
   degree K and D the bound of ``tm_derivatives`` over the enclosure of u.
 
@@ -146,21 +147,20 @@ def bilinear(op, a: TM, b: TM, box: Box, inner: int) -> TM:
 
 
 # ---------------------------------------------------------------------------------------------- analytic functions
-def _majorant_high(am: torch.Tensor, order: int) -> list[torch.Tensor]:
-    """H_j (j = 0..K): sum of the degree > K coefficients of (sum_{d >= 1} A_d s^d)^j, a bound on the part of p^j
-    above degree K (H_0 = H_1 = 0)."""
-    zero = torch.zeros_like(am[0])
-    out = [zero, zero]
-    power = am.clone()
-    power[0] = 0
-    for _j in range(2, order + 1):
-        nxt = [zero] * (power.shape[0] + order)
-        for i in range(1, power.shape[0]):
-            for d in range(1, order + 1):
-                nxt[i + d] = nxt[i + d] + power[i] * am[d]
-        power = torch.stack(nxt)
-        out.append(power[order + 1:].sum(0))
-    return out
+def _majorant_high(a: torch.Tensor, am: torch.Tensor, order: int) -> torch.Tensor:
+    """sum_{j<=K} a_j H_j with H_j the sum of the degree > K coefficients of (sum_{d>=1} A_d s^d)^j (a bound on the
+    part of p^j above degree K): the majorant series composed by Horner, G = A (a_1 + A (a_2 + ... + A a_K))."""
+    def times_a(q: torch.Tensor) -> torch.Tensor:
+        out = q.new_zeros((q.shape[0] + order, *q.shape[1:]))
+        for d in range(1, order + 1):
+            out[d:d + q.shape[0]] += am[d] * q
+        return out
+
+    q = a[order].unsqueeze(0)
+    for j in range(order - 1, 0, -1):
+        q = times_a(q)
+        q[0] += a[j]
+    return times_a(q)[order + 1:].sum(0)
 
 
 def univariate_coefficients(fn, u0: torch.Tensor, order: int) -> torch.Tensor:
@@ -193,12 +193,12 @@ def compose(u: TM, fn, bound, box: Box, poly: Jet | None = None) -> TM:
     sm = mass(u.c, box) + rr
     smj = torch.ones_like(u0)
     if order >= 1:
-        highs = _majorant_high(degree_masses(u.c, box), order)
+        total = _majorant_high(a, degree_masses(u.c, box), order)
     for j in range(1, order + 1):
         diff = diff * ph + rr * pj     # (ph^j - p^j) = ph (ph^(j-1) - p^(j-1)) + R p^(j-1)
         pj = pj * pbar
         phj = phj * ph
-        total = total + a[j] * (diff + highs[j])
+        total = total + a[j] * diff
         smj = smj * sm
         maj = maj + a[j] * smj
     d = derivative_bound(bound, u0 + lo - rr, u0 + hi + rr, order + 1)

@@ -10,7 +10,8 @@ D >= sup |f^(K+1)| / (K+1)! over the enclosure of u bounds the tail by D |h|^(K+
 - tanh, sigmoid, softplus: f^(n) = P_n(y) with y = tanh(xi) or sigmoid(xi) and P_n an integer polynomial
   (tanh: P_{k+1} = P_k' (1 - y^2); sigmoid: P_{k+1} = P_k' (y - y^2); softplus^(n) = sigmoid^(n-1)), bounded over
   the image interval of y by a centred form on 16 pieces;
-- erf: erf^(n) = (2 / sqrt(pi)) (-1)^(n-1) H_{n-1}(xi) e^{-xi^2}, with Cramer's |H_k(x)| e^{-x^2/2} <= 1.0865 sqrt(2^k k!).
+- erf: erf^(n) = (2 / sqrt(pi)) (-1)^(n-1) H_{n-1}(xi) e^{-xi^2}, with Cramer's inequality
+  |H_k(x)| e^{-x^2/2} <= 1.0865 sqrt(2^k k!).
 
 Outside a function's domain (log of an interval reaching 0...) the bound is +inf. Elementary functions of PyTorch are
 assumed accurate to a few ulps: endpoints are pushed outward by 8 ulps and every bound is rounded up.

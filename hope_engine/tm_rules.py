@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import functions as F
-from . import rules, series
+from . import rules
 from . import taylor_model as tm
 from .errors import ExpansionError, UnsupportedOperationError
 from .series import Jet
