@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-script test test-fast lint bench bundle check-bundle clean
+.PHONY: setup demo demo-script test test-fast test-slow lint bench bundle check-bundle clean
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 $(STAMP): pyproject.toml
@@ -35,6 +35,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x tests -m "not slow and not browser"
+
+# The long sweeps (the whole OpInfo database, many-example property tests), not run by `make test`.
+test-slow: setup
+	$(BIN)/python -m pytest -q tests -m slow
 
 lint: setup
 	$(BIN)/ruff check hope_engine hope_widgets tests benchmarks
