@@ -1,8 +1,10 @@
 """Function discovery: exact on polynomial models, and the proofs that trained Sine networks give back the formulas
-they were trained on (coefficients compared with the training target, not with the engine)."""
+they were trained on (coefficients compared with the training target, not with the engine), by both methods: the
+mean of re-centred expansions ("taylor") and the anchored least-squares fit ("fit"), with their held-out R^2."""
 
 from __future__ import annotations
 
+import pytest
 import sympy as sp
 import torch
 from analysis_helpers import assert_image
@@ -65,15 +67,60 @@ def _terms(expr, symbols) -> dict[tuple[int, ...], float]:
     return {m: float(c) for m, c in sp.Poly(expr, *symbols).terms()}
 
 
-def test_proof_sine_mlp_recovers_half_x1_squared_plus_x2():
-    """2-64-64-64-1 Sine MLP trained on y = (x1^2 + x2)/2 over [-1, 1]^2 -> 0.50 x2 + 0.50 x1^2."""
+def test_fit_of_a_polynomial_is_exact_and_reports_the_data_distance():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    noise = 0.01 * torch.randn(400, generator=gen, dtype=torch.float64)
+    y = Cubic()(x).reshape(-1) + noise
+    d = discover(Cubic().eval(), [0.2, 0.1], order=3, radius=0.8, method="fit", samples=40, data=(x, y))
+    assert torch.allclose(d.mean, d.local, atol=1e-10)  # the fit recovers the exact polynomial
+    assert _same(d.formula(), CUBIC, tol=1e-9)
+    assert d.heldout_r2 == pytest.approx(1.0, abs=1e-12)
+    assert d.data.rms == pytest.approx(float(noise.pow(2).mean().sqrt()), rel=1e-9)  # network <-> data: the noise
+    assert d.data.inside == int(((x - torch.tensor([0.2, 0.1])).abs().amax(1) <= 0.8).sum())
+    text = str(d.table())
+    assert "method fit" in text and "network vs data: RMS 0.01" in text
+    c = d.compare()
+    assert c.r2_taylor == pytest.approx(1.0, abs=1e-12) and c.max_coefficient_gap < 1e-9
+    with pytest.raises(ValueError, match="samples"):
+        discover(Cubic().eval(), [0.0, 0.0], order=3, method="fit", samples=5)
+    with pytest.raises(ValueError, match="method"):
+        discover(Cubic().eval(), [0.0, 0.0], order=3, method="lsq")
+
+
+def _terms(expr, symbols) -> dict[tuple[int, ...], float]:
+    return {m: float(c) for m, c in sp.Poly(expr, *symbols).terms()}
+
+
+@pytest.fixture(scope="module")
+def half_net():
+    """2-64-64-64-1 Sine MLP trained on y = (x1^2 + x2)/2 over [-1, 1]^2."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(512, 2, generator=gen, dtype=torch.float64) * 2 - 1
     y = (x[:, 0] ** 2 + x[:, 1]) / 2
     model = sine_mlp([2, 64, 64, 64, 1], seed=0)
     loss = fit(model, x, y, steps=8)
+    return model, x, y, loss
+
+
+@pytest.fixture(scope="module")
+def five_net():
+    """5-32-32-1 Sine MLP trained on y = 0.5 + x1 + 0.6 x2x3 - 0.8 x2x4 + x1x2x3 - x3x5 over [-1, 1]^5."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1024, 5, generator=gen, dtype=torch.float64) * 2 - 1
+    x1, x2, x3, x4, x5 = x.T
+    y = 0.5 + x1 + 0.6 * x2 * x3 - 0.8 * x2 * x4 + x1 * x2 * x3 - x3 * x5
+    model = sine_mlp([5, 32, 32, 1], seed=0)
+    loss = fit(model, x, y, steps=20)
+    return model, x, y, loss
+
+
+@pytest.mark.parametrize("method", ["taylor", "fit"])
+def test_proof_sine_mlp_recovers_half_x1_squared_plus_x2(half_net, method):
+    """-> 0.50 x2 + 0.50 x1^2 by either method."""
+    model, x, y, loss = half_net
     assert loss < 1e-5
-    d = discover(model, [0.0, 0.0], order=4, radius=0.5, points=32)
+    d = discover(model, [0.0, 0.0], order=4, radius=0.5, points=32, method=method, data=(x, y))
     symbols = sp.symbols("x1 x2", real=True)
     terms = _terms(d.formula(), symbols)
     assert abs(terms[(0, 1)] - 0.5) < 0.05 and abs(terms[(2, 0)] - 0.5) < 0.05
@@ -81,17 +128,14 @@ def test_proof_sine_mlp_recovers_half_x1_squared_plus_x2():
     assert max(abs(c) for c in others.values()) < 0.05, others
     short = _terms(d.formula(threshold=0.05), symbols)
     assert set(short) == {(0, 1), (2, 0)}
+    assert d.heldout_r2 > 0.9999 and d.data.rms < 0.01
 
 
-def test_proof_five_input_interactions():
-    """y = 0.5 + x1 + 0.6 x2x3 - 0.8 x2x4 + x1x2x3 - x3x5: every true coefficient within 0.1, nothing else above 0.1."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(1024, 5, generator=gen, dtype=torch.float64) * 2 - 1
-    x1, x2, x3, x4, x5 = x.T
-    y = 0.5 + x1 + 0.6 * x2 * x3 - 0.8 * x2 * x4 + x1 * x2 * x3 - x3 * x5
-    model = sine_mlp([5, 32, 32, 1], seed=0)
-    fit(model, x, y, steps=20)
-    d = discover(model, torch.zeros(5), order=3, radius=0.5, points=32)
+@pytest.mark.parametrize("method", ["taylor", "fit"])
+def test_proof_five_input_interactions(five_net, method):
+    """Every true coefficient within 0.1, nothing else above 0.1, by either method."""
+    model, x, y, _ = five_net
+    d = discover(model, torch.zeros(5), order=3, radius=0.5, points=32, method=method)
     symbols = sp.symbols("x1:6", real=True)
     truth = {(0, 0, 0, 0, 0): 0.5, (1, 0, 0, 0, 0): 1.0, (0, 1, 1, 0, 0): 0.6, (0, 1, 0, 1, 0): -0.8,
              (1, 1, 1, 0, 0): 1.0, (0, 0, 1, 0, 1): -1.0}
@@ -101,3 +145,14 @@ def test_proof_five_input_interactions():
     spurious = {m: c for m, c in got.items() if m not in truth and abs(c) >= 0.1}
     assert not spurious, spurious
     assert set(_terms(d.formula(threshold=0.1), symbols)) == set(truth)
+
+
+def test_compare_picks_the_higher_heldout_r2(five_net, tmp_path):
+    model, x, y, _ = five_net
+    d = discover(model, torch.zeros(5), order=3, radius=0.5, points=32, method="taylor")
+    c = d.compare()
+    assert c.r2_taylor == d.heldout_r2 and c.better == ("fit" if c.r2_fit > c.r2_taylor else "taylor")
+    assert c.better in str(c) and c.points == 512
+    f = discover(model, torch.zeros(5), order=3, radius=0.5, points=32, method="fit")
+    assert f.compare().r2_fit == c.r2_fit and f.compare().r2_taylor == c.r2_taylor  # same fresh points
+    assert_image(f.figure(top=8), tmp_path / "fit.png")

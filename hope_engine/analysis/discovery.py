@@ -1,13 +1,22 @@
 """Function discovery: read the learned function off a network as a short polynomial formula.
 
-Local: the Taylor polynomial at one point, terms by magnitude. Global: expansions at many reference points x_j around a
-centre c (one batched expansion), each Taylor-shifted to c (c'_b = sum_a c_a binom(a, b) (c - x_j)^(a - b)); a term
-that the network really contains has the same shifted coefficient at every point, so per term the mean over points is
-the estimate and the spread says how much to trust it.
+Local: the Taylor polynomial at one point, terms by magnitude. Global, two estimates over a box around a centre c:
+
+- "taylor": expansions at many reference points x_j (one batched expansion), each Taylor-shifted to c
+  (c'_b = sum_a c_a binom(a, b) (c - x_j)^(a - b)); a term the network really contains has the same shifted
+  coefficient at every point, so per term the mean over points is the estimate and the spread says how much to trust
+  it.
+- "fit": least squares of the network's values on samples in the box onto the same monomials, the constant anchored
+  to the exact value at the centre (``discovery_fit``); the spread is the coefficient's standard error.
+
+Both are judged by the held-out R^2 against the network on fresh samples in the box (``Discovery.compare`` runs the
+other one). The expansion is exact for the *network*; ``data=(x, y)`` also reports how far the network is from the
+data it was trained on, which bounds how well any formula read off it can match the law behind the data.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import sympy as sp
@@ -15,7 +24,10 @@ import torch
 
 from ..expand import _variables, expand
 from ..polynomial import TaylorPolynomial
-from ._points import as_row, rows_at, sample_offsets, scalar_polynomial, single
+from ._points import as_row, model_scalar, rows_at, sample_offsets, scalar_polynomial, single
+from .discovery_fit import Comparison, DataDistance, fit_coefficients, network_samples, r_squared
+
+METHODS = ("taylor", "fit")
 
 
 def local_formula(p: TaylorPolynomial, threshold: float = 0.0, top: int | None = None, in_x: bool = True,
@@ -48,11 +60,15 @@ class TermStats:
 
 
 class TermTable(list):
-    """A list of ``TermStats`` that prints as an aligned text table."""
+    """A list of ``TermStats`` that prints as an aligned text table (after its ``header`` lines, if any)."""
+
+    header: list[str] = []
+    estimate: str = "mean"
 
     def __str__(self) -> str:
         width = max([len("term")] + [len(r.monomial) for r in self])
-        lines = [f"{'term':<{width}}  {'local':>11}  {'mean':>11}  {'std':>10}  {'q25':>11}  {'q75':>11}"]
+        lines = list(self.header)
+        lines.append(f"{'term':<{width}}  {'local':>11}  {self.estimate:>11}  {'std':>10}  {'q25':>11}  {'q75':>11}")
         for r in self:
             lines.append(f"{r.monomial:<{width}}  {r.local:>+11.5f}  {r.mean:>+11.5f}  {r.std:>10.5f}  "
                          f"{r.q25:>+11.5f}  {r.q75:>+11.5f}")
@@ -64,22 +80,37 @@ class TermTable(list):
 
 
 class Discovery:
-    """Expansions at reference points around a centre, all written around the centre.
+    """A polynomial estimate of the network around a centre, per term: ``local`` (the exact expansion at the centre),
+    ``mean`` (the estimate: the mean of the re-centred expansions, or the least-squares fit), ``std``, ``q25``/``q75``
+    (their spread, or +-0.674 standard errors for the fit).
 
-    ``coefficients`` (P, M): row 0 is the expansion at the centre itself, rows 1.. the re-centred expansions at the
-    reference points ``points`` (P, n, values of the variables). ``local``/``mean``/``std``: (M,) per term.
+    ``coefficients`` (P, M): row 0 the expansion at the centre; for "taylor", rows 1.. the re-centred expansions at the
+    reference points ``points`` (values of the variables). ``heldout_r2``/``heldout_r2_local``: R^2 of the estimate and
+    of the local expansion against the network on fresh points in the box; ``data``: a ``DataDistance`` or None.
     """
 
-    def __init__(self, polynomials: TaylorPolynomial, points: torch.Tensor):
+    def __init__(self, polynomials: TaylorPolynomial, points: torch.Tensor, method: str = "taylor",
+                 fit: tuple[torch.Tensor, torch.Tensor] | None = None, context: dict | None = None):
         self.polynomials = polynomials
         self.points = points
+        self.method = method
         self.coefficients = polynomials.coefficients.T.detach()
         self.local = self.coefficients[0]
-        others = self.coefficients[1:] if self.coefficients.shape[0] > 1 else self.coefficients
-        self.mean = others.mean(0)
-        self.std = others.std(0, correction=0)
-        self.q25, self.q75 = torch.quantile(others.double(), torch.tensor([0.25, 0.75], dtype=torch.float64),
-                                            dim=0).to(others.dtype)
+        if fit is None:
+            others = self.coefficients[1:] if self.coefficients.shape[0] > 1 else self.coefficients
+            self.mean = others.mean(0)
+            self.std = others.std(0, correction=0)
+            self.q25, self.q75 = torch.quantile(others.double(), torch.tensor([0.25, 0.75], dtype=torch.float64),
+                                                dim=0).to(others.dtype)
+        else:
+            self.mean, self.std = (v.to(self.local.dtype) for v in fit)
+            self.q25, self.q75 = self.mean - 0.6745 * self.std, self.mean + 0.6745 * self.std
+        self.context = context or {}
+        self.heldout_r2 = math.nan
+        self.heldout_r2_local = math.nan
+        self.data: DataDistance | None = None
+        self._other: Discovery | None = None
+        self.row: torch.Tensor | None = None
 
     @property
     def basis(self):
@@ -107,8 +138,14 @@ class Discovery:
         return [int(i) for i in torch.argsort(key.abs(), descending=True, stable=True)]
 
     def table(self, top: int | None = None, threshold: float = 0.0, by: str = "mean") -> TermTable:
-        """Per term: local value, mean, standard deviation and quartiles over the points, largest |mean| first."""
+        """Per term: local value, estimate, spread, largest |estimate| first; the header gives the method, its
+        held-out R^2 and (with training data) the network <-> data distance."""
         rows = TermTable()
+        rows.estimate = "mean" if self.method == "taylor" else "fit"
+        rows.header = [f"method {self.method}: held-out R^2 vs the network {self.heldout_r2:.6f} (local expansion "
+                       f"alone {self.heldout_r2_local:.6f})"]
+        if self.data is not None:
+            rows.header.append(str(self.data))
         alphas = self.basis.multi_indices()
         center_p = self.polynomial()
         for m in self.order_terms(by):
@@ -120,35 +157,91 @@ class Discovery:
                                   float(self.mean[m]), float(self.std[m]), float(self.q25[m]), float(self.q75[m])))
         return rows
 
+    def compare(self) -> Comparison:
+        """Run the other method with the same settings and compare held-out R^2 (same fresh points) per method."""
+        if not self.context:
+            raise ValueError("compare() needs a Discovery made by discover()")
+        if self._other is None:
+            other = "fit" if self.method == "taylor" else "taylor"
+            self._other = discover(**{**self.context, "method": other})
+        t, f = (self, self._other) if self.method == "taylor" else (self._other, self)
+        points = self.context.get("heldout", 0)
+        return Comparison(t.heldout_r2, f.heldout_r2, self.heldout_r2_local, float((t.mean - f.mean).abs().max()),
+                          points)
+
     def figure(self, top: int = 12, threshold: float = 0.0, include_constant: bool = True):
-        """Box plot per term of its re-centred coefficient over the reference points, local value marked."""
+        """Per term: box plot of the re-centred coefficients ("taylor") or estimate +- standard error ("fit"), the local
+        value marked."""
         from .figures import discovery_figure
 
         return discovery_figure(self, top=top, threshold=threshold, include_constant=include_constant)
 
     def __repr__(self) -> str:
-        return (f"Discovery(n={self.basis.n}, order={self.basis.order}, points={self.coefficients.shape[0] - 1}, "
-                f"formula={self.formula(top=6)})")
+        return (f"Discovery(method={self.method!r}, n={self.basis.n}, order={self.basis.order}, "
+                f"heldout_r2={self.heldout_r2:.6f}, formula={self.formula(top=6)})")
+
+
+def _taylor_estimate(model, row, var, values, order, terms, output, names, expand_kwargs) -> TaylorPolynomial:
+    batch = rows_at(row, var, values)
+    p = expand(model, batch, order, terms=terms, output=output, variables=var, names=names, batched=True,
+               **expand_kwargs)
+    return scalar_polynomial(p).recenter(row.expand_as(batch))
+
+
+def _data_distance(model, d: Discovery, data, output, radius: float, sampling: str) -> DataDistance:
+    x, y = data
+    x = torch.as_tensor(x, dtype=d.local.dtype)
+    y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+    rows = x.reshape(len(y), *d.row.shape[1:])
+    f = model_scalar(model, rows, output).double()
+    err = f - y
+    p = d.polynomial()
+    t = rows.reshape(len(y), -1)[:, p.variables] - p.center_values
+    inside = (t.abs().amax(1) <= radius) if sampling == "box" else (t.norm(dim=1) <= radius)
+    formula_r2 = r_squared(p(rows[inside]).reshape(-1), y[inside]) if int(inside.sum()) > 1 else math.nan
+    return DataDistance(float(err.pow(2).mean().sqrt()), float(err.abs().max()), r_squared(f, y), formula_r2,
+                        int(inside.sum()))
 
 
 def discover(model, center, order: int = 4, *, radius: float = 0.5, points: int = 64, output=None,
              variables=None, names=None, terms: str = "total", sampling: str = "box", seed: int = 0,
+             method: str = "taylor", samples: int | None = None, heldout: int = 512, data=None,
              **expand_kwargs) -> Discovery:
-    """Expand ``model`` at the centre and at ``points`` reference points within ``radius`` of it (one batched call),
-    and Taylor-shift every expansion to the centre.
+    """Estimate the network as a polynomial of degree ``order`` around ``center`` over the box (or ball) of
+    ``radius``.
 
-    center: one model input ((n,) or (1, *row_shape)); sampling: "box" ([c - r, c + r]^n) or "ball" (|x - c| <= r);
-    output: which model output to explain (needed when it has several).
+    method "taylor": expand at the centre and at ``points`` reference points in the box (one batched call) and
+    Taylor-shift every expansion to the centre. method "fit": anchored least squares on ``samples`` network values
+    (default max(4 M, 256), M monomials). Both report the held-out R^2 on ``heldout`` fresh points; ``data=(x, y)``
+    (the training data) adds the network <-> data distance. center: one model input ((n,) or (1, *row_shape));
+    sampling: "box" ([c - r, c + r]^n) or "ball" (|x - c| <= r); output: which model output to explain.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    context = dict(model=model, center=center, order=order, radius=radius, points=points, output=output,
+                   variables=variables, names=names, terms=terms, sampling=sampling, seed=seed, samples=samples,
+                   heldout=heldout, data=data, **expand_kwargs)
     row = as_row(model, center)
     var = _variables(row, True, variables)
     c = row.reshape(-1)[var]
-    gen = torch.Generator().manual_seed(seed)
-    offsets = sample_offsets(var.numel(), points, radius, sampling, gen, row.dtype)
-    values = torch.cat([c[None], c[None] + offsets])
-    batch = rows_at(row, var, values)
-    p = expand(model, batch, order, terms=terms, output=output, variables=var, names=names, batched=True,
-               **expand_kwargs)
-    p = scalar_polynomial(p)
-    shifted = p.recenter(row.expand_as(batch))
-    return Discovery(shifted, values)
+    if method == "taylor":
+        gen = torch.Generator().manual_seed(seed)
+        offsets = sample_offsets(var.numel(), points, radius, sampling, gen, row.dtype)
+        values = torch.cat([c[None], c[None] + offsets])
+        d = Discovery(_taylor_estimate(model, row, var, values, order, terms, output, names, expand_kwargs), values,
+                      "taylor", context=context)
+    else:
+        local = _taylor_estimate(model, row, var, c[None], order, terms, output, names, expand_kwargs)
+        count = samples or max(4 * local.basis.size, 256)
+        s = network_samples(model, row, var, c, count, radius, sampling, seed, output)
+        mono = single(local).monomials((s.values - c[None]).to(local.coefficients.dtype))
+        coef, std, _ = fit_coefficients(mono, s.outputs, float(local.coefficients.reshape(-1)[0]))
+        d = Discovery(local, s.values, "fit", fit=(coef, std), context=context)
+    d.row = row
+    if heldout:
+        h = network_samples(model, row, var, c, heldout, radius, sampling, seed + 7919, output)
+        d.heldout_r2 = r_squared(d.polynomial()(h.values).reshape(-1), h.outputs)
+        d.heldout_r2_local = r_squared(d.polynomial("local")(h.values).reshape(-1), h.outputs)
+    if data is not None:
+        d.data = _data_distance(model, d, data, output, radius, sampling)
+    return d
