@@ -97,16 +97,20 @@ def cmd_discover(args) -> str:
     model = load_model(args.model, args.trust_pickle)
     center = _point(_floats(args.center, "--center"), args.shape, model)
     d = discover(model, center, args.order, radius=args.radius, points=args.points, output=_output(args.output),
-                 names=_names(args.names), terms=args.terms, seed=args.seed)
+                 names=_names(args.names), terms=args.terms, seed=args.seed, method=args.method)
     formula = d.formula(top=args.top, threshold=args.threshold, digits=args.digits)
     if args.figure:
         d.figure(top=args.top or 12, threshold=args.threshold).savefig(args.figure)
     if args.format == "latex":
         return sp.latex(formula)
     table = d.table(top=args.top, threshold=args.threshold)
+    comparison = d.compare() if args.compare else None
     if args.format == "json":
-        return json.dumps(dict(formula=str(formula), terms=table.to_dicts()), indent=1)
-    return f"{table}\n\nformula: {formula}"
+        extra = {} if comparison is None else dict(r2_taylor=comparison.r2_taylor, r2_fit=comparison.r2_fit,
+                                                   better=comparison.better)
+        return json.dumps(dict(formula=str(formula), method=d.method, heldout_r2=d.heldout_r2, terms=table.to_dicts(),
+                               **extra), indent=1)
+    return f"{table}\n\nformula: {formula}" + ("" if comparison is None else f"\n\n{comparison}")
 
 
 def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
@@ -218,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=0.0)
     d.add_argument("--digits", type=int, default=4)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--method", choices=("taylor", "fit"), default="taylor",
+                   help="taylor: mean of re-centred expansions; fit: least squares on network samples")
+    d.add_argument("--compare", action="store_true", help="also run the other method and compare held-out R^2")
     d.add_argument("--figure", help="save the per-term box plot here (.png, .pdf, .svg)")
     d.add_argument("--format", choices=("text", "latex", "json"), default="text")
     d.set_defaults(run=cmd_discover)
