@@ -5,6 +5,7 @@
 """
 
 from .basis import Basis, make_basis
+from .certify import certify
 from .errors import (
     ExpansionError,
     GraphEscapeError,
@@ -18,6 +19,6 @@ from .polynomial import TaylorPolynomial, Term
 
 __all__ = [
     "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",
-    "TrainingModeWarning", "UnsupportedOperationError", "expand", "make_basis",
+    "TrainingModeWarning", "UnsupportedOperationError", "certify", "expand", "make_basis",
 ]
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ import torch
 
 from . import rules, trace
 from .basis import make_basis
-from .errors import ExpansionError, GraphEscapeError, TrainingModeWarning
+from .errors import ExpansionError, GraphEscapeError, KinkWarning, TrainingModeWarning
 from .expand import (
     _check_order,
     _mode_sensitive_in_training,
@@ -30,8 +30,9 @@ from .expand import (
     prepare_point,
 )
 from .polynomial import TaylorPolynomial
+from .series import Jet
 from .taylor_model import TM, constant, enclosure
-from .tm_bounds import make_box, poly_range, up
+from .tm_bounds import make_box, poly_range, unit_roundoff, up
 from .tm_rules import CertContext, check_certifiable, run
 
 GRID = 64  # certified_radius searches radii r0 * 2^(m / GRID): about 1.1 % apart
@@ -199,6 +200,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     return build(r)
 
 
+@torch.no_grad()
 def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius, names, output, rebuild):
     c = x0.new_zeros((basis.size, *x0.shape))
     c[0] = x0
@@ -207,19 +209,31 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
         flat[1 + torch.arange(basis.n, device=x0.device), ..., var_index.to(x0.device)] = 1
     box = make_box(basis, radius)
     ctx = CertContext(box, rules.Context(basis))
-    with torch.no_grad(), trace.eval_mode(model):
+    with trace.eval_mode(model):
         out = run(traced, TM(c, basis, torch.zeros_like(x0)), ctx)
-    leaves = [o for o in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(o, (TM, torch.Tensor))]
-    o = leaves[0]
+    o = _only_tensor(out)
     if not isinstance(o, TM):  # the output does not depend on the input
         o = constant(o.to(x0.dtype), basis)
     lower, upper = enclosure(o, box)
     keep = basis.prefix(order)
+    coefficients = o.c[:keep].clone()
     tail = o.c.clone()
     tail[:keep] = 0
-    lo, hi = poly_range(tail, box)  # the terms of degree order+1.. carried along, bounded over the box
-    remainder = up(o.r + torch.maximum(lo.abs(), hi.abs()), 4)
-    poly = TaylorPolynomial(basis.truncate(order), o.c[:keep].clone(), x0, var_index, batched, names=names,
+    if ctx.crossings:  # relaxed or hulled values: the polynomial is not the Taylor polynomial any more; expand's is
+        with warnings.catch_warnings(), trace.eval_mode(model):
+            warnings.simplefilter("ignore", KinkWarning)
+            jets = trace.run(traced, Jet(c, basis), rules.Context(basis))
+        taylor = _only_tensor(jets)
+        taylor = taylor.c[:keep] if isinstance(taylor, Jet) else _constant_coefficients(taylor, keep)
+        tail[:keep] = o.c[:keep] - taylor
+        tail[0] = tail[0] + 2 * unit_roundoff(tail.dtype) * (o.c[:keep].abs() + taylor.abs()).sum(0)
+        coefficients = taylor.clone()
+    lo, hi = poly_range(tail, box)  # what P leaves out of the Taylor model's polynomial, bounded over the box
+    remainder = up(o.r + torch.maximum((tail[0] + lo).abs(), (tail[0] + hi).abs()), 4)
+    remainder = torch.where(torch.isnan(remainder), torch.inf, remainder)
+    lower = torch.where(torch.isnan(lower), -torch.inf, lower)
+    upper = torch.where(torch.isnan(upper), torch.inf, upper)
+    poly = TaylorPolynomial(basis.truncate(order), coefficients, x0, var_index, batched, names=names,
                             method="exact")
     if output is not None:
         try:
@@ -228,6 +242,17 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
             raise ExpansionError(str(e)) from None
         remainder, lower, upper = (_select_output(t, output, batched) for t in (remainder, lower, upper))
     return CertifiedTaylorModel(poly, remainder, lower, upper, radius, ctx.crossings, rebuild)
+
+
+def _only_tensor(out):
+    leaves = [o for o in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(o, (Jet, torch.Tensor))]
+    return leaves[0]
+
+
+def _constant_coefficients(value: torch.Tensor, keep: int) -> torch.Tensor:
+    c = value.new_zeros((keep, *value.shape))
+    c[0] = value
+    return c
 
 
 def remainder_scaling(order: int) -> float:

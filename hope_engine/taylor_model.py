@@ -47,6 +47,7 @@ def make(jet: Jet, r: torch.Tensor) -> TM:
     shape = jet.c.shape[1:]
     if r.shape != shape:
         r = r.expand(shape).contiguous()
+    r = torch.where(torch.isnan(r), torch.inf, r)  # an undefined bound (inf * 0 downstream of an infinite one): none
     return TM(jet.c, jet.basis, r)
 
 

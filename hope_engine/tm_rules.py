@@ -416,6 +416,7 @@ def _slope_relaxation(ctx, x: TM, alpha: float, name: str) -> TM:
     cross = ~pos & ~neg
     ctx.note(name, cross)
     s = torch.where(cross, hi / torch.where(cross, hi - lo, torch.ones_like(hi)), pos.to(hi.dtype)).clamp(0, 1)
+    s = torch.where(torch.isnan(s), torch.full_like(s, 0.5), s)  # an unbounded enclosure: any slope (G is inf)
     gmax = torch.where(cross, torch.maximum(s * (-lo), (1 - s) * hi), torch.zeros_like(hi))
     slope = alpha + (1 - alpha) * s
     c = _per_element(x.c, slope)
@@ -444,8 +445,9 @@ def _abs(ctx, op, x):
 
 def _hull(lo: torch.Tensor, hi: torch.Tensor, basis) -> TM:
     """The constant Taylor model (lo + hi) / 2 +- (hi - lo) / 2, rounded outward."""
-    mid = (lo + hi) / 2
-    half = torch.maximum(hi - mid, mid - lo)
+    finite = torch.isfinite(lo) & torch.isfinite(hi)
+    mid = torch.where(finite, (lo + hi) / 2, torch.zeros_like(lo))
+    half = torch.where(finite, torch.maximum(hi - mid, mid - lo), torch.full_like(lo, torch.inf))
     return tm.constant(mid, basis, up(half, 4))
 
 
