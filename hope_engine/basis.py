@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import combinations_with_replacement
 
 import torch
+
+from .caches import BoundedCache
 
 KINDS = ("total", "pure")
 
@@ -108,11 +109,26 @@ class Basis:
         return torch.exp(lg).round().to(dtype)
 
 
-@lru_cache(maxsize=64)
+_BASES = BoundedCache("bases", max_entries=64)
+
+
+def basis_nbytes(n: int, order: int, kind: str = "total") -> int:
+    """Approximate bytes of one cached basis: its (M, n) int64 index table plus the multi-index -> position dict
+    (a tuple of n small ints and a dict slot per row, about 8 n + 120 bytes)."""
+    m = basis_size(n, order, kind)
+    return m * (16 * n + 120)
+
+
 def make_basis(n: int, order: int, kind: str = "total") -> Basis:
-    """The basis of ``kind`` for n variables up to ``order`` (cached: the same object is returned for equal args)."""
+    """The basis of ``kind`` for n variables up to ``order``.
+
+    Cached (bounded LRU ``_BASES``): while cached, equal arguments return the same object."""
     if kind not in KINDS:
         raise ValueError(f"unknown basis kind {kind!r}; use one of {KINDS}")
+    return _BASES.get_or_build((n, order, kind), lambda: _build_basis(n, order, kind), basis_nbytes(n, order, kind))
+
+
+def _build_basis(n: int, order: int, kind: str) -> Basis:
     rows: list[tuple[int, ...]] = []
     offsets = [0]
     for k in range(order + 1):
@@ -141,53 +157,110 @@ class DegreeTable:
     left_degree: torch.Tensor
 
 
-@lru_cache(maxsize=64)
-def _product_tables_cpu(n: int, order: int) -> tuple[DegreeTable, ...]:
+_TABLES = BoundedCache("product tables", max_entries=32)
+_CHUNK = 1 << 20  # elements of the (pairs, n) index temporaries while building a table
+
+
+def _degree_ranks(n: int, order: int) -> torch.Tensor:
+    """G[v, r] = C(n - 1 - v + r, r) - C(n - v + r, r) [v > 0] (v < n, r <= order), flattened: the rank of a
+    multi-index of degree k in its block is C(n + k - 1, k) - sum_v G[v, R_v], with R_v = a_v + ... + a_{n-1}.
+
+    (The block lists the multisets of k variables in lexicographic order; the sum telescopes the hockey-stick counts
+    of the combinatorial number system.)"""
+    def f(v: int, r: int) -> int:
+        return math.comb(n - 1 - v + r, r) if v >= 0 else 0
+
+    return torch.tensor([f(v, r) - f(v - 1, r) for v in range(n) for r in range(order + 1)], dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class ProductTable:
+    """All degrees' triples in flat int64 arrays (``flat.out`` relative to the output's degree block), ordered by
+    output degree then left degree; degree d is ``starts[d]:starts[d + 1]``, and ``degrees[d]`` is its view."""
+
+    flat: DegreeTable
+    starts: tuple[int, ...]
+    degrees: tuple[DegreeTable, ...]
+
+
+def _build_tables(n: int, order: int, device: torch.device) -> ProductTable:
+    """Every degree's triples (i, j, k) with a_i + a_j = a_k, computed with tensor ops (no Python loop per triple)."""
     basis = make_basis(n, order, "total")
-    rows = basis.multi_indices()
-    tables = []
+    sizes = [math.comb(n + k - 1, k) for k in range(order + 1)]
+    starts = [0]
     for d in range(order + 1):
-        left, right, out, ldeg = [], [], [], []
-        base = basis.offsets[d]
+        starts.append(starts[-1] + sum(sizes[p] * sizes[d - p] for p in range(d + 1)))
+    total = starts[-1]
+    left, right, out, ldeg = (torch.empty(total, dtype=torch.long, device=device) for _ in range(4))
+    # R_v = a_v + ... + a_{n-1} of every row, and the same offset by v (K + 1): the flat index of G[v, R_v]
+    plain = basis.indices.flip(1).cumsum(1).flip(1).to(device)
+    indexed = plain + torch.arange(n, device=device) * (order + 1)
+    ranks = _degree_ranks(n, order).to(device)
+    pos = 0
+    for d in range(order + 1):
+        block_count = math.comb(n + d - 1, d)
         for p in range(d + 1):
             bi, bj = basis.block(p), basis.block(d - p)
-            for i in range(bi.start, bi.stop):
-                ai = rows[i]
-                for j in range(bj.start, bj.stop):
-                    aj = rows[j]
-                    k = basis._position[tuple(x + y for x, y in zip(ai, aj))]
-                    left.append(i)
-                    right.append(j)
-                    out.append(k - base)
-                    ldeg.append(p)
-        tables.append(
-            DegreeTable(
-                left=torch.tensor(left, dtype=torch.long),
-                right=torch.tensor(right, dtype=torch.long),
-                out=torch.tensor(out, dtype=torch.long),
-                left_degree=torch.tensor(ldeg, dtype=torch.long),
-            )
-        )
-    return tuple(tables)
-
-
-_device_tables: dict = {}
+            si, sj = bi.stop - bi.start, bj.stop - bj.start
+            rj = plain[bj]
+            step = max(1, _CHUNK // max(1, sj * n))
+            for i0 in range(0, si, step):
+                ci = min(step, si - i0)
+                r = indexed[bi.start + i0:bi.start + i0 + ci, None, :] + rj[None]  # R of a_i + a_j, indexed
+                s = ranks[r].sum(-1)
+                end = pos + ci * sj
+                out[pos:end] = (block_count - s).reshape(-1)
+                left[pos:end] = torch.arange(bi.start + i0, bi.start + i0 + ci, device=device).repeat_interleave(sj)
+                right[pos:end] = torch.arange(bj.start, bj.stop, device=device).repeat(ci)
+                ldeg[pos:end] = p
+                pos = end
+    views = tuple(DegreeTable(left[a:b], right[a:b], out[a:b], ldeg[a:b]) for a, b in zip(starts[:-1], starts[1:]))
+    return ProductTable(DegreeTable(left, right, out, ldeg), tuple(starts), views)
 
 
 def product_tables(basis: Basis, device: torch.device | str = "cpu") -> tuple[DegreeTable, ...]:
-    """Per-degree product tables of a total basis, cached per (n, order, device). Size: C(2n + K, K) triples."""
+    """Per-degree product tables of a total basis, cached per (n, order, device) in the bounded LRU ``_TABLES``.
+
+    Size: C(2n + K, K) triples of four int64 (``product_table_bytes``); a table larger than the cache's bound is
+    built for the call and not kept."""
+    return product_table(basis, device).degrees
+
+
+def product_table(basis: Basis, device: torch.device | str = "cpu") -> ProductTable:
+    """The flat product table of a total basis (every degree), cached as ``product_tables``."""
     if basis.kind != "total":
         raise ValueError("product tables are defined for the total basis; the pure basis multiplies blockwise")
     device = torch.device(device)
-    key = (basis.n, basis.order, device)
-    if key not in _device_tables:
-        cpu = _product_tables_cpu(basis.n, basis.order)
-        _device_tables[key] = tuple(
-            DegreeTable(*(t.to(device) for t in (tb.left, tb.right, tb.out, tb.left_degree))) for tb in cpu
-        )
-    return _device_tables[key]
+    return _TABLES.get_or_build((basis.n, basis.order, device), lambda: _build_tables(basis.n, basis.order, device),
+                                product_table_bytes(basis.n, basis.order))
 
 
 def product_table_size(n: int, order: int) -> int:
     """Number of triples of the total-basis product table: C(2n + K, K)."""
     return math.comb(2 * n + order, order)
+
+
+def product_table_bytes(n: int, order: int) -> int:
+    """Bytes of the total-basis product table: four int64 per triple (left, right, out row, left degree)."""
+    return 32 * product_table_size(n, order)
+
+
+def largest_degree_triples(n: int, order: int) -> int:
+    """Triples of the largest degree block of the table (degree K): C(2n + K - 1, K)."""
+    return math.comb(2 * n + order - 1, order) if order else 1
+
+
+def tables_cached(n: int, order: int, device: torch.device | str = "cpu") -> bool:
+    """Whether the product table of (n, order) on ``device`` is cached now."""
+    return (n, order, torch.device(device)) in _TABLES
+
+
+def cached_basis(n: int, order: int, kind: str = "total") -> bool:
+    """Whether the basis of (n, order, kind) is cached now."""
+    return (n, order, kind) in _BASES
+
+
+def clear_caches() -> None:
+    """Release the cached bases and product tables (see ``hope_engine.caches.clear_all`` for every engine cache)."""
+    _BASES.clear()
+    _TABLES.clear()

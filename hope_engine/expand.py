@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -75,16 +77,250 @@ def _variables(x0: torch.Tensor, batched: bool, variables) -> torch.Tensor:
     return v
 
 
-def estimate_memory(traced: trace.TracedModel, n: int, order: int, kind: str, itemsize: int) -> int:
-    """Bytes for the jets: M coefficients of the largest live activations plus one product's temporaries."""
-    sizes = trace.activation_numels(traced) or [1]
+# ------------------------------------------------------------------------------------------- memory and time budget
+# Calibrated on 2 shared x86-64 cores, one torch thread, float64 (benchmarks/memory.py prints estimate vs measured):
+RATE_NATIVE = 1.5e9     # triple x unit multiply-adds per second in the compiled kernels (float64; float32: 2x)
+RATE_TORCH = 1.5e8      # triple x unit products per second in the torch formulation (gather, multiply, scatter)
+RATE_GEMM = 1.5e10      # multiply-adds per second of a linear op (matmul, convolution) over the coefficients
+RATE_TABLE = 2.5e7      # triples per second building the product table (per 10 variables)
+RATE_BASIS = 1.0e6      # basis rows per second (Python)
+OVERHEAD_BYTES = 16 * 2**20   # interpreter, dispatch and allocator slack of one expansion
+
+_ALIAS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze", "alias",
+          "detach", "slice", "select", "split", "split_with_sizes", "chunk", "unbind", "narrow", "diagonal",
+          "as_strided", "_reshape_alias", "movedim", "unflatten", "flatten", "getitem", "lift_fresh_copy"}
+_BILINEAR = {"mm", "bmm", "matmul", "convolution", "_trilinear"}
+_PRODUCT = {"mul", "square", "prod"}                      # one product: sum over the table of a_i b_j
+_RECURRENCE = {"exp": 1, "expm1": 1, "sin": 1.5, "cos": 1.5, "tanh": 1.5, "sigmoid": 1.5, "tan": 1.5, "sinh": 2,
+               "cosh": 2, "log": 1, "log1p": 1, "log2": 1, "log10": 1, "exp2": 1, "div": 1, "reciprocal": 1, "pow": 2,
+               "sqrt": 1, "rsqrt": 2, "erf": 3, "erfc": 3, "atan": 3, "asin": 4, "acos": 4, "asinh": 4,
+               "acosh": 4, "atanh": 3, "_softmax": 2, "_safe_softmax": 2, "_log_softmax": 2, "var_mean": 1,
+               "var": 1}                                   # products (passes over the table) per op
+_EXTRA_COPIES = {"tanh": 1, "sigmoid": 1, "tan": 1, "sin": 1, "cos": 1, "sinh": 1, "cosh": 1, "div": 2,
+                 "reciprocal": 2, "erf": 4, "erfc": 4, "atan": 4, "asin": 5, "acos": 5, "asinh": 5, "acosh": 5,
+                 "atanh": 4, "_softmax": 3, "_safe_softmax": 4, "_log_softmax": 3, "var_mean": 2, "var": 2,
+                 "addmm": 2, "baddbmm": 2, "convolution": 1, "pow": 2, "sqrt": 1, "rsqrt": 2, "prod": 2,
+                 "elu": 3, "where": 2, "masked_fill": 2, "maximum": 2, "minimum": 2, "amax": 1, "amin": 1,
+                 "max": 1, "min": 1, "add": 1, "sub": 1, "avg_pool2d": 1, "avg_pool1d": 1, "avg_pool3d": 1}
+_WEIGHTED = {"div", "reciprocal", "log", "log1p", "log2", "log10", "pow", "sqrt", "rsqrt", "sinh", "cosh"}
+
+
+@dataclass
+class CostEstimate:
+    """What an expansion needs: peak bytes (``memory``, split in ``parts``) and seconds (``seconds``)."""
+
+    memory: int
+    seconds: float
+    parts: dict = field(default_factory=dict)
+
+
+def _numel(val) -> int:
+    vals = val if isinstance(val, (list, tuple)) else [val]
+    return sum(v.numel() for v in vals if isinstance(v, torch.Tensor))
+
+
+def _op_name(node) -> str:
+    target = node.target
+    if target is operator.getitem:
+        return "getitem"
+    packet = getattr(target, "overloadpacket", None)
+    return getattr(packet, "__name__", getattr(target, "__name__", str(target)))
+
+
+def _jet_steps(traced: trace.TracedModel):
+    """(node, op name, output numel, input jet numels, inner size of a bilinear op) for every jet-carrying node."""
+    jets = trace.jet_nodes(traced)
+    for node in traced.graph_module.graph.nodes:
+        if node not in jets or node.op != "call_function":
+            continue
+        ins = [a for a in node.all_input_nodes if a in jets]
+        inner = 1
+        name = _op_name(node)
+        if name in _BILINEAR or name in ("addmm", "baddbmm"):
+            vals = [a.meta.get("val") if isinstance(a, torch.fx.Node) else None for a in node.args[:3]]
+            if name in ("addmm", "baddbmm"):
+                vals = vals[1:]
+            if name == "convolution" and isinstance(vals[1], torch.Tensor):
+                inner = vals[1][0].numel()                 # Cin / groups x kernel
+            elif isinstance(vals[0], torch.Tensor) and vals[0].dim():
+                inner = vals[0].shape[-1]
+        yield node, name, _numel(node.meta.get("val")), [_numel(a.meta.get("val")) for a in ins], len(ins), inner
+
+
+def estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, itemsize: int, *,
+                  like: torch.Tensor | None = None, input_numel: int = 1) -> CostEstimate:
+    """Peak bytes and seconds of an exact expansion, from the graph's shapes (nothing is run).
+
+    memory = product table (32 B/triple, C(2n+K, K) triples, total basis) + flat kernel table (16 B/triple) + basis +
+    the largest live set of jets along the graph (M coefficients per value; views share their base; values are freed
+    after their last use) with the temporaries of the op running at that point + ``OVERHEAD_BYTES``. Caches already
+    holding a table are not counted again. seconds = sum over ops of their multiply-adds at the calibrated rates:
+    a product costs T x units (T triples; total basis) or about M K / 2 x units (pure basis). ``like``: a tensor of
+    the expansion's dtype and device (whether the compiled kernels apply); ``input_numel``: size of the input."""
+    from . import _native
+    from .basis import basis_nbytes, cached_basis, largest_degree_triples, product_table_bytes, tables_cached
+    from .series import flat_cached, flat_table_bytes
+
+    native = _native.usable(like) if like is not None else _native.lib() is not None
     m = basis_size(n, order, kind)
-    largest = max(sizes)
-    if kind == "total":
-        per_degree_triples = product_table_size(n, order) / max(order, 1)
-    else:
-        per_degree_triples = 2 * basis_size(n, order, kind)
-    return int(itemsize * (3 * m * largest + per_degree_triples * largest))
+    uses_tables = kind == "total" and n > 1 and order >= 1
+    triples = product_table_size(n, order) if uses_tables or (order >= 1 and n == 1) else 0
+    if kind == "pure" and n > 1:
+        triples = m * (order + 2) // 2                    # pure products: same-variable pairs of each degree
+    dmax = largest_degree_triples(n, order) if kind == "total" else max(1, n * (order + 1))
+    parts = {"tables": 0, "flat": 0, "basis": 0}
+    seconds = 0.0
+    if uses_tables and not tables_cached(n, order, like.device if like is not None else "cpu"):
+        parts["tables"] = product_table_bytes(n, order)
+        seconds += product_table_size(n, order) * max(n, 1) / 10 / RATE_TABLE
+    if not cached_basis(n, order, kind):
+        parts["basis"] = 2 * basis_nbytes(n, order, kind)  # the Python rows list while it is built, then the basis
+        seconds += m / RATE_BASIS
+
+    steps = list(_jet_steps(traced))
+    nodes = list(traced.graph_module.graph.nodes)
+    index = {nd: i for i, nd in enumerate(nodes)}
+    last = {}
+    for nd in nodes:
+        for a in nd.all_input_nodes:
+            last[a] = index[nd]
+    root: dict = {}
+    for node, name, *_ in steps:
+        if name in _ALIAS:
+            base = next((a for a in node.all_input_nodes if a in root), None)
+            root[node] = root.get(base, node)
+        else:
+            root[node] = node
+    end: dict = {}                                        # a storage is freed after the last use of any alias
+    for nd, r in root.items():
+        end[r] = max(end.get(r, -1), last.get(nd, len(nodes)))
+    free_at: dict = {}
+    for r, i in end.items():
+        free_at.setdefault(i, []).append(r)
+    live = input_numel * m * itemsize                     # the input jet lives throughout
+    jets_peak = live
+    size: dict = {}
+    product_ops = False
+    for node, name, numel, in_numels, n_jets, inner in steps:
+        out = numel * m * itemsize if root[node] is node else 0
+        largest_in = max(in_numels, default=0)
+        units = max(numel, largest_in)
+        temp, work = 0, 0.0
+        if name in _BILINEAR and n_jets == 2:
+            product_ops = True
+            t_units = sum(in_numels) + numel
+            temp = (dmax * t_units + m * numel) * itemsize if kind == "total" else 2 * m * numel * itemsize
+            work = triples * (numel * inner / RATE_GEMM + t_units / RATE_TORCH)
+        elif (name in _PRODUCT and n_jets == 2) or name in _RECURRENCE:
+            product_ops = True
+            passes = _RECURRENCE.get(name, 1)
+            copies = _EXTRA_COPIES.get(name, 1 if any(u < units for u in in_numels) else 0)
+            temp = copies * m * units * itemsize
+            if not native and (kind == "total" or n == 1):
+                temp += 3 * dmax * units * itemsize
+            if name in _WEIGHTED and kind == "total":
+                temp += 8 * dmax
+            if native:  # about 4 units' worth of work per triple, slower once the jets leave the cache
+                slow = 1 + min(1.0, m * units * itemsize / 2**26)
+                work = passes * triples * (units + 4) * slow / (RATE_NATIVE * (2 if itemsize <= 4 else 1))
+            else:
+                work = passes * triples * units / RATE_TORCH
+        elif out:
+            temp = _EXTRA_COPIES.get(name, 0) * m * units * itemsize
+            gemm = name in ("addmm", "mm", "bmm", "matmul", "convolution", "baddbmm")
+            work = m * numel * inner / RATE_GEMM if gemm else m * units / RATE_TORCH
+        seconds += work
+        jets_peak = max(jets_peak, live + out + temp)
+        if out:
+            size[node] = out
+            live += out
+        for r in free_at.get(index[node], ()):
+            live -= size.pop(r, 0)
+    if native and uses_tables and product_ops and not flat_cached(n, order):
+        parts["flat"] = flat_table_bytes(n, order) // 2   # its left/right are views of the product table
+    parts["jets"] = jets_peak
+    parts["overhead"] = OVERHEAD_BYTES
+    return CostEstimate(memory=int(sum(parts.values())), seconds=seconds, parts=parts)
+
+
+def estimate_memory(traced: trace.TracedModel, n: int, order: int, kind: str, itemsize: int) -> int:
+    """Peak bytes of an exact expansion (see ``estimate_cost``)."""
+    return estimate_cost(traced, n, order, kind, itemsize).memory
+
+
+def estimate_hope_cost(graph_module: torch.fx.GraphModule, n: int, order: int, kind: str, itemsize: int,
+                       input_shape: tuple = (), outputs: int | None = None) -> CostEstimate:
+    """Peak bytes and seconds of ``method="hope"`` from its traced graph's shapes (nothing is run).
+
+    With I the largest value's size: basis (and its build) + Jacobians (1 + n) I + two consecutive degree blocks of
+    the Kronecker powers (w_{k-1} + w_k) I + the coefficients of every output (M per output, twice while stacked);
+    seconds: about 6 M I element operations per output (powers, products, sums)."""
+    from .basis import basis_nbytes, cached_basis
+
+    m = basis_size(n, order, kind)
+    nodes = list(graph_module.graph.nodes)
+    placeholders = [nd for nd in nodes if nd.op == "placeholder"]
+    like = [nd for nd in placeholders if getattr(nd.meta.get("val"), "shape", None) == tuple(input_shape)]
+    depends = set(like or placeholders)                   # the input: the placeholder(s) shaped as x0
+    for nd in nodes:                                      # values that depend on the input (not the parameters)
+        if nd.op == "call_function" and any(a in depends for a in nd.all_input_nodes):
+            depends.add(nd)
+    # the frontier (first hidden values) is computed, not a view of the input: its width I sizes the powers
+    units = max((_numel(nd.meta.get("val")) for nd in depends if nd.op == "call_function"
+                 and _op_name(nd) not in _ALIAS), default=1) or 1
+    inputs = max((_numel(nd.meta.get("val")) for nd in depends), default=1) or 1
+    out = next((nd for nd in graph_module.graph.nodes if nd.op == "output"), None)
+    out_numel = max(1, _numel([a.meta.get("val") for a in out.all_input_nodes])) if out is not None else 1
+    outputs = min(out_numel, 4096) if outputs is None else outputs
+    widest = basis_size(n, order, kind) - basis_size(n, order - 1, kind) if order else 1
+    parts = {"basis": 0 if cached_basis(n, order, kind) else 2 * basis_nbytes(n, order, kind),
+             "jacobians": 3 * (1 + n) * max(units, inputs) * itemsize,
+             "powers": 4 * widest * units * itemsize + 40 * m,
+             "coefficients": 3 * outputs * m * itemsize,
+             "overhead": OVERHEAD_BYTES}
+    seconds = m / RATE_BASIS + outputs * 6 * m * units / RATE_TORCH
+    return CostEstimate(memory=int(sum(parts.values())), seconds=seconds, parts=parts)
+
+
+def check_hope_budget(graph_module: torch.fx.GraphModule, x0: torch.Tensor, n: int, order: int, kind: str,
+                      memory_budget: int | None, time_budget: float | None) -> None:
+    """``check_budget`` for ``method="hope"`` (called by ``expand_hope`` once its graph is traced)."""
+    cost = estimate_hope_cost(graph_module, n, order, kind, x0.element_size(), tuple(x0.shape))
+    check_budget(cost, n, order, kind, memory_budget, time_budget, method="hope")
+
+
+class TimeBudgetError(ExpansionError):
+    """The estimated run time of an expansion exceeds ``time_budget``; ``estimate`` and ``budget`` are in seconds."""
+
+    def __init__(self, message: str, estimate: float, budget: float):
+        super().__init__(message)
+        self.estimate = estimate
+        self.budget = budget
+
+
+def check_budget(cost: CostEstimate, n: int, order: int, kind: str, memory_budget: int | None,
+                 time_budget: float | None, method: str = "exact") -> None:
+    """Refuse (one message with the numbers and the override) an expansion estimated over either budget.
+
+    memory_budget None: ``default_memory_budget()`` (half the available memory); time_budget None: no limit."""
+    from .caches import default_memory_budget
+
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    what = (f"expansion ({method}) to order {order} in {n} variables ({kind!r} basis, {basis_size(n, order, kind)} "
+            "coefficients per value)")
+    if cost.memory > budget:
+        big = {k: _format_bytes(v) for k, v in cost.parts.items() if v >= cost.memory / 10}
+        detail = ", ".join(f"{k} {v}" for k, v in big.items())
+        raise MemoryBudgetError(
+            f"{what} needs about {_format_bytes(cost.memory)} ({detail}), over the memory budget of "
+            f"{_format_bytes(budget)}. Lower the order, use terms='pure', expand in fewer variables, or pass "
+            f"memory_budget={2 ** math.ceil(math.log2(cost.memory))} to run it anyway.",
+            cost.memory, budget)
+    if time_budget is not None and cost.seconds > time_budget:
+        raise TimeBudgetError(
+            f"{what} would take about {cost.seconds:.0f} s, over the time budget of {time_budget:.0f} s. Lower the "
+            "order (--max-order in %hope, max_order in HopePanel), use terms='pure', expand in fewer variables, or "
+            "pass time_budget=None to run it anyway.", cost.seconds, time_budget)
 
 
 def _format_bytes(b: float) -> str:
@@ -96,8 +332,8 @@ def _format_bytes(b: float) -> str:
 
 
 def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
-           method: str = "exact", batched: bool | None = None,
-           memory_budget: int = DEFAULT_MEMORY_BUDGET) -> TaylorPolynomial:
+           method: str = "exact", batched: bool | None = None, memory_budget: int | None = None,
+           time_budget: float | None = None) -> TaylorPolynomial:
     """Taylor polynomial of ``model`` at ``x0`` up to ``order``.
 
     model: an ``nn.Module`` or a function of one tensor. x0: a point shaped as the model takes it; when it has two or
@@ -106,7 +342,12 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     output: select one output element per point (int into the flattened output, or index tuple).
     variables: flat indices of the input-row elements to expand in (default: all); names: their names.
     method: "exact" (default) or "hope" (the paper's unmixed rule, exact for one hidden layer only).
-    memory_budget: bytes; an expansion estimated above it is refused (raise the budget to run it anyway).
+    memory_budget: bytes; an expansion whose estimated peak (``estimate_cost``: product tables, basis, the largest
+    live set of jets with the running op's temporaries) is above it is refused before anything is allocated. Default
+    (None): half the memory available when the call starts (MemAvailable of /proc/meminfo, or psutil), 4 GiB if that
+    cannot be read (``hope_engine.caches.default_memory_budget``).
+    time_budget: seconds; an expansion estimated to run longer (multiply-adds of its products at rates calibrated by
+    benchmarks/memory.py) is refused. Default None: no time limit (the notebook panel passes 60 s).
     """
     order = _check_order(order)
     if terms not in KINDS:
@@ -134,7 +375,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         from .hope_rule import expand_hope
 
         return expand_hope(model, x0, order, terms=terms, output=output, variables=var_index, names=names,
-                           batched=batched)
+                           batched=batched, memory_budget=memory_budget, time_budget=time_budget)
 
     try:
         traced = trace.trace(model, x0)
@@ -148,14 +389,8 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         raise ExpansionError(f"the model returns {returned} tensors; expand a function that returns one, "
                              "e.g. lambda x: model(x)[0]")
 
-    estimate = estimate_memory(traced, n, order, terms, x0.element_size())
-    if estimate > memory_budget:
-        raise MemoryBudgetError(
-            f"expansion to order {order} in {n} variables ({terms!r} basis, {basis_size(n, order, terms)} "
-            f"coefficients per value) needs about {_format_bytes(estimate)}, over the memory budget of "
-            f"{_format_bytes(memory_budget)}. Lower the order, use terms='pure', expand in fewer variables, or pass "
-            f"memory_budget={2 ** math.ceil(math.log2(estimate))} to run it anyway.",
-            estimate, memory_budget)
+    cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
+    check_budget(cost, n, order, terms, memory_budget, time_budget)
 
     basis = make_basis(n, order, terms)
     c = x0.new_zeros((basis.size, *x0.shape))

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from . import _native
-from .basis import Basis, make_basis, product_tables
+from .basis import Basis, make_basis, product_table, product_table_size, product_tables
+from .caches import BoundedCache
 
 
 class Jet:
@@ -192,29 +193,50 @@ def _native_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     return a.expand(a.shape[0], *shape).contiguous(), b.expand(b.shape[0], *shape).contiguous()
 
 
-_flat_cache: dict = {}
+_FLAT = BoundedCache("flat product tables", max_entries=32)
 
 
 def flat_tables(basis: Basis) -> tuple[torch.Tensor, ...] | None:
     """All degrees' product triples in one table (CPU): (left, right, out row, start of each degree, basis offsets,
     degree of each right factor as float64).
 
-    For a total basis (and any basis in one variable, where pure = total); None for a pure basis in n > 1."""
+    For a total basis (and any basis in one variable, where pure = total); None for a pure basis in n > 1. Cached per
+    (n, order) in the bounded LRU ``_FLAT`` (left/right are views of the basis module's table)."""
     if basis.kind != "total" and basis.n != 1:
         return None
-    key = (basis.n, basis.order)
-    if key not in _flat_cache:
-        total = make_basis(basis.n, basis.order, "total")
-        tabs = product_tables(total, "cpu")
-        starts = [0]
-        for t in tabs:
-            starts.append(starts[-1] + t.left.numel())
-        _flat_cache[key] = (
-            torch.cat([t.left for t in tabs]).contiguous(), torch.cat([t.right for t in tabs]).contiguous(),
-            torch.cat([t.out + total.offsets[d] for d, t in enumerate(tabs)]).contiguous(),
-            torch.tensor(starts, dtype=torch.long), torch.tensor(total.offsets, dtype=torch.long),
-            torch.cat([d - t.left_degree for d, t in enumerate(tabs)]).to(torch.float64).contiguous())
-    return _flat_cache[key]
+    return _FLAT.get_or_build((basis.n, basis.order), lambda: _build_flat(basis.n, basis.order),
+                              flat_table_bytes(basis.n, basis.order))
+
+
+def flat_cached(n: int, order: int) -> bool:
+    """Whether the flat table of (n, order) is cached now."""
+    return (n, order) in _FLAT
+
+
+def flat_table_bytes(n: int, order: int) -> int:
+    """Bytes ``flat_tables`` adds to the product table: the absolute out row (int64) and right degree (float64) of
+    every triple, plus the left/right views it keeps alive (counted too: the table may be released first)."""
+    return 32 * product_table_size(n, order)
+
+
+def _build_flat(n: int, order: int) -> tuple[torch.Tensor, ...]:
+    total = make_basis(n, order, "total")
+    table = product_table(total, "cpu")
+    flat = table.flat
+    starts = torch.tensor(table.starts, dtype=torch.long)
+    offsets = torch.tensor(total.offsets, dtype=torch.long)
+    out = flat.out.clone()
+    rdeg = torch.empty(out.shape, dtype=torch.float64)
+    for d, (a, b) in enumerate(zip(table.starts[:-1], table.starts[1:])):  # in place: no table-sized temporaries
+        out[a:b] += total.offsets[d]
+        rdeg[a:b].copy_(flat.left_degree[a:b]).neg_().add_(d)  # degree of the right factor: d - |a_i|
+    return flat.left, flat.right, out, starts, offsets, rdeg
+
+
+def clear_caches() -> None:
+    """Release the flat product tables and the degree vectors cached here."""
+    _FLAT.clear()
+    _DEGREES.clear()
 
 
 def _native_tables(basis: Basis, *tensors: torch.Tensor):
@@ -283,16 +305,14 @@ def euler_weights(d: int) -> list[float]:
     return [(d - p) / d for p in range(d + 1)]
 
 
-_degree_cache: dict = {}
+_DEGREES = BoundedCache("degree vectors", max_entries=64)
 
 
 def euler(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     """E u: every coefficient times the degree of its monomial. Then [f'(u) E u]_d / d = [f'(u) (E u)]_d / d needs
     no per-term weights (E u has no constant term, so f'(u)'s degree-d part never enters)."""
     key = (basis.n, basis.order, basis.kind, u.dtype, u.device)
-    deg = _degree_cache.get(key)
-    if deg is None:
-        deg = _degree_cache[key] = basis.degrees.to(dtype=u.dtype, device=u.device)
+    deg = _DEGREES.get_or_build(key, lambda: basis.degrees.to(dtype=u.dtype, device=u.device))
     eu = u * deg.reshape(-1, *([1] * (u.dim() - 1)))
     eu[0] = 0  # exactly: an infinite value (a -inf attention mask) times degree 0 would be NaN
     return eu

@@ -34,6 +34,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_POINT_CONTROLS = 12  # more inputs than this (or an image-shaped input): heat map instead of point sliders
 MAX_TOTAL_TERMS = 3003  # automatic basis: every mixed partial while the total basis stays this small, else unmixed
 CACHE_SIZE = 8
+TIME_BUDGET = 60.0  # seconds: an expansion estimated longer is refused (expand(..., time_budget=None) runs it)
 METHODS = ("exact", "hope")
 SORTS = ("degree", "magnitude")
 
@@ -294,7 +295,7 @@ class HopePanel(anywidget.AnyWidget):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             full = expand(self._model, x0, self._max_order, terms=self._terms_kind, names=self._names,
-                          method=method, batched=self._batched)
+                          method=method, batched=self._batched, time_budget=TIME_BUDGET)
         seconds = time.perf_counter() - start
         notice = "; ".join(dict.fromkeys(str(w.message) for w in caught))
         if token is not None:
