@@ -187,6 +187,34 @@ def cmd_heatmap(args) -> str:
     return "\n".join(lines)
 
 
+def cmd_certify(args) -> str:
+    from .certify import certify
+
+    model = load_model(args.model, args.trust_pickle)
+    x0 = _point(_floats(args.point, "--point"), args.shape, model)
+    radius = _floats(args.radius, "--radius")
+    cert = certify(model, x0, args.order, radius=radius[0] if len(radius) == 1 else radius,
+                   output=_output(args.output), names=_names(args.names))
+    lower, upper = cert.bounds()
+    rho = cert.certified_radius(args.tol) if args.tol is not None else None
+    if args.format == "json":
+        return json.dumps(dict(order=cert.order, radius=cert.radius.tolist(), remainder=cert.remainder.tolist(),
+                               lower=lower.tolist(), upper=upper.tolist(), crossings=cert.crossings,
+                               certified_radius=None if rho is None else rho.tolist()), indent=1)
+    lines = [repr(cert.polynomial), f"box: |x_i - x0_i| <= {', '.join(f'{v:.6g}' for v in cert.radius.tolist())}",
+             f"remainder (sup |f - P| over the box, certified): {_numbers(cert.remainder)}",
+             f"bounds of f over the box: [{_numbers(lower)}] .. [{_numbers(upper)}]"]
+    if cert.crossings:
+        lines.append(f"the box crosses kinks: {cert.crossings}")
+    if rho is not None:
+        lines.append(f"largest radius with remainder <= {args.tol:g}: {_numbers(rho)}")
+    return "\n".join(lines)
+
+
+def _numbers(t: torch.Tensor) -> str:
+    return ", ".join(f"{v:.6g}" for v in t.reshape(-1).tolist())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hope", description="Exact Taylor expansions of saved PyTorch models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--deletion-figure", help="save the deletion curves here")
     h.add_argument("--format", choices=("text", "json"), default="text")
     h.set_defaults(run=cmd_heatmap)
+
+    c = sub.add_parser("certify", help="Taylor polynomial with a certified error bound over a box")
+    common(c)
+    c.add_argument("--point", required=True, help="comma-separated values (use --point=-1,2 for negatives)")
+    c.add_argument("--radius", required=True, help="box half-width: one number, or one per variable")
+    c.add_argument("--order", type=int, default=4)
+    c.add_argument("--names", help="comma-separated variable names")
+    c.add_argument("--tol", type=float, help="also report the largest radius whose remainder is <= tol")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.set_defaults(run=cmd_certify)
     return parser
 
 
