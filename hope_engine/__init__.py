@@ -11,6 +11,7 @@ from .errors import (
     GraphEscapeError,
     KinkWarning,
     MemoryBudgetError,
+    TimeBudgetError,
     TrainingModeWarning,
     UnsupportedOperationError,
 )
@@ -19,6 +20,6 @@ from .polynomial import TaylorPolynomial, Term
 
 __all__ = [
     "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",
-    "TrainingModeWarning", "UnsupportedOperationError", "certify", "expand", "make_basis",
+    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "certify", "expand", "make_basis",
 ]
 __version__ = "0.1.0"

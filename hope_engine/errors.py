@@ -28,6 +28,15 @@ class MemoryBudgetError(ExpansionError):
         self.budget = budget
 
 
+class TimeBudgetError(ExpansionError):
+    """The estimated run time of an expansion exceeds ``time_budget``; ``estimate`` and ``budget`` are in seconds."""
+
+    def __init__(self, message: str, estimate: float, budget: float):
+        super().__init__(message)
+        self.estimate = estimate
+        self.budget = budget
+
+
 class KinkWarning(UserWarning):
     """The reference point lies exactly on a kink (relu, max pool tie...): the expansion there is one-sided."""
 

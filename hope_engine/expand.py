@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import guard, rules, trace
+from . import diagnose, guard, inputs, rules, trace
 from .basis import KINDS, basis_size, make_basis, product_table_size
-from .errors import ExpansionError, GraphEscapeError, KinkWarning, MemoryBudgetError, TrainingModeWarning
+from .errors import (
+    ExpansionError,
+    GraphEscapeError,
+    KinkWarning,
+    MemoryBudgetError,
+    TimeBudgetError,
+    TrainingModeWarning,
+)
 from .polynomial import TaylorPolynomial
 from .series import Jet
 
@@ -37,8 +44,9 @@ def _check_order(order) -> int:
 
 
 def _model_dtype_device(model) -> tuple[torch.dtype | None, torch.device | None]:
-    if isinstance(model, nn.Module):
-        for p in list(model.parameters()) + list(model.buffers()):
+    """The dtype and device of the model's first floating parameter (of the modules a function reads, for one)."""
+    for module in guard.referenced_modules(model):
+        for p in list(module.parameters()) + list(module.buffers()):
             if p.is_floating_point():
                 return p.dtype, p.device
     return None, None
@@ -289,15 +297,6 @@ def check_hope_budget(graph_module: torch.fx.GraphModule, x0: torch.Tensor, n: i
     check_budget(cost, n, order, kind, memory_budget, time_budget, method="hope")
 
 
-class TimeBudgetError(ExpansionError):
-    """The estimated run time of an expansion exceeds ``time_budget``; ``estimate`` and ``budget`` are in seconds."""
-
-    def __init__(self, message: str, estimate: float, budget: float):
-        super().__init__(message)
-        self.estimate = estimate
-        self.budget = budget
-
-
 def check_budget(cost: CostEstimate, n: int, order: int, kind: str, memory_budget: int | None,
                  time_budget: float | None, method: str = "exact") -> None:
     """Refuse (one message with the numbers and the override) an expansion estimated over either budget.
@@ -333,13 +332,17 @@ def _format_bytes(b: float) -> str:
 
 def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
            method: str = "exact", batched: bool | None = None, memory_budget: int | None = None,
-           time_budget: float | None = None) -> TaylorPolynomial:
+           time_budget: float | None = None, wrt=None) -> TaylorPolynomial:
     """Taylor polynomial of ``model`` at ``x0`` up to ``order``.
 
-    model: an ``nn.Module`` or a function of one tensor. x0: a point shaped as the model takes it; when it has two or
-    more dimensions, axis 0 is a batch of reference points (one polynomial each) unless ``batched=False``.
+    model: an ``nn.Module`` or a function. x0: a point shaped as the model takes it; when it has two or more
+    dimensions, axis 0 is a batch of reference points (one polynomial each) unless ``batched=False``. For a model of
+    several inputs, x0 is a tuple (positional) or a dict (keyword arguments) of them: the variables are the floating
+    tensors ``wrt`` names (positions or keys; default all), rows flattened and concatenated in input order, named
+    after the keys or the forward's parameters; other inputs (token ids, masks) are held fixed.
     terms: "total" (every mixed partial, C(n+K, K) coefficients) or "pure" (unmixed only, 1 + nK).
-    output: select one output element per point (int into the flattened output, or index tuple).
+    output: select one output element per point (int into the flattened output, or index tuple); or, for a model
+    returning a tuple, dict or ModelOutput, the key/attribute name of the tensor to expand, or a callable of it.
     variables: flat indices of the input-row elements to expand in (default: all); names: their names.
     method: "exact" (default) or "hope" (the paper's unmixed rule, exact for one hidden layer only).
     memory_budget: bytes; an expansion whose estimated peak (``estimate_cost``: product tables, basis, the largest
@@ -356,6 +359,11 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         raise ExpansionError(f"method must be one of {METHODS}, got {method!r}")
     if not (isinstance(model, nn.Module) or callable(model)):
         raise ExpansionError(f"model must be a torch.nn.Module or a function of one tensor, got {type(model).__name__}")
+    model, x0, names, output = inputs.normalize(diagnose.unwrap_compiled(model), x0, wrt=wrt, output=output,
+                                                names=names, batched=batched)
+    no_values = diagnose.meta_parameters(model)
+    if no_values:
+        raise ExpansionError(no_values)
     x0 = prepare_point(model, x0)
     if batched is None:
         batched = x0.dim() >= 2
@@ -382,7 +390,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     except GraphEscapeError:
         raise
     except Exception as e:
-        raise ExpansionError(_shape_message(model, x0, e)) from e
+        raise ExpansionError(diagnose.trace_failure(model, x0, e)) from e
     trace.check_supported(traced)
     returned = trace.output_count(traced)
     if returned != 1:
@@ -442,17 +450,3 @@ def _output_coefficients(out, basis, x0) -> torch.Tensor:
         (basis.size, *o.shape), dtype=x0.dtype, device=x0.device)
     c[0] = o
     return c
-
-
-def _shape_message(model, x0: torch.Tensor, error: Exception) -> str:
-    expected = ""
-    if isinstance(model, nn.Module):
-        first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
-        if isinstance(first, nn.Linear):
-            k = first.in_features
-            expected = f" Its first layer is Linear({k}, ...): try a point of shape (1, {k})."
-        elif first is not None:
-            expected = f" Its first layer is {type(first).__name__} with {first.in_channels} input channel(s)."
-    msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return (f"the model cannot be run on a point of shape {tuple(x0.shape)} ({msg}).{expected} "
-            "The point must have the shape the model takes, e.g. (1, n) for n inputs.")
