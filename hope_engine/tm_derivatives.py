@@ -9,7 +9,7 @@ D >= sup |f^(K+1)| / (K+1)! over the enclosure of u bounds the tail by D |h|^(K+
 - x^p: |binom(p, n)| sup |xi|^(p - n) (xi > 0 unless p is an integer; 0 when p is an integer below n);
 - tanh, sigmoid, softplus: f^(n) = P_n(y) with y = tanh(xi) or sigmoid(xi) and P_n an integer polynomial
   (tanh: P_{k+1} = P_k' (1 - y^2); sigmoid: P_{k+1} = P_k' (y - y^2); softplus^(n) = sigmoid^(n-1)), bounded over
-  the image interval of y by a centred form on 16 pieces;
+  the image interval of y by a centred form on 6 pieces;
 - erf: erf^(n) = (2 / sqrt(pi)) (-1)^(n-1) H_{n-1}(xi) e^{-xi^2}, with Cramer's inequality
   |H_k(x)| e^{-x^2/2} <= 1.0865 sqrt(2^k k!).
 
@@ -130,7 +130,7 @@ def derivative_polynomial(kind: str, n: int) -> tuple[int, ...]:
     return tuple(p)
 
 
-def poly_abs_sup(coeffs: tuple[int, ...], lo: torch.Tensor, hi: torch.Tensor, pieces: int = 16) -> torch.Tensor:
+def poly_abs_sup(coeffs: tuple[int, ...], lo: torch.Tensor, hi: torch.Tensor, pieces: int = 6) -> torch.Tensor:
     """A bound on sup |P(y)| over y in [lo, hi] (elementwise), P = sum_k coeffs[k] y^k.
 
     Centred form on each of ``pieces`` equal parts (midpoint m, half-width h): |P(y)| <= |P(m)| + sum_{k>=1}

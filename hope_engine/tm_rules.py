@@ -323,11 +323,25 @@ ANALYTIC = {
 }
 
 
+RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "sin": (-1.0, 1.0), "cos": (-1.0, 1.0), "erf": (-1.0, 1.0)}
+
+
+def _capped(ctx, out: TM, name: str) -> TM:
+    """A bounded function's Taylor model whose remainder exceeds the function's range: the range itself (hull)."""
+    lo, hi = RANGES[name]
+    wide = out.r > (hi - lo) / 2
+    if not bool(wide.any()):
+        return out
+    ctx.note(f"{name} (range cap)", wide)
+    return _select(wide, _hull(torch.full_like(out.r, lo), torch.full_like(out.r, hi), out.basis), out)
+
+
 def _analytic(name):
     fn = ANALYTIC[name]
 
     def rule(ctx, op, x):
-        return tm.compose(x, fn, name, ctx.box)
+        out = tm.compose(x, fn, name, ctx.box)
+        return _capped(ctx, out, name) if name in RANGES else out
 
     return rule
 
