@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from .basis import Basis
+from .caches import BoundedCache
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,16 @@ class Term:
         return sum(self.alpha)
 
 
-@lru_cache(maxsize=64)
+_PARENTS = BoundedCache("monomial parents")
+_SHIFTS = BoundedCache("taylor shift pairs", max_entries=32)
+
+
 def monomial_parents(basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
     """For m >= 1: a_m = a_parent[m] + e_var[m] (monomials built degree by degree, one product each)."""
+    return _PARENTS.get_or_build(basis, lambda: _monomial_parents(basis))
+
+
+def _monomial_parents(basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
     parent, var = [0], [0]
     for a in basis.multi_indices()[1:]:
         v = max(i for i, e in enumerate(a) if e)
@@ -54,9 +61,12 @@ def monomial_table(t: torch.Tensor, parent: torch.Tensor, var: torch.Tensor, off
     return out
 
 
-@lru_cache(maxsize=32)
 def _shift_pairs(basis: Basis) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs b <= a in the basis with binom(a, b) and a - b, for the Taylor shift c'_b = sum_a c_a C(a,b) s^(a-b)."""
+    return _SHIFTS.get_or_build(basis, lambda: _build_shift_pairs(basis))
+
+
+def _build_shift_pairs(basis: Basis) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     src, dst, binoms, diffs = [], [], [], []
     rows = basis.multi_indices()
     for ia, a in enumerate(rows):
