@@ -32,7 +32,10 @@ def by_class(x: torch.Tensor, y: torch.Tensor, fn) -> torch.Tensor:
 
 
 def explainer(model, method: str, **kwargs):
-    """(images, class) -> attribution maps of that class's logit."""
+    """(images, class) -> maps of that class's logit ("taylor": one image per expansion, to bound memory)."""
+    if method == "taylor":
+        return lambda xc, c: torch.cat([attribution(model, xc[i:i + 1], output=c, method=method, **kwargs)
+                                        for i in range(len(xc))])
     return lambda xc, c: attribution(model, xc, output=c, method=method, **kwargs)
 
 
