@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import functions as F
+from . import functions as jetfn
 from . import series
 from .series import Jet
 
@@ -38,21 +38,64 @@ class Context:
 
 
 Rule = Callable[..., object]
-RULES: dict[object, Rule] = {}
-VALUE_ONLY: set = set()
+RULES: dict[object, Rule] = {}  # op (an OpOverloadPacket, an OpOverload or a Python function) -> its one rule
+VALUE_ONLY: set = set()  # the ops registered by ``defvalue`` (their result does not depend on the expansion variables)
 
 
-def _packets(*ops):
-    return [getattr(aten, o) if isinstance(o, str) else o for o in ops]
+class DuplicateRuleError(RuntimeError):
+    """An op given a second rule (or an overload given a rule next to its packet's): each op has exactly one."""
 
 
-def register(*ops):
-    def deco(fn):
-        for op in _packets(*ops):
-            RULES[op] = fn
+def _key(op):
+    return getattr(aten, op) if isinstance(op, str) else op
+
+
+def defop(op, rule: Rule):
+    """The one way into ``RULES``: op -> rule, refusing an op that has a rule already (also through its packet or one
+    of its overloads, which ``lookup`` would otherwise pick silently)."""
+    key = _key(op)
+    packet = getattr(key, "overloadpacket", None)
+    clash = key if key in RULES else packet if packet in RULES else next(
+        (k for k in RULES if getattr(k, "overloadpacket", None) is key), None)
+    if clash is not None:
+        raise DuplicateRuleError(f"{key} already has a rule ({getattr(RULES[clash], '__name__', RULES[clash])} for "
+                                 f"{clash}): every op has exactly one rule")
+    RULES[key] = rule
+    return key
+
+
+def defrule(*ops):
+    """Decorator: the function is the rule of every op named (``rule(ctx, op, *args, **kwargs)``)."""
+
+    def deco(fn: Rule) -> Rule:
+        for op in ops:
+            defop(op, fn)
         return fn
 
     return deco
+
+
+def deflinear(*ops) -> None:
+    """Ops linear in their jet arguments: applied to every coefficient at once (``linear``)."""
+    for op in ops:
+        defop(op, linear)
+
+
+def defvalue(*ops) -> None:
+    """Ops whose result is piecewise constant (comparisons, rounding, argmax, *_like): computed on the values, a
+    constant of the expansion; a jump the jet sits on is recorded as a kink (``value_only``)."""
+    for op in ops:
+        VALUE_ONLY.add(defop(op, value_only))
+
+
+def defanalytic(op, fn: Callable[[Jet], Jet]) -> None:
+    """An elementwise analytic function of one jet: the rule returns ``fn(x)``."""
+
+    def rule(ctx, op, x):
+        return fn(x)
+
+    rule.__name__ = f"analytic_{getattr(fn, '__name__', 'fn')}"
+    defop(op, rule)
 
 
 def is_jet(x) -> bool:
@@ -112,25 +155,17 @@ def linear(ctx, op, *args, **kwargs):
     return apply_linear(op, args, kwargs)
 
 
-LINEAR_OPS = [
-    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "clone", "contiguous", "alias",
-    "detach", "slice", "select", "unsqueeze", "squeeze", "flatten", "unflatten", "cat", "stack", "sum", "mean",
-    "neg", "flip", "constant_pad_nd", "avg_pool1d", "avg_pool2d", "avg_pool3d", "_adaptive_avg_pool2d",
-    "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "split", "split_with_sizes", "chunk", "unbind", "_to_copy",
-    "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk", "roll", "repeat", "narrow", "diagonal",
-    "lift_fresh_copy", "unfold", "index_select", "gather", "index",
-    "pixel_shuffle", "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d",
-    "cumsum", "trace", "tril", "triu", "movedim", "squeeze_copy", "view_copy", "permute_copy", "expand_copy",
-    "t_copy", "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy",
-    "_reshape_alias", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
-    "replication_pad2d", "replication_pad3d", "_unsafe_index", "upsample_nearest3d", "upsample_trilinear3d",
-    "upsample_bicubic2d", "im2col", "col2im", "pixel_unshuffle", "channel_shuffle",
-]
-
-
-for _name in LINEAR_OPS:
-    if hasattr(aten, _name):
-        RULES[getattr(aten, _name)] = linear
+deflinear("permute", "transpose", "t", "expand", "clone", "contiguous", "alias", "detach", "slice", "select",
+    "unsqueeze", "squeeze", "flatten", "unflatten", "cat", "stack", "sum", "mean", "neg", "flip",
+    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "split", "split_with_sizes", "chunk",
+    "unbind", "_to_copy", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk", "roll", "repeat", "narrow",
+    "diagonal", "lift_fresh_copy", "unfold", "index_select", "gather", "index", "pixel_shuffle",
+    "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d", "cumsum", "trace",
+    "tril", "triu", "movedim", "squeeze_copy", "view_copy", "permute_copy", "expand_copy", "t_copy",
+    "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "_reshape_alias",
+    "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
+    "replication_pad3d", "_unsafe_index", "upsample_nearest3d", "upsample_trilinear3d", "upsample_bicubic2d",
+    "im2col", "col2im", "pixel_unshuffle", "channel_shuffle")
 
 
 def _promoted(x, like: Jet):
@@ -142,7 +177,7 @@ def _promoted(x, like: Jet):
     return x
 
 
-@register("select_scatter", "slice_scatter", "diagonal_scatter", "index_put", "masked_scatter",
+@defrule("select_scatter", "slice_scatter", "diagonal_scatter", "index_put", "masked_scatter",
           "index_add", "index_copy", "scatter_add")
 def affine(ctx, op, *args, **kwargs):
     """An op linear in all its floating tensor arguments together (writing src into self): a constant argument is a
@@ -151,7 +186,7 @@ def affine(ctx, op, *args, **kwargs):
     return apply_linear(op, tuple(a if is_jet(a) else _promoted(a, like) for a in args), kwargs)
 
 
-@register("copy")
+@defrule("copy")
 def _copy(ctx, op, dst, src, non_blocking=False):
     """copy(dst, src): src broadcast to dst's shape and dtype."""
     dtype = dst.dtype
@@ -161,7 +196,7 @@ def _copy(ctx, op, dst, src, non_blocking=False):
     return Jet(series.lift(src.c, len(shape)).expand(src.c.shape[0], *shape).to(dtype).clone(), src.basis)
 
 
-@register("constant_pad_nd")
+@defrule("constant_pad_nd")
 def _constant_pad(ctx, op, x, pad, value=0.0):
     """Pad every coefficient with 0 and the value with ``value`` (the pad value is a constant)."""
     out = apply_linear(op, (x, pad, 0.0), {})
@@ -170,7 +205,7 @@ def _constant_pad(ctx, op, x, pad, value=0.0):
     return out
 
 
-@register("fill")
+@defrule("fill")
 def _fill(ctx, op, x, value):
     """x filled with value: a constant unless the value itself depends on the input."""
     if not is_jet(value):
@@ -179,22 +214,22 @@ def _fill(ctx, op, x, value):
     return Jet(series.lift(value.c, len(shape)).expand(value.c.shape[0], *shape).clone(), value.basis)
 
 
-@register("masked_fill")
+@defrule("masked_fill")
 def _masked_fill(ctx, op, x, mask, value):
     """where(mask, value, x), the mask being a constant."""
     if not is_jet(x):
         x = series.constant_jet(x, value.basis)
     if not is_jet(value):
         value = series.constant_jet(torch.as_tensor(value, dtype=x.dtype, device=x.device), x.basis)
-    return F.where_value(_value(mask).bool(), value, x)
+    return jetfn.where_value(_value(mask).bool(), value, x)
 
 
-@register("view", "_unsafe_view", "reshape")
+@defrule("view", "_unsafe_view", "reshape")
 def _view(ctx, op, x, size):
     return Jet(x.c.reshape(x.c.shape[0], *size), x.basis)
 
 
-@register("mm", "bmm", "matmul")
+@defrule("mm", "bmm", "matmul")
 def _matmul(ctx, op, a, b):
     if is_jet(a) and is_jet(b):
         return series.bilinear(op, a, b)
@@ -203,7 +238,7 @@ def _matmul(ctx, op, a, b):
     return Jet(torch.matmul(a, b.c), b.basis)
 
 
-@register("addmm", "baddbmm")
+@defrule("addmm", "baddbmm")
 def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
     prod = _matmul(ctx, aten.bmm if op.overloadpacket is aten.baddbmm else aten.mm, a, b)
     if alpha != 1:
@@ -213,7 +248,7 @@ def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
     return series.add_constant(prod, bias * beta if beta != 1 else bias)
 
 
-@register("convolution")
+@defrule("convolution")
 def _convolution(ctx, op, x, weight, bias, *rest):
     if is_jet(weight) or is_jet(bias):
         if is_jet(x) and is_jet(weight):
@@ -254,7 +289,7 @@ def _folded(fn, c: torch.Tensor, batch_ndim: int) -> torch.Tensor:
     return full
 
 
-@register("avg_pool1d", "avg_pool2d", "avg_pool3d")
+@defrule("avg_pool1d", "avg_pool2d", "avg_pool3d")
 def _avg_pool(ctx, op, x, *args):
     nd = {aten.avg_pool1d: 3, aten.avg_pool2d: 4, aten.avg_pool3d: 5}[op.overloadpacket]
     if x.ndim not in (nd - 1, nd):
@@ -262,7 +297,7 @@ def _avg_pool(ctx, op, x, *args):
     return Jet(_folded(lambda v: op(v, *args), x.c, nd), x.basis)
 
 
-@register("_trilinear")
+@defrule("_trilinear")
 def multilinear(ctx, op, *args, **kwargs):
     """op linear in each tensor argument separately (Bilinear's _trilinear): one jet is linear, two use the table."""
     jets = [i for i, a in enumerate(args) if is_jet(a)]
@@ -280,7 +315,7 @@ def multilinear(ctx, op, *args, **kwargs):
     return series.bilinear(g, args[i], args[j])
 
 
-@register("as_strided")
+@defrule("as_strided")
 def _as_strided(ctx, op, x, size, stride, storage_offset=None):
     """A strided view of a contiguous value (the support check refuses others): the same view of each coefficient."""
     c = x.c.contiguous()
@@ -294,7 +329,7 @@ def _promote(x, basis, like: Jet) -> Jet:
     return series.as_jet(x, basis, like.c)
 
 
-@register("add")
+@defrule("add")
 def _add(ctx, op, a, b, *, alpha=1):
     if is_jet(a) and is_jet(b):
         return series.add(a, series.scale(b, alpha) if alpha != 1 else b)
@@ -303,7 +338,7 @@ def _add(ctx, op, a, b, *, alpha=1):
     return series.add_constant(series.scale(b, alpha) if alpha != 1 else b, a)
 
 
-@register("sub")
+@defrule("sub")
 def _sub(ctx, op, a, b, *, alpha=1):
     if is_jet(b):
         b = series.scale(b, -alpha)
@@ -312,19 +347,19 @@ def _sub(ctx, op, a, b, *, alpha=1):
     return _add(ctx, op, a, b)
 
 
-@register("rsub")
+@defrule("rsub")
 def _rsub(ctx, op, a, b, *, alpha=1):
     return _sub(ctx, op, b, a, alpha=alpha)
 
 
-@register("mul")
+@defrule("mul")
 def _mul(ctx, op, a, b):
     if is_jet(a) and is_jet(b):
         return series.mul(a, b)
     return series.scale(a, b) if is_jet(a) else series.scale(b, a)
 
 
-@register("div")
+@defrule("div")
 def _div(ctx, op, a, b, *, rounding_mode=None):
     if rounding_mode is not None:  # floor/trunc division is piecewise constant: a value and a zero series
         return value_only(ctx, op, a, b, rounding_mode=rounding_mode)
@@ -332,58 +367,68 @@ def _div(ctx, op, a, b, *, rounding_mode=None):
         return series.scale(a, 1 / b) if not isinstance(b, torch.Tensor) else series.scale(a, torch.reciprocal(b))
     if not is_jet(a):
         a = series.constant_jet(torch.as_tensor(a, dtype=b.dtype, device=b.device), b.basis)
-    return F.div(a, b)
+    return jetfn.div(a, b)
 
 
-@register("square")
+@defrule("square")
 def _square(ctx, op, x):
     return series.mul(x, x)
 
 
-@register("where")
+@defrule("where")
 def _where(ctx, op, cond, a, b):
     if is_jet(cond):
         cond = cond.value.bool()
     ref = a if is_jet(a) else b
-    return F.where_value(cond, _promote(a, ref.basis, ref), _promote(b, ref.basis, ref))
+    return jetfn.where_value(cond, _promote(a, ref.basis, ref), _promote(b, ref.basis, ref))
 
 
 # ---------------------------------------------------------------------------------------------- analytic functions
-def _unary(fn):
-    def rule(ctx, op, x):
-        return fn(x)
+defanalytic("exp", jetfn.exp)
+defanalytic("expm1", jetfn.expm1)
+defanalytic("log", jetfn.log)
+defanalytic("log1p", jetfn.log1p)
+defanalytic("sin", jetfn.sin)
+defanalytic("cos", jetfn.cos)
+defanalytic("tanh", jetfn.tanh)
+defanalytic("sigmoid", jetfn.sigmoid)
+defanalytic("erf", jetfn.erf)
+defanalytic("sqrt", jetfn.sqrt)
+defanalytic("rsqrt", jetfn.rsqrt)
+defanalytic("reciprocal", jetfn.reciprocal)
+defanalytic("sinh", jetfn.sinh)
+defanalytic("cosh", jetfn.cosh)
+defanalytic("tan", jetfn.tan)
+defanalytic("atan", jetfn.atan)
+defanalytic("asin", jetfn.asin)
+defanalytic("acos", jetfn.acos)
+defanalytic("asinh", jetfn.asinh)
+defanalytic("acosh", jetfn.acosh)
+defanalytic("atanh", jetfn.atanh)
+defanalytic("erfc", jetfn.erfc)
+defanalytic("exp2", jetfn.exp2)
+defanalytic("log2", jetfn.log2)
+defanalytic("log10", jetfn.log10)
 
-    return rule
 
-
-for _name, _fn in {
-    "exp": F.exp, "expm1": F.expm1, "log": F.log, "log1p": F.log1p, "sin": F.sin, "cos": F.cos,
-    "tanh": F.tanh, "sigmoid": F.sigmoid, "erf": F.erf, "sqrt": F.sqrt, "rsqrt": F.rsqrt,
-    "reciprocal": F.reciprocal, "sinh": F.sinh, "cosh": F.cosh, "tan": F.tan, "atan": F.atan, "asin": F.asin,
-    "acos": F.acos, "asinh": F.asinh, "acosh": F.acosh, "atanh": F.atanh, "erfc": F.erfc, "exp2": F.exp2,
-    "log2": F.log2, "log10": F.log10,
-}.items():
-    RULES[getattr(aten, _name)] = _unary(_fn)
-
-
-@register("pow")
+@defrule("pow")
 def _pow(ctx, op, base, exponent):
     if is_jet(exponent):
         # b^e = exp(e log b)
-        log_base = F.log(base) if is_jet(base) else torch.log(
+        log_base = jetfn.log(base) if is_jet(base) else torch.log(
             torch.as_tensor(base, dtype=exponent.dtype, device=exponent.device))
         prod = series.mul(exponent, log_base) if is_jet(log_base) else series.scale(exponent, log_base)
-        return F.exp(prod)
+        return jetfn.exp(prod)
     if isinstance(exponent, torch.Tensor):  # constant exponents: one power series per distinct value
         values = exponent.unique().tolist()
-        out = F.power(base, values[0])
+        out = jetfn.power(base, values[0])
         for p in values[1:]:
-            out = F.where_value(exponent == p, F.power(base, p), out)
+            out = jetfn.where_value(exponent == p, jetfn.power(base, p), out)
         return out
-    return F.power(base, exponent)
+    return jetfn.power(base, exponent)
 
 
-@register("prod")
+@defrule("prod")
 def _prod(ctx, op, x, dim=None, keepdim=False, *, dtype=None):
     """prod over dim: the product of the slices, one jet product each."""
     if x.ndim == 0:  # the product of one value
@@ -398,33 +443,33 @@ def _prod(ctx, op, x, dim=None, keepdim=False, *, dtype=None):
     return Jet(out.unsqueeze(d + 1) if keepdim else out, x.basis)
 
 
-@register("_softmax")
+@defrule("_softmax")
 def _softmax(ctx, op, x, dim, half_to_float=False):
     shift = x.value.amax(dim=dim, keepdim=True)
-    e = F.exp(series.add_constant(x, -shift))
+    e = jetfn.exp(series.add_constant(x, -shift))
     s = apply_linear(aten.sum.dim_IntList, (e, [dim], True), {})
-    return F.div(e, s)
+    return jetfn.div(e, s)
 
 
-@register("_safe_softmax")
+@defrule("_safe_softmax")
 def _safe_softmax(ctx, op, x, dim, dtype=None):
     """softmax, and 0 on rows that are entirely -inf (fully masked attention rows)."""
     out = _softmax(ctx, op, x, dim)
     masked = (x.value == float("-inf")).all(dim=dim, keepdim=True)
     if not bool(masked.any()):
         return out
-    return F.where_value(~masked, out, series.constant_jet(torch.zeros_like(out.value), out.basis))
+    return jetfn.where_value(~masked, out, series.constant_jet(torch.zeros_like(out.value), out.basis))
 
 
-@register("_log_softmax")
+@defrule("_log_softmax")
 def _log_softmax(ctx, op, x, dim, half_to_float=False):
     shift = x.value.amax(dim=dim, keepdim=True)
     z = series.add_constant(x, -shift)
-    s = apply_linear(aten.sum.dim_IntList, (F.exp(z), [dim], True), {})
-    return series.sub(z, F.log(s))
+    s = apply_linear(aten.sum.dim_IntList, (jetfn.exp(z), [dim], True), {})
+    return series.sub(z, jetfn.log(s))
 
 
-@register("var_mean", "var")
+@defrule("var_mean", "var")
 def _var_mean(ctx, op, x, dim=None, *, correction=1, keepdim=False):
     dims = list(range(x.ndim)) if dim is None else list(dim)
     mean = apply_linear(aten.mean.dim, (x, dims, True), {})
@@ -467,14 +512,14 @@ def _constant_like(x: Jet, value) -> Jet:
                                x.basis)
 
 
-@register("relu")
+@defrule("relu")
 def _relu(ctx, op, x):
     v = x.value
     _kinks(ctx, "relu", v == 0, x)
     return _scale_by_mask(x, v > 0)
 
 
-@register("leaky_relu")
+@defrule("leaky_relu")
 def _leaky_relu(ctx, op, x, negative_slope=0.01):
     v = x.value
     if negative_slope != 1:
@@ -500,34 +545,34 @@ def _clamp_jet(ctx, name, x: Jet, lo, hi) -> Jet:
     return Jet(out, x.basis)
 
 
-@register("hardtanh")
+@defrule("hardtanh")
 def _hardtanh(ctx, op, x, min_val=-1.0, max_val=1.0):
     return _clamp_jet(ctx, "hardtanh", x, min_val, max_val)
 
 
-@register("clamp")
+@defrule("clamp")
 def _clamp(ctx, op, x, min=None, max=None):
     return _clamp_jet(ctx, "clamp", x, min, max)
 
 
-@register("clamp_min")
+@defrule("clamp_min")
 def _clamp_min(ctx, op, x, min):
     return _clamp_jet(ctx, "clamp", x, min, None)
 
 
-@register("clamp_max")
+@defrule("clamp_max")
 def _clamp_max(ctx, op, x, max):
     return _clamp_jet(ctx, "clamp", x, None, max)
 
 
-@register("abs")
+@defrule("abs")
 def _abs(ctx, op, x):
     v = x.value
     _kinks(ctx, "abs", v == 0, x)
     return _scale_by_mask(x, torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v)))
 
 
-@register("elu")
+@defrule("elu")
 def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
     """scale x (x > 0), alpha scale (exp(input_scale x) - 1) (x <= 0, the branch taken at 0).
 
@@ -537,35 +582,35 @@ def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
     a, s, i = float(alpha), float(scale), float(input_scale)
     if x.basis.order >= 2 or (x.basis.order == 1 and a * i != 1.0):
         _kinks(ctx, op.overloadpacket.__name__, v == 0, x)
-    negative = series.scale(F.expm1(series.scale(x, i)), a * s)
-    return F.where_value(v > 0, series.scale(x, s), negative)
+    negative = series.scale(jetfn.expm1(series.scale(x, i)), a * s)
+    return jetfn.where_value(v > 0, series.scale(x, s), negative)
 
 
-@register("celu")
+@defrule("celu")
 def _celu(ctx, op, x, alpha=1.0):
     """celu(x) = max(0, x) + min(0, alpha (exp(x / alpha) - 1)): elu with input_scale 1 / alpha (C^1 at 0, not C^2)."""
     return _elu(ctx, op, x, alpha, 1.0, 1.0 / float(alpha))
 
 
-@register("_prelu_kernel")
+@defrule("_prelu_kernel")
 def _prelu(ctx, op, x, weight):
     """x (x > 0), weight x (x <= 0): a kink at 0 where weight != 1."""
     w = _value(weight)
     v = x.value
     _kinks(ctx, "prelu", (v == 0) & (w != 1), x)
     negative = series.mul(x, weight) if is_jet(weight) else series.scale(x, weight)
-    return F.where_value(v > 0, x, negative)
+    return jetfn.where_value(v > 0, x, negative)
 
 
-@register("threshold")
+@defrule("threshold")
 def _threshold(ctx, op, x, threshold, value):
     """x where x > threshold, else the constant ``value``: a jump at x = threshold (a kink if value = threshold)."""
     v = x.value
     _kinks(ctx, "threshold", v == threshold, x)
-    return F.where_value(v > threshold, x, _constant_like(x, value))
+    return jetfn.where_value(v > threshold, x, _constant_like(x, value))
 
 
-@register("hardshrink")
+@defrule("hardshrink")
 def _hardshrink(ctx, op, x, lambd=0.5):
     """x where |x| > lambd, else 0: jumps at x = +-lambd, constant 0 around 0."""
     v = x.value
@@ -573,7 +618,7 @@ def _hardshrink(ctx, op, x, lambd=0.5):
     return _scale_by_mask(x, v.abs() > lambd)
 
 
-@register("softshrink")
+@defrule("softshrink")
 def _softshrink(ctx, op, x, lambd=0.5):
     """x - lambd (x > lambd), x + lambd (x < -lambd), else 0: kinks at x = +-lambd, constant 0 around 0."""
     v = x.value
@@ -583,12 +628,12 @@ def _softshrink(ctx, op, x, lambd=0.5):
     return out
 
 
-@register("logit")
+@defrule("logit")
 def _logit(ctx, op, x, eps=None):
     """log(x / (1 - x)) = log x - log1p(-x), of x clamped to [eps, 1 - eps] when eps is given."""
     if eps is not None:
         x = _clamp_jet(ctx, "logit", x, float(eps), 1.0 - float(eps))
-    out = series.sub(F.log(x), F.log1p(series.scale(x, -1.0)))
+    out = series.sub(jetfn.log(x), jetfn.log1p(series.scale(x, -1.0)))
     out.c[0] = op(x.value)
     return out
 
@@ -606,7 +651,7 @@ def _residual(x, target) -> Jet:
     return series.sub(_promote(x, ref.basis, ref), _promote(target, ref.basis, ref))
 
 
-@register("huber_loss")
+@defrule("huber_loss")
 def _huber_loss(ctx, op, x, target, reduction=1, delta=1.0):
     """d = x - target: d^2 / 2 (|d| < delta), delta (|d| - delta / 2) otherwise; C^1 at |d| = delta (a kink from
     order 2), smooth at d = 0."""
@@ -617,10 +662,10 @@ def _huber_loss(ctx, op, x, target, reduction=1, delta=1.0):
     quad = series.scale(series.mul(d, d), 0.5)
     slope = torch.where(v >= 0, v.new_tensor(float(delta)), v.new_tensor(-float(delta)))
     lin = series.add_constant(_scale_by_mask(d, slope), -0.5 * delta * delta)
-    return _reduce(F.where_value(v.abs() < delta, quad, lin), reduction)
+    return _reduce(jetfn.where_value(v.abs() < delta, quad, lin), reduction)
 
 
-@register("smooth_l1_loss")
+@defrule("smooth_l1_loss")
 def _smooth_l1_loss(ctx, op, x, target, reduction=1, beta=1.0):
     """d = x - target: d^2 / (2 beta) (|d| < beta), |d| - beta / 2 otherwise (|d| when beta = 0)."""
     if beta == 0:
@@ -629,48 +674,48 @@ def _smooth_l1_loss(ctx, op, x, target, reduction=1, beta=1.0):
     return series.scale(_huber_loss(ctx, op, x, target, reduction, beta), 1.0 / beta)
 
 
-@register("maximum", "minimum")
+@defrule("maximum", "minimum")
 def _maximum(ctx, op, a, b):
     ref = a if is_jet(a) else b
     a, b = _promote(a, ref.basis, ref), _promote(b, ref.basis, ref)
     va, vb = a.value, b.value
     _kinks(ctx, op.overloadpacket.__name__, va == vb, series.sub(a, b))
     pick_a = va > vb if op.overloadpacket is aten.maximum else va < vb
-    return F.where_value(pick_a, a, b)
+    return jetfn.where_value(pick_a, a, b)
 
 
 # --------------------------------------------------------- smooth functions whose PyTorch kernels branch on value
-@register("softplus")
+@defrule("softplus")
 def _softplus(ctx, op, x, beta=1.0, threshold=20.0):
     """The smooth softplus log(1 + exp(beta x)) / beta at every point: PyTorch's switch to x above ``threshold`` is a
     floating-point cut (its documentation defines the smooth function), not a kink."""
-    return F.softplus(x, float(beta))
+    return jetfn.softplus(x, float(beta))
 
 
-@register("log_sigmoid_forward")
+@defrule("log_sigmoid_forward")
 def _log_sigmoid_forward(ctx, op, x):
     """(log sigmoid(x), buffer): PyTorch computes it as min(x, 0) - log1p(exp(-|x|)), smooth all the same."""
-    return F.logsigmoid(x), op(x.value)[1]
+    return jetfn.logsigmoid(x), op(x.value)[1]
 
 
-@register("log_sigmoid")
+@defrule("log_sigmoid")
 def _log_sigmoid(ctx, op, x):
-    return F.logsigmoid(x)
+    return jetfn.logsigmoid(x)
 
 
-@register("mish")
+@defrule("mish")
 def _mish(ctx, op, x):
-    return F.mish(x)
+    return jetfn.mish(x)
 
 
-@register("sinc")
+@defrule("sinc")
 def _sinc(ctx, op, x):
     """sin(pi x) / (pi x), 1 at 0: entire (PyTorch's decomposition branches on x == 0, where every derivative is
     lost)."""
-    return F.sinc(x)
+    return jetfn.sinc(x)
 
 
-@register("xlogy", "special_xlogy", "special_xlog1py")
+@defrule("xlogy", "special_xlogy", "special_xlog1py")
 def _xlogy(ctx, op, x, y):
     """x log(y) (x log1p(y) for xlog1py), defined as 0 where x = 0.
 
@@ -681,7 +726,7 @@ def _xlogy(ctx, op, x, y):
     ref = x if is_jet(x) else y
     log1p = op.overloadpacket is aten.special_xlog1py
     if is_jet(y):
-        log_y = F.log1p(y) if log1p else F.log(y)
+        log_y = jetfn.log1p(y) if log1p else jetfn.log(y)
     else:
         yv = torch.as_tensor(y, dtype=ref.dtype, device=ref.device)
         log_y = torch.log1p(yv) if log1p else torch.log(yv)
@@ -692,7 +737,7 @@ def _xlogy(ctx, op, x, y):
         xv = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
         out = series.scale(log_y, xv)
         zero = xv == 0
-    out = F.where_value(zero, _constant_like(out, 0.0), out)
+    out = jetfn.where_value(zero, _constant_like(out, 0.0), out)
     out.c[0] = op(_value(x), _value(y))
     return out
 
@@ -715,7 +760,7 @@ def _pool_ties(v: torch.Tensor, out: torch.Tensor, idx: torch.Tensor, ndim_poole
     return int((second == out).sum())
 
 
-@register("max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices")
+@defrule("max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices")
 def _max_pool(ctx, op, x, *args):
     nd = {aten.max_pool1d_with_indices: 1, aten.max_pool2d_with_indices: 2,
           aten.max_pool3d_with_indices: 3}[op.overloadpacket]
@@ -725,7 +770,7 @@ def _max_pool(ctx, op, x, *args):
     return _gather_flat(x, idx, nd), idx
 
 
-@register("amax", "amin")
+@defrule("amax", "amin")
 def _amax(ctx, op, x, dim=(), keepdim=False):
     if x.ndim == 0:  # the maximum of one value
         return x
@@ -745,7 +790,7 @@ def _amax(ctx, op, x, dim=(), keepdim=False):
     return Jet(out, x.basis)
 
 
-@register("max", "min")
+@defrule("max", "min")
 def _max_dim(ctx, op, x, dim=None, keepdim=False):
     if dim is None:
         return _amax(ctx, aten.amax.default if op.overloadpacket is aten.max else aten.amin.default, x)
@@ -762,17 +807,6 @@ def _max_dim(ctx, op, x, dim=None, keepdim=False):
 
 
 # ----------------------------------------------------------------------------------- value-only (zero series)
-VALUE_ONLY_OPS = [
-    "gt", "lt", "ge", "le", "eq", "ne", "sign", "argmax", "argmin", "isnan", "isinf", "isfinite", "logical_not",
-    "logical_and", "logical_or", "floor", "ceil", "round", "trunc", "zeros_like", "ones_like", "empty_like",
-    "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside", "argsort",
-    "floor_divide", "empty_strided", "scalar_tensor", "sgn", "isposinf", "isneginf", "signbit",
-]
-for _name in VALUE_ONLY_OPS:
-    if hasattr(aten, _name):
-        VALUE_ONLY.add(getattr(aten, _name))
-
-
 def value_only(ctx, op, *args, **kwargs):
     _note_branch(ctx, op.overloadpacket, args, kwargs)
     return op(*_value(args), **{k: _value(v) for k, v in kwargs.items()})
@@ -804,20 +838,20 @@ def _note_branch(ctx, packet, args, kwargs) -> None:
         _kinks(ctx, "round", (s.abs() - torch.floor(s.abs())) == 0.5, x)
 
 
-RULES[operator.getitem] = lambda ctx, op, seq, i: seq[i]
+defvalue("gt", "lt", "ge", "le", "eq", "ne", "sign", "argmax", "argmin", "isnan", "isinf", "isfinite",
+    "logical_not", "logical_and", "logical_or", "floor", "ceil", "round", "trunc", "zeros_like", "ones_like",
+    "empty_like", "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside",
+    "argsort", "floor_divide", "empty_strided", "scalar_tensor", "sgn", "isposinf", "isneginf", "signbit")
+defop(operator.getitem, lambda ctx, op, seq, i: seq[i])
 
 
 def lookup(target) -> Rule | None:
     """The rule for an fx node target (an OpOverload, its packet, or a Python function)."""
-    if target in RULES:
-        return RULES[target]
-    packet = getattr(target, "overloadpacket", None)
-    if packet is not None:
-        if packet in VALUE_ONLY:
-            return value_only
-        return RULES.get(packet)
-    return None
+    rule = RULES.get(target)
+    if rule is None:
+        rule = RULES.get(getattr(target, "overloadpacket", None))
+    return rule
 
 
 def is_value_only(target) -> bool:
-    return getattr(target, "overloadpacket", None) in VALUE_ONLY
+    return target in VALUE_ONLY or getattr(target, "overloadpacket", None) in VALUE_ONLY
