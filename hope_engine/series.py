@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import _native
+from . import kernels
 from .basis import Basis, make_basis, product_table, product_table_size, product_tables
 from .caches import BoundedCache
 
@@ -124,73 +124,9 @@ def scale(a: Jet, factor) -> Jet:
 # -------------------------------------------------------------------------------------------------- products
 def _degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
                   weights: Sequence[float] | None) -> torch.Tensor:
-    """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p).
-
-    Left degrees whose weight is 0 at either end of 0..d are left out, not multiplied by 0: a value factor may be
-    infinite (a -inf attention mask under exp), and 0 * inf would be NaN."""
-    lo, hi = 0, d
-    if weights is not None:
-        while lo <= hi and weights[lo] == 0:
-            lo += 1
-        while hi >= lo and weights[hi] == 0:
-            hi -= 1
-        if lo > hi:
-            width = basis.offsets[d + 1] - basis.offsets[d]
-            return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
-    if basis.n == 1:  # one variable (total = pure): a plain Cauchy product, no index tables
-        prod = a[lo:hi + 1] * b[d - hi:d - lo + 1].flip(0)
-        if weights is not None:
-            w = torch.as_tensor(weights[lo:hi + 1], dtype=a.dtype, device=a.device)
-            prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
-        return prod.sum(0, keepdim=True)
-    if basis.kind == "pure":
-        return _pure_degree_terms(a, b, basis, d, weights)
-    table = product_tables(basis, a.device)[d]
-    if _native.usable(a, b):
-        a, b = _native_pair(a, b)
-        width = basis.offsets[d + 1] - basis.offsets[d]
-        out = a.new_empty((width, *a.shape[1:]))
-        w = None
-        if weights is not None:
-            w = torch.as_tensor(weights, dtype=torch.float64)[table.left_degree]
-        _native.prod(a, b, out, table.left, table.right, table.out, w, 1.0)
-        return out
-    left, right, out_index, left_degree = table.left, table.right, table.out, table.left_degree
-    if (lo, hi) != (0, d):  # the table is ordered by left degree: keep the entries of degrees lo..hi
-        size = [basis.offsets[k + 1] - basis.offsets[k] for k in range(d + 1)]
-        start = sum(size[p] * size[d - p] for p in range(lo))
-        stop = start + sum(size[p] * size[d - p] for p in range(lo, hi + 1))
-        left, right, out_index, left_degree = (t[start:stop] for t in (left, right, out_index, left_degree))
-    prod = a.index_select(0, left) * b.index_select(0, right)
-    if weights is not None:
-        w = torch.as_tensor(weights, dtype=a.dtype, device=a.device)[left_degree]
-        prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
-    width = basis.offsets[d + 1] - basis.offsets[d]
-    out = a.new_zeros((width, *prod.shape[1:]))
-    return out.index_add_(0, out_index, prod)
-
-
-def _pure_degree_terms(a, b, basis: Basis, d: int, weights) -> torch.Tensor:
-    """Pure basis: degree block d is (n, *shape); only same-variable (or value) factors combine."""
-    total = None
-    for p in range(d + 1):
-        w = 1.0 if weights is None else float(weights[p])
-        if w == 0.0:
-            continue
-        term = a[basis.block(p)] * b[basis.block(d - p)]
-        if w != 1.0:
-            term = term * w
-        total = term if total is None else total + term
-    width = basis.offsets[d + 1] - basis.offsets[d]
-    if total is None:
-        return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
-    return total.expand(width, *total.shape[1:]) if total.shape[0] != width else total
-
-
-def _native_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a and b broadcast to one coefficient shape, contiguous (the compiled kernels index rows of equal length)."""
-    shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
-    return a.expand(a.shape[0], *shape).contiguous(), b.expand(b.shape[0], *shape).contiguous()
+    """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p); terms
+    of weight 0 are left out, not multiplied by 0 (an infinite value factor would give NaN). See kernels."""
+    return kernels.degree_product(a, b, basis, d, weights)
 
 
 _FLAT = BoundedCache("flat product tables", max_entries=32)
@@ -239,36 +175,9 @@ def clear_caches() -> None:
     _DEGREES.clear()
 
 
-def _native_tables(basis: Basis, *tensors: torch.Tensor):
-    """How the compiled kernels run on these tensors: "univariate" (a pure basis, or one variable), the flat product
-    tables (a total basis), or None (no kernels: the torch formulation)."""
-    if basis.order < 1 or not _native.usable(*tensors):
-        return None
-    if basis.kind == "pure" or basis.n == 1:
-        return "univariate"
-    return flat_tables(basis)
-
-
 def mul_coefficients(ca: torch.Tensor, cb: torch.Tensor, basis: Basis) -> torch.Tensor:
-    """Product of two aligned coefficient tensors in ``basis``."""
-    tables = _native_tables(basis, ca, cb)
-    if tables is not None:
-        ca, cb = _native_pair(ca, cb)
-        out = ca.new_empty(ca.shape)
-        if tables == "univariate":
-            _native.univariate(3, ca, out, cb, basis.n, basis.order)
-        else:
-            _native.prod(ca, cb, out, tables[0], tables[1], tables[2], None, 1.0)
-        return out
-    if basis.kind == "total":
-        tables = product_tables(basis, ca.device)
-        shape = torch.broadcast_shapes(ca.shape[1:], cb.shape[1:])
-        out = ca.new_zeros((basis.size, *shape))
-        for d in range(basis.order + 1):
-            t = tables[d]
-            out[basis.block(d)].index_add_(0, t.out, ca.index_select(0, t.left) * cb.index_select(0, t.right))
-        return out
-    return torch.cat([_pure_degree_terms(ca, cb, basis, d, None) for d in range(basis.order + 1)])
+    """Product of two aligned coefficient tensors in ``basis``: (ab)_k = sum_{a_i + a_j = a_k} a_i b_j."""
+    return kernels.product(ca, cb, basis)
 
 
 def mul(a: Jet, b: Jet) -> Jet:
@@ -328,85 +237,25 @@ def integrate(fprime: torch.Tensor, u: torch.Tensor, value: torch.Tensor, basis:
     return out
 
 
-def _native_recurrence(kind: int, u, y, g, tables, basis: Basis, p1: float = 0.0, p2: float = 0.0) -> None:
-    if tables == "univariate":
-        _native.univariate(kind, u.contiguous(), y, g, basis.n, basis.order, p1, p2)
-    else:
-        _native.recurrence(kind, u.contiguous(), y, g, tables, basis.order, p1, p2)
-
-
 def exp_coefficients(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
-    tables = _native_tables(basis, u)
-    if tables is not None:
-        y = u.new_empty(u.shape)
-        y[0] = torch.exp(u[0])
-        _native_recurrence(0, u, y, None, tables, basis)
-        return y
-    y = torch.zeros_like(u)
-    y[0] = torch.exp(u[0])
-    eu = euler(u, basis)
-    for d in range(1, basis.order + 1):
-        y[basis.block(d)] = _degree_terms(y, eu, basis, d, None) / d
-    return y
+    return kernels.exp(u, basis)
 
 
 def sin_cos_coefficients(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
-    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d.
-
-    c and s are kept side by side in one tensor g = (c, s) (axis 1), so each degree is one product [g E u]_d.
-    """
-    tables = _native_tables(basis, u)
-    if tables is not None:  # s and c in separate tensors, both filled by one call
-        s = u.new_empty(u.shape)
-        c = torch.empty_like(s)
-        s[0], c[0] = torch.sin(u[0]), torch.cos(u[0])
-        _native_recurrence(1, u, s, c, tables, basis)
-        return s, c
-    g = u.new_zeros((u.shape[0], 2, *u.shape[1:]))
-    g[0, 0], g[0, 1] = torch.cos(u[0]), torch.sin(u[0])
-    eu = euler(u, basis).unsqueeze(1)
-    for d in range(1, basis.order + 1):
-        t = _degree_terms(g, eu, basis, d, None) / d      # ([c E u]_d, [s E u]_d) / d = (s_d, -c_d)
-        blk = basis.block(d)
-        g[blk, 0] = -t[:, 1]
-        g[blk, 1] = t[:, 0]
-    return g[:, 1], g[:, 0]
+    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d."""
+    return kernels.sin_cos(u, basis)
 
 
 def riccati_coefficients(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float,
                          q: float) -> torch.Tensor:
     """y with y' = a + b y + q y^2 (tanh: 1 - y^2; sigmoid: y - y^2), degree by degree."""
-    tables = _native_tables(basis, u)
-    if tables is not None:
-        y = u.new_empty(u.shape)
-        g = torch.empty_like(y)
-        y[0] = y0
-        g[0] = a + b * y0 + q * y0 * y0
-        _native_recurrence(2, u, y, g, tables, basis, b, q)
-        return y
-    y = torch.zeros_like(u)
-    y[0] = y0
-    g = torch.zeros_like(u)  # g = y'(u) = a + b y + q y^2, kept one degree behind y
-    g[0] = a + b * y0 + q * y0 * y0
-    eu = euler(u, basis)
-    for d in range(1, basis.order + 1):
-        y[basis.block(d)] = _degree_terms(g, eu, basis, d, None) / d
-        if d < basis.order:
-            g[basis.block(d)] = b * y[basis.block(d)] + q * _degree_terms(y, y, basis, d, None)
-    return y
+    return kernels.riccati(u, basis, y0, a, b, q)
 
 
 def div_coefficients(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
     """q = a / b: q_d = (a_d - [q b]_d without q_d b_0) / b_0."""
-    shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
-    q = a.new_zeros((basis.size, *shape))
-    b0 = b[0]
-    q[0] = a[0] / b0
-    for d in range(1, basis.order + 1):
-        w = [1.0] * d + [0.0]
-        q[basis.block(d)] = (a[basis.block(d)] - _degree_terms(q, b, basis, d, w)) / b0
-    return q
+    return kernels.div(a, b, basis)
 
 
 def pow_coefficients(u: torch.Tensor, p: float, basis: Basis) -> torch.Tensor:

@@ -1,0 +1,141 @@
+"""The torch formulation of the jet kernels: any device, any floating dtype, autograd-transparent.
+
+A total-basis product is a gather of the T triples (i, j, k) of the product table, a multiply and a scatter-add:
+(ab)_k = sum_{a_i + a_j = a_k} a_i b_j. A pure basis (and one variable) only pairs same-variable degrees:
+(ab)_d = sum_p a_p b_{d-p}. Recurrences run degree by degree with the Euler operator E (E t^a = |a| t^a):
+[f(u)]_d = [f'(u) E u]_d / d. Each function has the signature of its native twin (hope_engine.kernels.native).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..basis import Basis, product_tables
+
+
+def _euler(u: torch.Tensor, basis: Basis) -> torch.Tensor:
+    from ..series import euler  # series imports this package: resolved at call time
+
+    return euler(u, basis)
+
+
+def degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
+                   weights: Sequence[float] | None) -> torch.Tensor:
+    """Degree-d block of sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p; None: all 1).
+
+    Left degrees whose weight is 0 at either end of 0..d are left out, not multiplied by 0: a value factor may be
+    infinite (a -inf attention mask under exp), and 0 * inf would be NaN."""
+    lo, hi = 0, d
+    if weights is not None:
+        while lo <= hi and weights[lo] == 0:
+            lo += 1
+        while hi >= lo and weights[hi] == 0:
+            hi -= 1
+        if lo > hi:
+            width = basis.offsets[d + 1] - basis.offsets[d]
+            return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
+    if basis.n == 1:  # one variable (total = pure): a plain Cauchy product, no index tables
+        prod = a[lo:hi + 1] * b[d - hi:d - lo + 1].flip(0)
+        if weights is not None:
+            w = torch.as_tensor(weights[lo:hi + 1], dtype=a.dtype, device=a.device)
+            prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
+        return prod.sum(0, keepdim=True)
+    if basis.kind == "pure":
+        return pure_degree_product(a, b, basis, d, weights)
+    table = product_tables(basis, a.device)[d]
+    left, right, out_index, left_degree = table.left, table.right, table.out, table.left_degree
+    if (lo, hi) != (0, d):  # the table is ordered by left degree: keep the entries of degrees lo..hi
+        size = [basis.offsets[k + 1] - basis.offsets[k] for k in range(d + 1)]
+        start = sum(size[p] * size[d - p] for p in range(lo))
+        stop = start + sum(size[p] * size[d - p] for p in range(lo, hi + 1))
+        left, right, out_index, left_degree = (t[start:stop] for t in (left, right, out_index, left_degree))
+    prod = a.index_select(0, left) * b.index_select(0, right)
+    if weights is not None:
+        w = torch.as_tensor(weights, dtype=a.dtype, device=a.device)[left_degree]
+        prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
+    width = basis.offsets[d + 1] - basis.offsets[d]
+    out = a.new_zeros((width, *prod.shape[1:]))
+    return out.index_add_(0, out_index, prod)
+
+
+def pure_degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int, weights) -> torch.Tensor:
+    """Pure basis: degree block d is (n, *shape); only same-variable (or value) factors combine."""
+    total = None
+    for p in range(d + 1):
+        w = 1.0 if weights is None else float(weights[p])
+        if w == 0.0:
+            continue
+        term = a[basis.block(p)] * b[basis.block(d - p)]
+        if w != 1.0:
+            term = term * w
+        total = term if total is None else total + term
+    width = basis.offsets[d + 1] - basis.offsets[d]
+    if total is None:
+        return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
+    return total.expand(width, *total.shape[1:]) if total.shape[0] != width else total
+
+
+def product(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """a b for two aligned coefficient tensors (M, *shape_a), (M, *shape_b): (M, *broadcast shape)."""
+    if basis.kind == "total":
+        tables = product_tables(basis, a.device)
+        shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
+        out = a.new_zeros((basis.size, *shape))
+        for d in range(basis.order + 1):
+            t = tables[d]
+            out[basis.block(d)].index_add_(0, t.out, a.index_select(0, t.left) * b.index_select(0, t.right))
+        return out
+    return torch.cat([pure_degree_product(a, b, basis, d, None) for d in range(basis.order + 1)])
+
+
+def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
+    y = torch.zeros_like(u)
+    y[0] = torch.exp(u[0])
+    eu = _euler(u, basis)
+    for d in range(1, basis.order + 1):
+        y[basis.block(d)] = degree_product(y, eu, basis, d, None) / d
+    return y
+
+
+def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d.
+
+    c and s are kept side by side in one tensor g = (c, s) (axis 1), so each degree is one product [g E u]_d."""
+    g = u.new_zeros((u.shape[0], 2, *u.shape[1:]))
+    g[0, 0], g[0, 1] = torch.cos(u[0]), torch.sin(u[0])
+    eu = _euler(u, basis).unsqueeze(1)
+    for d in range(1, basis.order + 1):
+        t = degree_product(g, eu, basis, d, None) / d      # ([c E u]_d, [s E u]_d) / d = (s_d, -c_d)
+        blk = basis.block(d)
+        g[blk, 0] = -t[:, 1]
+        g[blk, 1] = t[:, 0]
+    return g[:, 1], g[:, 0]
+
+
+def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float, q: float) -> torch.Tensor:
+    """y with y' = a + b y + q y^2 (tanh: 1 - y^2; sigmoid: y - y^2), degree by degree."""
+    y = torch.zeros_like(u)
+    y[0] = y0
+    g = torch.zeros_like(u)  # g = y'(u) = a + b y + q y^2, kept one degree behind y
+    g[0] = a + b * y0 + q * y0 * y0
+    eu = _euler(u, basis)
+    for d in range(1, basis.order + 1):
+        y[basis.block(d)] = degree_product(g, eu, basis, d, None) / d
+        if d < basis.order:
+            g[basis.block(d)] = b * y[basis.block(d)] + q * degree_product(y, y, basis, d, None)
+    return y
+
+
+def div(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """q = a / b: q_d = (a_d - [q b]_d without q_d b_0) / b_0."""
+    shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
+    q = a.new_zeros((basis.size, *shape))
+    b0 = b[0]
+    q[0] = a[0] / b0
+    for d in range(1, basis.order + 1):
+        w = [1.0] * d + [0.0]
+        q[basis.block(d)] = (a[basis.block(d)] - degree_product(q, b, basis, d, w)) / b0
+    return q
