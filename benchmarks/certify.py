@@ -115,12 +115,12 @@ def cases(selected: set[str]):
         yield "trained tanh 1-64x3", _trained(), torch.tensor([[0.5]], dtype=torch.float64), None, True
 
 
-def _median_time(fn, repeats: int = 5) -> float:
-    fn()
+def _median_time(fn, *args, repeats: int = 5, **kwargs) -> float:
+    fn(*args, **kwargs)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
+        fn(*args, **kwargs)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -156,8 +156,8 @@ def main() -> None:
         for r in RADII:
             cert = certify(model, x0, args.order, radius=r, variables=variables)
             s = sampled_error(model, cert, points=10_000, steps=30)
-            t_cert = _median_time(lambda: certify(model, x0, args.order, radius=r, variables=variables))
-            t_exp = _median_time(lambda: expand(model, x0, args.order, variables=variables))
+            t_cert = _median_time(certify, model, x0, args.order, radius=r, variables=variables)
+            t_exp = _median_time(expand, model, x0, args.order, variables=variables)
             lo, hi = cert.bounds()
             width = float((hi - lo).max())
             sampled_width = float((s.high - s.low).max())

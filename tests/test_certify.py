@@ -59,7 +59,7 @@ def mlp(n: int, widths: list[int], acts: list[str], out: int, seed: int, norm: b
     return nn.Sequential(*layers).to(DT).eval()
 
 
-def check_sound(model, cert, output=None, points: int = 10_000, steps: int = 20) -> float:
+def check_sound(model, cert, output=None, points: int = 10_000, steps: int = 15) -> float:
     """Assert the certificate against sampling + ascent; return the tightness remainder / found error (max)."""
     s = sampled_error(model, cert, points=points, steps=steps, output=output)
     slack = 1e-13 * (1 + s.high.abs().maximum(s.low.abs()))
@@ -93,10 +93,10 @@ def _run_architecture(a) -> None:
     if a["per_variable"]:
         radius = radius * (0.25 + torch.rand(a["n"], generator=g, dtype=DT))
     cert = certify(model, x0, order=a["order"], radius=radius)
-    check_sound(model, cert, points=2000, steps=10)
+    check_sound(model, cert, points=10_000, steps=8)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(architectures)
 def test_remainder_is_sound_on_random_architectures_and_boxes(a):
     _run_architecture(a)
@@ -109,13 +109,13 @@ def test_remainder_is_sound_on_many_random_architectures(a):
     _run_architecture(a)
 
 
-@pytest.mark.parametrize("act", ["tanh", "sigmoid", "sin", "softplus", "relu", "gelu", "exp"])
+@pytest.mark.parametrize("act", ["tanh", "sin", "relu", "softplus"])
 def test_full_check_with_ten_thousand_samples_and_ascent(act):
     model = mlp(2, [16, 16], [act, act], 2, seed=1)
     x0 = torch.tensor([[0.3, -0.2]], dtype=DT)
     for r in (0.01, 0.1, 0.5):
         cert = certify(model, x0, order=4, radius=r)
-        ratio = check_sound(model, cert, points=10_000, steps=30)
+        ratio = check_sound(model, cert, points=10_000, steps=15)
         print(f"{act:9s} radius {r:<5} remainder {float(cert.remainder.max()):.3e}  tightness {ratio:.2f}")
 
 
