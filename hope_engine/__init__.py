@@ -16,10 +16,12 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .expand import expand
+from .many import expand_many
 from .polynomial import TaylorPolynomial, Term
 
 __all__ = [
     "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",
-    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "certify", "expand", "make_basis",
+    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "certify", "expand", "expand_many",
+    "make_basis",
 ]
 __version__ = "0.1.0"

@@ -35,6 +35,10 @@ def _close(fast, slow, dtype):
 
 
 def test_kernels_build_when_a_compiler_exists():
+    """HOPE_REQUIRE_KERNELS=1 (the wheel builds' test step): the kernels must be there, compiler or not."""
+    if os.environ.get("HOPE_REQUIRE_KERNELS") == "1":
+        assert native.lib() is not None, native.error()
+        return
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
         pytest.skip("no C compiler")
     if os.environ.get("HOPE_NATIVE") == "0":
