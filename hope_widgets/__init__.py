@@ -15,7 +15,10 @@ __all__ = ["HopePanel", "load_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%hope`` and ``%%hope`` (``%load_ext hope_widgets``)."""
+    """Register ``%hope`` and ``%%hope`` (``%load_ext hope_widgets``), and load the tracer in a background thread so
+    the first ``%hope`` does not pay that one-time cost (about a second or more) itself."""
     from .magic import HopeMagics
+    from .panel import start_warmup
 
     ipython.register_magics(HopeMagics)
+    start_warmup()

@@ -20,6 +20,37 @@ from hope_engine.polynomial import latex_number, monomial_parents, monomial_tabl
 
 LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
 LINE_POINTS = 81
+#: how a non-finite number travels to the browser (JSON has no NaN or infinity); ``Number(s)`` in JS reads them back
+NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def sanitize(value: Any) -> Any:
+    """``value`` with every NaN / infinity (at any depth of dicts, lists and tuples) replaced by the string "NaN",
+    "Infinity" or "-Infinity", so the synced state is strict JSON: jupyter_client warns about bare NaN ("Out of range
+    float values are not JSON compliant") and the browser would read it as null. The front end decodes the three
+    strings back to numbers (js/src/index.js ``decode``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else NONFINITE["nan" if math.isnan(value) else str(value)]
+    if isinstance(value, dict):
+        return {k: sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v) for v in value]
+    return value
+
+
+def nonfinite_message(poly: TaylorPolynomial, point: list[float]) -> str:
+    """One line saying which coefficients of ``poly`` are NaN or infinite and why, or "" when all are finite."""
+    c = poly.coefficients.detach().reshape(poly.basis.size, -1)
+    bad = ~torch.isfinite(c).all(dim=1)
+    if not bool(bad.any()):
+        return ""
+    kinds = [word for word, found in (("NaN", bool(torch.isnan(c).any())), ("infinite", bool(torch.isinf(c).any())))
+             if found]
+    degrees = sorted({int(d) for d in poly.basis.degrees[bad.cpu()].tolist()})
+    at = ", ".join(f"{v:.4g}" for v in point[:6]) + (", ..." if len(point) > 6 else "")
+    return (f"{int(bad.sum())} of {poly.basis.size} coefficients are {' or '.join(kinds)} (degree "
+            f"{', '.join(map(str, degrees))}): the point ({at}) left the domain of a function the model applies "
+            f"(log or sqrt of a negative number, a division by zero, an overflow); move the point")
 
 
 def scalar_coefficients(poly: TaylorPolynomial) -> torch.Tensor:
@@ -140,16 +171,37 @@ def pure_coefficients(poly: TaylorPolynomial) -> list[list[float]]:
     return rows
 
 
-def heat_data(poly: TaylorPolynomial, row_shape: tuple[int, ...], radius: float) -> dict[str, Any]:
-    """Pure-derivative attribution for image-like inputs: per-pixel unmixed coefficients, summed over channels."""
-    n = poly.n
+def image_grid(row_shape: tuple[int, ...], n: int) -> tuple[int, int]:
+    """(rows, cols) of the heat map: the input's last two axes when the input is an image, else a near-square grid."""
     if len(row_shape) >= 2 and math.prod(row_shape) == n:
-        rows, cols = int(row_shape[-2]), int(row_shape[-1])
-    else:
-        cols = math.ceil(math.sqrt(n))
-        rows = math.ceil(n / cols)
-    return {"rows": rows, "cols": cols, "channels": max(1, n // (rows * cols)), "n": n,
-            "coef": pure_coefficients(poly), "radius": radius}
+        return int(row_shape[-2]), int(row_shape[-1])
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def pixel_names(row_shape: tuple[int, ...]) -> list[str]:
+    """Variable names of an image input by position, 0-based as the tensor is indexed: ``p[row][col]``, or
+    ``p[channel][row][col]`` for several channels (brackets, not commas, so sympy reads each name as one symbol)."""
+    rows, cols = int(row_shape[-2]), int(row_shape[-1])
+    channels = math.prod(row_shape[:-2]) if len(row_shape) > 2 else 1
+    if channels == 1:
+        return [f"p[{r}][{c}]" for r in range(rows) for c in range(cols)]
+    return [f"p[{k}][{r}][{c}]" for k in range(channels) for r in range(rows) for c in range(cols)]
+
+
+def heat_data(poly: TaylorPolynomial, row_shape: tuple[int, ...], radius: float,
+              point: list[float] | None = None) -> dict[str, Any]:
+    """Pure-derivative attribution for image-like inputs: per-pixel unmixed coefficients, summed over channels, and
+    the input itself (``image``: per-pixel values, averaged over channels) for the picture under the map."""
+    n = poly.n
+    rows, cols = image_grid(row_shape, n)
+    channels = max(1, n // (rows * cols))
+    out: dict[str, Any] = {"rows": rows, "cols": cols, "channels": channels, "n": n,
+                           "coef": pure_coefficients(poly), "radius": radius}
+    if point is not None and len(point) == n and n == rows * cols * channels:
+        values = torch.tensor(point, dtype=torch.float64).reshape(channels, rows * cols).mean(dim=0)
+        out["image"] = values.tolist()
+    return out
 
 
 def relative_difference(poly: TaylorPolynomial, reference: TaylorPolynomial) -> list[float | None]:
@@ -169,3 +221,14 @@ def relative_difference(poly: TaylorPolynomial, reference: TaylorPolynomial) -> 
         num = float(torch.linalg.vector_norm(a[ia] - b[ib]))
         out.append(num / den if den > 0 else (0.0 if num == 0 else None))
     return out
+
+
+def timing_text(seconds: float, first_call: bool, loading: float) -> str:
+    """The panel's timing line for one expansion: its time, and what a first call paid on top (loading the tracer,
+    once per session: ``loading`` seconds spent before the expansion, or inside it when ``first_call``)."""
+    text = f"expanded in {seconds:.3g} s"
+    if first_call:
+        text += " (first call: loading the tracer, once per session)"
+    elif loading >= 0.01:
+        text += f" (first call: loading the tracer took {loading:.2g} s more, once per session)"
+    return text

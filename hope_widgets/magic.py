@@ -23,7 +23,7 @@ from torch import nn
 from hope_engine import expand
 from hope_engine.errors import describe
 
-from .panel import HopePanel
+from .panel import HopePanel, traced_call
 
 #: names a ``%%hope`` cell can use without importing them (the user's namespace wins on a clash)
 CELL_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sigmoid", "sinh", "cosh",
@@ -150,12 +150,12 @@ def _batched_if_needed(model: Any, point: torch.Tensor) -> torch.Tensor:
     if point.dim() != 1:
         return point
     try:
-        expand(model, point, 0)
+        traced_call(lambda: expand(model, point, 0))
         return point
     except Exception:  # noqa: BLE001 - any failure: try with a batch axis, else let the panel report the 1-d error
         pass
     try:
-        expand(model, point.unsqueeze(0), 0)
+        traced_call(lambda: expand(model, point.unsqueeze(0), 0))
         return point.unsqueeze(0)
     except Exception:  # noqa: BLE001
         return point

@@ -8,6 +8,7 @@ kernel work. Changing the point or the method recomputes; a failure keeps the la
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -37,6 +38,94 @@ CACHE_SIZE = 8
 TIME_BUDGET = 60.0  # seconds: an expansion estimated longer is refused (expand(..., time_budget=None) runs it)
 METHODS = ("exact", "hope")
 SORTS = ("degree", "magnitude")
+#: traits a user sets from Python: a bad value is one short error line (``PanelError``), not a traitlets traceback
+PUBLIC_TRAITS = frozenset({"order", "point", "output", "method", "threshold", "sort", "direction", "radius", "title"})
+
+
+class PanelError(traitlets.TraitError, ValueError):
+    """A bad value for a panel setting (``panel.order = 99``): one line that names the bound.
+
+    IPython (and so Jupyter) shows an exception through its ``_render_traceback_`` when it has one: here that is the
+    single line ``PanelError: <message>``, because the frames below the user's assignment are traitlets' machinery.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+# ---------------------------------------------------------------------------------------------- tracer warm-up
+# The first trace in a process imports and initialises most of torch.fx / torch._dynamo (about a second or more);
+# ``%load_ext hope_widgets`` pays it in a background thread, and the first expansion waits for that thread rather
+# than racing it (the engine's caches are not meant to be filled from two threads at once).
+_warmup_lock = threading.Lock()
+_warmup_thread: threading.Thread | None = None
+_warmup_report: dict[str, Any] = {}
+_tracer_ready = False
+_unreported_loading = 0.0  # seconds spent loading the tracer (waiting, probing) not yet shown in a timing line
+
+
+def _tiny_trace() -> None:
+    """Trace and expand a tiny private network once (what every later expansion finds already loaded)."""
+    from torch import nn
+
+    tiny = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    for dtype in (torch.float32, torch.float64):
+        expand(tiny.to(dtype), torch.zeros(2, dtype=dtype), 3)
+
+
+def start_warmup() -> threading.Thread:
+    """Load the tracing machinery in a daemon thread (once per process); returns the thread."""
+    global _warmup_thread
+
+    def run() -> None:
+        global _tracer_ready
+        start = time.perf_counter()
+        try:
+            _tiny_trace()
+            _tracer_ready = True
+            _warmup_report.update(ok=True)
+        except Exception as e:  # noqa: BLE001 - a failed warm-up only means the first expansion pays the cost
+            _warmup_report.update(ok=False, error=describe(e))
+        _warmup_report["seconds"] = time.perf_counter() - start
+
+    with _warmup_lock:
+        if _warmup_thread is None:
+            _warmup_thread = threading.Thread(target=run, name="hope-tracer-warmup", daemon=True)
+            _warmup_thread.start()
+        return _warmup_thread
+
+
+def wait_for_warmup() -> float:
+    """Block until a running warm-up has finished; returns the seconds waited (0 when none runs)."""
+    global _unreported_loading
+    thread = _warmup_thread
+    if thread is None or not thread.is_alive() or thread is threading.current_thread():
+        return 0.0
+    start = time.perf_counter()
+    thread.join()
+    waited = time.perf_counter() - start
+    _unreported_loading += waited
+    return waited
+
+
+def traced_call(fn: Callable[[], Any]) -> Any:
+    """Run an expansion outside a panel (``%hope``'s probe for a batch axis) after the warm-up; a first call's cost
+    is remembered and shown in the next panel's timing line."""
+    global _tracer_ready, _unreported_loading
+    wait_for_warmup()
+    first = not _tracer_ready
+    start = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        if first:
+            _unreported_loading += time.perf_counter() - start
+            _tracer_ready = True
+
+
+def warmup_report() -> dict[str, Any]:
+    """What the background warm-up did: ``{}`` before it ends, else ``ok``, ``seconds`` (and ``error``)."""
+    return dict(_warmup_report)
 
 
 class _PointTrait(List):
@@ -99,8 +188,8 @@ class HopePanel(anywidget.AnyWidget):
     threshold = Float(0.0).tag(sync=True)
     sort = Unicode("degree").tag(sync=True)
     direction = Int(-1).tag(sync=True)
-    radius = Float(1.0).tag(sync=True)
-    terms_kind = Unicode("total").tag(sync=True)
+    radius = Float(1.0)  # half-width of the point controls and of the plotted line (the browser reads bounds, line)
+    terms_kind = Unicode("total")
     mode = Unicode("line").tag(sync=True)
     terms = Dict().tag(sync=True)
     line = Dict().tag(sync=True)
@@ -110,6 +199,7 @@ class HopePanel(anywidget.AnyWidget):
     busy = Bool(False).tag(sync=True)
     error = Unicode("").tag(sync=True)
     notice = Unicode("").tag(sync=True)
+    warning = Unicode("").tag(sync=True)  # the result holds NaN / infinity: which coefficients, and why
 
     def __init__(self, model: Callable, point: Any, *, order: int = 6, max_order: int = 10, terms: str | None = None,
                  output: int = 0, names: list[str] | None = None, method: str = "exact", radius: float = 1.0,
@@ -134,18 +224,21 @@ class HopePanel(anywidget.AnyWidget):
             names = [str(s) for s in names]
             if len(names) != n:
                 raise ValueError(f"names has {len(names)} entries but the point has {n} values")
+        elif _is_image_like(row_shape) and n == math.prod(row_shape):
+            names = data.pixel_names(row_shape)  # p[row][col]: a pixel's term says where the pixel is
         if terms is None:
             terms = "total" if basis_size(n, max_order, "total") <= MAX_TOTAL_TERMS else "pure"
         if terms not in ("total", "pure"):
             raise ValueError(f"terms must be 'total' or 'pure', got {terms!r}")
         self._ready = False
-        self._cache: OrderedDict[tuple, tuple[TaylorPolynomial, str, float]] = OrderedDict()
+        self._quiet = False
+        self._cache: OrderedDict[tuple, tuple[TaylorPolynomial, str, dict[str, Any]]] = OrderedDict()
         # the point as the user wrote it (0.1 stays 0.1 for a float32 model, whose expansion rounds it as it runs)
         given = point.detach() if isinstance(point, torch.Tensor) else torch.as_tensor(point, dtype=torch.float64)
         values = given.reshape(-1).double().tolist()
         # the first expansion: errors here are raised (there is no last good result to fall back on)
         self._n, self._terms_kind, self._max_order, self._names = n, terms, max_order, names
-        full, notice, seconds = self._expand(values, method)
+        full, notice, timing = self._expand(values, method)
         n_out = data.output_count(full)
         if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 0 <= output < n_out:
             raise ValueError(f"output {output!r} does not exist: the model has {n_out} output(s), 0..{n_out - 1}")
@@ -158,10 +251,23 @@ class HopePanel(anywidget.AnyWidget):
         )
         self._full = full
         self._result_method = method
-        self._result_seconds = seconds
+        self._result_timing = timing
         self._derive()
         self._ready = True
         self._shown_by_magic = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A bad value for a public setting raises ``PanelError`` with one line, from here: IPython shows the user's
+        line and that message, not the 30 frames of traitlets' validation machinery."""
+        if name not in PUBLIC_TRAITS or not self.__dict__.get("_ready", False):
+            super().__setattr__(name, value)
+            return
+        __tracebackhide__ = True  # noqa: F841 - read by IPython (and pytest): this frame is not shown
+        try:
+            super().__setattr__(name, value)
+        except traitlets.TraitError as e:
+            message = str(e).strip().splitlines()[0] if str(e).strip() else f"bad value for {name}"
+            raise PanelError(message) from None
 
     # ------------------------------------------------------------------------------------------- public API
     @property
@@ -241,6 +347,13 @@ class HopePanel(anywidget.AnyWidget):
             raise traitlets.TraitError(f"sort must be one of {SORTS}, got {proposal['value']!r}")
         return proposal["value"]
 
+    @traitlets.validate("radius")
+    def _valid_radius(self, proposal: dict) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and v > 0):
+            raise traitlets.TraitError(f"radius must be a positive number, got {v!r}")
+        return v
+
     @traitlets.validate("direction")
     def _valid_direction(self, proposal: dict) -> int:
         v = proposal["value"]
@@ -251,8 +364,24 @@ class HopePanel(anywidget.AnyWidget):
     # ------------------------------------------------------------------------------------------ reactions
     @traitlets.observe("point", "method")
     def _on_point_or_method(self, change: dict) -> None:
+        if not self._ready or self._quiet:
+            return
+        self.recompute()
+        if change["name"] == "method" and self.method != self._result_method:
+            # the method refused (the error line says why): the toggle goes back to the method actually shown
+            self._quiet = True
+            try:
+                self.method = self._result_method
+            finally:
+                self._quiet = False
+
+    @traitlets.observe("radius")
+    def _on_radius(self, change: dict) -> None:
         if self._ready:
-            self.recompute()
+            r = self.radius
+            with self.hold_sync():
+                self.bounds = [[v - r, v + r] for v in self.point]
+                self._derive()
 
     @traitlets.observe("output", "direction")
     def _on_view_input(self, change: dict) -> None:
@@ -264,13 +393,13 @@ class HopePanel(anywidget.AnyWidget):
         """Expand at ``point`` with ``method`` (cached); on failure keep the last good result and set ``error``."""
         self.busy = True
         try:
-            full, notice, seconds = self._expand(list(self.point), self.method)
+            full, notice, timing = self._expand(list(self.point), self.method)
         except Exception as e:  # noqa: BLE001 - any failure of the user's model is shown in the panel, not raised
             self.error = describe_failure(e, self.method) + self._fallback_note()
             self.busy = False
             return
         with self.hold_sync():
-            self._full, self._result_method, self._result_seconds = full, self.method, seconds
+            self._full, self._result_method, self._result_timing = full, self.method, timing
             self.error = ""
             self.notice = notice
             self._derive()
@@ -282,46 +411,58 @@ class HopePanel(anywidget.AnyWidget):
         more = ", ..." if self._n > 6 else ""
         return f" (showing the last good result: method={self._result_method}, point ({at}{more}))"
 
-    def _expand(self, values: list[float], method: str) -> tuple[TaylorPolynomial, str, float]:
+    def _expand(self, values: list[float], method: str) -> tuple[TaylorPolynomial, str, dict[str, Any]]:
+        """The expansion at ``values`` (cached), its warnings, and its timing (seconds, first call, warm-up wait)."""
+        global _tracer_ready, _unreported_loading
         # the model's state is part of the key: retraining in place, new parameters or swapped submodules are seen
         token = state_token(self._model)
         key = (tuple(values), method, token)
         if token is not None and key in self._cache:
             self._cache.move_to_end(key)
-            return self._cache[key]
+            full, notice, timing = self._cache[key]
+            return full, notice, {**timing, "first_call": False, "loading": 0.0}
         x0 = self._template.clone()
         x0.reshape(-1).copy_(torch.as_tensor(values, dtype=torch.float64))
+        wait_for_warmup()
+        first_call = not _tracer_ready
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             full = expand(self._model, x0, self._max_order, terms=self._terms_kind, names=self._names,
                           method=method, batched=self._batched, time_budget=TIME_BUDGET)
         seconds = time.perf_counter() - start
+        timing = {"seconds": seconds, "first_call": first_call, "loading": _unreported_loading}
+        _tracer_ready, _unreported_loading = True, 0.0
         notice = "; ".join(dict.fromkeys(str(w.message) for w in caught))
         if token is not None:
-            self._cache[key] = (full, notice, seconds)
+            self._cache[key] = (full, notice, timing)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
-        return full, notice, seconds
+        return full, notice, timing
 
     def _derive(self) -> None:
         """Send the browser everything the current result shows, for the selected output."""
+        # every payload is sanitised: NaN / infinity travel as strings the browser decodes, never as invalid JSON
         selected = self._full.select(self.output)
-        self.terms = data.term_records(selected)
+        self.terms = data.sanitize(data.term_records(selected))
         center = self._full.center_values.reshape(-1).tolist()
-        self.result = {"point": center, "method": self._result_method, "seconds": round(self._result_seconds, 4),
-                       "size": self._full.basis.size, "kind": self._full.basis.kind}
+        timing = self._result_timing
+        self.result = data.sanitize({
+            "point": center, "method": self._result_method, "seconds": round(timing["seconds"], 4),
+            "timing": data.timing_text(timing["seconds"], timing["first_call"], timing["loading"]),
+            "size": self._full.basis.size, "kind": self._full.basis.kind})
+        self.warning = data.nonfinite_message(self._full, center)
         if self.mode == "heat":
-            self.heat = data.heat_data(selected, self._row_shape, self.radius)
+            self.heat = data.sanitize(data.heat_data(selected, self._row_shape, self.radius, center))
             self.line = {}
         else:
             try:
-                self.line = data.line_data(self._model, self._template, selected, self.output, self.direction,
-                                           self.radius)
+                self.line = data.sanitize(data.line_data(self._model, self._template, selected, self.output,
+                                                         self.direction, self.radius))
             except Exception as e:  # noqa: BLE001 - a model that cannot be evaluated on the line: no plot
                 self.line = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
             self.heat = {}
-        self.compare = self._comparison(selected)
+        self.compare = data.sanitize(self._comparison(selected))
 
     def _comparison(self, selected: TaylorPolynomial) -> dict[str, Any]:
         if self._result_method == "exact":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from IPython.core.error import UsageError
+from IPython.terminal.interactiveshell import TerminalInteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
 from hope_engine import expand
@@ -13,7 +14,8 @@ from hope_widgets import HopePanel
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = start_ipython()
+    # start_ipython() answers None after its first call in a process (another test module made the shell)
+    ip = start_ipython() or TerminalInteractiveShell.instance()
     ip.run_line_magic("load_ext", "hope_widgets")
     torch.manual_seed(0)
     ip.user_ns["net"] = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()

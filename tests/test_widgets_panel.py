@@ -196,7 +196,7 @@ def test_image_input_gives_a_heat_map():
     assert panel.mode == "heat" and panel.terms_kind == "pure" and panel.line == {}
     heat = panel.heat
     assert (heat["rows"], heat["cols"], heat["n"]) == (8, 8, 64) and len(heat["coef"]) == 4
-    ref = expand(cnn, image, 4, terms="pure").select(2)
+    ref = expand(cnn, image, 4, terms="pure", names=wdata.pixel_names((1, 8, 8))).select(2)  # p[row][col] names
     for j in range(1, 5):
         for i in (0, 27, 63):
             alpha = [0] * 64
@@ -204,4 +204,4 @@ def test_image_input_gives_a_heat_map():
             assert heat["coef"][j - 1][i] == float(ref.coefficient(alpha).reshape(()))
     assert panel.latex == ref.truncate(3).latex()
     panel.point = (image + 0.1).reshape(-1)
-    assert panel.latex == expand(cnn, image + 0.1, 4, terms="pure").truncate(3).select(2).latex()
+    assert panel.latex == expand(cnn, image + 0.1, 4, terms="pure", names=panel.names).truncate(3).select(2).latex()

@@ -3,13 +3,14 @@
 import katex from "katex";
 
 // Indices of the terms kept at `order` above `threshold`, sorted as terms(sort=...) sorts them. The records come in
-// basis order and Array.prototype.sort is stable, exactly like Python's sort, so ties fall the same way.
+// basis order and Array.prototype.sort is stable, exactly like Python's sort, so ties fall the same way. A NaN or
+// infinite coefficient is always kept, whatever the threshold: it is never hidden.
 export function visibleTerms(terms, order, threshold, sort) {
   const idx = [];
   const n = terms.c ? terms.c.length : 0;
   for (let i = 0; i < n; i++) {
     const c = terms.c[i];
-    if (terms.deg[i] <= order && c !== 0 && Math.abs(c) > threshold) idx.push(i);
+    if (terms.deg[i] <= order && c !== 0 && (!Number.isFinite(c) || Math.abs(c) > threshold)) idx.push(i);
   }
   const mag = (i) => Math.abs(terms.c[i]);
   if (sort === "magnitude") idx.sort((a, b) => mag(b) - mag(a));

@@ -41,8 +41,34 @@ async function copyText(text) {
   }
 }
 
+// JSON has no NaN or infinity: the kernel sends them as the strings "NaN", "Infinity", "-Infinity" (data.sanitize);
+// here they become numbers again, at any depth.
+const NONFINITE = new Set(["NaN", "Infinity", "-Infinity"]);
+export function decode(v) {
+  if (typeof v === "string") return NONFINITE.has(v) ? Number(v) : v;
+  if (Array.isArray(v)) return v.map(decode);
+  if (v && typeof v === "object") {
+    const out = {};
+    for (const [k, x] of Object.entries(v)) out[k] = decode(x);
+    return out;
+  }
+  return v;
+}
+
+const DECODED = new Set(["terms", "line", "heat", "compare", "result"]);
+
 function render({ model, el }) {
-  const get = (k) => model.get(k);
+  // decoded once per new value of a trait (a slider move re-reads the same objects)
+  const memo = new Map();
+  const get = (k) => {
+    const raw = model.get(k);
+    if (!DECODED.has(k)) return raw;
+    const hit = memo.get(k);
+    if (hit && hit.raw === raw) return hit.value;
+    const value = decode(raw);
+    memo.set(k, { raw, value });
+    return value;
+  };
   const root = h("div", { class: "hope-panel" });
   el.append(root);
 
@@ -105,17 +131,19 @@ function render({ model, el }) {
   const plotBars = h("div", { class: "hope-plot hope-plot-bars" });
   const heatCanvas = h("canvas", { class: "hope-heat-canvas" });
   const heatKind = h("select", { class: "hope-heat-kind" });
-  heatKind.append(h("option", { value: "contribution", text: "Σ unmixed terms ≤ k at +radius" }));
-  heatKind.append(h("option", { value: "coefficient", text: "degree-k unmixed coefficient" }));
+  heatKind.append(h("option", { value: "contribution", text: "change of the output when one pixel alone rises by the radius" }));
+  heatKind.append(h("option", { value: "coefficient", text: "each pixel's own coefficient of the current order" }));
   const heatLegend = h("div", { class: "hope-heat-legend" });
-  const plotHeat = h("div", { class: "hope-plot hope-plot-heat" }, h("div", { class: "hope-plot-title", text: "pixel attribution (red −, blue +)" }), heatCanvas, heatKind, heatLegend);
+  const heatTitle = h("div", { class: "hope-plot-title", text: "pixel attribution over the input: red raises the output, blue lowers it" });
+  const plotHeat = h("div", { class: "hope-plot hope-plot-heat" }, heatTitle, heatCanvas, heatKind, heatLegend);
   const lineTools = h("label", { class: "hope-field hope-dir-field" }, "line along ", dirSelect);
   const plots = h("div", { class: "hope-plots" }, plotLine, plotError, plotHeat, plotBars);
   const errorLine = h("div", { class: "hope-error" });
+  const warningLine = h("div", { class: "hope-warning" });
   const notice = h("div", { class: "hope-notice" });
   const timing = h("div", { class: "hope-timing" });
 
-  root.append(header, info, errorLine, formulaBox, more, detail, controls, pointBox, lineTools, plots, notice, timing);
+  root.append(header, info, errorLine, warningLine, formulaBox, more, detail, controls, pointBox, lineTools, plots, notice, timing);
 
   // ---- state local to the view
   let visible = [];
@@ -153,9 +181,18 @@ function render({ model, el }) {
 
   function setHover(i) {
     hovered = i;
+    const shown = i >= 0 ? i : pinned;
     for (const e of formula.querySelectorAll(".hope-term")) e.classList.toggle("hope-term-hover", Number(e.dataset.term) === i || Number(e.dataset.term) === pinned);
-    for (const e of plotBars.querySelectorAll(".hope-bar")) e.classList.toggle("hope-bar-hover", Number(e.dataset.term) === i || Number(e.dataset.term) === pinned);
-    showDetail(i >= 0 ? i : pinned);
+    let label = "";
+    for (const e of plotBars.querySelectorAll(".hope-bar")) {
+      const on = Number(e.dataset.term) === i || Number(e.dataset.term) === pinned;
+      e.classList.toggle("hope-bar-hover", on);
+      if (Number(e.dataset.term) === shown) label = e.dataset.label;
+    }
+    // the bar chart names the hovered term (a bar alone does not say which term it is)
+    const barText = plotBars.querySelector(".hope-bar-label");
+    if (barText) barText.textContent = label || (shown >= 0 ? `${labelOf(shown)}: c = ${fmt(get("terms").c[shown])}` : "hover a bar for its term");
+    showDetail(shown);
   }
 
   function renderFormula() {
@@ -171,7 +208,8 @@ function render({ model, el }) {
     if (visible.length === 0) parts.push(`<span class="hope-term hope-zero">${typeset("0")}</span>`);
     const limit = get("mode") === "heat" ? MAX_SHOWN_HEAT : MAX_SHOWN;
     visible.slice(0, limit).forEach((i, pos) => {
-      parts.push(`<span class="hope-term" data-term="${i}" data-degree="${terms.deg[i]}">${typeset(termPiece(terms, i, pos))}</span>`);
+      const cls = Number.isFinite(terms.c[i]) ? "hope-term" : "hope-term hope-term-nonfinite";
+      parts.push(`<span class="${cls}" data-term="${i}" data-degree="${terms.deg[i]}">${typeset(termPiece(terms, i, pos))}</span>`);
     });
     formula.innerHTML = parts.join("");
     more.textContent = visible.length > limit ? `… and ${visible.length - limit} more terms (raise the threshold, or copy the LaTeX for all of them)` : "";
@@ -207,8 +245,9 @@ function render({ model, el }) {
       const heat = get("heat");
       if (heat && heat.coef) {
         const vals = heatValues(heat, order, heatKind.value);
-        const m = drawHeat(heatCanvas, heat, vals);
-        heatLegend.textContent = `order ${order}: max |value| ${fmt(m)} (${heat.rows}×${heat.cols}${heat.channels > 1 ? `, ${heat.channels} channels summed` : ""})`;
+        const { max, nonfinite } = drawHeat(heatCanvas, heat, vals);
+        const what = heatKind.value === "coefficient" ? `degree-${order} coefficient` : `terms of degree ≤ ${order}, radius ${fmt(heat.radius)}`;
+        heatLegend.textContent = `order ${order}: full red / blue = ±${fmt(max)} (${what}); ${heat.rows}×${heat.cols} pixels${heat.channels > 1 ? `, ${heat.channels} channels summed` : ""}, named p[row][col] in the formula${nonfinite ? `; ${nonfinite} pixel(s) NaN or infinite (grey-green)` : ""}`;
       }
     }
     const labels = visible.slice(0, 40).map(labelOf);
@@ -220,7 +259,8 @@ function render({ model, el }) {
     } else if (compare && compare.error) cmp = ` · ${compare.error}`;
     const res = get("result");
     const pt = (res.point || []).slice(0, 6).map(fmt).join(", ") + ((res.point || []).length > 6 ? ", …" : "");
-    info.textContent = `at x₀ = (${pt}) · ${res.method === "hope" ? "paper rule (hope)" : "exact"} · ${res.size} coefficients (${res.kind} basis, order ≤ ${get("max_order")}) · expanded in ${res.seconds} s${cmp}`;
+    const timingText = res.timing || `expanded in ${res.seconds} s`;
+    info.textContent = `at x₀ = (${pt}) · ${res.method === "hope" ? "paper rule (hope)" : "exact"} · ${res.size} coefficients (${res.kind} basis, order ≤ ${get("max_order")}) · ${timingText}${cmp}`;
   }
 
   function renderView() {
@@ -231,7 +271,9 @@ function render({ model, el }) {
 
   function renderHeader() {
     title.textContent = get("title") ? `Taylor polynomial of ${get("title")}` : "Taylor polynomial";
-    for (const [m, b] of Object.entries(methodButtons)) b.classList.toggle("hope-active", get("method") === m);
+    // the toggle shows the method of the result on screen (a refused method is in the error line, not highlighted)
+    const shownMethod = get("result").method || get("method");
+    for (const [m, b] of Object.entries(methodButtons)) b.classList.toggle("hope-active", shownMethod === m);
     const n = get("n_outputs");
     outputBox.style.display = n > 1 ? "" : "none";
     if (outputSelect.options.length !== n) {
@@ -246,6 +288,8 @@ function render({ model, el }) {
     thresholdInput.value = String(t > 0 ? Math.round(Math.log10(t)) : THRESHOLD_OFF);
     errorLine.textContent = get("error");
     errorLine.style.display = get("error") ? "" : "none";
+    warningLine.textContent = get("warning");
+    warningLine.style.display = get("warning") ? "" : "none";
     notice.textContent = get("notice");
     notice.style.display = get("notice") ? "" : "none";
     spinner.classList.toggle("hope-active", pending || get("busy"));
@@ -365,9 +409,10 @@ function render({ model, el }) {
     }),
     on(["terms", "line", "heat", "compare", "result"], () => {
       showPending(false);
+      renderHeader();
       renderView();
     }),
-    on(["busy", "error", "notice", "method", "output", "n_outputs", "title", "max_order"], () => {
+    on(["busy", "error", "warning", "notice", "method", "output", "n_outputs", "title", "max_order"], () => {
       if (!get("busy")) pending = false;
       renderHeader();
     }),

@@ -4,13 +4,18 @@
 const W = 320;
 const H = 200;
 const PAD = { l: 46, r: 10, t: 20, b: 30 };
-export const COLORS = { net: "#222", poly: "#d2691e", exact: "#3b6fb6", pos: "#3b6fb6", neg: "#c0392b", hi: "#f0a500" };
+// Signs as in the notebooks' maps (matplotlib's RdBu_r): red positive, blue negative, in the bars and the heat map.
+export const COLORS = { net: "#222", poly: "#d2691e", exact: "#6a3d9a", pos: "#c0392b", neg: "#2f6db5", hi: "#f0a500", bad: "#7a7a7a" };
+const TITLE_CHARS = 52; // about what fits on one line of a plot at the title's font size
 
 function esc(s) {
   return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
 export function fmt(v) {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "∞";
+  if (v === -Infinity) return "−∞";
   if (v === 0) return "0";
   const a = Math.abs(v);
   if (a >= 1e4 || a < 1e-3) return v.toExponential(1);
@@ -22,10 +27,36 @@ function scale(lo, hi, a, b) {
   return (v) => a + ((v - lo) / d) * (b - a);
 }
 
+// A title that fits: it starts at the left edge, and a long one is squeezed (never cut off by the frame).
+function titleText(title) {
+  const fit = title.length > TITLE_CHARS ? ` textLength="${W - 8}" lengthAdjust="spacingAndGlyphs"` : "";
+  return `<text x="4" y="13" class="hope-plot-title"${fit}>${esc(title)}</text>`;
+}
+
+// A plot with nothing to draw, and why (e.g. the network is NaN all along the line).
+function message(title, text) {
+  const words = String(text).split(" ");
+  const lines = [];
+  let cur = "";
+  for (const w of words) {
+    if ((cur + " " + w).trim().length > 50) {
+      lines.push(cur.trim());
+      cur = w;
+    } else cur += " " + w;
+  }
+  if (cur.trim()) lines.push(cur.trim());
+  const body = lines.map((l, i) => `<text x="${W / 2}" y="${H / 2 - 8 * (lines.length - 1) + 16 * i}" text-anchor="middle" class="hope-plot-message">${esc(l)}</text>`).join("");
+  return frame(title, body, "");
+}
+
+function finite(vs) {
+  return vs.filter((v) => Number.isFinite(v));
+}
+
 function frame(title, inner, xLabel) {
   return (
     `<svg viewBox="0 0 ${W} ${H}" class="hope-svg" xmlns="http://www.w3.org/2000/svg">` +
-    `<text x="${PAD.l}" y="13" class="hope-plot-title">${esc(title)}</text>${inner}` +
+    `${titleText(title)}${inner}` +
     (xLabel ? `<text x="${(PAD.l + W - PAD.r) / 2}" y="${H - 3}" text-anchor="middle" class="hope-axis">${esc(xLabel)}</text>` : "") +
     `</svg>`
   );
@@ -64,8 +95,14 @@ function path(ts, vs, x, y) {
 export function convergencePlot(line, order, compare, dirLabel) {
   const { t, net } = line;
   const poly = line.poly[Math.min(order, line.poly.length - 1)];
-  let lo = Math.min(...net);
-  let hi = Math.max(...net);
+  const netOk = finite(net);
+  const polyOk = finite(poly);
+  if (netOk.length === 0 && polyOk.length === 0) {
+    return message("along the line: no finite values", "the network and the polynomial are NaN or infinite all along this line: the point left the domain of a function the model applies");
+  }
+  const ref = netOk.length ? netOk : polyOk;
+  let lo = Math.min(...ref);
+  let hi = Math.max(...ref);
   const span = hi - lo || Math.abs(hi) || 1;
   lo -= 0.35 * span;
   hi += 0.35 * span;
@@ -82,18 +119,30 @@ export function convergencePlot(line, order, compare, dirLabel) {
   }
   s += `<path d="${path(t, net, x, y)}" class="hope-curve hope-net" stroke="${COLORS.net}" clip-path="url(#hope-clip)"/>`;
   s += `<path d="${path(t, poly, x, y)}" class="hope-curve hope-poly" stroke="${COLORS.poly}" clip-path="url(#hope-clip)"/>`;
+  // points where the network or the polynomial is not a number: marked on the axis, and said in the title
+  const bad = t.filter((_, i) => !Number.isFinite(net[i]) || !Number.isFinite(poly[i]));
+  for (const tb of bad) s += `<rect x="${(x(tb) - 1.5).toFixed(1)}" y="${H - PAD.b - 4}" width="3" height="4" fill="${COLORS.bad}" class="hope-nonfinite-mark"/>`;
   let legend = `<tspan fill="${COLORS.net}">— network</tspan>  <tspan fill="${COLORS.poly}">— order ${order}</tspan>`;
   if (compare && compare.exact_poly) legend += `  <tspan fill="${COLORS.exact}">-- exact</tspan>`;
-  s += `<text x="${W - PAD.r}" y="13" text-anchor="end" class="hope-legend">${legend}</text>`;
-  return frame("along the line", s, `t along ${dirLabel}`);
+  s += `<text x="${W - PAD.r}" y="${PAD.t + 10}" text-anchor="end" class="hope-legend">${legend}</text>`;
+  const title = bad.length ? `along the line (NaN/∞ at ${bad.length} of ${t.length} points: grey marks)` : "network and polynomial along the line";
+  return frame(title, s, `t along ${dirLabel}`);
 }
 
 // max |network - P_k| over the line, for every order k (log scale); the current order is marked.
 export function errorPlot(line, order) {
-  const errs = line.poly.map((row) => Math.max(...row.map((v, i) => Math.abs(v - line.net[i]))));
-  const logs = errs.map((e) => Math.log10(Math.max(e, 1e-16)));
-  const lo = Math.floor(Math.min(...logs));
-  const hi = Math.ceil(Math.max(...logs)) + (Math.ceil(Math.max(...logs)) === Math.floor(Math.min(...logs)) ? 1 : 0);
+  // over the points where both are numbers; an order with none is NaN (no dot)
+  const errs = line.poly.map((row) => {
+    const d = finite(row.map((v, i) => Math.abs(v - line.net[i])));
+    return d.length ? Math.max(...d) : NaN;
+  });
+  if (finite(errs).length === 0) {
+    return message("max |network − P_k| on the line: none", "no order has a finite error on this line: the network or the polynomial is NaN or infinite there (the point left the domain of a function the model applies)");
+  }
+  const logs = errs.map((e) => (Number.isFinite(e) ? Math.log10(Math.max(e, 1e-16)) : NaN));
+  const okLogs = finite(logs);
+  const lo = Math.floor(Math.min(...okLogs));
+  const hi = Math.ceil(Math.max(...okLogs)) + (Math.ceil(Math.max(...okLogs)) === Math.floor(Math.min(...okLogs)) ? 1 : 0);
   const K = errs.length - 1;
   const x = scale(0, Math.max(K, 1), PAD.l, W - PAD.r);
   const y = scale(lo, hi, H - PAD.b, PAD.t);
@@ -105,19 +154,22 @@ export function errorPlot(line, order) {
   let s = axes(x, y, xs, ys);
   s += `<path d="${path(errs.map((_, k) => k), logs, x, y)}" class="hope-curve" stroke="${COLORS.poly}"/>`;
   logs.forEach((v, k) => {
+    if (!Number.isFinite(v)) return;
     const cls = k === order ? "hope-dot hope-dot-current" : "hope-dot";
     s += `<circle cx="${x(k)}" cy="${y(v)}" r="${k === order ? 4.5 : 2.5}" class="${cls}"><title>order ${k}: max error ${fmt(errs[k])}</title></circle>`;
   });
-  return frame(`max |network − P_k| on the line (order ${order}: ${fmt(errs[Math.min(order, K)])})`, s, "order k");
+  return frame(`max |network − P_k| on the line; order ${order}: ${fmt(errs[Math.min(order, K)])}`, s, "order k");
 }
 
 // |coefficient| of the shown terms, log scale, coloured by sign; bar i carries data-term=i for hover linking.
+// A NaN or infinite coefficient is a full-height grey bar. Hovering a bar names its term (the label line at the top).
 export function barChart(terms, idx, labels, highlight) {
   const shown = idx.slice(0, 40);
   if (shown.length === 0) return frame("coefficients", "", "");
   const logs = shown.map((i) => Math.log10(Math.abs(terms.c[i])));
-  const hi = Math.ceil(Math.max(...logs));
-  const lo = Math.min(Math.floor(Math.min(...logs)), hi - 1);
+  const okLogs = finite(logs);
+  const hi = okLogs.length ? Math.ceil(Math.max(...okLogs)) : 1;
+  const lo = okLogs.length ? Math.min(Math.floor(Math.min(...okLogs)), hi - 1) : 0;
   const y = scale(lo, hi, H - PAD.b, PAD.t);
   const bw = (W - PAD.l - PAD.r) / shown.length;
   const ys = [];
@@ -125,20 +177,29 @@ export function barChart(terms, idx, labels, highlight) {
   for (let v = lo; v <= hi; v += step) ys.push([v, `1e${v}`]);
   let s = axes((v) => v, y, [], ys);
   shown.forEach((i, k) => {
-    const top = y(logs[k]);
-    const fill = i === highlight ? COLORS.hi : terms.c[i] < 0 ? COLORS.neg : COLORS.pos;
-    s += `<rect x="${(PAD.l + k * bw + 0.5).toFixed(1)}" y="${top.toFixed(1)}" width="${Math.max(bw - 1, 1).toFixed(1)}" height="${(H - PAD.b - top).toFixed(1)}" fill="${fill}" class="hope-bar" data-term="${i}"><title>${esc(labels[k])}: ${terms.c[i]}</title></rect>`;
+    const ok = Number.isFinite(logs[k]);
+    const top = ok ? y(logs[k]) : PAD.t;
+    const fill = i === highlight ? COLORS.hi : !ok ? COLORS.bad : terms.c[i] < 0 ? COLORS.neg : COLORS.pos;
+    s += `<rect x="${(PAD.l + k * bw + 0.5).toFixed(1)}" y="${top.toFixed(1)}" width="${Math.max(bw - 1, 1).toFixed(1)}" height="${(H - PAD.b - top).toFixed(1)}" fill="${fill}" class="hope-bar${ok ? "" : " hope-bar-nonfinite"}" data-term="${i}" data-label="${esc(barLabel(labels[k], terms.c[i]))}"><title>${esc(barLabel(labels[k], terms.c[i]))}</title></rect>`;
   });
+  const h = shown.indexOf(highlight);
+  const label = h >= 0 ? barLabel(labels[h], terms.c[highlight]) : "hover a bar for its term";
+  s += `<text x="${W - PAD.r}" y="${PAD.t + 9}" text-anchor="end" class="hope-bar-label">${esc(label)}</text>`;
   const more = idx.length > shown.length ? ` (first ${shown.length} of ${idx.length})` : "";
-  return frame(`|coefficient|, blue +, red −${more}`, s, "terms, in formula order");
+  return frame(`|coefficient|: red +, blue −${more}`, s, "terms, in formula order");
 }
 
-function diverging(v) {
-  // -1 .. 1 -> red .. white .. blue
+export function barLabel(label, c) {
+  return `${label}: c = ${fmt(c)}`;
+}
+
+// -1 .. 1 -> blue .. transparent .. red (RdBu_r, as the notebooks' maps): the input image shows through where the
+// attribution is small. A NaN / infinite value is an opaque grey-green pixel.
+export function diverging(v) {
+  if (!Number.isFinite(v)) return [110, 140, 90, 255];
   const a = Math.min(1, Math.abs(v));
-  const [r, g, b] = v < 0 ? [192, 57, 43] : [59, 111, 182];
-  const mix = (c) => Math.round(255 + (c - 255) * a);
-  return [mix(r), mix(g), mix(b)];
+  const [r, g, b] = v < 0 ? [47, 109, 181] : [192, 57, 43];
+  return [r, g, b, Math.round(255 * Math.sqrt(a) * 0.9)];
 }
 
 // Pixel attribution from the unmixed terms: per pixel the sum over orders j <= k of c_{j e_i} r^j ("contribution"),
@@ -157,6 +218,19 @@ export function heatValues(heat, order, kind) {
   return out;
 }
 
+function pixels(rows, cols, fill) {
+  const tmp = document.createElement("canvas");
+  tmp.width = cols;
+  tmp.height = rows;
+  const ctx = tmp.getContext("2d");
+  const img = ctx.createImageData(cols, rows);
+  for (let i = 0; i < rows * cols; i++) img.data.set(fill(i), 4 * i);
+  ctx.putImageData(img, 0, 0);
+  return tmp;
+}
+
+// The input image in grey (its own min..max), and the attribution over it: symmetric scale, max |value| = full
+// colour. Returns { max, nonfinite } (max over the finite values, count of NaN / infinite pixels).
 export function drawHeat(canvas, heat, values) {
   const { rows, cols } = heat;
   const size = 260;
@@ -164,18 +238,26 @@ export function drawHeat(canvas, heat, values) {
   canvas.width = cols * cell;
   canvas.height = rows * cell;
   const ctx = canvas.getContext("2d");
-  let m = 0;
-  for (const v of values) m = Math.max(m, Math.abs(v));
-  const img = ctx.createImageData(cols, rows);
-  values.forEach((v, i) => {
-    const [r, g, b] = diverging(m > 0 ? v / m : 0);
-    img.data.set([r, g, b, 255], 4 * i);
-  });
-  const tmp = document.createElement("canvas");
-  tmp.width = cols;
-  tmp.height = rows;
-  tmp.getContext("2d").putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(tmp, 0, 0, canvas.width, canvas.height);
-  return m;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const image = heat.image;
+  if (image && image.length === rows * cols) {
+    const ok = finite(image);
+    const lo = ok.length ? Math.min(...ok) : 0;
+    const span = ok.length ? Math.max(...ok) - lo || 1 : 1;
+    const under = pixels(rows, cols, (i) => {
+      const g = Number.isFinite(image[i]) ? Math.round(40 + 175 * ((image[i] - lo) / span)) : 0;
+      return [g, g, g, 255];
+    });
+    ctx.drawImage(under, 0, 0, canvas.width, canvas.height);
+  }
+  let m = 0;
+  let nonfinite = 0;
+  for (const v of values) {
+    if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+    else nonfinite += 1;
+  }
+  const over = pixels(rows, cols, (i) => diverging(Number.isFinite(values[i]) ? (m > 0 ? values[i] / m : 0) : NaN));
+  ctx.drawImage(over, 0, 0, canvas.width, canvas.height);
+  return { max: m, nonfinite };
 }
