@@ -7,6 +7,7 @@ For analytic f with f' expressible through f (or through cheap jets), the Euler 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -251,4 +252,84 @@ def sinc(u: Jet) -> Jet:
             acc = series.add_constant(series.mul(acc, w), (-1) ** n / math.factorial(2 * n + 1))
         out = acc if out is None else where_value(near, acc, out)
     out.c[0] = torch.sinc(u.c[0])
+    return out
+
+
+# ------------------------------------------------------------- functions known through their Taylor coefficients
+def compose(u: Jet, a: torch.Tensor) -> Jet:
+    """f(u) from f's univariate Taylor coefficients a_k = f^(k)(u0) / k! at u0 ((K + 1, *shape)): with h = u - u0,
+    f(u) = sum_k a_k h^k, by Horner's rule (h has no constant term, so h^k vanishes below degree k)."""
+    h = u.with_coefficients(u.c.clone())
+    h.c[0] = 0
+    out = series.constant_jet(a[-1].expand(u.shape).clone(), u.basis)
+    for k in range(a.shape[0] - 2, -1, -1):
+        out = series.add_constant(series.mul(out, h), a[k])
+    return out
+
+
+def _polygamma_coefficients(n: int, u0: torch.Tensor, order: int) -> torch.Tensor:
+    """a_k = psi^(n + k)(u0) / k!, k = 0..order (psi^(-1) standing for lgamma)."""
+    rows = [torch.special.gammaln(u0) if n + k < 0 else torch.special.polygamma(n + k, u0) / math.factorial(k)
+            for k in range(order + 1)]
+    return torch.stack(rows)
+
+
+def lgamma(u: Jet) -> Jet:
+    """log|Gamma(u)|: lgamma^(k) = psi^(k-1) (the polygamma functions, digamma for k = 1)."""
+    return compose(u, _polygamma_coefficients(-1, u.c[0], u.basis.order))
+
+
+def polygamma(n: int, u: Jet) -> Jet:
+    """psi^(n)(u) (digamma for n = 0): its k-th derivative is psi^(n + k)."""
+    return compose(u, _polygamma_coefficients(int(n), u.c[0], u.basis.order))
+
+
+def solve(u: Jet, value: torch.Tensor, fprime: Callable[[Jet], Jet]) -> Jet:
+    """y = f(u) for f given through f' = g(f) and f(u0): y_d = [g(y) E u]_d / d. Each pass fixes one more degree
+    (g(y) below degree d needs y below degree d only), so ``order`` passes give the exact series."""
+    y = series.constant_jet(value, u.basis)
+    for _ in range(u.basis.order):
+        y = _from_derivative(u, fprime(y), value)
+    return y
+
+
+def erfinv(u: Jet) -> Jet:
+    """erfinv' = sqrt(pi) / 2 exp(erfinv^2)."""
+    half_root_pi = math.sqrt(math.pi) / 2
+    return solve(u, torch.erfinv(u.c[0]), lambda y: series.scale(exp(series.mul(y, y)), half_root_pi))
+
+
+# -------------------------------------------------------------------------------- functions of two jets
+def from_euler(value: torch.Tensor, ef: Jet) -> Jet:
+    """f from f(u0) and its Euler derivative E f = sum_i t_i df/dt_i: f_d = [E f]_d / d."""
+    deg = ef.basis.degrees.to(dtype=ef.dtype, device=ef.device).clamp(min=1)
+    c = ef.c / deg.reshape(-1, *([1] * ef.ndim))
+    c = c.expand(c.shape[0], *torch.broadcast_shapes(c.shape[1:], value.shape)).clone()
+    c[0] = value
+    return Jet(c, ef.basis)
+
+
+def _euler(u: Jet) -> Jet:
+    return u.with_coefficients(series.euler(u.c, u.basis))
+
+
+def atan2(y: Jet, x: Jet) -> Jet:
+    """atan2(y, x): d atan2 = (x dy - y dx) / (x^2 + y^2), so E f = (x E y - y E x) / (x^2 + y^2)."""
+    num = series.sub(series.mul(x, _euler(y)), series.mul(y, _euler(x)))
+    return from_euler(torch.atan2(y.c[0], x.c[0]), div(num, series.add(series.mul(x, x), series.mul(y, y))))
+
+
+def hypot(a: Jet, b: Jet) -> Jet:
+    """sqrt(a^2 + b^2)."""
+    out = power(series.add(series.mul(a, a), series.mul(b, b)), 0.5)
+    out.c[0] = torch.hypot(a.c[0], b.c[0])
+    return out
+
+
+def logaddexp(a: Jet, b: Jet) -> Jet:
+    """log(e^a + e^b) = m + log(e^(a - m) + e^(b - m)), m = max(a0, b0) (a constant: no overflow)."""
+    m = torch.maximum(a.c[0], b.c[0])
+    s = series.add(exp(series.add_constant(a, -m)), exp(series.add_constant(b, -m)))
+    out = series.add_constant(log(s), m)
+    out.c[0] = torch.logaddexp(a.c[0], b.c[0])
     return out

@@ -12,6 +12,7 @@ variables is a ``Jet`` and everything else is a plain value. Families:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 
 from . import functions as jetfn
 from . import series
+from .errors import ExpansionError
 from .series import Jet
 
 aten = torch.ops.aten
@@ -88,14 +90,41 @@ def defvalue(*ops) -> None:
         VALUE_ONLY.add(defop(op, value_only))
 
 
-def defanalytic(op, fn: Callable[[Jet], Jet]) -> None:
-    """An elementwise analytic function of one jet: the rule returns ``fn(x)``."""
+def defanalytic(op, fn: Callable[[Jet], Jet], singular: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    """An elementwise analytic function of one jet: the rule returns ``fn(x)``. ``singular(value)``: where the function
+    is not analytic (sqrt and log at 0): an error there if the jet moves, the constant value if it does not."""
 
     def rule(ctx, op, x):
-        return fn(x)
+        out = fn(x)
+        return out if singular is None else _guard_singular(op, x, singular(x.value), out, lambda: op(x.value))
 
     rule.__name__ = f"analytic_{getattr(fn, '__name__', 'fn')}"
     defop(op, rule)
+
+
+def _refuse_singular(op, x: Jet, bad: torch.Tensor) -> None:
+    """Raise an ExpansionError naming the op and the point where the jet x moves off a value in ``bad``."""
+    moving = bad & _varies(x)
+    if bool(moving.any()):
+        where = tuple(moving.nonzero()[0].tolist())
+        point = float(x.value[where]) if x.ndim else float(x.value)
+        name = getattr(getattr(op, "overloadpacket", op), "__name__", str(op))
+        raise ExpansionError(
+            f"{name} is not analytic at {point:g} (element {where} of its argument, {int(moving.sum())} in all), and "
+            "the expansion variables move its argument: no Taylor expansion exists at this point (a norm or a "
+            "distance at 0, sqrt or log of 0...). Expand at a nearby point, or keep the argument away from it "
+            "(sqrt(x + eps)).")
+
+
+def _guard_singular(op, x: Jet, bad: torch.Tensor, out: Jet, value: Callable[[], torch.Tensor]) -> Jet:
+    """``out`` = f(x), f not analytic where ``bad`` (its series there is inf/NaN): raise an ExpansionError naming the op
+    and the point if the jet moves off such a value; where it does not move, f(x) is the constant f(x0)."""
+    if not bool(bad.any()):
+        return out
+    _refuse_singular(op, x, bad)
+    const = series.constant_jet(torch.as_tensor(value(), dtype=out.dtype, device=out.device).expand(out.shape)
+                                .clone(), out.basis)
+    return jetfn.where_value(bad, const, out)
 
 
 def is_jet(x) -> bool:
@@ -303,8 +332,8 @@ def multilinear(ctx, op, *args, **kwargs):
     jets = [i for i, a in enumerate(args) if is_jet(a)]
     if len(jets) == 1:
         return apply_linear(op, args, kwargs)
-    if len(jets) > 2:
-        raise NotImplementedError(f"{op} with {len(jets)} arguments that depend on the input")
+    if len(jets) == 3:
+        return _trilinear_product(*args)
     i, j = jets
 
     def g(a, b):
@@ -313,6 +342,19 @@ def multilinear(ctx, op, *args, **kwargs):
         return op(*call, **kwargs)
 
     return series.bilinear(g, args[i], args[j])
+
+
+def _trilinear_product(i1: Jet, i2: Jet, i3: Jet, expand1, expand2, expand3, sumdim, unroll_dim=1) -> Jet:
+    """_trilinear of three jets by its definition: each factor unsqueezed at its expand dims, the product of the three
+    (two jet products), summed over sumdim."""
+    def spread(x: Jet, dims) -> Jet:
+        c = x.c
+        for d in sorted(dims):
+            c = c.unsqueeze(d + 1)
+        return Jet(c, x.basis)
+
+    prod = series.mul(series.mul(spread(i1, expand1), spread(i2, expand2)), spread(i3, expand3))
+    return Jet(prod.c.sum([d + 1 for d in sumdim]) if len(sumdim) else prod.c, prod.basis)
 
 
 @defrule("as_strided")
@@ -365,6 +407,7 @@ def _div(ctx, op, a, b, *, rounding_mode=None):
         return value_only(ctx, op, a, b, rounding_mode=rounding_mode)
     if not is_jet(b):
         return series.scale(a, 1 / b) if not isinstance(b, torch.Tensor) else series.scale(a, torch.reciprocal(b))
+    _refuse_singular(op, b, b.value == 0)  # a pole (or 0/0) that the denominator moves across
     if not is_jet(a):
         a = series.constant_jet(torch.as_tensor(a, dtype=b.dtype, device=b.device), b.basis)
     return jetfn.div(a, b)
@@ -386,46 +429,62 @@ def _where(ctx, op, cond, a, b):
 # ---------------------------------------------------------------------------------------------- analytic functions
 defanalytic("exp", jetfn.exp)
 defanalytic("expm1", jetfn.expm1)
-defanalytic("log", jetfn.log)
-defanalytic("log1p", jetfn.log1p)
+defanalytic("log", jetfn.log, singular=lambda v: v == 0)
+defanalytic("log1p", jetfn.log1p, singular=lambda v: v == -1)
 defanalytic("sin", jetfn.sin)
 defanalytic("cos", jetfn.cos)
 defanalytic("tanh", jetfn.tanh)
 defanalytic("sigmoid", jetfn.sigmoid)
 defanalytic("erf", jetfn.erf)
-defanalytic("sqrt", jetfn.sqrt)
-defanalytic("rsqrt", jetfn.rsqrt)
-defanalytic("reciprocal", jetfn.reciprocal)
+defanalytic("sqrt", jetfn.sqrt, singular=lambda v: v == 0)
+defanalytic("rsqrt", jetfn.rsqrt, singular=lambda v: v == 0)
+defanalytic("reciprocal", jetfn.reciprocal, singular=lambda v: v == 0)
 defanalytic("sinh", jetfn.sinh)
 defanalytic("cosh", jetfn.cosh)
 defanalytic("tan", jetfn.tan)
 defanalytic("atan", jetfn.atan)
-defanalytic("asin", jetfn.asin)
-defanalytic("acos", jetfn.acos)
+defanalytic("asin", jetfn.asin, singular=lambda v: v.abs() == 1)
+defanalytic("acos", jetfn.acos, singular=lambda v: v.abs() == 1)
 defanalytic("asinh", jetfn.asinh)
-defanalytic("acosh", jetfn.acosh)
-defanalytic("atanh", jetfn.atanh)
+defanalytic("acosh", jetfn.acosh, singular=lambda v: v == 1)
+defanalytic("atanh", jetfn.atanh, singular=lambda v: v.abs() == 1)
 defanalytic("erfc", jetfn.erfc)
 defanalytic("exp2", jetfn.exp2)
-defanalytic("log2", jetfn.log2)
-defanalytic("log10", jetfn.log10)
+defanalytic("log2", jetfn.log2, singular=lambda v: v == 0)
+defanalytic("log10", jetfn.log10, singular=lambda v: v == 0)
 
 
 @defrule("pow")
 def _pow(ctx, op, base, exponent):
+    """base^exponent: integer powers >= 0 by products, others by the recurrence u E y = p y E u (not analytic at
+    base 0: refused there if the base moves), a jet exponent as exp(exponent log base)."""
     if is_jet(exponent):
-        # b^e = exp(e log b)
-        log_base = jetfn.log(base) if is_jet(base) else torch.log(
-            torch.as_tensor(base, dtype=exponent.dtype, device=exponent.device))
+        if is_jet(base):
+            _refuse_singular(op, base, base.value == 0)
+            log_base = jetfn.log(base)
+        else:
+            log_base = torch.log(torch.as_tensor(base, dtype=exponent.dtype, device=exponent.device))
         prod = series.mul(exponent, log_base) if is_jet(log_base) else series.scale(exponent, log_base)
-        return jetfn.exp(prod)
+        out = jetfn.exp(prod)
+        if not is_jet(base) and bool((log_base == float("-inf")).any()):  # 0^e: the constant 0^e0 near e0 > 0
+            zero = torch.as_tensor(base, dtype=out.dtype, device=out.device) == 0
+            const = series.constant_jet(op(base, exponent.value).expand(out.shape).clone(), out.basis)
+            out = jetfn.where_value(zero, const, out)
+        return out
     if isinstance(exponent, torch.Tensor):  # constant exponents: one power series per distinct value
         values = exponent.unique().tolist()
-        out = jetfn.power(base, values[0])
+        out = _power(op, base, values[0])
         for p in values[1:]:
-            out = jetfn.where_value(exponent == p, jetfn.power(base, p), out)
+            out = jetfn.where_value(exponent == p, _power(op, base, p), out)
         return out
-    return jetfn.power(base, exponent)
+    return _power(op, base, exponent)
+
+
+def _power(op, base: Jet, p: float) -> Jet:
+    out = jetfn.power(base, p)
+    if float(p).is_integer() and p >= 0:
+        return out
+    return _guard_singular(op, base, base.value == 0, out, lambda: torch.pow(base.value, p))
 
 
 @defrule("prod")
@@ -855,3 +914,298 @@ def lookup(target) -> Rule | None:
 
 def is_value_only(target) -> bool:
     return target in VALUE_ONLY or getattr(target, "overloadpacket", None) in VALUE_ONLY
+
+
+# ------------------------------------------------------------------ ops that permute by value (sort, topk, median...)
+# The value picks a permutation (or selection) of the elements; the result's jet is the same selection of the input's
+# coefficients. Where two picked elements tie in value but not in jet, the order flips on one side: a kink.
+def _take(x: Jet, idx: torch.Tensor, dim: int) -> Jet:
+    """x's coefficients at ``idx`` along dim (torch.gather of every coefficient)."""
+    d = dim % max(x.ndim, 1)
+    if x.ndim == 0:
+        return x
+    return Jet(x.c.gather(d + 1, idx.unsqueeze(0).expand(x.c.shape[0], *idx.shape)), x.basis)
+
+
+def _adjacent_ties(s: Jet, dim: int) -> int:
+    """Neighbours along dim (of a sorted jet) equal in value, different in series."""
+    if s.ndim == 0 or s.shape[dim] < 2:
+        return 0
+    d = dim % s.ndim
+    n = s.shape[d]
+    lo, hi = s.c.narrow(d + 1, 0, n - 1), s.c.narrow(d + 1, 1, n - 1)
+    return int(((lo[0] == hi[0]) & (lo[1:] != hi[1:]).any(0)).sum())
+
+
+def _ties_with(x: Jet, picked: Jet, dim: int) -> int:
+    """Picked elements (keepdim along dim) that some element of x equals in value but not in series."""
+    d = dim % x.ndim
+    pc = series.lift(picked.c, x.ndim) if picked.ndim < x.ndim else picked.c
+    if picked.ndim < x.ndim:
+        pc = picked.c.unsqueeze(d + 1)
+    same_value = x.c[0] == pc[0]
+    other = (x.c[1:] != pc[1:]).any(0)
+    return int((same_value & other).any(d).sum())
+
+
+@defrule("sort")
+def _sort(ctx, op, x, *args, **kwargs):
+    """(values, indices): the permutation that sorts the value, applied to every coefficient."""
+    values, idx = op(x.value, *args, **kwargs)
+    dim = kwargs.get("dim", next((a for a in args if isinstance(a, int) and not isinstance(a, bool)), -1))
+    out = _take(x, idx, dim) if x.ndim else x
+    ctx.note_kink("sort (a tie)", _adjacent_ties(out, dim) if x.ndim else 0)
+    return out, idx
+
+
+@defrule("topk")
+def _topk(ctx, op, x, k, dim=-1, largest=True, sorted=True):
+    values, idx = op(x.value, k, dim, largest, sorted)
+    if x.ndim == 0:
+        return x, idx
+    order = torch.sort(x.value, dim=dim, descending=largest, stable=True)[1]
+    ranked = _take(x, order.narrow(dim % x.ndim, 0, min(k + 1, x.shape[dim])), dim)
+    ctx.note_kink("topk (a tie)", _adjacent_ties(ranked, dim))
+    return _take(x, idx, dim), idx
+
+
+@defrule("kthvalue", "median", "nanmedian", "mode")
+def _kth(ctx, op, x, *args, **kwargs):
+    """The element the value picks (k-th smallest, median: the lower middle one): its series."""
+    name = op.overloadpacket.__name__
+    if op.overloadpacket in (aten.median, aten.nanmedian) and not args and not kwargs:  # over all elements
+        flat = Jet(x.c.reshape(x.c.shape[0], -1), x.basis)
+        _, idx = getattr(torch, name)(flat.value, 0, keepdim=True)
+        picked = _take(flat, idx, 0)
+        ctx.note_kink(f"{name} (a tie)", _ties_with(flat, picked, 0))
+        return Jet(picked.c.reshape(picked.c.shape[0]), x.basis)
+    values, idx = op(x.value, *args, **kwargs)
+    if x.ndim == 0:
+        return x, idx
+    if op.overloadpacket is aten.kthvalue:
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else -1)
+        keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+    else:
+        dim = kwargs.get("dim", args[0] if args else -1)
+        keepdim = kwargs.get("keepdim", args[1] if len(args) > 1 else False)
+    d = dim % x.ndim
+    kept = idx if keepdim else idx.unsqueeze(d)
+    picked = _take(x, kept, d)
+    ctx.note_kink(f"{name} (a tie)", _ties_with(x, picked, d))
+    return (picked if keepdim else Jet(picked.c.squeeze(d + 1), x.basis)), idx
+
+
+@defrule("cummax", "cummin")
+def _cummax(ctx, op, x, dim):
+    """Running maximum: at each position the series of the element holding the maximum so far."""
+    values, idx = op(x.value, dim)
+    if x.ndim == 0:
+        return x, idx
+    out = _take(x, idx, dim)
+    d, n = dim % x.ndim, x.shape[dim]
+    if n > 1:  # a new element equal to the running extreme so far, with another series: a tie
+        new = x.c.narrow(d + 1, 1, n - 1)
+        held = out.c.narrow(d + 1, 0, n - 1)
+        ctx.note_kink(f"{op.overloadpacket.__name__} (a tie)",
+                      int(((new[0] == held[0]) & (new[1:] != held[1:]).any(0)).sum()))
+    return out, idx
+
+
+@defrule("cumprod")
+def _cumprod(ctx, op, x, dim, *, dtype=None):
+    """Running products along dim: one jet product per position."""
+    if x.ndim == 0:
+        return x
+    d = dim % x.ndim
+    slices = x.c.unbind(d + 1)
+    acc, outs = slices[0], [slices[0]]
+    for s in slices[1:]:
+        acc = series.mul_coefficients(acc, s, x.basis)
+        outs.append(acc)
+    return Jet(torch.stack(outs, d + 1), x.basis)
+
+
+# ---------------------------------------------------------------------------------------------- scatters
+@defrule("scatter")
+def _scatter(ctx, op, x, dim, index, src, *, reduce=None):
+    """Writing src into x at index (jointly linear in x and src; reduce="add" too); a scalar src is a constant."""
+    if reduce == "multiply":
+        raise NotImplementedError("scatter(reduce='multiply') of input-dependent values has no Taylor rule")
+    if isinstance(src, (Jet, torch.Tensor)):
+        return affine(ctx, op, x, dim, index, src, **({"reduce": reduce} if reduce else {}))
+    out = apply_linear(op, (x, dim, index, 0.0), {"reduce": reduce} if reduce else {})
+    out.c[0] = op(x.value, dim, index, src, **({"reduce": reduce} if reduce else {}))
+    return out
+
+
+@defrule("scatter_reduce")
+def _scatter_reduce(ctx, op, x, dim, index, src, reduce, *, include_self=True):
+    """sum and mean: jointly linear in x and src. amax/amin: each target takes the series of the element the value
+    picks (x's own where it is among the extremes, else the first src element), a kink on a tie."""
+    if reduce in ("sum", "mean"):
+        return affine(ctx, op, x, dim, index, src, reduce, include_self=include_self)
+    if reduce not in ("amax", "amin"):
+        raise NotImplementedError(f"scatter_reduce(reduce={reduce!r}) of input-dependent values has no Taylor rule")
+    ref = x if is_jet(x) else src
+    x, src = _promote(x, ref.basis, ref), _promote(src, ref.basis, ref)
+    d = dim % x.ndim
+    out_v = op(x.value, dim, index, src.value, reduce, include_self=include_self)
+    touched = torch.zeros_like(out_v, dtype=torch.bool).scatter(d, index, True)
+    src_c = src.c[(slice(None), *(slice(0, s) for s in index.shape))]
+    achieves = src_c[0] == out_v.gather(d, index)
+    self_wins = touched & (x.value == out_v) if include_self else torch.zeros_like(touched)
+    pos = torch.arange(index.shape[d], device=index.device).reshape(-1, *([1] * (index.dim() - 1 - d)))
+    pos = pos.expand(index.shape)
+    big = index.shape[d]
+    first = torch.full(out_v.shape, big, dtype=index.dtype, device=index.device)
+    first = first.scatter_reduce(d, index, torch.where(achieves, pos, big), "amin", include_self=True)
+    winner = achieves & (pos == first.gather(d, index)) & ~self_wins.gather(d, index)
+    count = torch.zeros(out_v.shape, dtype=torch.long, device=index.device).scatter_add(d, index, achieves.long())
+    count = count + self_wins.long()
+    ctx.note_kink(f"scatter_reduce {reduce} (a tie)", int((count > 1).sum()))
+    keep = ~touched | self_wins
+    placed = torch.zeros_like(x.c).scatter_add(d + 1, index.unsqueeze(0).expand(src_c.shape),
+                                              src_c * winner.to(x.dtype))
+    return Jet(x.c * keep.to(x.dtype) + placed, x.basis)
+
+
+# ------------------------------------------------------------------------------------- functions of two tensors
+def _pair_jets(a, b) -> tuple[Jet, Jet]:
+    ref = a if is_jet(a) else b
+    return _promote(a, ref.basis, ref), _promote(b, ref.basis, ref)
+
+
+@defrule("atan2")
+def _atan2(ctx, op, y, x):
+    """atan2(y, x), analytic except at (0, 0)."""
+    y, x = _pair_jets(y, x)
+    _kinks(ctx, "atan2 (a jump of 2 pi on its cut y = 0, x < 0)", (y.value == 0) & (x.value < 0), y)
+    out = jetfn.atan2(y, x)
+    both = Jet(torch.stack(torch.broadcast_tensors(*series.aligned(y, x)), -1), y.basis)
+    bad = ((y.value == 0) & (x.value == 0))
+    return _guard_singular(op, both, bad.unsqueeze(-1).expand(both.shape), out, lambda: op(y.value, x.value)) \
+        if bool(bad.any()) else out
+
+
+@defrule("hypot")
+def _hypot(ctx, op, a, b):
+    """sqrt(a^2 + b^2), a cone (not analytic) at (0, 0)."""
+    a, b = _pair_jets(a, b)
+    bad = (a.value == 0) & (b.value == 0)
+    if bool(bad.any()):
+        both = Jet(torch.stack(torch.broadcast_tensors(*series.aligned(a, b)), -1), a.basis)
+        _refuse_singular(op, both, bad.unsqueeze(-1).expand(both.shape))
+        safe_a = Jet(a.c.clone(), a.basis)
+        safe_a.c[0] = torch.where(bad, torch.ones_like(a.value), a.value)
+        out = jetfn.hypot(safe_a, b)
+        return jetfn.where_value(bad, _constant_like(out, 0.0), out)
+    return jetfn.hypot(a, b)
+
+
+@defrule("logaddexp", "logaddexp2")
+def _logaddexp(ctx, op, a, b):
+    """log(e^a + e^b) (log2(2^a + 2^b) = logaddexp(a ln 2, b ln 2) / ln 2): smooth everywhere."""
+    a, b = _pair_jets(a, b)
+    if op.overloadpacket is aten.logaddexp:
+        return jetfn.logaddexp(a, b)
+    ln2 = math.log(2.0)
+    out = series.scale(jetfn.logaddexp(series.scale(a, ln2), series.scale(b, ln2)), 1 / ln2)
+    out.c[0] = op(a.value, b.value)
+    return out
+
+
+@defrule("remainder", "fmod")
+def _remainder(ctx, op, a, b):
+    """a - q b with the quotient q = floor(a / b) (remainder) or trunc(a / b) (fmod) taken at the value: a constant
+    away from the jumps, where the result is 0 (a jump when a - q b moves)."""
+    out_v = op(_value(a), _value(b))
+    av = torch.as_tensor(_value(a))
+    bv = torch.as_tensor(_value(b), dtype=out_v.dtype, device=out_v.device)
+    q = torch.round((av - out_v) / bv)  # the integer quotient PyTorch used
+    a, b = _pair_jets(a, b)
+    out = series.sub(a, series.scale(b, q))
+    jump = out_v == 0 if op.overloadpacket is aten.remainder else (out_v == 0) & (q != 0)  # fmod is x near 0
+    _kinks(ctx, f"{op.overloadpacket.__name__} (a jump)", jump, out)
+    out = out.with_coefficients(out.c.expand(out.c.shape[0], *out_v.shape).clone())
+    out.c[0] = out_v
+    return out
+
+
+@defrule("copysign")
+def _copysign(ctx, op, a, b):
+    """|a| with the sign of b: a times +-1 chosen by the values' sign bits; a kink at a = 0, a jump at b = 0."""
+    av = torch.as_tensor(_value(a))
+    bv = torch.as_tensor(_value(b))
+    if is_jet(b):
+        _kinks(ctx, "copysign (a jump)", (bv == 0) & (av != 0), b)
+    if not is_jet(a):
+        return op(av, bv)
+    _kinks(ctx, "copysign", av == 0, a)
+    factor = torch.where(torch.signbit(av) == torch.signbit(bv), 1.0, -1.0).to(a.dtype)
+    out = series.scale(a, factor)
+    out.c[0] = op(av, bv)
+    return out
+
+
+@defrule("fmax", "fmin")
+def _fmax(ctx, op, a, b):
+    """maximum/minimum that take the other argument where one is NaN."""
+    a, b = _pair_jets(a, b)
+    va, vb = a.value, b.value
+    _kinks(ctx, op.overloadpacket.__name__, va == vb, series.sub(a, b))
+    pick_a = (va > vb if op.overloadpacket is aten.fmax else va < vb) | torch.isnan(vb)
+    return jetfn.where_value(pick_a, a, b)
+
+
+# ------------------------------------------------------------------------------------ special functions
+defanalytic("erfinv", jetfn.erfinv, singular=lambda v: v.abs() == 1)
+defanalytic("lgamma", jetfn.lgamma, singular=lambda v: (v <= 0) & (v == torch.floor(v)))
+defanalytic("digamma", lambda x: jetfn.polygamma(0, x), singular=lambda v: (v <= 0) & (v == torch.floor(v)))
+
+
+@defrule("polygamma")
+def _polygamma(ctx, op, n, x):
+    """psi^(n)(x): poles at 0, -1, -2, ..."""
+    out = jetfn.polygamma(n, x)
+    return _guard_singular(op, x, (x.value <= 0) & (x.value == torch.floor(x.value)), out, lambda: op(n, x.value))
+
+
+# --------------------------------------------------------------------------------------------- losses, distances
+@defrule("nll_loss_forward", "nll_loss2d_forward")
+def _nll_loss(ctx, op, x, target, weight, reduction, ignore_index):
+    """-w[t] x[t] per sample (0 where t = ignore_index), then none/mean (over the weights)/sum: linear in x."""
+    if is_jet(weight):
+        raise NotImplementedError("nll_loss with class weights that depend on the input has no Taylor rule")
+    total_weight = op(x.value, target, weight, reduction, ignore_index)[1]
+    cdim = 1 if x.ndim >= 2 else 0
+    valid = target != ignore_index
+    t = torch.where(valid, target, torch.zeros_like(target))
+    picked = x.c.gather(cdim + 1, t.unsqueeze(cdim).unsqueeze(0).expand(x.c.shape[0], *t.unsqueeze(cdim).shape))
+    picked = picked.squeeze(cdim + 1)
+    w = (weight[t] if weight is not None else torch.ones_like(t, dtype=x.dtype)) * valid.to(x.dtype)
+    loss = Jet(-picked * w, x.basis)
+    if reduction == 0:
+        return loss, total_weight
+    summed = Jet(loss.c.reshape(loss.c.shape[0], -1).sum(1), x.basis)
+    return (series.scale(summed, 1 / w.sum()) if reduction == 1 else summed), total_weight
+
+
+@defrule("_cdist_forward")
+def _cdist(ctx, op, x1, x2, p, compute_mode=None):
+    """||x1_i - x2_j||_p over the last axis: a sum of |d|^p to the power 1/p (sqrt of squares for p = 2, refused at a
+    zero distance that moves), sum |d| for p = 1, max |d| for p = inf."""
+    a, b = _pair_jets(x1, x2)
+    d = series.sub(Jet(a.c.unsqueeze(-2), a.basis), Jet(b.c.unsqueeze(-3), b.basis))
+    if p == 2:
+        sq = apply_linear(aten.sum.dim_IntList, (series.mul(d, d), [-1]), {})
+        out = jetfn.power(sq, 0.5)
+        return _guard_singular(op, sq, sq.value == 0, out, lambda: sq.value.sqrt())
+    mag = _abs(ctx, aten.abs.default, d)
+    if p == 1:
+        return apply_linear(aten.sum.dim_IntList, (mag, [-1]), {})
+    if p == float("inf"):
+        return _amax(ctx, aten.amax.default, mag, [-1])
+    if p == 0:
+        return op(a.value, b.value, p, compute_mode)
+    s = apply_linear(aten.sum.dim_IntList, (_pow(ctx, aten.pow.Tensor_Scalar, mag, p), [-1]), {})
+    return _guard_singular(op, s, s.value == 0, jetfn.power(s, 1.0 / p), lambda: s.value.pow(1.0 / p))

@@ -43,6 +43,7 @@ DECOMPOSITIONS = get_decompositions([
     aten._upsample_bilinear2d_aa, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
     aten.vdot, aten.mv, aten.outer, aten.einsum, aten.tensordot, aten.kron, aten.diag_embed,
     aten.sigmoid_backward, aten.elu_backward, aten._scaled_dot_product_flash_attention_for_cpu,
+    aten.grid_sampler_2d,  # weights from the grid (floor: constant) times gathered pixels: exact in input and grid
 ])
 
 
