@@ -32,6 +32,8 @@ test: setup
 	$(BIN)/ruff check hope_engine hope_widgets tests benchmarks
 	bash js/check-bundle.sh
 	$(BIN)/python -m pytest -q tests --nbval-lax notebooks
+	# the engine once more on the pure-torch kernels (what runs with no compiled extension, and on GPUs)
+	HOPE_NATIVE=0 $(BIN)/python -m pytest -q tests/test_engine_*.py tests/test_native_kernels.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x tests -m "not slow and not browser"

@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # tiny sizes, smoke run (seconds)
     python benchmarks/run.py --json out.json # also write the results as JSON (compare across versions)
     python benchmarks/run.py --case mnist    # only the cases whose name contains "mnist"
+    python benchmarks/run.py --case backends --case cold-start   # only the kernel-backend and cold-start rows
 
 Per case and order: time (median of --repeats runs after one warm-up), peak memory (growth of the process's peak
 resident memory during one run), and the error of every derivative against nested autograd in float64:
@@ -26,6 +27,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hope_engine import __version__, expand
+from hope_engine import __version__, expand, kernels
 from hope_engine.baselines import autograd_tree_size, floor_inputs, nested_autograd
 from hope_engine.basis import basis_size, make_basis
 
@@ -354,6 +356,87 @@ def scaling(quick: bool, repeats: int, log) -> list[dict]:
     return results
 
 
+def backends(quick: bool, repeats: int, log) -> list[dict]:
+    """The compiled kernels against the torch formulation (what runs with no compiler at install time, or with
+    HOPE_NATIVE=0), same process, interleaved: each repeat times one native and one torch expansion."""
+    d = torch.float64
+    x = torch.tensor([[0.3, -0.2]], dtype=d)
+    side, ch, width = (8, 4, 16) if quick else (32, 16, 64)
+    rows_in = [("paper-conv-2d", sine_conv(side, ch), x, 2 if quick else 8),
+               ("paper-mlp-2d", sine_mlp(2, width, 3), x, 4 if quick else 8),
+               ("paper-mlp-1d", sine_mlp(1, 32 if quick else 1024, 5), torch.zeros(1, 1, dtype=d), 4 if quick else 10)]
+    log("")
+    log(f"== backends: compiled kernels vs torch formulation (no compiler / HOPE_NATIVE=0), "
+        f"median of {repeats} interleaved runs after 1 warm-up")
+    if not kernels.native_available():
+        log(f"   compiled kernels unavailable ({kernels.native.error()}): torch rows only")
+    log(f"{'case':<15} {'order':>5} {'native ms':>10} {'torch ms':>10} {'torch/native':>12}")
+    out = []
+    for name, model, x0, order in rows_in:
+        times: dict[str, list[float]] = {"native": [], "torch": []}
+        modes = ["native", "torch"] if kernels.native_available() else ["torch"]
+        for rep in range(repeats + 1):
+            for mode in modes:
+                with kernels.use_backend(mode):
+                    start = time.perf_counter()
+                    expand(model, x0, order)
+                    if rep:  # the first round is the warm-up
+                        times[mode].append(time.perf_counter() - start)
+        med = {m: statistics.median(t) * 1e3 for m, t in times.items() if t}
+        ratio = med["torch"] / med["native"] if "native" in med else None
+        out.append(dict(case=name, order=order, native_ms=med.get("native"), torch_ms=med["torch"],
+                        torch_over_native=ratio))
+        log(f"{name:<15} {order:>5} {_fmt(med.get('native'), '10.2f')} {med['torch']:10.2f} "
+            f"{_fmt(ratio, '12.2f')}")
+    return out
+
+
+_COLD = r"""
+import sys, time
+t0 = time.perf_counter()
+import torch
+from torch import nn
+t1 = time.perf_counter()
+import hope_engine
+t2 = time.perf_counter()
+torch.manual_seed(0)
+m = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).double().eval()
+hope_engine.expand(m, torch.tensor([0.1, 0.2], dtype=torch.float64), 4)
+t3 = time.perf_counter()
+hope_engine.expand(m, torch.tensor([0.2, 0.1], dtype=torch.float64), 4)
+t4 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, int("torch._dynamo" in sys.modules))
+"""
+
+
+def cold_start(quick: bool, log) -> list[dict]:
+    """A fresh process: import torch, import hope_engine, the first and second expansion of a 2->16->1 tanh MLP
+    (order 4), with the compiled kernels and with HOPE_NATIVE=0; medians over fresh processes, interleaved."""
+    runs = 1 if quick else 3
+    samples: dict[str, list[list[float]]] = {"native": [], "torch": []}
+    for _ in range(runs):
+        for mode in samples:
+            env = dict(os.environ, HOPE_NATIVE="0" if mode == "torch" else "1",
+                       OMP_NUM_THREADS=str(torch.get_num_threads()))
+            proc = subprocess.run([sys.executable, "-c", _COLD], capture_output=True, text=True, env=env,
+                                  timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            samples[mode].append([float(v) for v in proc.stdout.split()])
+    log("")
+    log(f"== cold start: fresh process, 2->16->1 tanh MLP, order 4, seconds (median of {runs} processes)")
+    log(f"{'kernels':<8} {'import torch':>12} {'import hope':>11} {'1st expand':>10} {'2nd expand':>10} "
+        f"{'dynamo loaded':>13}")
+    out = []
+    for mode, rows in samples.items():
+        med = [statistics.median(r[i] for r in rows) for i in range(4)]
+        out.append(dict(kernels=mode, import_torch_s=med[0], import_hope_s=med[1], first_expand_s=med[2],
+                        second_expand_s=med[3], dynamo_loaded=bool(rows[0][4])))
+        loaded = "yes" if rows[0][4] else "no"
+        log(f"{mode:<8} {med[0]:12.3f} {med[1]:11.3f} {med[2]:10.3f} {med[3]:10.4f} {loaded:>13}")
+    return out
+
+
 def targets(results: list[dict]) -> list[dict]:
     """The issue's performance targets, checked against the measured numbers (reported, never asserted)."""
     out = []
@@ -419,6 +502,7 @@ def main(argv=None) -> int:
         print(s, flush=True)
 
     log(f"hope {__version__} benchmarks: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"kernels {kernels.backend_name()}, "
         f"{platform.processor() or platform.machine()}, float64, median of {repeats} runs after 1 warm-up"
         + (" [QUICK: tiny sizes]" if args.quick else ""))
     log("ratios are time ratios t_exact / t_other: < 1 means the exact method is faster (0.01 = 100x faster)")
@@ -429,6 +513,8 @@ def main(argv=None) -> int:
             continue
         results.append(run_case(case, repeats, log))
     sweep = [] if args.no_scaling or args.case else scaling(args.quick, repeats, log)
+    backend_rows = backends(args.quick, repeats, log) if not args.case or "backends" in args.case else []
+    cold = cold_start(args.quick, log) if not args.case or "cold-start" in args.case else []
     checks = targets(results)
     if checks:
         log("")
@@ -442,7 +528,7 @@ def main(argv=None) -> int:
                              repeats=repeats, dtype="float64",
                              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                              cpu_count=os.cpu_count()),
-                   cases=results, scaling=sweep, targets=checks)
+                   cases=results, scaling=sweep, targets=checks, backends=backend_rows, cold_start=cold)
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         log(f"results written to {args.json}")
