@@ -144,7 +144,9 @@ def assert_matches_autograd(model: Callable, x0: torch.Tensor, order: int, *, te
     A batch x0 (B, ...) is checked point by point: polynomial i against autograd of the model at x0[i:i+1].
     ``reference`` (default: the model) is the function autograd differentiates; ``formulas`` see autograd_derivatives.
     """
+    before = model_snapshot(model)
     p = expand(model, x0, order, terms=terms, variables=variables, **expand_kwargs)
+    assert_model_unchanged(before, model)
     f = reference if reference is not None else model
     alphas = p.basis.multi_indices()
     degrees = [sum(a) for a in alphas]
@@ -157,6 +159,28 @@ def assert_matches_autograd(model: Callable, x0: torch.Tensor, order: int, *, te
         want = autograd_derivatives(f, x0, alphas, variables, formulas)
         assert_close_derivatives(got, want, degrees, rtol)
     return p
+
+
+def model_snapshot(model) -> dict:
+    """What expanding must not change: every module's attributes (by identity), parameter/buffer values, mode."""
+    from hope_engine.guard import referenced_modules
+
+    return {id(m): (m, dict(vars(m)), {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()
+                                       if isinstance(v, torch.Tensor)}, m.training)
+            for root in referenced_modules(model) for m in root.modules()}
+
+
+def assert_model_unchanged(before: dict, model) -> None:
+    """Every module as ``model_snapshot`` saw it: same attribute objects, equal values, same training flag."""
+    for m, attrs, state, training in before.values():
+        now = vars(m)
+        assert now.keys() == attrs.keys(), f"{type(m).__name__}: attributes {set(now) ^ set(attrs)} added/removed"
+        for k, v in attrs.items():
+            assert now[k] is v, f"{type(m).__name__}.{k} was replaced by expanding"
+        for k, v in m.state_dict(keep_vars=True).items():
+            if isinstance(v, torch.Tensor) and k in state:
+                assert torch.equal(v.detach(), state[k]), f"{type(m).__name__}: {k} changed by expanding"
+        assert m.training == training, f"{type(m).__name__}: training flag changed by expanding"
 
 
 def multi_indices(n: int, order: int) -> list[tuple[int, ...]]:
