@@ -22,12 +22,12 @@ from . import rules, trace
 from .basis import make_basis
 from .errors import ExpansionError, GraphEscapeError, KinkWarning, TrainingModeWarning
 from .expand import (
-    _check_order,
-    _mode_sensitive_in_training,
-    _variables,
     check_budget,
+    check_order,
     estimate_cost,
+    mode_sensitive_in_training,
     prepare_point,
+    variable_indices,
 )
 from .polynomial import TaylorPolynomial
 from .series import Jet
@@ -153,7 +153,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     over the box at the end (with their signs through every layer: much tighter than bounding them op by op).
     The other arguments are those of ``expand``; only terms="total" can be certified in more than one variable (a
     product of truncated pure series drops mixed terms that the remainder would have to hold)."""
-    order = _check_order(order)
+    order = check_order(order)
     if isinstance(extra_orders, bool) or not isinstance(extra_orders, int) or extra_orders < 0:
         raise ExpansionError(f"extra_orders must be a non-negative integer, got {extra_orders!r}")
     if terms not in ("total", "pure"):
@@ -163,7 +163,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     x0 = prepare_point(model, x0)
     if batched is None:
         batched = x0.dim() >= 2
-    var_index = _variables(x0, batched, variables)
+    var_index = variable_indices(x0, batched, variables)
     n = var_index.numel()
     if terms == "pure" and n > 1:
         raise ExpansionError("certify needs terms='total' with more than one variable: the mixed terms a pure basis "
@@ -172,7 +172,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
         names = [str(s) for s in names]
         if len(names) != n:
             raise ExpansionError(f"names has {len(names)} entries for {n} variables")
-    if _mode_sensitive_in_training(model):
+    if mode_sensitive_in_training(model):
         warnings.warn("the model is in training mode; it is certified in eval mode (dropout off, batch norm on its "
                       "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=2)
     r = _radius(radius, n, x0)

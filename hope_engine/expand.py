@@ -32,7 +32,7 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 METHODS = ("exact", "hope")
 
 
-def _check_order(order) -> int:
+def check_order(order) -> int:
     if isinstance(order, bool) or not isinstance(order, numbers.Integral):
         if isinstance(order, float) and order.is_integer():
             order = int(order)
@@ -71,7 +71,7 @@ def prepare_point(model, x0) -> torch.Tensor:
     return x0
 
 
-def _variables(x0: torch.Tensor, batched: bool, variables) -> torch.Tensor:
+def variable_indices(x0: torch.Tensor, batched: bool, variables) -> torch.Tensor:
     row_numel = x0[0].numel() if batched else x0.numel()
     if variables is None:
         return torch.arange(row_numel)
@@ -352,7 +352,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     time_budget: seconds; an expansion estimated to run longer (multiply-adds of its products at rates calibrated by
     benchmarks/memory.py) is refused. Default None: no time limit (the notebook panel passes 60 s).
     """
-    order = _check_order(order)
+    order = check_order(order)
     if terms not in KINDS:
         raise ExpansionError(f"terms must be one of {KINDS}, got {terms!r}")
     if method not in METHODS:
@@ -369,13 +369,13 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         batched = x0.dim() >= 2
     if batched and x0.dim() < 1:
         raise ExpansionError("batched=True needs a point with a leading batch axis")
-    var_index = _variables(x0, batched, variables)
+    var_index = variable_indices(x0, batched, variables)
     n = var_index.numel()
     if names is not None:
         names = [str(s) for s in names]
         if len(names) != n:
             raise ExpansionError(f"names has {len(names)} entries for {n} variables")
-    if _mode_sensitive_in_training(model):
+    if mode_sensitive_in_training(model):
         warnings.warn("the model is in training mode; it is expanded in eval mode (dropout off, batch norm on its "
                       "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=2)
 
@@ -428,7 +428,7 @@ _MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNor
                    nn.modules.instancenorm._InstanceNorm)
 
 
-def _mode_sensitive_in_training(model) -> bool:
+def mode_sensitive_in_training(model) -> bool:
     """True when the model (or a module a plain function reads) holds a layer in training mode that computes
     differently in eval mode."""
     return any(m.training and (isinstance(m, _MODE_SENSITIVE)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sympy as sp
 import torch
 
-from ..expand import _variables, expand
+from ..expand import expand, variable_indices
 from ..polynomial import TaylorPolynomial
 from ._points import as_row, model_scalar, rows_at, sample_offsets, scalar_polynomial, single
 from .discovery_fit import Comparison, DataDistance, fit_coefficients, network_samples, r_squared
@@ -222,7 +222,7 @@ def discover(model, center, order: int = 4, *, radius: float = 0.5, points: int 
                    variables=variables, names=names, terms=terms, sampling=sampling, seed=seed, samples=samples,
                    heldout=heldout, data=data, **expand_kwargs)
     row = as_row(model, center)
-    var = _variables(row, True, variables)
+    var = variable_indices(row, True, variables)
     c = row.reshape(-1)[var]
     if method == "taylor":
         gen = torch.Generator().manual_seed(seed)
