@@ -28,7 +28,8 @@ def _tol(dtype):
 
 
 def _close(fast, slow, dtype):
-    fast, slow = (fast,) if isinstance(fast, torch.Tensor) else fast, (slow,) if isinstance(slow, torch.Tensor) else slow
+    fast = (fast,) if isinstance(fast, torch.Tensor) else fast
+    slow = (slow,) if isinstance(slow, torch.Tensor) else slow
     for f, s in zip(fast, slow, strict=True):
         assert f.shape == s.shape and f.dtype == s.dtype
         torch.testing.assert_close(f, s, rtol=_tol(dtype), atol=_tol(dtype) * max(s.abs().max().item(), 1.0))
@@ -66,10 +67,10 @@ def test_every_recurrence_has_both_backends():
         assert callable(getattr(kernels, rec.value))
 
 
-def _arguments(rec: Recurrence, basis, dtype):
+def _arguments(rec: Recurrence, basis, dtype, units: int = 4):
     """Random arguments for one kernel (broadcasting operands where the kernel takes two)."""
-    u = _random(basis, (3, 4), dtype)
-    v = _random(basis, (1, 4), dtype, seed=1)
+    u = _random(basis, (3, units), dtype)
+    v = _random(basis, (1, units), dtype, seed=1)
     if rec is Recurrence.PRODUCT:
         return [(u, v, basis)]
     if rec is Recurrence.DEGREE_PRODUCT:
@@ -230,3 +231,18 @@ def test_recurrence_and_univariate_reject_wrong_shapes():
         native.univariate(native.CKind.EXP, pure, torch.empty_like(pure), None, 0, 3)
     with pytest.raises(ValueError):
         native.univariate(7, pure, torch.empty_like(pure), None, 4, 3)
+
+
+@pytest.mark.parametrize("rec", [r for r in Recurrence if r is not Recurrence.DEGREE_PRODUCT], ids=lambda r: r.value)
+@pytest.mark.parametrize("n,order", [(2, 4), (3, 3)])
+def test_torch_blocks_of_units_match_one_pass(rec, n, order, monkeypatch):
+    """The torch formulation's CPU blocks of units (total basis, n > 1) give the one-pass result."""
+    from hope_engine.kernels import torch_backend
+
+    basis = make_basis(n, order, "total")
+    monkeypatch.setattr(torch_backend, "BLOCK_MIN", 4)
+    monkeypatch.setattr(torch_backend, "BLOCK_MAX", 8)
+    assert torch_backend.unit_block(basis, 21, torch.device("cpu")) == 8
+    whole = getattr(torch_backend, f"_{rec.value}_whole")
+    for args in _arguments(rec, basis, torch.float64, units=7):  # 21 units (and 7 for a broadcast operand)
+        _close(getattr(torch_backend, rec.value)(*args), whole(*args), torch.float64)

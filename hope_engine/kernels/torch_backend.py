@@ -4,6 +4,10 @@ A total-basis product is a gather of the T triples (i, j, k) of the product tabl
 (ab)_k = sum_{a_i + a_j = a_k} a_i b_j. A pure basis (and one variable) only pairs same-variable degrees:
 (ab)_d = sum_p a_p b_{d-p}. Recurrences run degree by degree with the Euler operator E (E t^a = |a| t^a):
 [f(u)]_d = [f'(u) E u]_d / d. Each function has the signature of its native twin (hope_engine.kernels.native).
+
+On CPU, a total basis in n > 1 variables runs the recurrences and products over blocks of units (``unit_block``):
+every unit's series is independent, so the result is the same, and each (T_d x block) temporary of the gather and
+scatter stays in cache instead of streaming through memory (measured ~6x faster on the paper's conv net).
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..basis import Basis, product_tables
+from ..basis import Basis, largest_degree_triples, product_tables
+
+BLOCK_BYTES = 2**21          # target size of one degree's gathered temporary, per operand (about L2)
+BLOCK_MIN, BLOCK_MAX = 512, 8192
 
 
 def _euler(u: torch.Tensor, basis: Basis) -> torch.Tensor:
@@ -77,7 +84,7 @@ def pure_degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int, 
     return total.expand(width, *total.shape[1:]) if total.shape[0] != width else total
 
 
-def product(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+def _product_whole(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
     """a b for two aligned coefficient tensors (M, *shape_a), (M, *shape_b): (M, *broadcast shape)."""
     if basis.kind == "total":
         tables = product_tables(basis, a.device)
@@ -90,7 +97,7 @@ def product(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
     return torch.cat([pure_degree_product(a, b, basis, d, None) for d in range(basis.order + 1)])
 
 
-def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:
+def _exp_whole(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
     y = torch.zeros_like(u)
     y[0] = torch.exp(u[0])
@@ -100,7 +107,7 @@ def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     return y
 
 
-def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
+def _sin_cos_whole(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
     """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d.
 
     c and s are kept side by side in one tensor g = (c, s) (axis 1), so each degree is one product [g E u]_d."""
@@ -115,7 +122,7 @@ def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
     return g[:, 1], g[:, 0]
 
 
-def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float, q: float) -> torch.Tensor:
+def _riccati_whole(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float, q: float) -> torch.Tensor:
     """y with y' = a + b y + q y^2 (tanh: 1 - y^2; sigmoid: y - y^2), degree by degree."""
     y = torch.zeros_like(u)
     y[0] = y0
@@ -129,7 +136,7 @@ def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float,
     return y
 
 
-def div(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+def _div_whole(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
     """q = a / b: q_d = (a_d - [q b]_d without q_d b_0) / b_0."""
     shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
     q = a.new_zeros((basis.size, *shape))
@@ -139,3 +146,81 @@ def div(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
         w = [1.0] * d + [0.0]
         q[basis.block(d)] = (a[basis.block(d)] - degree_product(q, b, basis, d, w)) / b0
     return q
+
+
+# ------------------------------------------------------------------------------------- blocks of units (CPU)
+def unit_block(basis: Basis, units: int, device: torch.device) -> int | None:
+    """Units per block for a CPU total basis in n > 1 variables (None: one pass): about BLOCK_BYTES / (8 T_K), T_K
+    the triples of the largest degree, within [BLOCK_MIN, BLOCK_MAX]; None when there are fewer than two blocks."""
+    if device.type != "cpu" or basis.kind != "total" or basis.n == 1 or basis.order < 1:
+        return None
+    block = max(BLOCK_MIN, min(BLOCK_MAX, BLOCK_BYTES // (8 * largest_degree_triples(basis.n, basis.order))))
+    return block if units >= 2 * block else None
+
+
+def _flat_units(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(M, *shape) broadcast and flattened to (M, units)."""
+    return t.expand(t.shape[0], *shape).reshape(t.shape[0], -1)
+
+
+def product(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """a b for two aligned coefficient tensors (M, *shape_a), (M, *shape_b): (M, *broadcast shape)."""
+    shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
+    block = unit_block(basis, shape.numel(), a.device)
+    if block is None:
+        return _product_whole(a, b, basis)
+    fa, fb = _flat_units(a, shape), _flat_units(b, shape)
+    out = fa.new_empty((basis.size, fa.shape[1]))
+    for i in range(0, fa.shape[1], block):
+        out[:, i:i + block] = _product_whole(fa[:, i:i + block], fb[:, i:i + block], basis)
+    return out.reshape(basis.size, *shape)
+
+
+def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
+    block = unit_block(basis, u[0].numel(), u.device)
+    if block is None:
+        return _exp_whole(u, basis)
+    fu = u.reshape(u.shape[0], -1)
+    out = torch.empty_like(fu)
+    for i in range(0, fu.shape[1], block):
+        out[:, i:i + block] = _exp_whole(fu[:, i:i + block], basis)
+    return out.reshape(u.shape)
+
+
+def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d."""
+    block = unit_block(basis, u[0].numel(), u.device)
+    if block is None:
+        return _sin_cos_whole(u, basis)
+    fu = u.reshape(u.shape[0], -1)
+    s, c = torch.empty_like(fu), torch.empty_like(fu)
+    for i in range(0, fu.shape[1], block):
+        s[:, i:i + block], c[:, i:i + block] = _sin_cos_whole(fu[:, i:i + block], basis)
+    return s.reshape(u.shape), c.reshape(u.shape)
+
+
+def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float, q: float) -> torch.Tensor:
+    """y with y' = a + b y + q y^2 (tanh: 1 - y^2; sigmoid: y - y^2), degree by degree."""
+    block = unit_block(basis, u[0].numel(), u.device)
+    if block is None:
+        return _riccati_whole(u, basis, y0, a, b, q)
+    fu = u.reshape(u.shape[0], -1)
+    f0 = torch.as_tensor(y0, dtype=u.dtype, device=u.device).expand(u.shape[1:]).reshape(-1)
+    out = torch.empty_like(fu)
+    for i in range(0, fu.shape[1], block):
+        out[:, i:i + block] = _riccati_whole(fu[:, i:i + block], basis, f0[i:i + block], a, b, q)
+    return out.reshape(u.shape)
+
+
+def div(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """q = a / b: q_d = (a_d - [q b]_d without q_d b_0) / b_0."""
+    shape = torch.broadcast_shapes(a.shape[1:], b.shape[1:])
+    block = unit_block(basis, shape.numel(), a.device)
+    if block is None:
+        return _div_whole(a, b, basis)
+    fa, fb = _flat_units(a, shape), _flat_units(b, shape)
+    out = fa.new_empty((basis.size, fa.shape[1]))
+    for i in range(0, fa.shape[1], block):
+        out[:, i:i + block] = _div_whole(fa[:, i:i + block], fb[:, i:i + block], basis)
+    return out.reshape(basis.size, *shape)
