@@ -15,6 +15,7 @@ The default memory budget of an expansion follows the machine: ``MEMORY_FRACTION
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -30,8 +31,20 @@ CACHE_MAX_BYTES = 2 * GiB      # ... at most this ...
 CACHE_MIN_BYTES = 64 * 2**20   # ... and at least this
 
 
+_AVAILABLE: list = [0.0, None]   # (monotonic time read, bytes): reread at most every _AVAILABLE_TTL seconds
+_AVAILABLE_TTL = 0.5
+
+
 def available_memory() -> int | None:
-    """Bytes of memory available to new allocations now (MemAvailable of /proc/meminfo, else psutil), or None."""
+    """Bytes of memory available to new allocations now (MemAvailable of /proc/meminfo, else psutil), or None; read
+    at most every half second (a small model's expansion takes less than reading it)."""
+    now = time.monotonic()
+    if now - _AVAILABLE[0] > _AVAILABLE_TTL or _AVAILABLE[1] is None:
+        _AVAILABLE[:] = [now, _read_available_memory()]
+    return _AVAILABLE[1]
+
+
+def _read_available_memory() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:

@@ -166,10 +166,22 @@ def estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, item
     a product costs T x units (T triples; total basis) or about M K / 2 x units (pure basis). ``like``: a tensor of
     the expansion's dtype and device (whether the compiled kernels apply); ``input_numel``: size of the input."""
     from . import _native
+    from .basis import cached_basis, tables_cached
+    from .series import flat_cached
+
+    native = _native.usable(like) if like is not None else _native.lib() is not None
+    device = like.device if like is not None else "cpu"
+    key = ("cost", n, order, kind, itemsize, native, input_numel, tables_cached(n, order, device),
+           cached_basis(n, order, kind), flat_cached(n, order))
+    return trace.derived(traced, key, lambda: _estimate_cost(traced, n, order, kind, itemsize, native, device,
+                                                             input_numel))
+
+
+def _estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, itemsize: int, native: bool, device,
+                   input_numel: int) -> CostEstimate:
     from .basis import basis_nbytes, cached_basis, largest_degree_triples, product_table_bytes, tables_cached
     from .series import flat_cached, flat_table_bytes
 
-    native = _native.usable(like) if like is not None else _native.lib() is not None
     m = basis_size(n, order, kind)
     uses_tables = kind == "total" and n > 1 and order >= 1
     triples = product_table_size(n, order) if uses_tables or (order >= 1 and n == 1) else 0
@@ -178,7 +190,7 @@ def estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, item
     dmax = largest_degree_triples(n, order) if kind == "total" else max(1, n * (order + 1))
     parts = {"tables": 0, "flat": 0, "basis": 0}
     seconds = 0.0
-    if uses_tables and not tables_cached(n, order, like.device if like is not None else "cpu"):
+    if uses_tables and not tables_cached(n, order, device):
         parts["tables"] = product_table_bytes(n, order)
         seconds += product_table_size(n, order) * max(n, 1) / 10 / RATE_TABLE
     if not cached_basis(n, order, kind):

@@ -17,12 +17,15 @@ import functools
 import hashlib
 import types
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import nn
 
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+_PLAIN_TYPES = frozenset(_PLAIN)
+_EMPTY_CONTAINERS = frozenset({dict, OrderedDict, list, tuple, set, frozenset})
 _MAX_ITEMS = 10_000  # a container or array larger than this is not compared: the graph is re-traced instead
 _IGNORED_MODULE_KEYS = frozenset({"training", "_parameters", "_buffers", "_modules"})
 _IGNORED_CLASS_KEYS = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__",
@@ -78,8 +81,11 @@ class _Walker:
         self.seen: dict[int, int] = {}
 
     def __call__(self, v: Any) -> Any:
-        if isinstance(v, _PLAIN):
+        kind = type(v)
+        if kind in _PLAIN_TYPES or isinstance(v, _PLAIN):
             return v
+        if kind in _EMPTY_CONTAINERS and not v:  # most of a module's hook dicts: nothing to compare
+            return kind
         key = id(v)
         if key in self.seen:
             return ("seen", self.seen[key])

@@ -301,8 +301,9 @@ def _module_path(node) -> str:
     return f"{path or '<top level>'} ({cls_name.split('.')[-1]})"
 
 
-def _cached(traced: TracedModel, name: str, compute):
-    """A value derived from the graph alone, computed once per traced graph (the graph is never changed after)."""
+def derived(traced: TracedModel, name, compute):
+    """A value derived from the graph alone (``name`` any hashable key), computed once per traced graph (the graph is
+    never changed after tracing)."""
     cache = traced.__dict__.setdefault("_derived", {})
     if name not in cache:
         cache[name] = compute()
@@ -311,7 +312,7 @@ def _cached(traced: TracedModel, name: str, compute):
 
 def jet_nodes(traced: TracedModel) -> set:
     """Nodes whose value depends on the expansion variables (the others are constants)."""
-    return _cached(traced, "jet_nodes", lambda: _jet_nodes(traced))
+    return derived(traced, "jet_nodes", lambda: _jet_nodes(traced))
 
 
 def _jet_nodes(traced: TracedModel) -> set:
@@ -345,7 +346,7 @@ def check_supported(traced: TracedModel) -> None:
             + "\nReplace them, or wrap the model so that they act only on constants.",
             ops=sorted(missing),
         )
-    _cached(traced, "supported", lambda: True)
+    derived(traced, "supported", lambda: True)
 
 
 def _strided_view_ok(node) -> bool:
@@ -358,7 +359,7 @@ def _strided_view_ok(node) -> bool:
 
 def output_count(traced: TracedModel) -> int:
     """How many tensors the model returns (from the graph's output node, before anything is computed)."""
-    return _cached(traced, "output_count", lambda: _output_count(traced))
+    return derived(traced, "output_count", lambda: _output_count(traced))
 
 
 def _output_count(traced: TracedModel) -> int:
@@ -371,7 +372,7 @@ def _output_count(traced: TracedModel) -> int:
 
 def activation_numels(traced: TracedModel) -> list[int]:
     """Element counts of the jet-carrying intermediate values (from the fake values recorded at trace time)."""
-    return _cached(traced, "activation_numels", lambda: _activation_numels(traced))
+    return derived(traced, "activation_numels", lambda: _activation_numels(traced))
 
 
 def _activation_numels(traced: TracedModel) -> list[int]:
@@ -394,7 +395,7 @@ def run(traced: TracedModel, input_jet: Jet, ctx: rules.Context):
     for i, node in enumerate(placeholders):
         env[node] = input_jet if i == traced.input_index else state[i]
     lookup = env.__getitem__
-    for node, op, rule, free in _cached(traced, "plan", lambda: _plan(graph)):
+    for node, op, rule, free in derived(traced, "plan", lambda: _plan(graph)):
         if op == "get_attr":
             env[node] = getattr(traced.graph_module, node.target)
             continue
