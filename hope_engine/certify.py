@@ -20,15 +20,8 @@ import torch
 
 from . import rules, trace
 from .basis import make_basis
-from .errors import ExpansionError, GraphEscapeError, KinkWarning, TrainingModeWarning
-from .expand import (
-    check_budget,
-    check_order,
-    estimate_cost,
-    mode_sensitive_in_training,
-    prepare_point,
-    variable_indices,
-)
+from .errors import ExpansionError, KinkWarning
+from .expand import check_budget, check_order, estimate_cost, prepare_call, trace_model
 from .polynomial import TaylorPolynomial
 from .series import Jet
 from .taylor_model import TM, constant, enclosure
@@ -158,31 +151,15 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
         raise ExpansionError(f"extra_orders must be a non-negative integer, got {extra_orders!r}")
     if terms not in ("total", "pure"):
         raise ExpansionError(f"terms must be 'total' or 'pure', got {terms!r}")
-    if not (isinstance(model, torch.nn.Module) or callable(model)):
-        raise ExpansionError(f"model must be a torch.nn.Module or a function of one tensor, got {type(model).__name__}")
-    x0 = prepare_point(model, x0)
-    if batched is None:
-        batched = x0.dim() >= 2
-    var_index = variable_indices(x0, batched, variables)
-    n = var_index.numel()
+    call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched,
+                        verb="certified")
+    model, x0, batched, var_index, n, names, output = (call.model, call.x0, call.batched, call.variables, call.n,
+                                                       call.names, call.output)
     if terms == "pure" and n > 1:
         raise ExpansionError("certify needs terms='total' with more than one variable: the mixed terms a pure basis "
                              "drops are part of the error the remainder must bound")
-    if names is not None:
-        names = [str(s) for s in names]
-        if len(names) != n:
-            raise ExpansionError(f"names has {len(names)} entries for {n} variables")
-    if mode_sensitive_in_training(model):
-        warnings.warn("the model is in training mode; it is certified in eval mode (dropout off, batch norm on its "
-                      "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=2)
     r = _radius(radius, n, x0)
-    try:
-        traced = trace.trace(model, x0)
-    except GraphEscapeError:
-        raise
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExpansionError(f"the model cannot be run on a point of shape {tuple(x0.shape)} ({first})") from e
+    traced = trace_model(model, x0)
     trace.check_supported(traced)
     check_certifiable(traced)
     if trace.output_count(traced) != 1:

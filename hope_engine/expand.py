@@ -342,6 +342,62 @@ def _format_bytes(b: float) -> str:
     return f"{b:.1f} TiB"
 
 
+@dataclass
+class PreparedCall:
+    """An entry point's arguments after validation: the model as a function of one tensor, the point, whether it is
+    a batch, the variable indices, their names, and the element output to select (None: all)."""
+
+    model: object
+    x0: torch.Tensor
+    batched: bool
+    variables: torch.Tensor
+    names: list[str] | None
+    output: object
+
+    @property
+    def n(self) -> int:
+        return self.variables.numel()
+
+
+def prepare_call(model, x0, *, output=None, variables=None, names=None, batched: bool | None = None, wrt=None,
+                 verb: str = "expanded") -> PreparedCall:
+    """Validate and normalise what ``expand``, ``certify`` and the paper's rule take: several inputs (``wrt``) and
+    structured outputs (``output`` key or callable) folded into a function of one tensor, a compiled model
+    unwrapped, the point on the model's dtype and device, the variable indices and names; warns about training
+    mode (the model is ``verb`` in eval mode)."""
+    if not (isinstance(model, nn.Module) or callable(model)):
+        raise ExpansionError(f"model must be a torch.nn.Module or a function of one tensor, got {type(model).__name__}")
+    model, x0, names, output = inputs.normalize(diagnose.unwrap_compiled(model), x0, wrt=wrt, output=output,
+                                                names=names, batched=batched)
+    no_values = diagnose.meta_parameters(model)
+    if no_values:
+        raise ExpansionError(no_values)
+    x0 = prepare_point(model, x0)
+    if batched is None:
+        batched = x0.dim() >= 2
+    if batched and x0.dim() < 1:
+        raise ExpansionError("batched=True needs a point with a leading batch axis")
+    var_index = variable_indices(x0, batched, variables)
+    if names is not None:
+        names = [str(s) for s in names]
+        if len(names) != var_index.numel():
+            raise ExpansionError(f"names has {len(names)} entries for {var_index.numel()} variables")
+    if mode_sensitive_in_training(model):
+        warnings.warn(f"the model is in training mode; it is {verb} in eval mode (dropout off, batch norm on its "
+                      "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=3)
+    return PreparedCall(model, x0, batched, var_index, names, output)
+
+
+def trace_model(model, x0: torch.Tensor) -> trace.TracedModel:
+    """``trace.trace`` with a failure explained in the user's terms (``diagnose.trace_failure``)."""
+    try:
+        return trace.trace(model, x0)
+    except GraphEscapeError:
+        raise
+    except Exception as e:
+        raise ExpansionError(diagnose.trace_failure(model, x0, e)) from e
+
+
 def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
            method: str = "exact", batched: bool | None = None, memory_budget: int | None = None,
            time_budget: float | None = None, wrt=None) -> TaylorPolynomial:
@@ -369,27 +425,10 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         raise ExpansionError(f"terms must be one of {KINDS}, got {terms!r}")
     if method not in METHODS:
         raise ExpansionError(f"method must be one of {METHODS}, got {method!r}")
-    if not (isinstance(model, nn.Module) or callable(model)):
-        raise ExpansionError(f"model must be a torch.nn.Module or a function of one tensor, got {type(model).__name__}")
-    model, x0, names, output = inputs.normalize(diagnose.unwrap_compiled(model), x0, wrt=wrt, output=output,
-                                                names=names, batched=batched)
-    no_values = diagnose.meta_parameters(model)
-    if no_values:
-        raise ExpansionError(no_values)
-    x0 = prepare_point(model, x0)
-    if batched is None:
-        batched = x0.dim() >= 2
-    if batched and x0.dim() < 1:
-        raise ExpansionError("batched=True needs a point with a leading batch axis")
-    var_index = variable_indices(x0, batched, variables)
-    n = var_index.numel()
-    if names is not None:
-        names = [str(s) for s in names]
-        if len(names) != n:
-            raise ExpansionError(f"names has {len(names)} entries for {n} variables")
-    if mode_sensitive_in_training(model):
-        warnings.warn("the model is in training mode; it is expanded in eval mode (dropout off, batch norm on its "
-                      "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=2)
+    call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched, wrt=wrt,
+                        verb="expanded")
+    model, x0, batched, var_index, n, names, output = (call.model, call.x0, call.batched, call.variables, call.n,
+                                                       call.names, call.output)
 
     if method == "hope":
         from .hope_rule import expand_hope
@@ -397,12 +436,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         return expand_hope(model, x0, order, terms=terms, output=output, variables=var_index, names=names,
                            batched=batched, memory_budget=memory_budget, time_budget=time_budget)
 
-    try:
-        traced = trace.trace(model, x0)
-    except GraphEscapeError:
-        raise
-    except Exception as e:
-        raise ExpansionError(diagnose.trace_failure(model, x0, e)) from e
+    traced = trace_model(model, x0)
     trace.check_supported(traced)
     returned = trace.output_count(traced)
     if returned != 1:
