@@ -96,7 +96,7 @@ def _run_architecture(a) -> None:
     check_sound(model, cert, points=10_000, steps=8)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(architectures)
 def test_remainder_is_sound_on_random_architectures_and_boxes(a):
     _run_architecture(a)
