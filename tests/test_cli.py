@@ -117,7 +117,7 @@ def test_heatmap(saved, capsys, tmp_path):
                          "--format", "json", "--figure", fig, "--deletion-figure", curves)
     assert code == 0, err
     got = json.loads(out)
-    assert set(got["maps"]) == {"hope", "occlusion", "grad_input"} and got["shape"] == [1, 1, 8, 8]
+    assert set(got["maps"]) == {"taylor", "occlusion", "grad_input"} and got["shape"] == [1, 1, 8, 8]
     from hope_engine.analysis import load_digits
 
     x = load_digits()[0][5:6]
