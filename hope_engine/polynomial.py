@@ -184,7 +184,6 @@ class TaylorPolynomial:
         fields.update(changes)
         return TaylorPolynomial(**fields)
 
-    _replace = replace
 
     # ------------------------------------------------------------------------------------------ coefficients
     def _alpha(self, alpha) -> tuple[int, ...]:
@@ -251,9 +250,10 @@ class TaylorPolynomial:
         """
         return self._evaluate(self.monomials(self.displacement(x)))
 
-    def _evaluate(self, mono: torch.Tensor) -> torch.Tensor:
-        """sum_m c_m mono_m for monomial values (..., M)."""
-        c = self.coefficients
+    def _evaluate(self, mono: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """sum_m c_m mono_m over the basis rows ``rows``, for monomial values (..., M)."""
+        c = self.coefficients[rows]
+        mono = mono[..., rows]
         if self.batched:
             b = c.shape[1]
             rest = c.shape[2:]
@@ -275,7 +275,7 @@ class TaylorPolynomial:
         if order < 0:
             raise ValueError("order must be >= 0")
         basis = self.basis.truncate(order)
-        return self._replace(basis=basis, coefficients=self.coefficients[: basis.size])
+        return self.replace(basis=basis, coefficients=self.coefficients[: basis.size])
 
     def select(self, output) -> TaylorPolynomial:
         """One output element (an int into the flattened per-point output, or an index tuple)."""
@@ -287,20 +287,20 @@ class TaylorPolynomial:
             if not -numel <= output < numel:
                 raise IndexError(f"output {output} out of range: the model has {numel} outputs per point")
             flat = c.reshape(*c.shape[:lead], -1)
-            return self._replace(coefficients=flat[..., output])
+            return self.replace(coefficients=flat[..., output])
         index = tuple(output) if isinstance(output, (tuple, list)) else None
         if index is None or len(index) != len(per_point) or not all(
                 isinstance(i, int) and -s <= i < s for i, s in zip(index, per_point)):
             raise IndexError(f"output {output!r} does not name one element of the per-point output of shape "
                              f"{tuple(per_point)}: give an index tuple of {len(per_point)} ints in range, "
                              "or a flat int")
-        return self._replace(coefficients=c[(slice(None),) * lead + index])
+        return self.replace(coefficients=c[(slice(None),) * lead + index])
 
     def point(self, i: int) -> TaylorPolynomial:
         """The polynomial of reference point i of a batch (kept batched with batch size 1)."""
         if not self.batched:
             raise ValueError("this polynomial has a single reference point")
-        return self._replace(coefficients=self.coefficients[:, i: i + 1], center=self.center[i: i + 1])
+        return self.replace(coefficients=self.coefficients[:, i: i + 1], center=self.center[i: i + 1])
 
     def recenter(self, x1) -> TaylorPolynomial:
         """Taylor shift: the same polynomial written around x1, c'_b = sum_{a >= b} c_a binom(a, b) (x1 - x0)^(a - b).
@@ -325,7 +325,7 @@ class TaylorPolynomial:
         flat = center.reshape(center.shape[0], -1) if self.batched else center.reshape(-1)
         x1flat = x1.reshape(flat.shape)
         flat[..., self.variables] = x1flat[..., self.variables]
-        return self._replace(coefficients=new, center=center)
+        return self.replace(coefficients=new, center=center)
 
     # ----------------------------------------------------------------------------------------------- terms
     def scalar(self, output=None, point: int | None = None) -> TaylorPolynomial:
@@ -346,20 +346,11 @@ class TaylorPolynomial:
         c = self.scalar(output, point).coefficients
         return c.reshape(c.shape[0])
 
-    _scalar_coefficients = scalar_coefficients
 
     def partial_sums(self, x) -> torch.Tensor:
         """Values of the truncations P_0, P_1, ..., P_K at points x: (K + 1, *P(x).shape); P_k keeps degrees <= k."""
-        t = self.displacement(x)
-        mono = self.monomials(t)
-        c = self.coefficients
-        parts = []
-        for k in range(self.order + 1):
-            block = self.basis.block(k)
-            part = self.replace(basis=self.basis, coefficients=torch.zeros_like(c))
-            part.coefficients[block] = c[block]
-            parts.append(part._evaluate(mono))
-        return torch.stack(parts).cumsum(0)
+        mono = self.monomials(self.displacement(x))
+        return torch.stack([self._evaluate(mono, self.basis.block(k)) for k in range(self.order + 1)]).cumsum(0)
 
     def term_latex(self, alpha, coefficient: float, digits: int = 4, point: int = 0) -> str:
         """The LaTeX body of one term, |c| times its monomial, without the sign (as ``latex`` writes it)."""
@@ -390,7 +381,7 @@ class TaylorPolynomial:
     def terms(self, top: int | None = None, threshold: float = 0.0, output=None, point: int = 0,
               sort: str = "magnitude") -> list[Term]:
         """Terms of a scalar output, largest |coefficient| first (or by degree), dropping |c| <= threshold."""
-        c = self._scalar_coefficients(output, point).detach().cpu().double()
+        c = self.scalar_coefficients(output, point).detach().cpu().double()
         f = self.basis.factorials()
         items = []
         for m, alpha in enumerate(self.basis.multi_indices()):
@@ -460,7 +451,7 @@ class TaylorPolynomial:
                 f"M={self.basis.size}, output_shape={tuple(self.output_shape)}{batch}, method={self.method!r})")
 
     def to(self, *args, **kwargs) -> TaylorPolynomial:
-        return self._replace(coefficients=self.coefficients.to(*args, **kwargs),
+        return self.replace(coefficients=self.coefficients.to(*args, **kwargs),
                              center=self.center.to(*args, **kwargs))
 
 

@@ -78,12 +78,10 @@ def scalar_polynomial(p: TaylorPolynomial, output=None) -> TaylorPolynomial:
     """``p`` reduced to one output per point (selecting ``output`` if given); raises if that leaves several."""
     if output is not None:
         p = p.select(output)
-    lead = 2 if p.batched else 1
-    extra = math.prod(p.coefficients.shape[lead:])
-    if extra != 1:
-        raise ExpansionError(f"the polynomial has {extra} outputs per point; pick one with output=i")
+    if p.outputs_per_point != 1:
+        raise ExpansionError(f"the polynomial has {p.outputs_per_point} outputs per point; pick one with output=i")
     shape = (p.coefficients.shape[0], p.coefficients.shape[1]) if p.batched else (p.coefficients.shape[0],)
-    return p._replace(coefficients=p.coefficients.reshape(shape))
+    return p.replace(coefficients=p.coefficients.reshape(shape))
 
 
 def single(p: TaylorPolynomial, output=None) -> TaylorPolynomial:
@@ -93,7 +91,7 @@ def single(p: TaylorPolynomial, output=None) -> TaylorPolynomial:
         if p.coefficients.shape[1] != 1:
             raise ExpansionError(f"the polynomial holds {p.coefficients.shape[1]} reference points; pick one with "
                                  "p.point(i)")
-        p = p._replace(coefficients=p.coefficients[:, 0], center=p.center[0], batched=False)
+        p = p.scalar(point=0)
     return p
 
 

@@ -133,11 +133,8 @@ class Convergence:
 def truncation_values(p: TaylorPolynomial, t: torch.Tensor, orders: list[int]) -> torch.Tensor:
     """P_k(x0 + t) for each k in ``orders``: (len(orders), N), from one monomial table and a cumulative sum."""
     s = single(p)
-    mono = s.monomials(t.to(s.coefficients.dtype))
-    contrib = mono * s.coefficients.detach()[None]
-    per_degree = torch.stack([contrib[:, s.basis.block(k)].sum(1) for k in range(s.order + 1)], dim=0)
-    cumulative = per_degree.cumsum(0)
-    return cumulative[list(orders)]
+    t = t.to(s.coefficients.dtype)
+    return s.partial_sums(s.center_values.to(t.device) + t).detach()[list(orders)]
 
 
 def convergence(model, p: TaylorPolynomial, *, radius: float | None = None, radii=None, direction=None,

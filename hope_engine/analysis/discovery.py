@@ -125,7 +125,7 @@ class Discovery:
         if source not in ("mean", "local"):
             raise ValueError(f"source must be 'mean' or 'local', got {source!r}")
         at_center = single(self.polynomials.point(0))
-        return at_center._replace(coefficients=self.mean if source == "mean" else self.local)
+        return at_center.replace(coefficients=self.mean if source == "mean" else self.local)
 
     def formula(self, top: int | None = None, threshold: float = 0.0, source: str = "mean", in_x: bool = True,
                 digits: int | None = None):
