@@ -18,7 +18,7 @@ import torch
 
 from ..basis import Basis, largest_degree_triples, product_tables
 
-BLOCK_BYTES = 2**21          # target size of one degree's gathered temporary, per operand (about L2)
+BLOCK_BYTES = 2**20          # target size of one degree's gathered temporary, per operand (about L2)
 BLOCK_MIN, BLOCK_MAX = 512, 8192
 
 
