@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo demo-script test test-fast test-slow lint bench bundle check-bundle clean
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py hope_engine/kernels/_ckernels.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)

@@ -46,17 +46,33 @@ class ModelLoadError(ValueError):
 class LoadedModel:
     """A loaded model as a plain function of one tensor (the engine traces it), with its parameter dtype."""
 
-    def __init__(self, module, kind: str):
+    def __init__(self, module, kind: str, static_batch: int | None = None):
         self.module = module
         self.kind = kind
+        self.static_batch = static_batch
         params = [p for p in module.parameters() if p.is_floating_point()] if hasattr(module, "parameters") else []
         self.dtype = params[0].dtype if params else torch.get_default_dtype()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        s = self.static_batch
+        if s is None or x.dim() == 0 or x.shape[0] == s or x.shape[0] % s:
+            return self.module(x)
+        # exported with a fixed batch size (torch.export's default): run the rows in slices of that size
+        return torch.cat([self.module(x[i:i + s]) for i in range(0, x.shape[0], s)])
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.kind})"
+
+
+def _static_batch(program) -> int | None:
+    """The fixed first dimension of an exported program's (single) input, or None when it is dynamic or unknown."""
+    try:
+        names = program.graph_signature.user_inputs
+        node = next(nd for nd in program.graph.nodes if nd.op == "placeholder" and nd.name == names[0])
+        first = node.meta["val"].shape[0]
+    except (AttributeError, IndexError, KeyError, StopIteration, TypeError):
+        return None
+    return first if isinstance(first, int) and len(names) == 1 else None
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -94,7 +110,7 @@ def load_model(path, trust_pickle: bool = False) -> LoadedModel:
         if not trust_pickle:
             _refuse_callable_arguments(path, program)
         try:
-            return LoadedModel(program.module(), "exported program")
+            return LoadedModel(program.module(), "exported program", _static_batch(program))
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"{path}: exported program could not be loaded ({_first_line(e)})") from e
     if trust_pickle:

@@ -145,3 +145,26 @@ def test_console_script_subprocess(saved):
     bad = subprocess.run(cmd + ["expand", str(d / "weights.pt"), "--point", "0,0"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "state dict" in bad.stderr
+
+
+@pytest.mark.parametrize("shapes", ["static", "dynamic"])
+def test_discover_and_heatmap_on_static_and_dynamic_exports(tmp_path, capsys, shapes):
+    """torch.export fixes the batch size by default: commands that batch points must still work on such files."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).double().eval()
+    example = torch.zeros(1 if shapes == "static" else 4, 2, dtype=torch.float64)
+    dynamic = None if shapes == "static" else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, (example,), dynamic_shapes=dynamic), str(path))
+    code = main(["discover", str(path), "--center", "0,0", "--order", "2", "--format", "json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double().eval()
+    image = torch.rand(1 if shapes == "static" else 2, 1, 6, 6, dtype=torch.float64)
+    dynamic = None if shapes == "static" else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    torch.export.save(torch.export.export(conv, (image,), dynamic_shapes=dynamic), str(tmp_path / "conv.pt2"))
+    np.save(tmp_path / "image.npy", np.random.default_rng(0).random((1, 1, 6, 6)))
+    code = main(["heatmap", str(tmp_path / "conv.pt2"), "--input", str(tmp_path / "image.npy"), "--method",
+                 "taylor,occlusion,integrated_gradients", "--order", "2", "--output", "1", "--format", "json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
