@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .data import wrap_latex
 from .panel import HopePanel
 
-__all__ = ["HopePanel", "load_ipython_extension"]
+__all__ = ["HopePanel", "load_ipython_extension", "wrap_latex"]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -232,3 +232,24 @@ def timing_text(seconds: float, first_call: bool, loading: float) -> str:
     elif loading >= 0.01:
         text += f" (first call: loading the tracer took {loading:.2g} s more, once per session)"
     return text
+
+
+def wrap_latex(tex: str, per_line: int = 5) -> str:
+    """A long polynomial's LaTeX broken into lines of ``per_line`` terms (an ``aligned`` block), for ``Math(...)``:
+    MathJax and KaTeX do not wrap a formula, so a long one runs off the page. Terms are split at a top-level " + " or
+    " - " (outside parentheses and braces), as ``TaylorPolynomial.latex`` writes them."""
+    terms, depth, start = [], 0, 0
+    for i, ch in enumerate(tex):
+        if ch in "({[":
+            depth += 1
+        elif ch in ")}]":
+            depth -= 1
+        elif ch in "+-" and depth == 0 and 0 < i < len(tex) - 1 and tex[i - 1] == " " and tex[i + 1] == " ":
+            terms.append(tex[start:i].strip())
+            start = i
+    terms.append(tex[start:].strip())
+    terms = [t for t in terms if t]
+    if len(terms) <= per_line:
+        return tex
+    lines = [" ".join(terms[i:i + per_line]) for i in range(0, len(terms), per_line)]
+    return "\\begin{aligned}&" + " \\\\\n&".join(lines) + "\\end{aligned}"

@@ -65,10 +65,15 @@ _unreported_loading = 0.0  # seconds spent loading the tracer (waiting, probing)
 
 
 def _tiny_trace() -> None:
-    """Trace and expand a tiny private network once (what every later expansion finds already loaded)."""
+    """Trace and expand a tiny private network once (what every later expansion finds already loaded). Its weights
+    are constants set without the random generator: the warm-up must not move the user's seeded random stream."""
     from torch import nn
+    from torch.nn.utils import skip_init
 
-    tiny = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    tiny = nn.Sequential(skip_init(nn.Linear, 2, 3), nn.Tanh(), skip_init(nn.Linear, 3, 1))
+    with torch.no_grad():
+        for parameter in tiny.parameters():
+            parameter.fill_(0.5)
     for dtype in (torch.float32, torch.float64):
         expand(tiny.to(dtype), torch.zeros(2, dtype=dtype), 3)
 

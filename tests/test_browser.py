@@ -2,13 +2,17 @@
 
 Runs a notebook that does ``%load_ext hope_widgets`` and ``panel = %hope net``, checks the rendered polynomial,
 moves the order slider (and times slider move -> rendered formula in the page), hovers a term, moves a point slider,
-sets ``panel.order`` from Python, and writes a screenshot to test-artifacts/hope_panel.png.
+sets ``panel.order`` from Python, and writes a screenshot to test-artifacts/hope_panel.png. Then: an image input's
+heat map (pixel names, the image under the map, a hovered bar named), a NaN result (log at -1: shown and explained,
+no JSON warning), the paper's rule refused (the error line, the toggle back on "exact"), each with a screenshot; and
+the shipped quickstart notebook opened WITHOUT running it: its saved widget state draws the panel.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +29,7 @@ import pytest
 import torch
 
 from hope_engine import expand
+from hope_widgets.data import pixel_names
 
 pytestmark = pytest.mark.browser
 
@@ -44,6 +49,13 @@ cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Fl
 image = torch.rand(1, 1, 12, 12, dtype=torch.float64)
 %hope cnn --point-from image --max-order 4 --order 2 --output 1
 """
+NAN_CELL = "%%hope --point -1 --max-order 4 --order 3\nlog(x[0])"
+REFUSED_CELL = """\
+def g(x):
+    return torch.sin(x[0]) * x[1]
+gp = %hope g --point 0.2,0.3 --max-order 4 --order 2
+"""
+QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 # float64 models: the browser shows 4-digit LaTeX, and float32 rounding (threads, kernels) could flip a digit
 MAX_SHOWN = 60  # js/src/index.js: terms typeset in the formula
 
@@ -69,7 +81,7 @@ def _expected(order: int) -> str:
 def _expected_image(order: int) -> str:
     scope: dict = {}
     exec(MODEL_SOURCE + IMAGE_SOURCE.rsplit("%hope", 1)[0], scope)
-    poly = expand(scope["cnn"], scope["image"], 4, terms="pure")
+    poly = expand(scope["cnn"], scope["image"], 4, terms="pure", names=pixel_names((1, 12, 12)))
     return poly.truncate(order).select(1).latex()
 
 
@@ -77,7 +89,8 @@ def _notebook() -> dict:
     def cell(src: str) -> dict:
         return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
 
-    return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell(IMAGE_SOURCE), cell("")],
+    return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell(IMAGE_SOURCE), cell(""),
+                      cell(NAN_CELL), cell(REFUSED_CELL)],
             "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
             "nbformat": 4, "nbformat_minor": 5}
 
@@ -94,6 +107,7 @@ def lab(tmp_path_factory) -> Iterator[str]:
     root = tmp / "root"
     root.mkdir()
     (root / "hope.ipynb").write_text(json.dumps(_notebook()))
+    shutil.copy(QUICKSTART, root / "quickstart.ipynb")
     env = dict(os.environ)
     # the kernel imports this working tree's packages, however the environment was installed
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -104,6 +118,10 @@ def lab(tmp_path_factory) -> Iterator[str]:
     news = tmp / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    # JupyterLab renders widget outputs of trusted notebooks only: trust the shipped one, as a user does once
+    # (`jupyter trust notebooks/01_quickstart.ipynb`); it is not run
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(root / "quickstart.ipynb")], env=env, check=True,
+                   capture_output=True, timeout=120)
     port, token = _free_port(), secrets.token_hex(16)
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed at teardown
     server = subprocess.Popen(
@@ -122,7 +140,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
                 pytest.fail(f"JupyterLab did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
             time.sleep(0.3)
     try:
-        yield f"{base}/lab/tree/hope.ipynb?token={token}"
+        yield {"url": f"{base}/lab/tree/hope.ipynb?token={token}",
+               "quickstart": f"{base}/lab/tree/quickstart.ipynb?token={token}", "log": tmp / "server.log"}
     finally:
         try:
             req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
@@ -189,7 +208,16 @@ def test_panel_in_jupyterlab(lab):
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
             try:
-                _drive(page, lab)
+                _drive(page, lab["url"])
+                _more_views(page)
+                page.close()
+                log = lab["log"].read_text()
+                assert "not JSON compliant" not in log and "Out of range float" not in log, log[-3000:]
+                page = browser.new_page(viewport={"width": 1400, "height": 1100})
+                page.set_default_timeout(60_000)
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                _saved_quickstart(page, lab["quickstart"])
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "hope_panel_failure.png"))
                 print("browser console:\n" + "\n".join(console[-40:]))
@@ -311,3 +339,92 @@ def _terms_of(latex: str) -> list[str]:
             start = i
     terms.append(latex[start:].strip())
     return [t for t in terms if t]
+
+
+def _more_views(page) -> None:
+    """The heat map in detail, a NaN result, and a refused method, each with a screenshot."""
+    # the heat map: pixel names in the formula, the input image under the map, plain-words legend, a bar named on hover
+    image_panel = page.locator(".hope-panel").nth(1)
+    assert "p[" in (image_panel.locator(".hope-formula").get_attribute("data-latex") or "")
+    assert "x_{" not in (image_panel.locator(".hope-formula").get_attribute("data-latex") or "")
+    kinds = image_panel.locator(".hope-heat-kind option").all_text_contents()
+    assert len(kinds) == 2 and not any("Σ" in k or "+radius" in k for k in kinds), kinds
+    legend = image_panel.locator(".hope-heat-legend").text_content() or ""
+    assert "red / blue" in legend and "p[row][col]" in legend, legend
+    # the image is under the map: the canvas is not flat (pixels differ where the attribution is faint)
+    distinct = image_panel.locator(".hope-heat-canvas").evaluate("""c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const seen = new Set();
+        for (let i = 0; i < d.length; i += 28) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
+        return seen.size; }""")
+    assert distinct > 20
+    image_panel.locator(".hope-plot-bars .hope-bar").nth(1).hover()  # bar 0 is the constant term
+    label = image_panel.locator(".hope-bar-label").text_content() or ""
+    assert label.startswith("p[") and "c = " in label, label
+    # titles fit: no plot title is wider than its plot
+    for title in page.locator(".hope-plot svg .hope-plot-title").all():
+        box, frame = title.bounding_box(), title.locator("xpath=..").bounding_box()
+        if box and frame:
+            assert box["x"] >= frame["x"] - 1 and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+    image_panel.screenshot(path=str(ARTIFACTS / "hope_panel_heatmap.png"))
+
+    # a NaN result: shown, explained, never a blank plot or a hidden term
+    nan_panel = page.locator(".hope-panel").nth(2)
+    nan_panel.scroll_into_view_if_needed()
+    warning = nan_panel.locator(".hope-warning")
+    assert warning.is_visible()
+    text = warning.text_content() or ""
+    assert "NaN" in text and "domain" in text, text
+    assert nan_panel.locator(".hope-formula .hope-term-nonfinite").count() == 1
+    assert "nan" in (nan_panel.locator(".hope-formula").get_attribute("data-latex") or "")
+    nan_panel.locator(".hope-threshold").fill("-1")  # a threshold hides small terms, never the NaN one
+    assert nan_panel.locator(".hope-formula .hope-term-nonfinite").count() == 1
+    assert "NaN" in (nan_panel.locator(".hope-plot-line").text_content() or "")
+    assert "NaN" in (nan_panel.locator(".hope-plot-error").text_content() or "")
+    cell_outputs = page.locator(".jp-Cell").nth(4).locator(".jp-OutputArea-output")
+    assert "JSON" not in " ".join(cell_outputs.all_text_contents())
+    nan_panel.screenshot(path=str(ARTIFACTS / "hope_panel_nan.png"))
+
+    # the paper's rule refuses a product of inputs: the error line says so, the toggle stays on the method shown
+    refused = page.locator(".hope-panel").nth(3)
+    refused.scroll_into_view_if_needed()
+    refused.locator(".hope-method-hope").click()
+    page.wait_for_function("""() => document.querySelectorAll('.hope-panel')[3]
+        .querySelector('.hope-error').textContent.includes('hope')""")
+    error = refused.locator(".hope-error").text_content() or ""
+    assert "last good result" in error and "aten.mul" in error  # the whole message, with what to do
+    page.wait_for_function("""() => document.querySelectorAll('.hope-panel')[3]
+        .querySelector('.hope-method-exact').classList.contains('hope-active')""")
+    assert "hope-active" not in (refused.locator(".hope-method-hope").get_attribute("class") or "")
+    refused.screenshot(path=str(ARTIFACTS / "hope_panel_error.png"))
+
+
+def _saved_quickstart(page, url: str) -> None:
+    """The shipped quickstart, opened and NOT run: the saved widget state draws the panel, and the order slider works
+    without the kernel (it only filters the saved expansion)."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Cell .jp-InputPrompt", timeout=60_000)
+    # JupyterLab renders the cells near the viewport only: scroll down to the panel's cell
+    for _ in range(30):
+        if page.locator(".hope-panel").count():
+            break
+        page.mouse.move(800, 600)
+        page.mouse.wheel(0, 500)
+        page.wait_for_timeout(300)
+    deadline = time.time() + 30  # the saved state is restored once the kernel is up
+    while not page.locator(".hope-panel").count() and time.time() < deadline:
+        page.wait_for_timeout(500)
+    if not page.locator(".hope-panel").count():
+        outputs = page.locator(".jp-Cell", has_text="%hope net").locator(".jp-OutputArea-output").all_text_contents()
+        raise AssertionError(f"the saved quickstart shows no panel; its %hope cell shows: {outputs}")
+    page.locator(".hope-panel").first.scroll_into_view_if_needed()
+    page.wait_for_selector(".hope-panel .hope-formula .hope-term .katex", timeout=60_000)
+    prompts = [p.strip() for p in page.locator(".jp-InputPrompt").all_text_contents()]
+    assert "[*]:" not in prompts and any(re.fullmatch(r"\[\d+\]:", p) for p in prompts), prompts  # nothing ran
+    panel = page.locator(".hope-panel").first
+    formula = panel.locator(".hope-formula")
+    assert formula.get_attribute("data-order") == "6" and "x y^{2}" in (formula.get_attribute("data-latex") or "")
+    panel.locator(".hope-order").fill("2")
+    page.wait_for_function("document.querySelector('.hope-formula').dataset.order === '2'")
+    assert "x y^{2}" not in (formula.get_attribute("data-latex") or "")
+    assert panel.locator(".hope-plot-line svg path.hope-poly").count() == 1
+    panel.screenshot(path=str(ARTIFACTS / "hope_quickstart_saved.png"))

@@ -203,12 +203,15 @@ torch.manual_seed(0)
 ip.user_ns["net"] = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 from hope_widgets import panel as pm
 started = pm._warmup_thread is not None
+torch.manual_seed(0)
 ip.run_line_magic("load_ext", "hope_widgets")
 thread = pm._warmup_thread
 running = thread is not None and thread.name == "hope-tracer-warmup" and thread.daemon
 thread.join()
+# the warm-up must not draw from the user's seeded random stream
+untouched = torch.rand(4).tolist() == torch.rand(4, generator=torch.Generator().manual_seed(0)).tolist()
 p = ip.run_line_magic("hope", "net --order 4")
-print(json.dumps({"started_before": started, "running": running, "report": pm.warmup_report(),
+print(json.dumps({"started_before": started, "running": running, "untouched": untouched, "report": pm.warmup_report(),
                   "timing": p.result["timing"], "seconds": p.result["seconds"]}))
 """
 
@@ -232,7 +235,7 @@ def _run(script: str) -> dict:
 
 def test_load_ext_loads_the_tracer_in_the_background():
     out = _run(WARMUP_SCRIPT)
-    assert not out["started_before"] and out["running"]
+    assert not out["started_before"] and out["running"] and out["untouched"]
     assert out["report"]["ok"] is True and out["report"]["seconds"] > 0
     # the first %hope after the warm-up pays no loading: its timing line is a plain "expanded in ... s"
     assert re.fullmatch(r"expanded in [0-9.e-]+ s", out["timing"]), out["timing"]
@@ -242,3 +245,16 @@ def test_a_first_call_without_warm_up_says_so():
     out = _run(NO_WARMUP_SCRIPT)
     assert out["first"].endswith("(first call: loading the tracer, once per session)"), out
     assert "first call" not in out["second"], out
+
+
+# ------------------------------------------------------------------------------------------ long formulas, wrapped
+def test_wrap_latex_breaks_long_polynomials_at_terms(net):
+    from hope_widgets import wrap_latex
+
+    tex = expand(net, torch.tensor([0.1, 0.2], dtype=torch.float64), 4, names=["x", "y"]).latex()
+    wrapped = wrap_latex(tex, per_line=4)
+    assert wrapped.startswith("\\begin{aligned}&") and wrapped.endswith("\\end{aligned}")
+    rows = wrapped[len("\\begin{aligned}&"):-len("\\end{aligned}")].split(" \\\\\n&")
+    assert len(rows) == -(-15 // 4)  # 15 terms of degree <= 4 in two variables, 4 per line
+    assert " ".join(rows) == tex  # nothing lost, nothing reordered
+    assert wrap_latex("x + y", per_line=4) == "x + y"

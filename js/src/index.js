@@ -3,7 +3,7 @@
 import "katex/dist/katex.css";
 import "./style.css";
 import { derivativeLatex, formulaLatex, monomialText, termPiece, typeset, visibleTerms } from "./formula.js";
-import { barChart, convergencePlot, drawHeat, errorPlot, fmt, heatValues } from "./plots.js";
+import { BAR_HINT, barChart, convergencePlot, drawHeat, errorPlot, fmt, heatValues } from "./plots.js";
 
 const MAX_SHOWN = 60; // terms typeset in the formula (the copy button always gives all of them)
 const MAX_SHOWN_HEAT = 24; // image inputs: the heat map carries the picture, the formula its largest terms
@@ -191,7 +191,7 @@ function render({ model, el }) {
     }
     // the bar chart names the hovered term (a bar alone does not say which term it is)
     const barText = plotBars.querySelector(".hope-bar-label");
-    if (barText) barText.textContent = label || (shown >= 0 ? `${labelOf(shown)}: c = ${fmt(get("terms").c[shown])}` : "hover a bar for its term");
+    if (barText) barText.textContent = label || (shown >= 0 ? `${labelOf(shown)}: c = ${fmt(get("terms").c[shown])}` : BAR_HINT);
     showDetail(shown);
   }
 

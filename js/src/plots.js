@@ -7,6 +7,7 @@ const PAD = { l: 46, r: 10, t: 20, b: 30 };
 // Signs as in the notebooks' maps (matplotlib's RdBu_r): red positive, blue negative, in the bars and the heat map.
 export const COLORS = { net: "#222", poly: "#d2691e", exact: "#6a3d9a", pos: "#c0392b", neg: "#2f6db5", hi: "#f0a500", bad: "#7a7a7a" };
 const TITLE_CHARS = 52; // about what fits on one line of a plot at the title's font size
+export const BAR_HINT = "terms in formula order (hover a bar for its term)";
 
 function esc(s) {
   return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -182,11 +183,12 @@ export function barChart(terms, idx, labels, highlight) {
     const fill = i === highlight ? COLORS.hi : !ok ? COLORS.bad : terms.c[i] < 0 ? COLORS.neg : COLORS.pos;
     s += `<rect x="${(PAD.l + k * bw + 0.5).toFixed(1)}" y="${top.toFixed(1)}" width="${Math.max(bw - 1, 1).toFixed(1)}" height="${(H - PAD.b - top).toFixed(1)}" fill="${fill}" class="hope-bar${ok ? "" : " hope-bar-nonfinite"}" data-term="${i}" data-label="${esc(barLabel(labels[k], terms.c[i]))}"><title>${esc(barLabel(labels[k], terms.c[i]))}</title></rect>`;
   });
+  // the x-axis label names the hovered bar's term
   const h = shown.indexOf(highlight);
-  const label = h >= 0 ? barLabel(labels[h], terms.c[highlight]) : "hover a bar for its term";
-  s += `<text x="${W - PAD.r}" y="${PAD.t + 9}" text-anchor="end" class="hope-bar-label">${esc(label)}</text>`;
+  const label = h >= 0 ? barLabel(labels[h], terms.c[highlight]) : BAR_HINT;
+  s += `<text x="${(PAD.l + W - PAD.r) / 2}" y="${H - 3}" text-anchor="middle" class="hope-axis hope-bar-label">${esc(label)}</text>`;
   const more = idx.length > shown.length ? ` (first ${shown.length} of ${idx.length})` : "";
-  return frame(`|coefficient|: red +, blue −${more}`, s, "terms, in formula order");
+  return frame(`|coefficient|: red +, blue −${more}`, s, "");
 }
 
 export function barLabel(label, c) {
