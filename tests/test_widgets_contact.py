@@ -80,6 +80,14 @@ def test_nan_weights_are_shown_not_hidden(net):
     assert all(v == "NaN" for v in panel.line["net"])
 
 
+def test_the_browser_formula_keeps_the_nan_term():
+    from test_widgets_panel import js_formula
+
+    panel = HopePanel(lambda x: torch.log(x[0]) + x[0] ** 2, [-1.0], order=3, max_order=4)
+    assert js_formula(panel.terms, 3, 0.0, "degree") == panel.latex
+    assert js_formula(panel.terms, 3, 10.0, "degree").startswith("nan")  # no threshold hides it
+
+
 def test_nan_from_a_cell(shell):
     panel = shell.run_cell_magic("hope", "--point -1 --max-order 4", "log(x[0])")
     assert "NaN" in panel.warning and "domain" in panel.warning

@@ -33,14 +33,16 @@ def engine(net, point, order, output=0, **kw):
 
 def js_formula(terms: dict, order: int, threshold: float, sort: str) -> str:
     """What the browser builds from the term records (a transcription of js/src/formula.js)."""
-    idx = [i for i, c in enumerate(terms["c"]) if terms["deg"][i] <= order and c != 0 and abs(c) > threshold]
+    c = [float(v) for v in terms["c"]]  # "NaN" / "Infinity" as sent, decoded as the browser does
+    idx = [i for i, v in enumerate(c) if terms["deg"][i] <= order and v != 0
+           and (not math.isfinite(v) or abs(v) > threshold)]  # a NaN / infinite term is never hidden
     if sort == "magnitude":
-        idx.sort(key=lambda i: -abs(terms["c"][i]))
+        idx.sort(key=lambda i: -abs(c[i]))
     else:
-        idx.sort(key=lambda i: (terms["deg"][i], -abs(terms["c"][i])))
+        idx.sort(key=lambda i: (terms["deg"][i], -abs(c[i])))
     pieces = []
     for pos, i in enumerate(idx):
-        sign = "-" if terms["c"][i] < 0 else ("" if pos == 0 else "+")
+        sign = "-" if c[i] < 0 else ("" if pos == 0 else "+")
         pieces.append(f"{sign} {terms['tex'][i]}" if sign else terms["tex"][i])
     return " ".join(pieces) if pieces else "0"
 
