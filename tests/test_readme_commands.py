@@ -169,3 +169,12 @@ def test_ipython_snippet_runs():
         if line.startswith("%hope net"):
             assert isinstance(result.result, HopePanel) or result.result is None
     shell.user_ns.pop("net")
+
+
+def test_extras_named_in_the_readme_exist():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = set(re.findall(r'pip install -e "\.\[([\w,]+)\]"', README))
+    assert {"widgets", "jupyter"} <= {e for group in named for e in group.split(",")} <= set(extras)
+    assert {"jupyterlab", "ipykernel"} <= {re.split(r"[<>=\[]", d)[0] for d in extras["jupyter"]}
