@@ -172,8 +172,7 @@ def test_ipython_snippet_runs():
 
 
 def test_extras_named_in_the_readme_exist():
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     named = set(re.findall(r'pip install -e "\.\[([\w,]+)\]"', README))
     assert {"widgets", "jupyter"} <= {e for group in named for e in group.split(",")} <= set(extras)
