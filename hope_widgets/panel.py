@@ -54,9 +54,13 @@ class PanelError(traitlets.TraitError, ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- tracer warm-up
-# The first trace in a process imports and initialises most of torch.fx / torch._dynamo (about a second or more);
-# ``%load_ext hope_widgets`` pays it in a background thread, and the first expansion waits for that thread rather
-# than racing it (the engine's caches are not meant to be filled from two threads at once).
+# The first trace in a process imports most of torch.fx / torch._dynamo / torch._functorch / sympy (about a second);
+# ``%load_ext hope_widgets`` imports them in a background thread. Only imports: they are safe next to the user's code
+# (Python's import locks), where a trace in a second thread would not be (make_fx keeps global state). The panel and
+# ``%hope`` wait for the thread before their first expansion.
+WARM_MODULES = ("torch.fx.experimental.proxy_tensor", "torch.fx.experimental.symbolic_shapes",
+                "torch._subclasses.fake_tensor", "torch._functorch.aot_autograd", "torch._dynamo", "torch._export",
+                "torch._inductor", "sympy", "networkx", "hope_engine._native")
 _warmup_lock = threading.Lock()
 _warmup_thread: threading.Thread | None = None
 _warmup_report: dict[str, Any] = {}
@@ -64,18 +68,17 @@ _tracer_ready = False
 _unreported_loading = 0.0  # seconds spent loading the tracer (waiting, probing) not yet shown in a timing line
 
 
-def _tiny_trace() -> None:
-    """Trace and expand a tiny private network once (what every later expansion finds already loaded). Its weights
-    are constants set without the random generator: the warm-up must not move the user's seeded random stream."""
-    from torch import nn
-    from torch.nn.utils import skip_init
+def _warm_imports() -> list[str]:
+    """Import what the first trace would import; returns the modules that could not be imported (and are skipped)."""
+    import importlib
 
-    tiny = nn.Sequential(skip_init(nn.Linear, 2, 3), nn.Tanh(), skip_init(nn.Linear, 3, 1))
-    with torch.no_grad():
-        for parameter in tiny.parameters():
-            parameter.fill_(0.5)
-    for dtype in (torch.float32, torch.float64):
-        expand(tiny.to(dtype), torch.zeros(2, dtype=dtype), 3)
+    missing = []
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a module this torch does not have: the first trace does without it too
+            missing.append(name)
+    return missing
 
 
 def start_warmup() -> threading.Thread:
@@ -86,9 +89,9 @@ def start_warmup() -> threading.Thread:
         global _tracer_ready
         start = time.perf_counter()
         try:
-            _tiny_trace()
+            missing = _warm_imports()
             _tracer_ready = True
-            _warmup_report.update(ok=True)
+            _warmup_report.update(ok=True, missing=missing)
         except Exception as e:  # noqa: BLE001 - a failed warm-up only means the first expansion pays the cost
             _warmup_report.update(ok=False, error=describe(e))
         _warmup_report["seconds"] = time.perf_counter() - start

@@ -216,10 +216,13 @@ ip.run_line_magic("load_ext", "hope_widgets")
 thread = pm._warmup_thread
 running = thread is not None and thread.name == "hope-tracer-warmup" and thread.daemon
 thread.join()
+import sys
+loaded = all(m in sys.modules for m in ("torch.fx.experimental.proxy_tensor", "torch._dynamo", "sympy"))
 # the warm-up must not draw from the user's seeded random stream
 untouched = torch.rand(4).tolist() == torch.rand(4, generator=torch.Generator().manual_seed(0)).tolist()
 p = ip.run_line_magic("hope", "net --order 4")
-print(json.dumps({"started_before": started, "running": running, "untouched": untouched, "report": pm.warmup_report(),
+print(json.dumps({"started_before": started, "running": running, "untouched": untouched, "loaded": loaded,
+                  "report": pm.warmup_report(),
                   "timing": p.result["timing"], "seconds": p.result["seconds"]}))
 """
 
@@ -243,7 +246,7 @@ def _run(script: str) -> dict:
 
 def test_load_ext_loads_the_tracer_in_the_background():
     out = _run(WARMUP_SCRIPT)
-    assert not out["started_before"] and out["running"] and out["untouched"]
+    assert not out["started_before"] and out["running"] and out["untouched"] and out["loaded"]
     assert out["report"]["ok"] is True and out["report"]["seconds"] > 0
     # the first %hope after the warm-up pays no loading: its timing line is a plain "expanded in ... s"
     assert re.fullmatch(r"expanded in [0-9.e-]+ s", out["timing"]), out["timing"]
