@@ -294,6 +294,15 @@ def _convolution(ctx, op, x, weight, bias, *rest):
     return Jet(out, x.basis)
 
 
+@defrule("_convolution")
+def _legacy_convolution(ctx, op, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups,
+                        *flags):
+    """aten._convolution (TorchScript-traced convolutions): aten.convolution with backend flags that do not change
+    the result."""
+    return _convolution(ctx, aten.convolution.default, x, weight, bias, stride, padding, dilation, transposed,
+                        output_padding, groups)
+
+
 def _folded(fn, c: torch.Tensor, batch_ndim: int) -> torch.Tensor:
     """fn (a linear op on a batch of ``batch_ndim``-dimensional inputs, e.g. a convolution or pooling) applied to
     every coefficient, the coefficient axis folded into the batch axis.

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 from IPython.core.error import UsageError
+from IPython.terminal.interactiveshell import TerminalInteractiveShell
 from IPython.testing.globalipapp import start_ipython
 from torch import nn
 
@@ -18,7 +19,7 @@ from hope_widgets import HopePanel
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = start_ipython()
+    ip = start_ipython() or TerminalInteractiveShell.instance()  # None when another module started it first
     ip.run_line_magic("load_ext", "hope_widgets")
     torch.manual_seed(0)
     ip.user_ns["net"] = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).eval()

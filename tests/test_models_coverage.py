@@ -114,3 +114,13 @@ def test_failures_name_their_real_cause(case):
         expand(model, x0, 2)
     assert expected in str(info.value)
     assert "point of shape" not in str(info.value)
+
+
+def test_torchscript_traced_convolution_expands():
+    """torch.jit.trace lowers Conv2d to aten._convolution (the CLI loads such files)."""
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 1)).to(D).eval()
+    x = torch.rand(1, 1, 6, 6, dtype=D)
+    with pytest.warns(DeprecationWarning):
+        traced = torch.jit.trace(conv, x)
+    assert_matches_autograd(traced, x, 3, variables=[0, 7, 14], reference=conv)
