@@ -181,7 +181,77 @@ def apply_linear(op, args, kwargs):
 
 
 def linear(ctx, op, *args, **kwargs):
+    fast = _LINEAR_FAST.get(op)
+    if fast is not None and isinstance(args[0], Jet):
+        out = fast(args[0], *args[1:], **kwargs)
+        if out is not None:
+            return out
     return apply_linear(op, args, kwargs)
+
+
+# ------------------------------------------------------------ linear fast paths (no vmap): views and simple ops
+# For the commonest ops of one jet with plain (non-jet) other arguments, the op on the coefficient tensor with its
+# dimensions shifted past the coefficient axis is exactly what vmap's batching rule computes (same kernel, same
+# values); anything unusual (a 0-d jet, a dimension out of range, an unexpected argument) returns None and goes
+# through ``apply_linear``, which raises what the op itself would.
+def _dim(d, ndim: int) -> int | None:
+    """Dimension d of a value with ``ndim`` dimensions as a dimension of its coefficient tensor (None: not simple)."""
+    if not isinstance(d, int) or ndim == 0 or not -ndim <= d < ndim:
+        return None
+    return d % ndim + 1
+
+
+def _fast_clone(x: Jet, **kwargs) -> Jet | None:
+    return Jet(x.c.clone(), x.basis) if not kwargs else None
+
+
+def _fast_unsqueeze(x: Jet, d) -> Jet | None:
+    d = _dim(d, x.ndim + 1)
+    return None if d is None else Jet(x.c.unsqueeze(d), x.basis)
+
+
+def _fast_squeeze_dim(x: Jet, d) -> Jet | None:
+    d = _dim(d, x.ndim)
+    return None if d is None else Jet(x.c.squeeze(d), x.basis)
+
+
+def _fast_t(x: Jet) -> Jet | None:
+    return Jet(x.c.transpose(1, 2), x.basis) if x.ndim == 2 else None
+
+
+def _fast_transpose(x: Jet, d0, d1) -> Jet | None:
+    d0, d1 = _dim(d0, x.ndim), _dim(d1, x.ndim)
+    return None if d0 is None or d1 is None else Jet(x.c.transpose(d0, d1), x.basis)
+
+
+def _fast_permute(x: Jet, dims) -> Jet | None:
+    shifted = [_dim(d, x.ndim) for d in dims]
+    if len(shifted) != x.ndim or None in shifted or len(set(shifted)) != len(shifted):
+        return None
+    return Jet(x.c.permute(0, *shifted), x.basis)
+
+
+def _fast_neg(x: Jet) -> Jet:
+    return Jet(torch.neg(x.c), x.basis)
+
+
+def _fast_select(x: Jet, d, index) -> Jet | None:
+    d = _dim(d, x.ndim)
+    if d is None or not isinstance(index, int) or not -x.c.shape[d] <= index < x.c.shape[d]:
+        return None
+    return Jet(x.c.select(d, index), x.basis)
+
+
+_LINEAR_FAST: dict = {
+    aten.clone.default: _fast_clone,
+    aten.unsqueeze.default: _fast_unsqueeze,
+    aten.squeeze.dim: _fast_squeeze_dim,
+    aten.t.default: _fast_t,
+    aten.transpose.int: _fast_transpose,
+    aten.permute.default: _fast_permute,
+    aten.neg.default: _fast_neg,
+    aten.select.int: _fast_select,
+}
 
 
 deflinear("permute", "transpose", "t", "expand", "clone", "contiguous", "alias", "detach", "slice", "select",
