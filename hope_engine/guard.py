@@ -169,8 +169,18 @@ class _Walker:
         state = tuple((name, t is None or (Ref(t), tuple(t.shape), t.dtype, t.device))
                       for d in (m._parameters, m._buffers) for name, t in d.items())
         children = tuple((name, self(c)) for name, c in m._modules.items())
-        attrs = tuple((k, self(v)) for k, v in vars(m).items() if k not in _IGNORED_MODULE_KEYS)
-        return ("module", self._class(type(m)), state, children, attrs)
+        attrs = []
+        for k, v in vars(m).items():  # the two commonest cases of ``__call__`` inline (the same values, no call)
+            if k in _IGNORED_MODULE_KEYS:
+                continue
+            kind = type(v)
+            if kind in _PLAIN_TYPES:
+                attrs.append((k, v))
+            elif kind in _EMPTY_CONTAINERS and not v:
+                attrs.append((k, kind))
+            else:
+                attrs.append((k, self(v)))
+        return ("module", self._class(type(m)), state, children, tuple(attrs))
 
 
 def _tensor_layout(m: nn.Module) -> tuple:
