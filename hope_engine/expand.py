@@ -6,6 +6,7 @@ model's aten graph with the rule table, and the output jet's coefficients are th
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import operator
@@ -46,7 +47,7 @@ def check_order(order) -> int:
 def _model_dtype_device(model) -> tuple[torch.dtype | None, torch.device | None]:
     """The dtype and device of the model's first floating parameter (of the modules a function reads, for one)."""
     for module in guard.referenced_modules(model):
-        for p in list(module.parameters()) + list(module.buffers()):
+        for p in itertools.chain(module.parameters(), module.buffers()):
             if p.is_floating_point():
                 return p.dtype, p.device
     return None, None
@@ -65,10 +66,20 @@ def prepare_point(model, x0) -> torch.Tensor:
     x0 = x0.detach().to(dtype=dtype, device=device if device is not None else x0.device)
     if x0.numel() == 0:
         raise ExpansionError("the reference point is empty")
-    if not torch.isfinite(x0).all():
+    if not _all_finite(x0):
         bad = (~torch.isfinite(x0)).sum().item()
         raise ExpansionError(f"the reference point has {bad} NaN/inf value(s); give a finite point")
     return x0
+
+
+_SMALL_POINT = 64  # up to this many elements on the CPU, finiteness is checked in Python (no tensor op)
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every element of x is finite (a small CPU point without a reduction and its dispatch)."""
+    if x.device.type == "cpu" and x.numel() <= _SMALL_POINT:
+        return all(map(math.isfinite, x.reshape(-1).tolist()))
+    return bool(torch.isfinite(x).all())
 
 
 def variable_indices(x0: torch.Tensor, batched: bool, variables) -> torch.Tensor:
@@ -450,10 +461,12 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     c = x0.new_zeros((basis.size, *x0.shape))
     c[0] = x0
     flat = c.reshape(basis.size, x0.shape[0], -1) if batched else c.reshape(basis.size, -1)
-    if order >= 1:
-        flat[1 + torch.arange(n, device=x0.device), ..., var_index.to(x0.device)] = 1
+    if order >= 1:  # coefficient 1 + i of variable i is 1: one scatter into rows 1..n
+        index = var_index.to(x0.device).reshape(n, *([1] * (flat.dim() - 1)))
+        flat[1:1 + n].scatter_(-1, index.expand(n, *flat.shape[1:-1], 1), 1)
     ctx = rules.Context(basis)
-    with torch.no_grad(), trace.eval_mode(model):
+    # the graph is run, not the model: the modules' training flags (set to eval while tracing) play no part here
+    with torch.no_grad():
         out = trace.run(traced, Jet(c, basis), ctx)
     if ctx.kinks:
         where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in ctx.kinks.items())
