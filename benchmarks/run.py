@@ -5,6 +5,7 @@
     python benchmarks/run.py --json out.json # also write the results as JSON (compare across versions)
     python benchmarks/run.py --case mnist    # only the cases whose name contains "mnist"
     python benchmarks/run.py --case backends --case cold-start   # only the kernel-backend and cold-start rows
+    python benchmarks/run.py --case small-nets   # per-call time on small nets (and JAX jet / jacfwd if installed)
 
 Per case and order: time (median of --repeats runs after one warm-up), peak memory (growth of the process's peak
 resident memory during one run), and the error of every derivative against nested autograd in float64:
@@ -485,6 +486,106 @@ def targets(results: list[dict]) -> list[dict]:
     return out
 
 
+def tanh_mlp(n: int, width: int, hidden: int, seed: int = 0) -> nn.Module:
+    """n -> width x hidden (Tanh) -> 1, float64."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(n, width), nn.Tanh()]
+    for _ in range(hidden - 1):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers).double().eval()
+
+
+def _jax_small_net(net: nn.Module, order: int):
+    """(jet, nested jacfwd) jitted JAX functions of the same MLP (weights copied), or None when JAX is missing.
+
+    jet: Taylor-mode along order + 1 directions at once (vmap), enough to recover every mixed partial of each degree
+    of a function of 2 variables (a fixed linear solve per degree, included); nested jacfwd: the full derivative
+    tensors of every order up to ``order``."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        from jax.experimental.jet import jet
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+    jax.config.update("jax_enable_x64", True)
+    weights = [(jnp.asarray(m.weight.detach().numpy()), jnp.asarray(m.bias.detach().numpy()))
+               for m in net if isinstance(m, nn.Linear)]
+
+    def f(x):
+        for i, (w, b) in enumerate(weights):
+            x = w @ x + b
+            if i < len(weights) - 1:
+                x = jnp.tanh(x)
+        return x[0]
+
+    angles = jnp.linspace(0.0, math.pi, order + 1, endpoint=False)
+    dirs = jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1)              # (K + 1, 2)
+    # degree d: D^d f[v] / d! = sum_j c_(d-j, j) v0^(d-j) v1^j; the solve gives the c of that degree
+    solves = [jnp.linalg.pinv(jnp.stack([dirs[:, 0] ** (d - j) * dirs[:, 1] ** j for j in range(d + 1)], 1)
+                              / math.factorial(d)) for d in range(1, order + 1)]
+
+    def by_jet(x0):
+        def along(v):
+            y0, ys = jet(f, (x0,), ([v] + [jnp.zeros_like(v)] * (order - 1),))
+            return jnp.stack([y0, *ys])
+        terms = jax.vmap(along)(dirs)                                     # (K + 1 directions, K + 1 degrees)
+        return [terms[0, 0]] + [solves[d - 1] @ terms[:, d] for d in range(1, order + 1)]
+
+    def by_jacfwd(x0):
+        out, g = [f(x0)], f
+        for _ in range(order):
+            g = jax.jacfwd(g)
+            out.append(g(x0))
+        return out
+
+    return jax.jit(by_jet), jax.jit(by_jacfwd), jnp
+
+
+def small_nets(quick: bool, repeats: int, log) -> list[dict]:
+    """Per-call time of ``expand`` on small nets (fixed per-call cost: graph walk, guard, checks), 1 torch thread,
+    medians of interleaved repeats; JAX jet and nested jacfwd (jit, x64, CPU) on the same nets when JAX imports."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    log("\n== small-nets: per-call time of expand (all mixed partials, float64, 1 thread, median of interleaved "
+        "repeats; JAX: jit, warm)")
+    configs = [("2->16->1 tanh", tanh_mlp(2, 16, 1), 6), ("2->64x3 tanh", tanh_mlp(2, 64, 3), 8)]
+    inner = 20 if quick else 200
+    rounds = max(3, repeats) if quick else max(15, repeats)
+    try:
+        for name, net, order in configs:
+            x0 = torch.tensor([0.3, -0.2], dtype=torch.float64)
+            fns = {"hope expand": lambda net=net, x0=x0, order=order: expand(net, x0, order)}
+            jx = _jax_small_net(net, order)
+            if jx is not None:
+                by_jet, by_jacfwd, jnp = jx
+                xj = jnp.asarray(x0.numpy())
+                fns["jax jet (jit)"] = lambda f=by_jet, xj=xj: [a.block_until_ready() for a in f(xj)]
+                fns["jax nested jacfwd (jit)"] = lambda f=by_jacfwd, xj=xj: [a.block_until_ready() for a in f(xj)]
+            for fn in fns.values():
+                fn()
+                fn()
+            times: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(rounds):
+                for k, fn in fns.items():
+                    t = time.perf_counter()
+                    for _ in range(inner):
+                        fn()
+                    times[k].append((time.perf_counter() - t) / inner)
+            ours = statistics.median(times["hope expand"])
+            for k, ts in times.items():
+                med = statistics.median(ts)
+                ratio = "" if k == "hope expand" else f"   ratio t_hope / t_jax = {ours / med:.2f}"
+                log(f"  {name:14s} order {order}  {k:24s} {med * 1e6:8.1f} us/call{ratio}")
+                rows.append(dict(net=name, order=order, method=k, seconds=med))
+            if jx is None:
+                log("  JAX is unavailable (import jax failed): no JAX rows")
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and low orders (a smoke run)")
@@ -515,6 +616,7 @@ def main(argv=None) -> int:
     sweep = [] if args.no_scaling or args.case else scaling(args.quick, repeats, log)
     backend_rows = backends(args.quick, repeats, log) if not args.case or "backends" in args.case else []
     cold = cold_start(args.quick, log) if not args.case or "cold-start" in args.case else []
+    small = small_nets(args.quick, repeats, log) if not args.case or "small-nets" in args.case else []
     checks = targets(results)
     if checks:
         log("")
@@ -528,7 +630,8 @@ def main(argv=None) -> int:
                              repeats=repeats, dtype="float64",
                              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                              cpu_count=os.cpu_count()),
-                   cases=results, scaling=sweep, targets=checks, backends=backend_rows, cold_start=cold)
+                   cases=results, scaling=sweep, targets=checks, backends=backend_rows, cold_start=cold,
+                   small_nets=small)
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         log(f"results written to {args.json}")
