@@ -523,7 +523,7 @@ def _jax_small_net(net: nn.Module, order: int):
     dirs = jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1)              # (K + 1, 2)
     # degree d: D^d f[v] / d! = sum_j c_(d-j, j) v0^(d-j) v1^j; the solve gives the c of that degree
     solves = [jnp.linalg.pinv(jnp.stack([dirs[:, 0] ** (d - j) * dirs[:, 1] ** j for j in range(d + 1)], 1)
-                              / math.factorial(d)) for d in range(1, order + 1)]
+                              * math.factorial(d)) for d in range(1, order + 1)]
 
     def by_jet(x0):
         def along(v):
