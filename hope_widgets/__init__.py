@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import wrap_latex
 from .panel import HopePanel
+from .payloads import wrap_latex
 
 __all__ = ["HopePanel", "load_ipython_extension", "wrap_latex"]
 

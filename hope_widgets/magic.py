@@ -254,11 +254,11 @@ class HopeMagics(Magics):
             raise UsageError(f"%hope: {describe(e)}") from None
         display(panel)
         # the panel is also the magic's return value: keep IPython from showing it a second time as Out[n]
-        panel._shown_by_magic = True
+        panel.mark_displayed()
         shell = self.shell
 
         def forget(*_: Any) -> None:
-            panel._shown_by_magic = False
+            panel.mark_displayed(False)
             shell.events.unregister("post_run_cell", forget)
 
         shell.events.register("post_run_cell", forget)

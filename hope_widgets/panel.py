@@ -29,7 +29,7 @@ from hope_engine.expand import prepare_point
 from hope_engine.guard import state_token
 from hope_engine.inputs import normalize as normalize_inputs
 
-from . import data
+from . import payloads, schema
 
 STATIC = Path(__file__).parent / "static"
 MAX_POINT_CONTROLS = 12  # more inputs than this (or an image-shaped input): heat map instead of point sliders
@@ -199,7 +199,7 @@ class HopePanel(anywidget.AnyWidget):
     radius = Float(1.0)  # half-width of the point controls and of the plotted line (the browser reads bounds, line)
     terms_kind = Unicode("total")
     mode = Unicode("line").tag(sync=True)
-    terms = Dict().tag(sync=True)
+    term_records = Dict().tag(sync=True)  # payloads: keys and types in hope_widgets/schema.py
     line = Dict().tag(sync=True)
     heat = Dict().tag(sync=True)
     compare = Dict().tag(sync=True)
@@ -233,7 +233,7 @@ class HopePanel(anywidget.AnyWidget):
             if len(names) != n:
                 raise ValueError(f"names has {len(names)} entries but the point has {n} values")
         elif _is_image_like(row_shape) and n == math.prod(row_shape):
-            names = data.pixel_names(row_shape)  # p[row][col]: a pixel's term says where the pixel is
+            names = payloads.pixel_names(row_shape)  # p[row][col]: a pixel's term says where the pixel is
         if terms is None:
             terms = "total" if basis_size(n, max_order, "total") <= MAX_TOTAL_TERMS else "pure"
         if terms not in ("total", "pure"):
@@ -247,12 +247,12 @@ class HopePanel(anywidget.AnyWidget):
         # the first expansion: errors here are raised (there is no last good result to fall back on)
         self._n, self._terms_kind, self._max_order, self._names = n, terms, max_order, names
         full, notice, timing = self._expand(values, method)
-        n_out = data.output_count(full)
+        n_out = payloads.output_count(full)
         if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 0 <= output < n_out:
             raise ValueError(f"output {output!r} does not exist: the model has {n_out} output(s), 0..{n_out - 1}")
         super().__init__(
             title=title, max_order=max_order, order=order, point=values, names=full.names,
-            names_tex=data.latex_names(full.names), bounds=[[v - radius, v + radius] for v in values],
+            names_tex=payloads.latex_names(full.names), bounds=[[v - radius, v + radius] for v in values],
             output=output, n_outputs=n_out, method=method, threshold=float(threshold), sort=sort,
             direction=-1 if n > 1 else 0, radius=float(radius), terms_kind=terms,
             mode="heat" if n > MAX_POINT_CONTROLS or _is_image_like(row_shape) else "line", notice=notice,
@@ -262,7 +262,7 @@ class HopePanel(anywidget.AnyWidget):
         self._result_timing = timing
         self._derive()
         self._ready = True
-        self._shown_by_magic = False
+        self._displayed = False  # by %hope, in the running cell (mark_displayed)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """A bad value for a public setting raises ``PanelError`` with one line, from here: IPython shows the user's
@@ -302,6 +302,15 @@ class HopePanel(anywidget.AnyWidget):
         kwargs.setdefault("threshold", self.threshold)
         return self.polynomial.to_sympy(**kwargs)
 
+    def mark_displayed(self, displayed: bool = True) -> None:
+        """Note that this panel is on screen already in the running cell (``%hope`` displays it and returns it):
+        its display as the cell's value is then skipped once. ``mark_displayed(False)`` withdraws the note."""
+        self._displayed = bool(displayed)
+
+    def clear_cache(self) -> None:
+        """Forget the cached expansions: the next point or method change expands again (the result shown stays)."""
+        self._cache.clear()
+
     def __repr__(self) -> str:
         point = ", ".join(f"{v:.4g}" for v in self.point[:8]) + (", ..." if len(self.point) > 8 else "")
         return (f"HopePanel({self.title or 'model'} at ({point}), order {self.order}/{self.max_order}, "
@@ -311,8 +320,8 @@ class HopePanel(anywidget.AnyWidget):
         """Shown by ``%hope`` already in this cell: its return value is not displayed a second time."""
         from IPython.display import display
 
-        if self._shown_by_magic:
-            self._shown_by_magic = False
+        if self._displayed:
+            self._displayed = False
             return
         bundle = self._repr_mimebundle_()
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
@@ -368,6 +377,14 @@ class HopePanel(anywidget.AnyWidget):
         if not -1 <= v < getattr(self, "_n", v + 1):
             raise traitlets.TraitError(f"direction must be -1 (diagonal) or an input index, got {v}")
         return v
+
+    @traitlets.validate(*schema.PAYLOADS)
+    def _valid_payload(self, proposal: dict) -> Any:
+        """A payload that does not match hope_widgets/schema.py is refused before it is sent (``PayloadError``),
+        while ``HOPE_CHECK_PAYLOADS`` is set (the test suite sets it; the check costs a few ms per result)."""
+        if schema.checking():
+            schema.check(proposal["trait"].name, proposal["value"])
+        return proposal["value"]
 
     # ------------------------------------------------------------------------------------------ reactions
     @traitlets.observe("point", "method")
@@ -452,25 +469,25 @@ class HopePanel(anywidget.AnyWidget):
         """Send the browser everything the current result shows, for the selected output."""
         # every payload is sanitised: NaN / infinity travel as strings the browser decodes, never as invalid JSON
         selected = self._full.select(self.output)
-        self.terms = data.sanitize(data.term_records(selected))
+        self.term_records = payloads.sanitize(payloads.term_records(selected))
         center = self._full.center_values.reshape(-1).tolist()
         timing = self._result_timing
-        self.result = data.sanitize({
+        self.result = payloads.sanitize({
             "point": center, "method": self._result_method, "seconds": round(timing["seconds"], 4),
-            "timing": data.timing_text(timing["seconds"], timing["first_call"], timing["loading"]),
+            "timing": payloads.timing_text(timing["seconds"], timing["first_call"], timing["loading"]),
             "size": self._full.basis.size, "kind": self._full.basis.kind})
-        self.warning = data.nonfinite_message(self._full, center)
+        self.warning = payloads.nonfinite_message(self._full, center)
         if self.mode == "heat":
-            self.heat = data.sanitize(data.heat_data(selected, self._row_shape, self.radius, center))
+            self.heat = payloads.sanitize(payloads.heat_data(selected, self._row_shape, self.radius, center))
             self.line = {}
         else:
             try:
-                self.line = data.sanitize(data.line_data(self._model, self._template, selected, self.output,
+                self.line = payloads.sanitize(payloads.line_data(self._model, self._template, selected, self.output,
                                                          self.direction, self.radius))
             except Exception as e:  # noqa: BLE001 - a model that cannot be evaluated on the line: no plot
                 self.line = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
             self.heat = {}
-        self.compare = data.sanitize(self._comparison(selected))
+        self.compare = payloads.sanitize(self._comparison(selected))
 
     def _comparison(self, selected: TaylorPolynomial) -> dict[str, Any]:
         if self._result_method == "exact":
@@ -480,11 +497,11 @@ class HopePanel(anywidget.AnyWidget):
         except Exception as e:  # noqa: BLE001
             return {"error": f"no exact expansion to compare with: {describe(e)}"}
         exact_sel = exact.select(self.output)
-        out: dict[str, Any] = {"relative": data.relative_difference(selected, exact_sel)}
+        out: dict[str, Any] = {"relative": payloads.relative_difference(selected, exact_sel)}
         if self.mode == "line" and "t" in self.line:
-            d = data.direction_vector(self._n, self.direction, torch.float64)
+            d = payloads.direction_vector(self._n, self.direction, torch.float64)
             ts = torch.tensor(self.line["t"], dtype=torch.float64)
-            out["exact_poly"] = data.polynomial_on_line(exact_sel, d, ts)
+            out["exact_poly"] = payloads.truncations_on_line(exact_sel, d, ts)
         return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -17,6 +18,9 @@ import torch.nn.functional as tF
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hope_engine import expand
+
+# every panel payload is checked against hope_widgets/schema.py before it is sent (kernels started by tests too)
+os.environ.setdefault("HOPE_CHECK_PAYLOADS", "1")
 
 
 def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

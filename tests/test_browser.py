@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from hope_engine import expand
-from hope_widgets.data import pixel_names
+from hope_widgets.payloads import pixel_names
 
 pytestmark = pytest.mark.browser
 

@@ -21,7 +21,7 @@ from IPython.testing.globalipapp import start_ipython
 
 from hope_engine import expand
 from hope_widgets import HopePanel
-from hope_widgets import data as wdata
+from hope_widgets import payloads as wdata
 from hope_widgets.panel import PanelError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,19 +53,19 @@ def test_nan_result_is_strict_json_and_explained():
         panel = HopePanel(lambda x: torch.log(x[0]), torch.tensor([-1.0], dtype=torch.float64), order=3,
                           max_order=4)
         strict_json(panel)
-    assert panel.terms["c"][0] == "NaN" and panel.terms["c"][1] == -1.0
+    assert panel.term_records["c"][0] == "NaN" and panel.term_records["c"][1] == -1.0
     assert "NaN" in panel.warning and "domain" in panel.warning and "(-1)" in panel.warning
     assert "degree 0" in panel.warning and panel.error == ""
     assert "NaN" in panel.line["net"] and all(isinstance(v, (float, str)) for v in panel.line["net"])
     assert "nan" in panel.latex  # the engine's formula keeps the NaN term: nothing is hidden
     panel.point = [2.0]  # back in the domain: the warning goes, the numbers are plain floats again
-    assert panel.warning == "" and all(isinstance(v, float) for v in panel.terms["c"])
+    assert panel.warning == "" and all(isinstance(v, float) for v in panel.term_records["c"])
 
 
 def test_infinite_result_is_strict_json_and_explained():
     panel = HopePanel(lambda x: torch.exp(1000.0 * x[0]), [1.0], order=2, max_order=3)  # exp(1000) overflows
     strict_json(panel)
-    assert "infinite" in panel.warning and "Infinity" in panel.terms["c"]
+    assert "infinite" in panel.warning and "Infinity" in panel.term_records["c"]
     panel.point = [0.0]
     assert panel.warning == ""
 
@@ -76,7 +76,7 @@ def test_nan_weights_are_shown_not_hidden(net):
         bad[2].weight[0, 1] = float("nan")
     panel = HopePanel(bad, [0.1, 0.2], order=2, max_order=3)
     strict_json(panel)
-    assert "NaN" in panel.warning and all(v == "NaN" for v in panel.terms["c"])
+    assert "NaN" in panel.warning and all(v == "NaN" for v in panel.term_records["c"])
     assert all(v == "NaN" for v in panel.line["net"])
 
 
@@ -84,8 +84,8 @@ def test_the_browser_formula_keeps_the_nan_term():
     from test_widgets_panel import js_formula
 
     panel = HopePanel(lambda x: torch.log(x[0]) + x[0] ** 2, [-1.0], order=3, max_order=4)
-    assert js_formula(panel.terms, 3, 0.0, "degree") == panel.latex
-    assert js_formula(panel.terms, 3, 10.0, "degree").startswith("nan")  # no threshold hides it
+    assert js_formula(panel.term_records, 3, 0.0, "degree") == panel.latex
+    assert js_formula(panel.term_records, 3, 10.0, "degree").startswith("nan")  # no threshold hides it
 
 
 def test_nan_from_a_cell(shell):
@@ -113,7 +113,7 @@ def test_nan_in_a_heat_map():
     panel = HopePanel(LogImage(), image, order=2, max_order=3)
     strict_json(panel)
     assert panel.mode == "heat" and "NaN" in panel.warning
-    assert "NaN" in panel.heat["coef"][0] or "NaN" in panel.terms["c"]
+    assert "NaN" in panel.heat["coef"][0] or "NaN" in panel.term_records["c"]
 
 
 # ------------------------------------------------------------------------------------------------ method toggle

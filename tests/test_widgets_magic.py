@@ -138,7 +138,7 @@ def test_cell_magic_names_statements_and_namespace(shell):
 def test_cell_magic_one_variable_by_default(shell):
     panel = shell.run_cell_magic("hope", "--max-order 4 --order 4", "exp(x)")
     assert panel.point == [0.0]
-    assert panel.terms["c"] == pytest.approx([1.0, 1.0, 0.5, 1 / 6, 1 / 24], rel=1e-6)
+    assert panel.term_records["c"] == pytest.approx([1.0, 1.0, 0.5, 1 / 6, 1 / 24], rel=1e-6)
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -4,6 +4,8 @@ import "katex/dist/katex.css";
 import "./style.css";
 import { derivativeLatex, formulaLatex, monomialText, termPiece, typeset, visibleTerms } from "./formula.js";
 import { BAR_HINT, barChart, convergencePlot, drawHeat, errorPlot, fmt, heatValues } from "./plots.js";
+import { decode, payloadErrors } from "./schema.js";
+import SCHEMA from "./schema.json";
 
 const MAX_SHOWN = 60; // terms typeset in the formula (the copy button always gives all of them)
 const MAX_SHOWN_HEAT = 24; // image inputs: the heat map carries the picture, the formula its largest terms
@@ -41,21 +43,8 @@ async function copyText(text) {
   }
 }
 
-// JSON has no NaN or infinity: the kernel sends them as the strings "NaN", "Infinity", "-Infinity" (data.sanitize);
-// here they become numbers again, at any depth.
-const NONFINITE = new Set(["NaN", "Infinity", "-Infinity"]);
-export function decode(v) {
-  if (typeof v === "string") return NONFINITE.has(v) ? Number(v) : v;
-  if (Array.isArray(v)) return v.map(decode);
-  if (v && typeof v === "object") {
-    const out = {};
-    for (const [k, x] of Object.entries(v)) out[k] = decode(x);
-    return out;
-  }
-  return v;
-}
-
-const DECODED = new Set(["terms", "line", "heat", "compare", "result"]);
+// the dict payloads (hope_widgets/schema.py, exported to schema.json): checked and decoded as they arrive
+const DECODED = new Set(SCHEMA.payloads);
 
 function render({ model, el }) {
   // decoded once per new value of a trait (a slider move re-reads the same objects)
@@ -65,6 +54,12 @@ function render({ model, el }) {
     if (!DECODED.has(k)) return raw;
     const hit = memo.get(k);
     if (hit && hit.raw === raw) return hit.value;
+    const problems = payloadErrors(SCHEMA, k, raw);
+    if (problems.length) {
+      // the kernel sent a shape this view does not know (see hope_widgets/schema.py): said, not hidden
+      el.dataset.payloadErrors = problems.slice(0, 3).join("; ");
+      console.warn(`hope panel: ${k} does not match its schema: ${el.dataset.payloadErrors}`);
+    }
     const value = decode(raw);
     memo.set(k, { raw, value });
     return value;
@@ -159,11 +154,11 @@ function render({ model, el }) {
   }
 
   function labelOf(i) {
-    return monomialText(get("terms").alpha[i], get("names"));
+    return monomialText(get("term_records").alpha[i], get("names"));
   }
 
   function showDetail(i) {
-    const terms = get("terms");
+    const terms = get("term_records");
     if (i < 0 || !terms.c || i >= terms.c.length) {
       detail.textContent = "Hover or click a term for its exact coefficient and derivative.";
       return;
@@ -191,12 +186,12 @@ function render({ model, el }) {
     }
     // the bar chart names the hovered term (a bar alone does not say which term it is)
     const barText = plotBars.querySelector(".hope-bar-label");
-    if (barText) barText.textContent = label || (shown >= 0 ? `${labelOf(shown)}: c = ${fmt(get("terms").c[shown])}` : BAR_HINT);
+    if (barText) barText.textContent = label || (shown >= 0 ? `${labelOf(shown)}: c = ${fmt(get("term_records").c[shown])}` : BAR_HINT);
     showDetail(shown);
   }
 
   function renderFormula() {
-    const terms = get("terms");
+    const terms = get("term_records");
     const order = get("order");
     const threshold = get("threshold");
     visible = visibleTerms(terms, order, threshold, get("sort"));
@@ -251,7 +246,7 @@ function render({ model, el }) {
       }
     }
     const labels = visible.slice(0, 40).map(labelOf);
-    plotBars.innerHTML = barChart(get("terms"), visible, labels, hovered >= 0 ? hovered : pinned);
+    plotBars.innerHTML = barChart(get("term_records"), visible, labels, hovered >= 0 ? hovered : pinned);
     let cmp = "";
     if (compare && compare.relative) {
       const r = compare.relative[Math.min(order, compare.relative.length - 1)];
@@ -407,7 +402,7 @@ function render({ model, el }) {
       renderHeader();
       renderView();
     }),
-    on(["terms", "line", "heat", "compare", "result"], () => {
+    on(["term_records", "line", "heat", "compare", "result"], () => {
       showPending(false);
       renderHeader();
       renderView();

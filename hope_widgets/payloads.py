@@ -16,7 +16,7 @@ from torch import nn
 from hope_engine import TaylorPolynomial
 
 # latex_number is the engine's number format, so the browser's LaTeX equals p.latex()
-from hope_engine.polynomial import latex_number, monomial_parents, monomial_table
+from hope_engine.polynomial import latex_number
 
 LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
 LINE_POINTS = 81
@@ -28,7 +28,7 @@ def sanitize(value: Any) -> Any:
     """``value`` with every NaN / infinity (at any depth of dicts, lists and tuples) replaced by the string "NaN",
     "Infinity" or "-Infinity", so the synced state is strict JSON: jupyter_client warns about bare NaN ("Out of range
     float values are not JSON compliant") and the browser would read it as null. The front end decodes the three
-    strings back to numbers (js/src/index.js ``decode``)."""
+    strings back to numbers (js/src/index.js ``decode``); hope_widgets/schema.py documents every payload."""
     if isinstance(value, float):
         return value if math.isfinite(value) else NONFINITE["nan" if math.isnan(value) else str(value)]
     if isinstance(value, dict):
@@ -134,19 +134,12 @@ def network_on_line(model: Callable, template: torch.Tensor, variables: torch.Te
     return values
 
 
-def polynomial_on_line(poly: TaylorPolynomial, direction: torch.Tensor, ts: torch.Tensor) -> list[list[float]]:
-    """Row k: the order-k truncation of a scalar polynomial at x0 + t d, for every t (all orders from one pass)."""
-    c = scalar_coefficients(poly)
-    disp = ts.double()[:, None] * direction.double()[None, :]
-    mono = _monomials(poly, disp)
-    by_degree = torch.stack([mono[:, poly.basis.block(k)] @ c[poly.basis.block(k)] for k in range(poly.order + 1)])
-    return torch.cumsum(by_degree, dim=0).tolist()
-
-
-def _monomials(poly: TaylorPolynomial, disp: torch.Tensor) -> torch.Tensor:
-    """(N, M) monomials of displacements (N, n) in float64, whatever the polynomial's dtype."""
-    parent, var = monomial_parents(poly.basis)
-    return monomial_table(disp.double(), parent, var, poly.basis.offsets).transpose(0, 1)
+def truncations_on_line(poly: TaylorPolynomial, direction: torch.Tensor, ts: torch.Tensor) -> list[list[float]]:
+    """Row k: the order-k truncation of a scalar polynomial at x0 + t d for every t, evaluated in float64 (the
+    engine's ``partial_sums``: all orders from one table of monomials)."""
+    p = poly.scalar(point=0).to(torch.float64)
+    points = p.center_values.reshape(1, -1) + ts.double()[:, None] * direction.double()[None, :]
+    return p.partial_sums(points).reshape(p.order + 1, -1).tolist()
 
 
 def line_data(model: Callable, template: torch.Tensor, poly: TaylorPolynomial, output: int, direction: int,
@@ -157,7 +150,7 @@ def line_data(model: Callable, template: torch.Tensor, poly: TaylorPolynomial, o
     ts = torch.linspace(-radius, radius, LINE_POINTS, dtype=torch.float64)
     center = poly.center_values.reshape(-1).double()
     net = network_on_line(model, template, poly.variables, center, d, ts, output)
-    return {"t": ts.tolist(), "net": net, "poly": polynomial_on_line(poly, d, ts), "direction": direction}
+    return {"t": ts.tolist(), "net": net, "poly": truncations_on_line(poly, d, ts), "direction": direction}
 
 
 def pure_coefficients(poly: TaylorPolynomial) -> list[list[float]]:
