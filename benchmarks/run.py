@@ -563,16 +563,19 @@ def small_nets(quick: bool, repeats: int, log) -> list[dict]:
                 xj = jnp.asarray(x0.numpy())
                 fns["jax jet (jit)"] = lambda f=by_jet, xj=xj: [a.block_until_ready() for a in f(xj)]
                 fns["jax nested jacfwd (jit)"] = lambda f=by_jacfwd, xj=xj: [a.block_until_ready() for a in f(xj)]
-            for fn in fns.values():
+            calls = {}
+            for k, fn in fns.items():  # warm-up (jit compile), then about 20 ms of calls per round and method
                 fn()
+                t = time.perf_counter()
                 fn()
+                calls[k] = max(1, min(inner, int(0.02 / max(time.perf_counter() - t, 1e-7))))
             times: dict[str, list[float]] = {k: [] for k in fns}
             for _ in range(rounds):
                 for k, fn in fns.items():
                     t = time.perf_counter()
-                    for _ in range(inner):
+                    for _ in range(calls[k]):
                         fn()
-                    times[k].append((time.perf_counter() - t) / inner)
+                    times[k].append((time.perf_counter() - t) / calls[k])
             ours = statistics.median(times["hope expand"])
             for k, ts in times.items():
                 med = statistics.median(ts)
