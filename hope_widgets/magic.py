@@ -52,6 +52,9 @@ def _options(f: Callable) -> Callable:
         argument("--method", default="exact", choices=("exact", "hope"),
                  help="exact (default) or hope, the paper's unmixed rule (exact for one hidden layer only)"),
         argument("--radius", default="1.0", help="half-width of the point controls and of the plotted line (1.0)"),
+        argument("--certify", default=None, metavar="TOL",
+                 help="show the certified band |f - P| <= R along the plotted line and the radius within which "
+                      "R <= TOL (a guaranteed bound, not an estimate)"),
         argument("--wrt", default=None, metavar="NAME,...",
                  help="for a model of several inputs (--point-from a tuple or dict): the inputs to expand in, by "
                       "position or key (default: every floating tensor)"),
@@ -249,7 +252,8 @@ class HopeMagics(Magics):
         point = resolve_point(model, args, names, self.shell.user_ns)
         try:
             panel = HopePanel(model, point, order=order, max_order=max_order, terms=args.terms, output=output,
-                              names=names, method=args.method, radius=radius, title=title, wrt=_parse_wrt(args.wrt))
+                              names=names, method=args.method, radius=radius, title=title, wrt=_parse_wrt(args.wrt),
+                              certify_tol=_certify_tol(args.certify))
         except Exception as e:  # noqa: BLE001 - any failure becomes one readable line
             raise UsageError(f"%hope: {describe(e)}") from None
         display(panel)
@@ -273,6 +277,19 @@ def _one_line_errors() -> Iterator[None]:
     except UsageError as e:
         text = str(e)
         raise UsageError(text if text.startswith(("%hope", "%%hope")) else f"%hope: {text}") from None
+
+
+def _certify_tol(text: str | None) -> float:
+    """--certify 1e-3 -> 0.001 (0 when absent: no band)."""
+    if text is None:
+        return 0.0
+    try:
+        tol = float(text)
+    except ValueError:
+        raise UsageError(f"--certify must be a tolerance (a positive number), got {text!r}") from None
+    if not (math.isfinite(tol) and tol > 0):
+        raise UsageError(f"--certify must be a positive number, got {text!r}")
+    return tol
 
 
 def _parse_wrt(text: str | None) -> list | None:

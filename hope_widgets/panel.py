@@ -30,6 +30,7 @@ from hope_engine.guard import state_token
 from hope_engine.inputs import normalize as normalize_inputs
 
 from . import payloads, schema
+from .certified import band_text, certified_band
 
 STATIC = Path(__file__).parent / "static"
 MAX_POINT_CONTROLS = 12  # more inputs than this (or an image-shaped input): heat map instead of point sliders
@@ -208,10 +209,13 @@ class HopePanel(anywidget.AnyWidget):
     error = Unicode("").tag(sync=True)
     notice = Unicode("").tag(sync=True)
     warning = Unicode("").tag(sync=True)  # the result holds NaN / infinity: which coefficients, and why
+    certify_tol = Float(0.0).tag(sync=True)  # > 0: show the certified band |f - P| <= R and where R <= this tolerance
+    band = Dict().tag(sync=True)  # the certificate of the line plot (``certified.certified_band``), {} when off
 
     def __init__(self, model: Callable, point: Any, *, order: int = 6, max_order: int = 10, terms: str | None = None,
                  output: int = 0, names: list[str] | None = None, method: str = "exact", radius: float = 1.0,
-                 threshold: float = 0.0, sort: str = "degree", title: str = "", wrt: Any = None) -> None:
+                 threshold: float = 0.0, sort: str = "degree", title: str = "", wrt: Any = None,
+                 certify_tol: float = 0.0) -> None:
         _check_int("max_order", max_order, 0, None)
         _check_int("order", order, 0, max_order)
         if method not in METHODS:
@@ -256,7 +260,9 @@ class HopePanel(anywidget.AnyWidget):
             output=output, n_outputs=n_out, method=method, threshold=float(threshold), sort=sort,
             direction=-1 if n > 1 else 0, radius=float(radius), terms_kind=terms,
             mode="heat" if n > MAX_POINT_CONTROLS or _is_image_like(row_shape) else "line", notice=notice,
+            certify_tol=float(certify_tol),
         )
+        self._bands: OrderedDict[tuple, dict] = OrderedDict()
         self._full = full
         self._result_method = method
         self._result_timing = timing
@@ -308,8 +314,10 @@ class HopePanel(anywidget.AnyWidget):
         self._displayed = bool(displayed)
 
     def clear_cache(self) -> None:
-        """Forget the cached expansions: the next point or method change expands again (the result shown stays)."""
+        """Forget the cached expansions and certified bands: the next change computes them again (the result shown
+        stays)."""
         self._cache.clear()
+        self._bands.clear()
 
     def __repr__(self) -> str:
         point = ", ".join(f"{v:.4g}" for v in self.point[:8]) + (", ..." if len(self.point) > 8 else "")
@@ -408,6 +416,18 @@ class HopePanel(anywidget.AnyWidget):
                 self.bounds = [[v - r, v + r] for v in self.point]
                 self._derive()
 
+    @traitlets.validate("certify_tol")
+    def _valid_certify_tol(self, proposal: dict) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and v >= 0):
+            raise PanelError(f"certify_tol must be a non-negative number (0 turns the certified band off), got {v!r}")
+        return v
+
+    @traitlets.observe("order", "certify_tol")
+    def _on_band_input(self, change: dict) -> None:
+        if self._ready:
+            self._update_band()
+
     @traitlets.observe("output", "direction")
     def _on_view_input(self, change: dict) -> None:
         if self._ready:
@@ -488,6 +508,28 @@ class HopePanel(anywidget.AnyWidget):
                 self.line = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
             self.heat = {}
         self.compare = payloads.sanitize(self._comparison(selected))
+        self._update_band()
+
+    def _update_band(self) -> None:
+        """The certified band of the line plot at the shown order (only while ``certify_tol`` > 0: it costs a few
+        certifications), cached per point, view and model state."""
+        if self.certify_tol <= 0 or self.mode != "line" or self._result_method != "exact":
+            self.band = {}
+            return
+        values = self._full.center_values.reshape(-1).tolist()
+        key = (tuple(values), self.order, self.output, self.direction, self.radius, self.certify_tol,
+               state_token(self._model))
+        if key not in self._bands:
+            x0 = self._template.clone()
+            x0.reshape(-1)[self._full.variables] = torch.as_tensor(values, dtype=x0.dtype)
+            band = certified_band(self._model, x0, self._full.variables, self._batched, self.order, self.output,
+                                  self.direction, self.radius, self.certify_tol)
+            band["order"] = self.order
+            band["text"] = band_text(band, self.radius)
+            self._bands[key] = payloads.sanitize(band)
+            while len(self._bands) > CACHE_SIZE:
+                self._bands.popitem(last=False)
+        self.band = self._bands[key]
 
     def _comparison(self, selected: TaylorPolynomial) -> dict[str, Any]:
         if self._result_method == "exact":

@@ -55,6 +55,7 @@ def g(x):
     return torch.sin(x[0]) * x[1]
 gp = %hope g --point 0.2,0.3 --max-order 4 --order 2
 """
+CERTIFIED_CELL = "cp = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --radius 0.5 --certify 1e-3"
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 # float64 models: the browser shows 4-digit LaTeX, and float32 rounding (threads, kernels) could flip a digit
 MAX_SHOWN = 60  # js/src/index.js: terms typeset in the formula
@@ -90,7 +91,7 @@ def _notebook() -> dict:
         return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
 
     return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell(IMAGE_SOURCE), cell(""),
-                      cell(NAN_CELL), cell(REFUSED_CELL)],
+                      cell(NAN_CELL), cell(REFUSED_CELL), cell(CERTIFIED_CELL)],
             "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
             "nbformat": 4, "nbformat_minor": 5}
 
@@ -396,6 +397,20 @@ def _more_views(page) -> None:
         .querySelector('.hope-method-exact').classList.contains('hope-active')""")
     assert "hope-active" not in (refused.locator(".hope-method-hope").get_attribute("class") or "")
     refused.screenshot(path=str(ARTIFACTS / "hope_panel_error.png"))
+
+    # the certified band: a shaded P +- R along the line, the guarantee in words, and a tolerance the user can change
+    page.wait_for_function("document.querySelectorAll('.hope-panel .hope-band').length >= 1", timeout=45_000)
+    cert = page.locator(".hope-panel").nth(4)
+    cert.scroll_into_view_if_needed()
+    assert cert.locator(".hope-plot-line .hope-band").count() == 1
+    info = cert.locator(".hope-band-info").text_content() or ""
+    assert "certified |f − P| ≤" in info and "within |t| ≤" in info, info
+    cert.locator(".hope-certify-tol").fill("1e-7")
+    cert.locator(".hope-certify-tol").press("Enter")
+    page.wait_for_function("""() => document.querySelectorAll('.hope-panel')[4]
+        .querySelector('.hope-band-info').textContent.includes('1e-07')""")
+    assert cert.locator(".hope-plot-line .hope-band-radius").count() == 2  # where |f - P| <= 1e-7 is certified
+    cert.screenshot(path=str(ARTIFACTS / "hope_panel_certified.png"))
 
 
 def _saved_quickstart(page, url: str) -> None:

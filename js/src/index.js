@@ -105,12 +105,17 @@ function render({ model, el }) {
   const thresholdValue = h("span", { class: "hope-threshold-value" });
   const sortSelect = h("select", { class: "hope-sort" });
   for (const s of ["degree", "magnitude"]) sortSelect.append(h("option", { value: s, text: `by ${s}` }));
+  // certified band: a tolerance box (empty = off); the kernel certifies |f - P| on the plotted segment
+  const certifyInput = h("input", { type: "number", class: "hope-certify-tol", min: "0", step: "any", placeholder: "off", "data-lm-suppress-shortcuts": "true" });
+  const certifyField = h("label", { class: "hope-field hope-certify-field", title: "a guaranteed bound on |network − polynomial| along the line; the dashed lines mark where it stays below this tolerance" }, "certify |f−P| ≤ ", certifyInput);
+  const bandLine = h("div", { class: "hope-band-info" });
   const controls = h(
     "div",
     { class: "hope-controls" },
     h("label", { class: "hope-field" }, "order ", orderInput, orderValue),
     h("label", { class: "hope-field" }, "hide |c| ≤ ", thresholdInput, thresholdValue),
     h("label", { class: "hope-field" }, "sort ", sortSelect),
+    certifyField,
   );
   const pointBox = h("div", { class: "hope-point" });
 
@@ -138,7 +143,7 @@ function render({ model, el }) {
   const notice = h("div", { class: "hope-notice" });
   const timing = h("div", { class: "hope-timing" });
 
-  root.append(header, info, errorLine, warningLine, formulaBox, more, detail, controls, pointBox, lineTools, plots, notice, timing);
+  root.append(header, info, errorLine, warningLine, formulaBox, more, detail, controls, pointBox, lineTools, plots, bandLine, notice, timing);
 
   // ---- state local to the view
   let visible = [];
@@ -230,7 +235,7 @@ function render({ model, el }) {
         const d = line.direction;
         const names = get("names");
         const dirLabel = d < 0 ? "the diagonal" : names[d];
-        plotLine.innerHTML = convergencePlot(line, order, compare, dirLabel);
+        plotLine.innerHTML = convergencePlot(line, order, compare, dirLabel, get("band"));
         plotError.innerHTML = errorPlot(line, order);
       } else {
         plotLine.textContent = (line && line.error) || "";
@@ -252,6 +257,10 @@ function render({ model, el }) {
       const r = compare.relative[Math.min(order, compare.relative.length - 1)];
       cmp = ` · paper rule vs exact at order ${order}: ${r === null ? "n/a" : `${(100 * r).toPrecision(3)} %`} (coefficient norm)`;
     } else if (compare && compare.error) cmp = ` · ${compare.error}`;
+    const band = get("band") || {};
+    bandLine.textContent = lineMode && band.text ? band.text : "";
+    bandLine.style.display = bandLine.textContent ? "" : "none";
+    certifyField.style.display = lineMode ? "" : "none";
     const res = get("result");
     const pt = (res.point || []).slice(0, 6).map(fmt).join(", ") + ((res.point || []).length > 6 ? ", …" : "");
     const timingText = res.timing || `expanded in ${res.seconds} s`;
@@ -349,6 +358,22 @@ function render({ model, el }) {
   }
 
   // ---- user input
+  certifyInput.value = get("certify_tol") > 0 ? String(get("certify_tol")) : "";
+  const applyCertify = () => {
+    const text = certifyInput.value.trim();
+    const tol = text === "" ? 0 : Number(text);
+    if (!Number.isFinite(tol) || tol < 0) {
+      certifyInput.classList.add("hope-invalid");
+      return;
+    }
+    certifyInput.classList.remove("hope-invalid");
+    model.set("certify_tol", tol);
+    model.save_changes();
+  };
+  certifyInput.addEventListener("change", applyCertify);
+  certifyInput.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") applyCertify();
+  });
   orderInput.addEventListener("input", () => {
     const t0 = performance.now();
     model.set("order", Number(orderInput.value)); // re-renders synchronously through change:order
@@ -402,7 +427,7 @@ function render({ model, el }) {
       renderHeader();
       renderView();
     }),
-    on(["term_records", "line", "heat", "compare", "result"], () => {
+    on(["term_records", "line", "heat", "compare", "result", "band"], () => {
       showPending(false);
       renderHeader();
       renderView();
@@ -418,6 +443,9 @@ function render({ model, el }) {
       renderView();
     }),
     on(["direction"], () => (dirSelect.value = String(get("direction")))),
+    on(["certify_tol"], () => {
+      if (document.activeElement !== certifyInput) certifyInput.value = get("certify_tol") > 0 ? String(get("certify_tol")) : "";
+    }),
   ];
 
   buildPoint();

@@ -5,7 +5,7 @@ const W = 320;
 const H = 200;
 const PAD = { l: 46, r: 10, t: 20, b: 30 };
 // Signs as in the notebooks' maps (matplotlib's RdBu_r): red positive, blue negative, in the bars and the heat map.
-export const COLORS = { net: "#222", poly: "#d2691e", exact: "#6a3d9a", pos: "#c0392b", neg: "#2f6db5", hi: "#f0a500", bad: "#7a7a7a" };
+export const COLORS = { net: "#222", poly: "#d2691e", exact: "#6a3d9a", pos: "#c0392b", neg: "#2f6db5", hi: "#f0a500", bad: "#7a7a7a", band: "#2e8b57" };
 const TITLE_CHARS = 52; // about what fits on one line of a plot at the title's font size
 export const BAR_HINT = "terms in formula order (hover a bar for its term)";
 
@@ -93,7 +93,23 @@ function path(ts, vs, x, y) {
 
 // Network and the order-k polynomial along the line x0 + t d (the y range follows the network, the polynomial is
 // clipped to it, so a diverging truncation does not flatten the picture).
-export function convergencePlot(line, order, compare, dirLabel) {
+// The certified band P_k(t) +- R of the order it was certified at (a guarantee over the plotted segment), and the
+// radius within which R stays below the tolerance (dashed verticals).
+function certifiedBand(band, line, order, x, y) {
+  if (!band || band.order !== order || !Number.isFinite(band.remainder)) return "";
+  const poly = line.poly[Math.min(order, line.poly.length - 1)];
+  const r = band.remainder;
+  const upper = line.t.map((tv, i) => `${x(tv).toFixed(1)},${y(poly[i] + r).toFixed(1)}`);
+  const lower = line.t.map((tv, i) => `${x(tv).toFixed(1)},${y(poly[i] - r).toFixed(1)}`).reverse();
+  let s = `<polygon points="${upper.concat(lower).join(" ")}" fill="${COLORS.band}" fill-opacity="0.22" stroke="none" class="hope-band" clip-path="url(#hope-clip)"><title>certified: |f − P| ≤ ${fmt(r)} on this segment</title></polygon>`;
+  const tr = band.tol_radius;
+  if (Number.isFinite(tr) && tr < line.t[line.t.length - 1]) {
+    for (const tv of [-tr, tr]) s += `<line x1="${x(tv)}" y1="${PAD.t}" x2="${x(tv)}" y2="${H - PAD.b}" stroke="${COLORS.band}" stroke-dasharray="3 3" class="hope-band-radius"/>`;
+  }
+  return s;
+}
+
+export function convergencePlot(line, order, compare, dirLabel, band) {
   const { t, net } = line;
   const poly = line.poly[Math.min(order, line.poly.length - 1)];
   const netOk = finite(net);
@@ -118,6 +134,7 @@ export function convergencePlot(line, order, compare, dirLabel) {
     const ex = compare.exact_poly[Math.min(order, compare.exact_poly.length - 1)];
     s += `<path d="${path(t, ex, x, y)}" class="hope-curve" stroke="${COLORS.exact}" stroke-dasharray="4 3" clip-path="url(#hope-clip)"/>`;
   }
+  s += certifiedBand(band, line, order, x, y);
   s += `<path d="${path(t, net, x, y)}" class="hope-curve hope-net" stroke="${COLORS.net}" clip-path="url(#hope-clip)"/>`;
   s += `<path d="${path(t, poly, x, y)}" class="hope-curve hope-poly" stroke="${COLORS.poly}" clip-path="url(#hope-clip)"/>`;
   // points where the network or the polynomial is not a number: marked on the axis, and said in the title
@@ -125,6 +142,7 @@ export function convergencePlot(line, order, compare, dirLabel) {
   for (const tb of bad) s += `<rect x="${(x(tb) - 1.5).toFixed(1)}" y="${H - PAD.b - 4}" width="3" height="4" fill="${COLORS.bad}" class="hope-nonfinite-mark"/>`;
   let legend = `<tspan fill="${COLORS.net}">— network</tspan>  <tspan fill="${COLORS.poly}">— order ${order}</tspan>`;
   if (compare && compare.exact_poly) legend += `  <tspan fill="${COLORS.exact}">-- exact</tspan>`;
+  if (band && band.order === order && Number.isFinite(band.remainder)) legend += `  <tspan fill="${COLORS.band}">▒ certified ±${fmt(band.remainder)}</tspan>`;
   s += `<text x="${W - PAD.r}" y="${PAD.t + 10}" text-anchor="end" class="hope-legend">${legend}</text>`;
   const title = bad.length ? `along the line (NaN/∞ at ${bad.length} of ${t.length} points: grey marks)` : "network and polynomial along the line";
   return frame(title, s, `t along ${dirLabel}`);
