@@ -587,7 +587,8 @@ def test_opinfo_unary_ops_at_special_points():
 # --------------------------------------------------------------------------------------- rule-table coverage
 # rule-table ops reached only by layer tests (not elementwise, or needing a module): test_engine_layers covers them
 LAYER_OPS = {
-    "convolution", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+    "convolution", "_convolution", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
     "max_pool3d_with_indices", "_softmax", "_safe_softmax", "_log_softmax", "var_mean", "var", "as_strided",
     "_trilinear", "addmm", "baddbmm", "mm", "bmm", "matmul", "copy", "fill", "masked_fill", "prod", "amax", "amin",
     "max", "min", "select_scatter", "slice_scatter", "diagonal_scatter", "index_put", "masked_scatter", "index_add",
