@@ -120,8 +120,8 @@ def run_case(case: Case) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from hope_engine import caches, trace
-    from hope_engine.expand import estimate_cost, estimate_hope_cost, expand
+    from hope_engine import caches, expand, trace
+    from hope_engine.cost import estimate_cost, estimate_hope_cost
     from hope_engine.hope_rule import _trace as hope_trace
 
     model, x0, variables = _build(case)

@@ -19,9 +19,10 @@ import warnings
 import torch
 
 from . import rules, trace
+from .arguments import check_order, prepare_call, trace_model
 from .basis import make_basis
+from .cost import check_budget, estimate_cost
 from .errors import ExpansionError, KinkWarning
-from .expand import check_budget, check_order, estimate_cost, prepare_call, trace_model
 from .polynomial import TaylorPolynomial
 from .series import Jet
 from .taylor_model import TM, constant, enclosure

@@ -488,7 +488,7 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
     bad_modules = _module_check(model)
     traced = _trace(model, x0)
     gm = traced.graph_module
-    from .expand import check_hope_budget  # refuse over the memory/time budget before anything of size M exists
+    from .cost import check_hope_budget  # refuse over the memory/time budget before anything of size M exists
 
     check_hope_budget(gm, x0, n, order, terms, memory_budget, time_budget)
     graph = gm.graph

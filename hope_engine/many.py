@@ -40,12 +40,13 @@ def _batch_tensor(batch: Any) -> torch.Tensor:
 
 def auto_chunk_size(model, sample: torch.Tensor, order: int, terms: str = "total", variables=None,
                     budget: int | None = None) -> int:
-    """Points per chunk so that one chunk's estimated peak memory (``expand.estimate_cost``: fixed tables plus the
+    """Points per chunk so that one chunk's estimated peak memory (``cost.estimate_cost``: fixed tables plus the
     per-point jets, from traces at 1 and 2 points) stays within ``budget`` bytes (default: a quarter of the default
     memory budget). DEFAULT_CHUNK when the estimate cannot be made."""
     from . import trace
+    from .arguments import prepare_point
     from .caches import default_memory_budget
-    from .expand import estimate_cost, prepare_point
+    from .cost import estimate_cost
 
     budget = int(CHUNK_MEMORY_FRACTION * default_memory_budget()) if budget is None else budget
     try:

@@ -23,9 +23,9 @@ import traitlets
 from traitlets import Bool, Dict, Float, Int, List, Unicode
 
 from hope_engine import TaylorPolynomial, expand
+from hope_engine.arguments import prepare_point
 from hope_engine.basis import basis_size
 from hope_engine.errors import describe
-from hope_engine.expand import prepare_point
 from hope_engine.guard import state_token
 from hope_engine.inputs import normalize as normalize_inputs
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from hope_engine import MemoryBudgetError, caches, expand, trace
+from hope_engine import MemoryBudgetError, TimeBudgetError, caches, expand, trace
 from hope_engine import basis as basis_mod
 from hope_engine import series as series_mod
 from hope_engine.basis import make_basis, product_table_bytes, product_tables, tables_cached
 from hope_engine.caches import BoundedCache
-from hope_engine.expand import TimeBudgetError, estimate_cost
+from hope_engine.cost import estimate_cost
 
 
 def mlp(n: int, width: int = 8, seed: int = 0) -> nn.Module:

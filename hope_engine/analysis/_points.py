@@ -10,8 +10,8 @@ import math
 
 import torch
 
+from ..arguments import prepare_point
 from ..errors import ExpansionError
-from ..expand import prepare_point
 from ..polynomial import TaylorPolynomial
 
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import sympy as sp
 import torch
 
-from ..expand import expand, variable_indices
+from ..arguments import variable_indices
+from ..expand import expand
 from ..polynomial import TaylorPolynomial
 from ._points import as_row, model_scalar, rows_at, sample_offsets, scalar_polynomial, single
 from .discovery_fit import Comparison, DataDistance, fit_coefficients, network_samples, r_squared
