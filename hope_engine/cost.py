@@ -97,11 +97,11 @@ def estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, item
     holding a table are not counted again. seconds = sum over ops of their multiply-adds at the calibrated rates:
     a product costs T x units (T triples; total basis) or about M K / 2 x units (pure basis). ``like``: a tensor of
     the expansion's dtype and device (whether the compiled kernels apply); ``input_numel``: size of the input."""
-    from . import _native
+    from . import kernels
     from .basis import cached_basis, tables_cached
     from .series import flat_cached
 
-    native = _native.usable(like) if like is not None else _native.lib() is not None
+    native = kernels.runs_natively(like) if like is not None else kernels.backend_name() == "native"
     device = like.device if like is not None else "cpu"
     key = ("cost", n, order, kind, itemsize, native, input_numel, tables_cached(n, order, device),
            cached_basis(n, order, kind), flat_cached(n, order))

@@ -55,7 +55,7 @@ def log(u: Jet) -> Jet:
     y[0] = torch.log(u0)
     for d in range(1, basis.order + 1):
         w = [0.0] + [q / d for q in range(1, d)] + [0.0]
-        y[basis.block(d)] = (u.c[basis.block(d)] - series._degree_terms(y, u.c, basis, d, w)) / u0
+        y[basis.block(d)] = (u.c[basis.block(d)] - series.degree_terms(y, u.c, basis, d, w)) / u0
     return _new(u, y)
 
 
@@ -132,8 +132,8 @@ def _sinh_cosh(u: Jet) -> tuple[torch.Tensor, torch.Tensor]:
     s[0], c[0] = torch.sinh(u.c[0]), torch.cosh(u.c[0])
     for d in range(1, basis.order + 1):
         w = series.euler_weights(d)
-        s_d = series._degree_terms(c, u.c, basis, d, w)
-        c[basis.block(d)] = series._degree_terms(s, u.c, basis, d, w)
+        s_d = series.degree_terms(c, u.c, basis, d, w)
+        c[basis.block(d)] = series.degree_terms(s, u.c, basis, d, w)
         s[basis.block(d)] = s_d
     return s, c
 

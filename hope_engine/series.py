@@ -122,7 +122,7 @@ def scale(a: Jet, factor) -> Jet:
 
 
 # -------------------------------------------------------------------------------------------------- products
-def _degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
+def degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
                   weights: Sequence[float] | None) -> torch.Tensor:
     """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p); terms
     of weight 0 are left out, not multiplied by 0 (an infinite value factor would give NaN). See kernels."""
@@ -233,7 +233,7 @@ def integrate(fprime: torch.Tensor, u: torch.Tensor, value: torch.Tensor, basis:
     out[0] = value
     eu = euler(u, basis)
     for d in range(1, basis.order + 1):
-        out[basis.block(d)] = _degree_terms(fprime, eu, basis, d, None) / d
+        out[basis.block(d)] = degree_terms(fprime, eu, basis, d, None) / d
     return out
 
 
@@ -265,7 +265,7 @@ def pow_coefficients(u: torch.Tensor, p: float, basis: Basis) -> torch.Tensor:
     y[0] = torch.pow(u0, p)
     for d in range(1, basis.order + 1):
         w = [p * (d - q) - q for q in range(d)] + [0.0]
-        y[basis.block(d)] = _degree_terms(y, u, basis, d, w) / (d * u0)
+        y[basis.block(d)] = degree_terms(y, u, basis, d, w) / (d * u0)
     return y
 
 

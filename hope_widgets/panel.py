@@ -61,7 +61,7 @@ class PanelError(traitlets.TraitError, ValueError):
 # ``%hope`` wait for the thread before their first expansion.
 WARM_MODULES = ("torch.fx.experimental.proxy_tensor", "torch.fx.experimental.symbolic_shapes",
                 "torch._subclasses.fake_tensor", "torch._functorch.aot_autograd", "torch._dynamo", "torch._export",
-                "torch._inductor", "sympy", "networkx", "hope_engine._native")
+                "torch._inductor", "sympy", "networkx", "hope_engine.kernels")
 _warmup_lock = threading.Lock()
 _warmup_thread: threading.Thread | None = None
 _warmup_report: dict[str, Any] = {}

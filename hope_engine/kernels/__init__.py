@@ -74,6 +74,16 @@ def native_available() -> bool:
     return native.lib() is not None
 
 
+def runs_natively(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled kernels would run on these tensors now: the setting allows them, they are loaded, and
+    the tensors are CPU float32/float64 of one dtype."""
+    if _choice["backend"] == "torch" or not native_available():
+        return False
+    t0 = tensors[0]
+    return all(t.device.type == "cpu" and t.dtype == t0.dtype for t in tensors) and t0.dtype in (torch.float32,
+                                                                                                  torch.float64)
+
+
 def backend_name() -> str:
     """Which backend runs CPU float64 jets now: "native" or "torch"."""
     return "native" if _choice["backend"] != "torch" and native_available() else "torch"
