@@ -4,6 +4,7 @@
     hope discover MODEL --center 0,0 --order 4 --radius 0.5 [--figure terms.png]
     hope heatmap MODEL --digit 0 --output 3 --method taylor,occlusion,integrated_gradients [--figure maps.png]
     hope heatmap MODEL --images DIR_OR_PNG [--index 0] [--size 28,28] --output 3
+    hope heatmap MODEL --images DIR --all [--chunk-size 64] --output 3 [--format json]   (every image: mean AUCs)
 
 MODEL is a TorchScript archive or an exported program (``torch.export.save``); a pickled module is read only with
 --trust-pickle, because loading it executes code stored in the file. Errors print one line and exit with status 1.
@@ -113,10 +114,24 @@ def cmd_discover(args) -> str:
     return f"{table}\n\nformula: {formula}" + ("" if comparison is None else f"\n\n{comparison}")
 
 
+def _index(args) -> int | None:
+    """--index as an image index, or None for every image (--index all, or --all)."""
+    text = str(args.index).strip().lower()
+    if args.all or text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise CLIError(f"--index must be an integer or 'all', got {args.index!r}") from None
+
+
 def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
     sources = [s for s in (args.input, args.digit, args.mnist, args.images) if s is not None]
     if len(sources) != 1:
         raise CLIError("give exactly one of --input FILE, --digit INDEX, --mnist DIR, --images PATH")
+    index = _index(args)
+    if index is None and args.images is None and args.mnist is None:
+        raise CLIError("--all / --index all need --images PATH or --mnist DIR")
     if args.input is not None:
         path = Path(args.input)
         if path.suffix == ".npy":
@@ -133,29 +148,39 @@ def _heatmap_input(args, model: LoadedModel) -> tuple[torch.Tensor, str]:
         if not 0 <= args.digit < len(images):
             raise CLIError(f"--digit must be in [0, {len(images)}), got {args.digit}")
         x, label = images[args.digit: args.digit + 1], f"digit #{args.digit} (label {int(labels[args.digit])})"
-    elif args.images is not None:
-        from .analysis import load_images
-
-        size = None if args.size is None else tuple(_ints(args.size, "--size"))
-        if size is not None and len(size) != 2:
-            raise CLIError(f"--size must be H,W, got {args.size!r}")
-        images, labels = load_images(args.images, args.split, size)
-        if not 0 <= args.index < len(images):
-            raise CLIError(f"--index must be in [0, {len(images)}), got {args.index}")
-        x = images[args.index: args.index + 1]
-        label = f"{Path(args.images).name} #{args.index} (label {int(labels[args.index])})"
     else:
-        from .analysis import load_mnist
+        from .analysis import load_images, load_mnist
 
-        images, labels = load_mnist(args.mnist, args.split)
-        if not 0 <= args.index < len(images):
-            raise CLIError(f"--index must be in [0, {len(images)}), got {args.index}")
-        x = images[args.index: args.index + 1]
-        label = f"MNIST {args.split} #{args.index} (label {int(labels[args.index])})"
+        if args.images is not None:
+            size = None if args.size is None else tuple(_ints(args.size, "--size"))
+            if size is not None and len(size) != 2:
+                raise CLIError(f"--size must be H,W, got {args.size!r}")
+            images, labels = load_images(args.images, args.split, size)
+            name = Path(args.images).name
+        else:
+            images, labels = load_mnist(args.mnist, args.split)
+            name = f"MNIST {args.split}"
+        if index is None:
+            x, label = images, f"{name}, all {len(images)} images"
+        else:
+            if not 0 <= index < len(images):
+                raise CLIError(f"--index must be in [0, {len(images)}), got {index}")
+            x = images[index: index + 1]
+            label = f"{name} #{index} (label {int(labels[index])})"
     x = x.to(model.dtype)
     if args.shape is not None:
-        x = _point(x.reshape(-1).tolist(), args.shape, model)
+        if index is None:
+            dims = _ints(args.shape, "--shape")
+            if int(np.prod(dims[1:])) != x[0].numel():
+                raise CLIError(f"--shape {args.shape}: one image has {x[0].numel()} values")
+            x = x.reshape(x.shape[0], *dims[1:])
+        else:
+            x = _point(x.reshape(-1).tolist(), args.shape, model)
     return x, label
+
+
+def _methods(args) -> list[str]:
+    return [m.strip() for m in args.method.split(",") if m.strip()]
 
 
 def cmd_heatmap(args) -> str:
@@ -163,8 +188,10 @@ def cmd_heatmap(args) -> str:
 
     model = load_model(args.model, args.trust_pickle)
     x, label = _heatmap_input(args, model)
+    if _index(args) is None:
+        return _heatmap_all(args, model, x, label)
     output = _output(args.output)
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    methods = _methods(args)
     dx = None if args.dx is None else float(args.dx)
     maps, curves, inserted = {}, [], {}
     for m in methods:
@@ -184,6 +211,74 @@ def cmd_heatmap(args) -> str:
     for c, (m, a) in zip(curves, maps.items()):
         top = torch.argsort(a.reshape(-1), descending=True)[:5].tolist()
         lines.append(f"{m:>11}: AUC {c.auc:.5g}   insertion AUC {inserted[m]:.5g}   top elements {top}")
+    return "\n".join(lines)
+
+
+def _progress_bar(total: int, enabled: bool):
+    """A tqdm bar over images on stderr, or None (disabled, or tqdm not installed)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="heatmap", unit="image", file=sys.stderr)
+
+
+def _heatmap_all(args, model: LoadedModel, x: torch.Tensor, label: str) -> str:
+    """Every image: maps chunk by chunk (--chunk-size images per chunk; the taylor expansions via expand_many), the
+    deletion and insertion AUC per image, and their means per method; the figures show the first 8 images' maps and
+    the mean curves."""
+    from .analysis import DeletionCurve, attribution, deletion_curve, deletion_figure, heatmap_figure, insertion_curve
+
+    if args.chunk_size < 1:
+        raise CLIError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
+    output = _output(args.output)
+    methods = _methods(args)
+    dx = None if args.dx is None else float(args.dx)
+    deleted: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    inserted: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    curve_sums: dict[str, torch.Tensor] = {}
+    first_maps: dict[str, torch.Tensor] = {}
+    fractions = None
+    bar = _progress_bar(x.shape[0], not args.no_progress)
+    try:
+        for xc in x.split(args.chunk_size):
+            for m in methods:
+                kwargs = {"steps": args.ig_steps} if m == "integrated_gradients" else {}
+                a = attribution(model, xc, output=output, method=m, order=args.order, dx=dx,
+                                chunk_size=args.chunk_size, progress=False, **kwargs)
+                if m not in first_maps or first_maps[m].shape[0] < 8:
+                    first_maps[m] = a[:8] if m not in first_maps else torch.cat([first_maps[m], a])[:8]
+                c = deletion_curve(model, xc, a, output=output, steps=args.steps, label=m)
+                i = insertion_curve(model, xc, a, output=output, steps=args.steps, label=m)
+                fractions = c.fractions
+                deleted[m].append(torch.trapezoid(c.values, c.fractions, dim=1))
+                inserted[m].append(torch.trapezoid(i.values, i.fractions, dim=1))
+                curve_sums[m] = curve_sums.get(m, 0) + c.values.sum(0)
+            if bar is not None:
+                bar.update(xc.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    per_image = {m: torch.cat(v).tolist() for m, v in deleted.items()}
+    per_image_ins = {m: torch.cat(v).tolist() for m, v in inserted.items()}
+    mean_del = {m: float(np.mean(v)) for m, v in per_image.items()}
+    mean_ins = {m: float(np.mean(v)) for m, v in per_image_ins.items()}
+    if args.figure:
+        heatmap_figure(x[:8], first_maps, titles=[f"#{k}" for k in range(min(8, x.shape[0]))]).savefig(args.figure)
+    if args.deletion_figure:
+        mean_curves = [DeletionCurve(fractions, (curve_sums[m] / x.shape[0])[None], mean_del[m], m, "deletion")
+                       for m in methods]
+        deletion_figure(mean_curves).savefig(args.deletion_figure)
+    if args.format == "json":
+        return json.dumps(dict(input=label, images=x.shape[0], shape=list(x.shape[1:]), deletion_auc=mean_del,
+                               insertion_auc=mean_ins, deletion_auc_per_image=per_image,
+                               insertion_auc_per_image=per_image_ins), indent=1)
+    lines = [f"{label}, image shape {tuple(x.shape[1:])}; mean over the {x.shape[0]} images of the deletion AUC "
+             "(lower = better) and the insertion AUC (higher = better)"]
+    for m in methods:
+        lines.append(f"{m:>11}: mean AUC {mean_del[m]:.5g}   mean insertion AUC {mean_ins[m]:.5g}")
     return "\n".join(lines)
 
 
@@ -264,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--mnist", help="directory with the MNIST IDX files")
     h.add_argument("--images", help="MNIST IDX directory, folder of PNG files (<label>/*.png or *.png), or one .png")
     h.add_argument("--size", help="resize --images to H,W (e.g. 28,28)")
-    h.add_argument("--index", type=int, default=0, help="image index for --mnist / --images")
+    h.add_argument("--index", default="0", help="image index for --mnist / --images, or 'all' (= --all)")
+    h.add_argument("--all", action="store_true",
+                   help="every image of --mnist / --images: chunked, a progress bar on stderr, mean AUCs per method")
+    h.add_argument("--chunk-size", type=int, default=64, help="images per chunk with --all")
+    h.add_argument("--no-progress", action="store_true", help="no progress bar with --all")
     h.add_argument("--split", choices=("train", "test"), default="test")
     h.add_argument("--method", default="taylor,occlusion,grad_input",
                    help="comma-separated: taylor, occlusion, grad_input, integrated_gradients, deeplift")

@@ -4,6 +4,7 @@ folders), and the figures."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import math
 import struct
@@ -315,3 +316,55 @@ def test_cli_heatmap_reads_a_png_folder(tmp_path, capsys):
     assert main(["heatmap", str(tmp_path / "m.ts"), "--images", str(tmp_path / "pngs"), "--output", "1",
                  "--method", "deeplift"]) == 1
     assert "eager nn.Module" in capsys.readouterr().err
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once, in this thread (expand's tracing is not thread-safe: no ThreadPoolExecutor;
+    tests/test_many.py covers process pools)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@pytest.mark.parametrize("method", ["taylor", "occlusion", "grad_input", "integrated_gradients", "deeplift"])
+def test_a_batch_of_images_in_chunks_equals_a_loop_over_single_images(method):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double().eval()
+    x = torch.rand(5, 1, 6, 6, dtype=torch.float64)
+    kwargs = {"steps": 8} if method == "integrated_gradients" else {}
+    loop = torch.cat([attribution(model, x[i:i + 1], output=2, method=method, order=3, **kwargs) for i in range(5)])
+    chunked = attribution(model, x, output=2, method=method, order=3, chunk_size=2, executor=InlineExecutor(),
+                          progress=False, **kwargs)
+    whole = attribution(model, x, output=2, method=method, order=3, **kwargs)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(5)), batch_size=2)
+    batches = attribution(model, loader, output=2, method=method, order=3, **kwargs)
+    assert chunked.shape == whole.shape == batches.shape == x.shape
+    for got in (chunked, whole, batches):
+        assert torch.allclose(got, loop, rtol=1e-12, atol=1e-14)
+
+
+def test_attribution_chunks_go_through_expand_many(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("hope_engine.analysis.attribution")  # the package exports a function of that name
+
+    calls = []
+    real = module.expand_many
+
+    def spy(model, points, order, **kw):
+        calls.append((points.shape[0] if isinstance(points, torch.Tensor) else len(points), kw["chunk_size"],
+                      kw["progress"]))
+        return real(model, points, order, **kw)
+
+    monkeypatch.setattr(module, "expand_many", spy)
+    model = small_net()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    got = attribution(model, x, output=0, order=2, chunk_size=3)
+    assert calls == [(7, 3, False)]
+    assert torch.allclose(got[4:5], attribution(model, x[4:5], output=0, order=2), rtol=1e-12, atol=1e-14)
+    attribution(model, [x[:4], x[4:]], output=0, order=2)  # a list of batches: its batches are the chunks
+    assert calls[-1] == (2, None, False)
+    with pytest.raises(ValueError, match="chunk_size"):
+        attribution(model, x, output=0, chunk_size=0)

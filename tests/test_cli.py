@@ -168,3 +168,56 @@ def test_discover_and_heatmap_on_static_and_dynamic_exports(tmp_path, capsys, sh
                  "taylor,occlusion,integrated_gradients", "--order", "2", "--output", "1", "--format", "json"])
     out = capsys.readouterr()
     assert code == 0, out.err
+
+
+def _png_folder(root, count: int = 5) -> None:
+    """A tiny labelled PNG folder: <label>/<k>.png, 8x8 grey images."""
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(2)
+    for k in range(count):
+        (root / str(k % 2)).mkdir(parents=True, exist_ok=True)
+        image.fromarray(rng.integers(0, 256, size=(8, 8), dtype=np.uint8), mode="L").save(root / str(k % 2) /
+                                                                                          f"{k}.png")
+
+
+@pytest.mark.parametrize("flag", [["--all"], ["--index", "all"]])
+def test_heatmap_all_images_of_a_png_folder(saved, capsys, tmp_path, flag):
+    pytest.importorskip("tqdm")
+    d, _, _ = saved
+    _png_folder(tmp_path / "pngs")
+    methods = "taylor,occlusion,grad_input"
+    fig, curves = tmp_path / "maps.png", tmp_path / "deletion.png"
+    code, out, err = run(capsys, "heatmap", d / "digits.ts", "--images", tmp_path / "pngs", *flag, "--output", "3",
+                         "--order", "2", "--method", methods, "--chunk-size", "2", "--format", "json",
+                         "--figure", fig, "--deletion-figure", curves)
+    assert code == 0, err
+    assert "5/5" in err  # the progress bar, on stderr
+    got = json.loads(out)
+    assert got["images"] == 5 and got["shape"] == [1, 8, 8] and "all 5 images" in got["input"]
+    singles = []
+    for k in range(5):  # the per-image AUCs are those of one image at a time
+        code, single, err = run(capsys, "heatmap", d / "digits.ts", "--images", tmp_path / "pngs", "--index", k,
+                                "--output", "3", "--order", "2", "--method", methods, "--format", "json")
+        assert code == 0, err
+        singles.append(json.loads(single))
+    for m in methods.split(","):
+        for key in ("deletion_auc", "insertion_auc"):
+            per_image = [s[key][m] for s in singles]
+            assert got[f"{key}_per_image"][m] == pytest.approx(per_image, rel=1e-10, abs=1e-12)
+            assert got[key][m] == pytest.approx(float(np.mean(per_image)), rel=1e-10, abs=1e-12)
+    assert fig.stat().st_size > 2000 and curves.stat().st_size > 2000
+    code, out, err = run(capsys, "heatmap", d / "digits.ts", "--images", tmp_path / "pngs", *flag, "--output", "3",
+                         "--method", "taylor", "--no-progress")
+    assert code == 0 and err == "" and "mean AUC" in out and "5 images" in out
+
+
+def test_heatmap_all_errors(saved, capsys, tmp_path):
+    d, _, _ = saved
+    _png_folder(tmp_path / "pngs", 2)
+    code, _, err = run(capsys, "heatmap", d / "digits.ts", "--digit", "1", "--all", "--output", "3")
+    assert code == 1 and "--images" in err
+    code, _, err = run(capsys, "heatmap", d / "digits.ts", "--images", tmp_path / "pngs", "--index", "x")
+    assert code == 1 and "'all'" in err
+    code, _, err = run(capsys, "heatmap", d / "digits.ts", "--images", tmp_path / "pngs", "--all", "--chunk-size", "0",
+                       "--output", "3")
+    assert code == 1 and "chunk-size" in err

@@ -4,6 +4,8 @@ mean of re-centred expansions ("taylor") and the anchored least-squares fit ("fi
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 import sympy as sp
 import torch
@@ -156,3 +158,41 @@ def test_compare_picks_the_higher_heldout_r2(five_net, tmp_path):
     f = discover(model, torch.zeros(5), order=3, radius=0.5, points=32, method="fit")
     assert f.compare().r2_fit == c.r2_fit and f.compare().r2_taylor == c.r2_taylor  # same fresh points
     assert_image(f.figure(top=8), tmp_path / "fit.png")
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once in this thread (tests/test_many.py covers process pools)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_reference_expansions_go_through_expand_many_in_chunks(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("hope_engine.analysis.discovery")
+    model = sine_mlp([2, 8, 1], seed=1)
+    center = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    kwargs = dict(order=4, radius=0.4, points=11, heldout=64)
+    d = discover(model, center, **kwargs)
+    # before: one batched expand of all reference rows, each Taylor-shifted to the centre
+    p = expand(model, d.points, 4, batched=True)
+    before = p.recenter(center.expand_as(d.points)).coefficients.reshape(p.coefficients.shape[0], -1).T
+    assert torch.allclose(d.coefficients, before, rtol=1e-12, atol=1e-14)
+    chunk_sizes = []
+    real = module.expand_many
+
+    def spy(model, points, order, **kw):
+        chunk_sizes.append(kw["chunk_size"])
+        return real(model, points, order, **kw)
+
+    monkeypatch.setattr(module, "expand_many", spy)
+    chunked = discover(model, center, **kwargs, chunk_size=4, executor=_InlineExecutor(), progress=False)
+    assert chunk_sizes == [4]
+    assert torch.allclose(chunked.coefficients, d.coefficients, rtol=1e-12, atol=1e-14)
+    assert chunked.heldout_r2 == pytest.approx(d.heldout_r2, rel=1e-12)
+    assert str(chunked.formula(top=4)) == str(d.formula(top=4))
+    fitted = discover(model, center, **kwargs, method="fit", chunk_size=4)  # the centre alone: one chunk of 1
+    assert chunk_sizes[-1] == 1 and fitted.method == "fit"

@@ -16,6 +16,7 @@ data it was trained on, which bounds how well any formula read off it can match 
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import sympy as sp
 import torch
 
 from ..arguments import variable_indices
-from ..expand import expand
+from ..many import expand_many
 from ..polynomial import TaylorPolynomial
 from ._points import as_row, model_scalar, rows_at, sample_offsets, scalar_polynomial, single
 from .discovery_fit import Comparison, DataDistance, fit_coefficients, network_samples, r_squared
@@ -182,10 +183,15 @@ class Discovery:
                 f"heldout_r2={self.heldout_r2:.6f}, formula={self.formula(top=6)})")
 
 
-def _taylor_estimate(model, row, var, values, order, terms, output, names, expand_kwargs) -> TaylorPolynomial:
+def _taylor_estimate(model, row, var, values, order, terms, output, names, expand_kwargs, chunk_size=None,
+                     executor=None, progress=False) -> TaylorPolynomial:
+    """Expansions at the rows with the variables set to ``values`` (through ``expand_many``: chunked, optionally on
+    an executor), each Taylor-shifted to ``row``."""
     batch = rows_at(row, var, values)
-    p = expand(model, batch, order, terms=terms, output=output, variables=var, names=names, batched=True,
-               **expand_kwargs)
+    if chunk_size is None and batch.shape[0] == 1:
+        chunk_size = 1  # the centre alone: no chunk-size estimate needed
+    p = expand_many(model, batch, order, chunk_size=chunk_size, executor=executor, progress=progress, terms=terms,
+                    output=output, variables=var, names=names, **expand_kwargs)
     return scalar_polynomial(p).recenter(row.expand_as(batch))
 
 
@@ -207,7 +213,8 @@ def _data_distance(model, d: Discovery, data, output, radius: float, sampling: s
 def discover(model, center, order: int = 4, *, radius: float = 0.5, points: int = 64, output=None,
              variables=None, names=None, terms: str = "total", sampling: str = "box", seed: int = 0,
              method: str = "taylor", samples: int | None = None, heldout: int = 512, data=None,
-             **expand_kwargs) -> Discovery:
+             chunk_size: int | None = None, executor: concurrent.futures.Executor | None = None,
+             progress: bool = False, **expand_kwargs) -> Discovery:
     """Estimate the network as a polynomial of degree ``order`` around ``center`` over the box (or ball) of
     ``radius``.
 
@@ -216,12 +223,16 @@ def discover(model, center, order: int = 4, *, radius: float = 0.5, points: int 
     (default max(4 M, 256), M monomials). Both report the held-out R^2 on ``heldout`` fresh points; ``data=(x, y)``
     (the training data) adds the network <-> data distance. center: one model input ((n,) or (1, *row_shape));
     sampling: "box" ([c - r, c + r]^n) or "ball" (|x - c| <= r); output: which model output to explain.
+    chunk_size, executor, progress: how ``expand_many`` runs the expansions at the reference points (points per
+    chunk, default by its memory estimate; a ``concurrent.futures.Executor``, for which the model must pickle; a tqdm
+    bar); the coefficients do not depend on them.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     context = dict(model=model, center=center, order=order, radius=radius, points=points, output=output,
                    variables=variables, names=names, terms=terms, sampling=sampling, seed=seed, samples=samples,
-                   heldout=heldout, data=data, **expand_kwargs)
+                   heldout=heldout, data=data, chunk_size=chunk_size, executor=executor, progress=progress,
+                   **expand_kwargs)
     row = as_row(model, center)
     var = variable_indices(row, True, variables)
     c = row.reshape(-1)[var]
@@ -229,8 +240,9 @@ def discover(model, center, order: int = 4, *, radius: float = 0.5, points: int 
         gen = torch.Generator().manual_seed(seed)
         offsets = sample_offsets(var.numel(), points, radius, sampling, gen, row.dtype)
         values = torch.cat([c[None], c[None] + offsets])
-        d = Discovery(_taylor_estimate(model, row, var, values, order, terms, output, names, expand_kwargs), values,
-                      "taylor", context=context)
+        estimate = _taylor_estimate(model, row, var, values, order, terms, output, names, expand_kwargs, chunk_size,
+                                    executor, progress)
+        d = Discovery(estimate, values, "taylor", context=context)
     else:
         local = _taylor_estimate(model, row, var, c[None], order, terms, output, names, expand_kwargs)
         count = samples or max(4 * local.basis.size, 256)
