@@ -120,8 +120,10 @@ def expand_many(model, points, order: int = 6, *, chunk_size: int | None = None,
     budget by ``expand``'s own estimate (``auto_chunk_size``), for an iterable, its batches as they come.
     executor: any ``concurrent.futures.Executor`` (a ProcessPoolExecutor, a dask.distributed ``client.get_executor()``
     ...): chunks are submitted to it, at most ``max_pending`` (default 2 x its workers, or 4) at a time, so the model
-    must pickle. progress: a ``tqdm.auto`` bar over chunks when tqdm is installed. concat: True returns one batched
-    TaylorPolynomial (coefficients (M, N, ...)), False a list of one batched polynomial per chunk, in input order.
+    must pickle. Use processes, not threads: torch's tracer (make_fx, functionalize) keeps per-thread state and fails in
+    a ThreadPoolExecutor worker. progress: a ``tqdm.auto`` bar over chunks when tqdm is installed. concat: True returns
+    one batched TaylorPolynomial (coefficients (M, N, ...)), False a list of one batched polynomial per chunk, in
+    input order.
     options: passed to ``expand`` (terms, output, variables, names, memory_budget, ...; ``batched`` is always True).
     """
     if "batched" in options:
