@@ -20,8 +20,8 @@ from torch.utils import _pytree as pytree
 from .errors import GraphEscapeError
 
 # Tensor methods that turn a floating value into something the graph cannot follow.
-_ESCAPES = {"numpy", "item", "tolist", "__float__", "__complex__", "__array__", "__format__", "data_ptr",
-            "untyped_storage", "storage", "__reduce_ex__"}
+# (Printing and formatting are not escapes: they do not feed a value back into the computation.)
+_ESCAPES = {"numpy", "item", "tolist", "__float__", "__int__", "__index__", "__complex__", "__array__"}
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 
@@ -63,8 +63,8 @@ class _Tracker(TorchFunctionMode):
 
 def _message(method: str) -> str:
     where = _user_frame()
-    call = {"__float__": "float(...)", "__complex__": "complex(...)", "__array__": "numpy.asarray(...)",
-            "__format__": "formatting it as text"}.get(method, f".{method}()")
+    call = {"__float__": "float(...)", "__int__": "int(...)", "__index__": "an index", "__complex__": "complex(...)",
+            "__array__": "numpy.asarray(...)"}.get(method, f".{method}()")
     return (f"the model turns a value that depends on the input into a Python or NumPy value ({call}{where}). "
             "The expansion cannot see through that step: every derivative through it would be wrong. Write that "
             "step with torch operations on tensors instead.")

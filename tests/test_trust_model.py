@@ -182,3 +182,18 @@ def _saves(model: nn.Module) -> bool:
     except (RuntimeError, AttributeError, pickle.PicklingError):
         return False
     return True
+
+
+def test_int_of_an_input_value_is_an_escape_and_printing_is_not(capsys):
+    def counts(x):
+        return torch.sin(x).sum(-1, keepdim=True) * int(x[0, 0] * 10)
+
+    with pytest.raises(GraphEscapeError, match=r"int\(\.\.\.\)"):
+        expand(counts, torch.tensor([[0.3, -0.2]], dtype=D), 2)
+
+    def chatty(x):
+        print(f"input {x[0, 0]:.3f}")  # formatting a value feeds nothing back into the computation
+        return torch.sin(x).sum(-1, keepdim=True)
+
+    p = expand(chatty, torch.tensor([[0.3, -0.2]], dtype=D), 2)
+    torch.testing.assert_close(p.derivative((1, 0)), torch.cos(torch.tensor([[0.3]], dtype=D)))
