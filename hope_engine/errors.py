@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 
 class ExpansionError(ValueError):
     """Bad input to an expansion (point, order, basis, options)."""
@@ -39,6 +41,15 @@ class TimeBudgetError(ExpansionError):
 
 class KinkWarning(UserWarning):
     """The reference point lies exactly on a kink (relu, max pool tie...): the expansion there is one-sided."""
+
+
+def warn_one_sided(kinks: dict, stacklevel: int = 3) -> None:
+    """One KinkWarning naming every kink the point lies on (``{op: number of values}``), if any."""
+    if kinks:
+        where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in kinks.items())
+        warnings.warn(f"the reference point lies exactly on a kink of {where}: the expansion there is one-sided "
+                      "(it uses the branch the implementation takes at the kink). Move the point slightly for a "
+                      "two-sided view.", KinkWarning, stacklevel=stacklevel + 1)
 
 
 class TrainingModeWarning(UserWarning):

@@ -6,15 +6,13 @@ model's aten graph with the rule table, and the output jet's coefficients are th
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from . import rules, trace
 from .arguments import check_order, prepare_call, trace_model
 from .basis import KINDS, make_basis
 from .cost import check_budget, estimate_cost
-from .errors import ExpansionError, KinkWarning
+from .errors import ExpansionError, warn_one_sided
 from .polynomial import TaylorPolynomial
 from .series import Jet
 
@@ -80,11 +78,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     # the graph is run, not the model: the modules' training flags (set to eval while tracing) play no part here
     with torch.no_grad():
         out = trace.run(traced, Jet(c, basis), ctx)
-    if ctx.kinks:
-        where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in ctx.kinks.items())
-        warnings.warn(f"the reference point lies exactly on a kink of {where}: the expansion there is one-sided "
-                      "(it uses the branch the implementation takes at the kink). Move the point slightly for a "
-                      "two-sided view.", KinkWarning, stacklevel=2)
+    warn_one_sided(ctx.kinks, stacklevel=2)
     coefficients = _output_coefficients(out, basis, x0)
     poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="exact")
     if output is None:

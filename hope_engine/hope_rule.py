@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import operator
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -51,7 +50,7 @@ from torch.utils import _pytree as pytree
 from . import functions as F
 from . import rules, series, trace
 from .basis import make_basis
-from .errors import ExpansionError, GraphEscapeError, KinkWarning, UnsupportedOperationError
+from .errors import ExpansionError, GraphEscapeError, UnsupportedOperationError, warn_one_sided
 from .polynomial import TaylorPolynomial, monomial_parents
 from .series import Jet
 
@@ -538,10 +537,7 @@ def _constant(basis, y0, x0, var_index, batched, names, output) -> TaylorPolynom
 
 
 def _warn_kinks(ctx: rules.Context) -> None:
-    if ctx.kinks:
-        where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in ctx.kinks.items())
-        warnings.warn(f"the reference point lies exactly on a kink of {where}: the expansion there is one-sided.",
-                      KinkWarning, stacklevel=4)
+    warn_one_sided(ctx.kinks, stacklevel=4)
 
 
 def _ravel(index: tuple, shape) -> int:

@@ -16,7 +16,6 @@ a pure series in those Cin R R window variables. The rules:
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from torch import nn
 from . import rules, trace
 from .arguments import check_order, prepare_call, trace_model
 from .basis import make_basis
-from .errors import ExpansionError, KinkWarning
+from .errors import ExpansionError, warn_one_sided
 from .polynomial import TaylorPolynomial
 from .series import Jet
 
@@ -270,11 +269,7 @@ def expand_pure_windows(model, x0, order: int = 6, *, output=None, names=None) -
         for key, value in ctx.kinks.items():
             kinks[key] = kinks.get(key, 0) + value
         c = out.c if isinstance(out, Jet) else _constant(out, basis.size)
-    if kinks:
-        where = ", ".join(f"{k} ({v} value{'s' if v > 1 else ''})" for k, v in kinks.items())
-        warnings.warn(f"the reference point lies exactly on a kink of {where}: the expansion there is one-sided "
-                      "(it uses the branch the implementation takes at the kink). Move the point slightly for a "
-                      "two-sided view.", KinkWarning, stacklevel=2)
+    warn_one_sided(kinks, stacklevel=2)
     poly = TaylorPolynomial(basis, c, x0, var_index, True, names=call.names, method="exact")
     if call.output is None:
         return poly
