@@ -127,11 +127,11 @@ def _radius(radius, n: int, like: torch.Tensor) -> torch.Tensor:
     return r
 
 
-def _select_output(t: torch.Tensor, output, batched: bool) -> torch.Tensor:
-    """The per-point tensor ``t`` (batch axis first if batched) at ``output`` (as TaylorPolynomial.select)."""
+def select_output(t: torch.Tensor, output, lead: int) -> torch.Tensor:
+    """``t`` at the output element ``output`` (a flat int or an index tuple, as TaylorPolynomial.select) of the
+    per-point output that follows its first ``lead`` axes (batch, samples)."""
     if output is None:
         return t
-    lead = 1 if batched else 0
     if isinstance(output, int):
         return t.reshape(*t.shape[:lead], -1)[..., output]
     return t[(slice(None),) * lead + tuple(output)]
@@ -218,7 +218,7 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
             poly = poly.select(output)
         except IndexError as e:
             raise ExpansionError(str(e)) from None
-        remainder, lower, upper = (_select_output(t, output, batched) for t in (remainder, lower, upper))
+        remainder, lower, upper = (select_output(t, output, int(batched)) for t in (remainder, lower, upper))
     return CertifiedTaylorModel(poly, remainder, lower, upper, radius, ctx.crossings, rebuild)
 
 

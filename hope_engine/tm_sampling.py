@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .certify import CertifiedTaylorModel
+from .certify import CertifiedTaylorModel, select_output
 
 
 @dataclass
@@ -33,15 +33,6 @@ def _model_on(model, x: torch.Tensor, batched: bool) -> torch.Tensor:
         out = model(x.reshape(n * b, *x.shape[2:]))
         return out.reshape(n, b, *out.shape[1:])
     return torch.func.vmap(model)(x)
-
-
-def _select(f: torch.Tensor, output, batched: bool) -> torch.Tensor:
-    if output is None:
-        return f
-    lead = 2 if batched else 1
-    if isinstance(output, int):
-        return f.reshape(*f.shape[:lead], -1)[..., output]
-    return f[(slice(None),) * lead + tuple(output)]
 
 
 def sampled_error(model, cert: CertifiedTaylorModel, points: int = 10_000, steps: int = 30, starts: int = 32,
@@ -66,7 +57,7 @@ def sampled_error(model, cert: CertifiedTaylorModel, points: int = 10_000, steps
         x = x0.expand(t.shape[0], *x0.shape).clone()
         flat = x.reshape(t.shape[0], *lead, -1)
         flat[..., var] = flat[..., var] + t
-        f = _select(_model_on(model, x, batched), output, batched)
+        f = select_output(_model_on(model, x, batched), output, 2 if batched else 1)  # samples (, batch) first
         return (f - poly(x)).abs(), f
 
     with torch.no_grad():
