@@ -227,10 +227,9 @@ def timing_text(seconds: float, first_call: bool, loading: float) -> str:
     return text
 
 
-def wrap_latex(tex: str, per_line: int = 5) -> str:
-    """A long polynomial's LaTeX broken into lines of ``per_line`` terms (an ``aligned`` block), for ``Math(...)``:
-    MathJax and KaTeX do not wrap a formula, so a long one runs off the page. Terms are split at a top-level " + " or
-    " - " (outside parentheses and braces), as ``TaylorPolynomial.latex`` writes them."""
+def latex_terms(tex: str) -> list[str]:
+    """The terms of a polynomial's LaTeX as ``TaylorPolynomial.latex`` writes it: split at a top-level " + " or " - "
+    (outside parentheses, braces and brackets), each term keeping its sign."""
     terms, depth, start = [], 0, 0
     for i, ch in enumerate(tex):
         if ch in "({[":
@@ -241,7 +240,13 @@ def wrap_latex(tex: str, per_line: int = 5) -> str:
             terms.append(tex[start:i].strip())
             start = i
     terms.append(tex[start:].strip())
-    terms = [t for t in terms if t]
+    return [t for t in terms if t]
+
+
+def wrap_latex(tex: str, per_line: int = 5) -> str:
+    """A long polynomial's LaTeX broken into lines of ``per_line`` terms (an ``aligned`` block), for ``Math(...)``:
+    MathJax and KaTeX do not wrap a formula, so a long one runs off the page (terms as ``latex_terms`` splits them)."""
+    terms = latex_terms(tex)
     if len(terms) <= per_line:
         return tex
     lines = [" ".join(terms[i:i + per_line]) for i in range(0, len(terms), per_line)]

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from hope_engine import expand
-from hope_widgets.payloads import pixel_names
+from hope_widgets.payloads import latex_terms, pixel_names
 
 pytestmark = pytest.mark.browser
 
@@ -251,7 +251,7 @@ def _drive(page, url: str) -> None:
         expected = _expected(order)
         assert formula.get_attribute("data-latex") == expected
         shown = main.locator(".hope-formula .hope-term").count()
-        assert shown == min(MAX_SHOWN, len(_terms_of(expected)))
+        assert shown == min(MAX_SHOWN, len(latex_terms(expected)))
         degrees = [int(d) for d in main.locator(".hope-formula .hope-term").evaluate_all(
             "els => els.map(e => e.dataset.degree || '0')")]
         assert max(degrees) <= order
@@ -325,21 +325,6 @@ def _drive(page, url: str) -> None:
     assert image_panel.locator(".hope-formula").get_attribute("data-latex") == _expected_image(4)
     assert "order 4" in (image_panel.locator(".hope-heat-legend").text_content() or "")
     image_panel.screenshot(path=str(ARTIFACTS / "hope_panel_heatmap.png"))
-
-
-def _terms_of(latex: str) -> list[str]:
-    """Split the engine's LaTeX into terms: a term starts at a ' + ' or ' - ' outside parentheses and braces."""
-    terms, depth, start = [], 0, 0
-    for i, ch in enumerate(latex):
-        if ch in "({":
-            depth += 1
-        elif ch in ")}":
-            depth -= 1
-        elif ch in "+-" and depth == 0 and i > 0 and latex[i - 1] == " " and latex[i + 1: i + 2] == " ":
-            terms.append(latex[start:i].strip())
-            start = i
-    terms.append(latex[start:].strip())
-    return [t for t in terms if t]
 
 
 def _more_views(page) -> None:
