@@ -466,8 +466,7 @@ class HopePanel(anywidget.AnyWidget):
             self._cache.move_to_end(key)
             full, notice, timing = self._cache[key]
             return full, notice, {**timing, "first_call": False, "loading": 0.0}
-        x0 = self._template.clone()
-        x0.reshape(-1).copy_(torch.as_tensor(values, dtype=torch.float64))
+        x0 = self._point_tensor(values)
         wait_for_warmup()
         first_call = not _tracer_ready
         start = time.perf_counter()
@@ -510,6 +509,12 @@ class HopePanel(anywidget.AnyWidget):
         self.compare = payloads.sanitize(self._comparison(selected))
         self._update_band()
 
+    def _point_tensor(self, values: list[float]) -> torch.Tensor:
+        """The point as the model takes it (the template's shape and dtype), holding ``values`` (every element)."""
+        x0 = self._template.clone()
+        x0.reshape(-1).copy_(torch.as_tensor(values, dtype=torch.float64))
+        return x0
+
     def _update_band(self) -> None:
         """The certified band of the line plot at the shown order (only while ``certify_tol`` > 0: it costs a few
         certifications), cached per point, view and model state."""
@@ -520,10 +525,8 @@ class HopePanel(anywidget.AnyWidget):
         key = (tuple(values), self.order, self.output, self.direction, self.radius, self.certify_tol,
                state_token(self._model))
         if key not in self._bands:
-            x0 = self._template.clone()
-            x0.reshape(-1)[self._full.variables] = torch.as_tensor(values, dtype=x0.dtype)
-            band = certified_band(self._model, x0, self._full.variables, self._batched, self.order, self.output,
-                                  self.direction, self.radius, self.certify_tol)
+            band = certified_band(self._model, self._point_tensor(values), self._full.variables, self._batched,
+                                  self.order, self.output, self.direction, self.radius, self.certify_tol)
             band["order"] = self.order
             band["text"] = band_text(band, self.radius)
             self._bands[key] = payloads.sanitize(band)
