@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import traceback
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -26,21 +27,33 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 
 
+# Bulk reads the tracer cannot serve: under functionalization they see no values (an error, or garbage for .numpy()).
+_UNREADABLE = {"numpy", "tolist", "__array__"}
+# Methods that hand a tensor's values to Python (a branch, an index, a constant): some do so without an aten call.
+_READS = _ESCAPES | {"__bool__"}
+
+
 class _Tracker(TorchFunctionMode):
-    """Marks every tensor computed from a marked tensor; raises on an escape of a marked floating tensor."""
+    """Marks every tensor computed from a marked tensor; raises on an escape of a floating tensor computed from the
+    input; reports (``on_read``) any value handed to Python from a tensor computed from the input or the state."""
 
-    def __init__(self, source: torch.Tensor):
+    def __init__(self, source: torch.Tensor, state=(), on_read: Callable[[], None] | None = None):
         super().__init__()
-        self._marked: dict[int, weakref.ref] = {}
+        self._marked: dict[int, weakref.ref] = {}  # computed from the input
+        self._varying: dict[int, weakref.ref] = {}  # computed from the input or the state (parameters, buffers)
+        self._on_read = on_read
         self._mark(source)
+        for t in state:
+            self._varying[id(t)] = weakref.ref(t)
 
-    def _mark(self, t: torch.Tensor) -> None:
-        self._marked[id(t)] = weakref.ref(t)
+    def _mark(self, t: torch.Tensor, table: dict | None = None) -> None:
+        (self._marked if table is None else table)[id(t)] = weakref.ref(t)
+        self._varying[id(t)] = weakref.ref(t)
 
-    def marked(self, t: object) -> bool:
+    def marked(self, t: object, table: dict | None = None) -> bool:
         if not isinstance(t, torch.Tensor):
             return False
-        ref = self._marked.get(id(t))
+        ref = (self._marked if table is None else table).get(id(t))
         return ref is not None and ref() is t
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -48,16 +61,23 @@ class _Tracker(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         tainted = any(self.marked(t) for t in inputs)
+        varying = tainted or any(self.marked(t, self._varying) for t in inputs)
         if tainted and name in _ESCAPES and args and self.marked(args[0]) and args[0].is_floating_point():
             raise GraphEscapeError(_message(name))
+        if varying and name in _UNREADABLE and args and self.marked(args[0], self._varying):
+            raise GraphEscapeError(_unreadable(name))
+        if varying and name in _READS and self._on_read is not None and args and (
+                self.marked(args[0], self._varying)):
+            self._on_read()
         out = func(*args, **kwargs)
-        if tainted:
+        if varying:
+            table = None if tainted else self._varying
             for t in pytree.tree_leaves(out):
                 if isinstance(t, torch.Tensor):
-                    self._mark(t)
+                    self._mark(t, table)
             if name.endswith("_") or name == "__setitem__" or "out" in kwargs:  # written in place
                 for t in inputs:
-                    self._mark(t)
+                    self._mark(t, table)
         return out
 
 
@@ -70,6 +90,13 @@ def _message(method: str) -> str:
             "step with torch operations on tensors instead.")
 
 
+def _unreadable(method: str) -> str:
+    call = "numpy.asarray(...)" if method == "__array__" else f".{method}()"
+    return (f"the model reads the values of a tensor computed from its input or its parameters with {call}"
+            f"{_user_frame()}. The tracer cannot hand those values to Python. Use .item() or int(...) for one value, "
+            "or index with the tensor itself.")
+
+
 def _user_frame() -> str:
     for frame in reversed(traceback.extract_stack()[:-3]):
         path = os.path.abspath(frame.filename)
@@ -78,7 +105,8 @@ def _user_frame() -> str:
     return ""
 
 
-def watching(x: torch.Tensor) -> TorchFunctionMode:
+def watching(x: torch.Tensor, state=(), on_read: Callable[[], None] | None = None) -> TorchFunctionMode:
     """A mode to run the model's code under: raises ``GraphEscapeError`` when a floating value computed from ``x``
-    is turned into a Python or NumPy value."""
-    return _Tracker(x)
+    is turned into a Python or NumPy value, and calls ``on_read()`` when any value computed from ``x`` or ``state``
+    is handed to Python (a graph recorded at real values then holds at this point only)."""
+    return _Tracker(x, state, on_read)

@@ -1,8 +1,9 @@
-"""Graph capture (an aten graph via ``make_fx``), the support check, and the interpreter that pushes jets through it.
+"""Graph capture (an aten graph), the graph cache, the support check, and the interpreter that pushes jets through it.
 
-Graphs are traced with fake tensors (no values), so a cached graph is valid at every point. A model whose Python
-control flow depends on tensor values cannot be traced that way; it is traced with the real point instead and the
-graph is not reused (the branch taken is baked into it).
+A graph is recorded from one run at the real point (``record.py``); it is reused at other points unless the run read
+a value that could change (a branch on a value, a data-dependent shape), in which case it is used at this point only.
+Where the recorder declines, ``make_fx`` traces with fake tensors (no values; a branch on a value raises), falling
+back to a real-mode trace at this point, which is not reused either.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import operator
+import os
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,9 +20,8 @@ import torch
 from torch import nn
 from torch._decomp import get_decompositions
 from torch.func import functional_call, functionalize
-from torch.fx.experimental.proxy_tensor import make_fx
 
-from . import escapes, guard, rules
+from . import escapes, guard, record, rules
 from .errors import GraphEscapeError, UnsupportedOperationError
 from .guard import referenced_modules
 from .series import Jet
@@ -72,6 +73,9 @@ DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
 DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
 
 
+# "record" (default): record the graph at the real point (record.py), falling back to make_fx where the recorder
+# declines; "make_fx": always make_fx (HOPE_TRACER=make_fx; the tests compare the two).
+TRACER = os.environ.get("HOPE_TRACER", "record")
 VARIANTS = ("exact", "paper")  # exact: composites decomposed for the rule table; paper: activations kept whole
 
 
@@ -210,46 +214,81 @@ def _mkldnn_off():
         torch._C._set_mkldnn_enabled(enabled)
 
 
-def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
-    """Trace to a functional aten graph: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become their
-    out-of-place forms and scatters; dead nodes are dropped.
-
-    mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in.
-    variant "exact" decomposes composites into the rule table's ops; "paper" keeps them (the paper's rule treats an
-    activation such as gelu as one elementwise function)."""
-    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS if variant == "exact" else {},
-                   _allow_non_fake_inputs=True, _error_on_data_dependent_ops=mode == "fake",
-                   record_module_stack=True)
+def _functional(model, on_read=None) -> tuple:
+    """(function, state): the model as ``function(state, x)`` of its parameters and buffers (an ``nn.Module``), or
+    as ``function(x)`` with state None (any other callable: TorchScript, a bound method, a function of modules).
+    Functionalized: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become out-of-place ops and scatters."""
     if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
             x = x.clone()  # the model may write into its input (x /= 255): into a copy, never the caller's point
-            with escapes.watching(x):
+            with escapes.watching(x, state.values(), on_read):
                 return functional_call(model, state, (x,))
 
         fn = functionalize(call, remove="mutations")
         fn._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
-        inputs: tuple = (state, x)
-        gm = make_fx(fn, **options)(*inputs)
-        traced = TracedModel(gm, state, mode == "fake", input_index=len(state))
-    else:
-        def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
-            x = x.clone()
-            with escapes.watching(x):
-                return model(x)
+        return fn, state
 
-        inputs = (x,)
-        gm = make_fx(functionalize(apply, remove="mutations"), **options)(*inputs)
-        traced = TracedModel(gm, {}, mode == "fake", input_index=0)
+    def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
+        x = x.clone()
+        with escapes.watching(x, (), on_read):
+            return model(x)
+
+    return functionalize(apply, remove="mutations"), None
+
+
+def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
+    """The graph recorded at this point (``record.record``: no dynamo import), or None where the recorder declines
+    or fails (the caller then traces with ``make_fx``, which gives the error message if the model itself fails)."""
+    reads = []
+    fn, state = _functional(model, on_read=lambda: reads.append(True))
+    names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
+    try:
+        recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else {}, names)
+    except GraphEscapeError:
+        raise
+    except Exception:  # Declined, or anything the model raises: make_fx decides
+        return None
+    gm = recording.graph_module
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return TracedModel(gm, state or {}, not (recording.per_point or reads), input_index=len(state or {}))
+
+
+def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
+    """Trace with ``make_fx`` to a functional aten graph; dead nodes are dropped.
+
+    mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in.
+    variant "exact" decomposes composites into the rule table's ops; "paper" keeps them (the paper's rule treats an
+    activation such as gelu as one elementwise function)."""
+    from torch.fx.experimental.proxy_tensor import make_fx  # imports torch._dynamo (~1 s): only when needed
+
+    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS if variant == "exact" else {},
+                   _allow_non_fake_inputs=True, _error_on_data_dependent_ops=mode == "fake",
+                   record_module_stack=True)
+    fn, state = _functional(model)
+    inputs: tuple = (x,) if state is None else (state, x)
+    gm = make_fx(fn, **options)(*inputs)
+    traced = TracedModel(gm, state or {}, mode == "fake", input_index=len(state or {}))
     if any(_mutates(node) for node in gm.graph.nodes):
         # C++ composites (circular padding...) write into fresh tensors below functionalisation: functionalise the
         # aten graph itself once more (module paths are not kept on this rare path)
         options.pop("record_module_stack")
         gm = traced.graph_module = make_fx(functionalize(gm, remove="mutations"), **options)(*inputs)
+    _drop_input_writes(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return traced
+
+
+def _drop_input_writes(gm: torch.fx.GraphModule) -> None:
+    """Remove functionalization's write-back into the graph's inputs (a buffer the model updates in forward): the
+    outputs already use the updated value, and running the graph must not change the user's model."""
+    for node in list(gm.graph.nodes):
+        if (_mutates(node) and not node.users and node.args and isinstance(node.args[0], torch.fx.Node)
+                and node.args[0].op == "placeholder"):
+            gm.graph.erase_node(node)
 
 
 def _mutates(node) -> bool:
@@ -275,8 +314,9 @@ def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
     GRAPHS.discard(model, key)
     # mkldnn off: the lstm decomposition would otherwise pick the fused mkldnn_rnn_layer for float32 on CPU
     with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs(), _mkldnn_off():
+        traced = None if TRACER == "make_fx" else _record(model, x, variant)
         try:
-            traced = _make(model, x, "fake", variant)
+            traced = traced or _make(model, x, "fake", variant)
         except GraphEscapeError:
             raise
         except Exception as fake_error:  # data-dependent control flow: trace at this point, do not reuse

@@ -1,0 +1,266 @@
+"""An aten graph recorded from one run of the model at the real point, under a ``TorchDispatchMode``.
+
+This is the tracer's first choice: it runs the (functionalized) model once on real tensors and writes every aten call
+it sees into an FX graph, with the same op set, decompositions, value shapes (``meta["val"]``, on the meta device) and
+module paths (``meta["nn_module_stack"]``) as ``make_fx`` would give. It does not load ``torch._dynamo``, which
+``make_fx`` and ``FakeTensorMode`` import (about 1 s of a fresh process's first expansion).
+
+Values are real, so a branch on a value would silently be baked into the graph. The recording therefore notes every
+point where the run *reads* a value that could change: an op on the input or a parameter that returns a Python number
+or bool (``.item()``, ``if t > 0``, a tensor used as an index) or whose output shape depends on values (``nonzero``,
+boolean masks). Tensor methods that hand values to Python without an aten call (``.tolist()``, ``.numpy()``) are seen
+one level up, by ``escapes.watching``, which the caller runs the model under. A graph with any such read is used at
+this point only (``per_point``), as ``make_fx``'s real-mode trace is.
+
+Anything the recorder does not handle raises ``Declined`` (a write into the input or a parameter, a write into a
+fresh tensor that functionalization left in place, an alias of the input created outside the dispatcher, a nested
+op output); the caller then traces with ``make_fx``. Nothing is ever written into the caller's tensors: a mutating op
+on them is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode, autograd_would_have_decomposed
+
+_DATA_DEPENDENT = (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)
+
+
+class Declined(Exception):
+    """The recorder cannot capture this model faithfully; trace it with ``make_fx`` instead."""
+
+
+class Recording:
+    """The recorded graph module, and whether a value read ties it to this point."""
+
+    def __init__(self, graph_module: torch.fx.GraphModule, per_point: bool):
+        self.graph_module = graph_module
+        self.per_point = per_point
+
+
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    """A value-free stand-in with t's shape, strides, storage offset and dtype (what ``meta["val"]`` is read for)."""
+    m = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return m.as_strided(t.shape, t.stride(), t.storage_offset()) if t.storage_offset() else m
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage().data_ptr() if t.device.type != "meta" else None
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
+        return None
+
+
+def _out_of_place(func):
+    """``aten.add_.Tensor`` -> ``aten.add.Tensor`` (None where there is no such overload)."""
+    name = func._schema.name.split("::")[-1]
+    if not name.endswith("_"):
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    return getattr(packet, func._overloadname, None) if packet is not None else None
+
+
+class _Recorder(TorchDispatchMode):
+    """Writes each aten call of the run into ``graph``; tensors are matched to nodes by identity."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless told not to, importing dynamo
+        return False
+
+    def __init__(self, decompositions: dict, module_stack: list):
+        super().__init__()
+        self.graph = torch.fx.Graph()
+        self.root = nn.Module()
+        self.decompositions = decompositions
+        self.module_stack = module_stack
+        self.per_point = False
+        self._nodes: dict[int, tuple[weakref.ref, torch.fx.Node]] = {}
+        self._varying: set[int] = set()  # ids of tensors whose values differ between calls (input, state, derived)
+        self._protected: dict[int, torch.Tensor] = {}  # storage -> a caller's tensor (input or parameter)
+        self._constants: dict[int, torch.fx.Node] = {}
+
+    # -- graph inputs and values
+    def placeholder(self, name: str, t: torch.Tensor) -> None:
+        node = self.graph.placeholder(name)
+        node.meta["val"] = _meta_like(t)
+        self._track(t, node, varying=True)
+        key = _storage_key(t)
+        if key is not None:
+            self._protected[key] = t
+
+    def _track(self, t: torch.Tensor, node: torch.fx.Node, varying: bool) -> None:
+        self._nodes[id(t)] = (weakref.ref(t), node)
+        if varying:
+            self._varying.add(id(t))
+        else:
+            self._varying.discard(id(t))
+
+    def _node_of(self, t: torch.Tensor) -> torch.fx.Node | None:
+        hit = self._nodes.get(id(t))
+        return hit[1] if hit is not None and hit[0]() is t else None
+
+    def varies(self, t: object) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in self._varying and self._node_of(t) is not None
+
+    def _arg(self, a):
+        if isinstance(a, torch.Tensor):
+            node = self._node_of(a)
+            return node if node is not None else self._constant(a)
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._arg(e) for e in a)
+        if isinstance(a, dict):
+            return {k: self._arg(v) for k, v in a.items()}
+        return a
+
+    def _constant(self, t: torch.Tensor) -> torch.fx.Node:
+        """A tensor the run did not compute (a module attribute, a literal): read from the graph module by reference."""
+        key = _storage_key(t)
+        if key is not None and key in self._protected:
+            raise Declined("a tensor aliases the input or a parameter outside the dispatcher (.data?)")
+        node = self._constants.get(id(t))
+        if node is None:
+            name = f"_tensor_constant{len(self._constants)}"
+            setattr(self.root, name, t)
+            node = self.graph.get_attr(name)
+            node.meta["val"] = _meta_like(t)
+            self._constants[id(t)] = node
+            self._nodes[id(t)] = (weakref.ref(t), node)
+        return node
+
+    # -- the mode
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        leaves = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        varying = any(self.varies(a) for a in leaves)
+        if func._schema.is_mutable:
+            return self._in_place(func, args, kwargs, varying)
+        if varying and any(tag in func.tags for tag in _DATA_DEPENDENT):
+            self.per_point = True
+        decomposition = self.decompositions.get(func)
+        if decomposition is not None:
+            with self:
+                out = decomposition(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        if autograd_would_have_decomposed(func, leaves):  # a composite called below autograd (from a decomposition)
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            node = self._call(func, args, kwargs)
+            node.meta["val"] = _meta_like(out)
+            self._track(out, node, varying)
+        elif isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) or o is None for o in out):
+            node = self._call(func, args, kwargs)
+            node.meta["val"] = [None if o is None else _meta_like(o) for o in out]
+            for i, o in enumerate(out):
+                if o is not None:
+                    item = self.graph.call_function(operator.getitem, (node, i))
+                    item.meta["val"] = node.meta["val"][i]
+                    item.meta.update({k: v for k, v in node.meta.items() if k == "nn_module_stack"})
+                    self._track(o, item, varying)
+        elif isinstance(out, (tuple, list)) and any(isinstance(o, (tuple, list)) for o in out):
+            raise Declined(f"{func} returns nested values")
+        elif varying:  # a Python number or bool read from a value that changes: this graph holds at this point only
+            self.per_point = True
+        return out
+
+    def _in_place(self, func, args, kwargs, varying: bool):
+        """An in-place op that functionalization left (C++ composites write into tensors they just made, e.g. linear's
+        ``squeeze_`` on a 1-d input): recorded as its out-of-place form, when nothing else can see the write."""
+        written = [a.name for a in func._schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+        target = args[0] if args else None
+        if func is torch.ops.aten.copy_.default and self._is_protected(target):
+            # functionalization's write-back of a buffer the model updated (a counter, running statistics): the
+            # expansion needs the value, which the graph already has; the user's model is not changed
+            return target
+        node = self._node_of(target) if isinstance(target, torch.Tensor) else None
+        functional = _out_of_place(func)
+        if (written != [func._schema.arguments[0].name] or node is None or node.op == "get_attr"
+                or functional is None or self._shares_storage(target)):
+            raise Declined(f"{func} writes into a tensor that others may see")
+        out = func(*args, **kwargs)
+        new = self._call(functional, args, kwargs)
+        new.meta["val"] = _meta_like(target)
+        self._track(target, new, varying)
+        return out
+
+    def _is_protected(self, t) -> bool:
+        return isinstance(t, torch.Tensor) and self._protected.get(_storage_key(t)) is t
+
+    def _shares_storage(self, t: torch.Tensor) -> bool:
+        """Whether another live tensor the recording knows (or a caller's tensor) uses t's storage."""
+        key = _storage_key(t)
+        if key is None or key in self._protected:
+            return True
+        for ref, _ in self._nodes.values():
+            other = ref()
+            if other is not None and other is not t and _storage_key(other) == key:
+                return True
+        return False
+
+    def _call(self, func, args, kwargs) -> torch.fx.Node:
+        node = self.graph.call_function(func, self._arg(tuple(args)), self._arg(dict(kwargs)))
+        if self.module_stack:
+            node.meta["nn_module_stack"] = OrderedDict((path, (path, cls)) for path, cls in self.module_stack)
+        return node
+
+    def output(self, out) -> None:
+        self.graph.output(self._arg(out))
+
+
+class _ModuleStack:
+    """Keeps (path, class) of the modules being run, for error messages naming where an op sits."""
+
+    def __init__(self, names: dict[int, str]):
+        self.names = names
+        self.stack: list[tuple[str, type]] = []
+        self._handles: list = []
+
+    def __enter__(self):
+        self._handles = [nn.modules.module.register_module_forward_pre_hook(self._enter),
+                         nn.modules.module.register_module_forward_hook(self._exit)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self.stack.clear()
+
+    def _enter(self, module, args):
+        name = self.names.get(id(module))
+        if name is not None:
+            self.stack.append((name, type(module)))
+
+    def _exit(self, module, args, out):
+        if self.names.get(id(module)) is not None and self.stack:
+            self.stack.pop()
+
+
+def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: dict,
+           module_names: dict[int, str]) -> Recording:
+    """Run ``fn(state, x)`` (``fn(x)`` when ``state`` is None) once, recording its aten graph.
+
+    Placeholders: the state tensors in order, then ``x``. ``module_names`` maps id(module) to its path. Value reads
+    the dispatcher does not see (``.tolist()``, ``.numpy()``) are the caller's to report (``escapes.watching``)."""
+    stack = _ModuleStack(module_names)
+    recorder = _Recorder(decompositions, stack.stack)
+    for name, t in (state or {}).items():
+        recorder.placeholder("p_" + re.sub(r"\W", "_", name), t)
+    recorder.placeholder("x", x)
+    with stack, recorder:
+        out = fn(x) if state is None else fn(state, x)
+    recorder.output(out)
+    gm = torch.fx.GraphModule(recorder.root, recorder.graph)
+    return Recording(gm, recorder.per_point)

@@ -1,0 +1,232 @@
+"""The recording tracer (record.py) against make_fx: same expansions, same reuse decisions, no dynamo import, and
+never a graph reused past a value the run read."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_matches_autograd
+from torch import nn
+
+from hope_engine import expand, trace
+from hope_engine.errors import GraphEscapeError
+
+D = torch.float64
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+        self.norm = nn.LayerNorm(3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h[:, 0] = h[:, 1] * 2  # an in-place write into a fresh tensor
+        h.mul_(0.5)
+        return self.norm(self.b(h) + x).softmax(-1)
+
+
+class _Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 2, padding=1, padding_mode="reflect")
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x):
+        h = F.avg_pool2d(torch.tanh(self.bn(self.c1(x))), 2)
+        h = F.interpolate(self.c2(h), scale_factor=2, mode="bilinear")
+        return F.gelu(h).flatten(1).sum(1, keepdim=True)
+
+
+class _Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.1, batch_first=True)
+
+    def forward(self, x):
+        return self.enc(x.reshape(1, 3, 4)).mean((1, 2))
+
+
+class _Ops(nn.Module):
+    def forward(self, x):
+        a, b = x.split(2, -1)
+        s = torch.cat([a.sort(-1).values, b.cumsum(-1)], -1)
+        m = torch.einsum("bi,bj->bij", s, x).amax(-1)
+        return torch.where(m > 0, m, m.exp() - 1).clamp(-1, 1).topk(2).values
+
+
+def _recurrent():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(2, 3, batch_first=True)
+
+    def f(x):
+        return lstm(x.reshape(1, 3, 2))[0][:, -1]
+    return f
+
+
+ZOO = {
+    "mlp-1d": (lambda: nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1)), (2,)),
+    "mlp-inplace-relu": (lambda: nn.Sequential(nn.Linear(2, 5), nn.ReLU(inplace=True), nn.Linear(5, 2)), (1, 2)),
+    "silu-groupnorm": (lambda: nn.Sequential(nn.Linear(2, 4), nn.GroupNorm(2, 4), nn.SiLU(), nn.Linear(4, 1)), (3, 2)),
+    "residual": (_Residual, (2, 3)),
+    "conv": (_Conv, (1, 1, 4, 4)),
+    "transformer": (_Tokens, (12,)),
+    "ops": (_Ops, (1, 4)),
+    "lstm": (_recurrent, (6,)),
+}
+
+
+def _both(make, shape, order=3):
+    torch.manual_seed(0)
+    model = make()
+    if isinstance(model, nn.Module):
+        model = model.to(D)
+    else:
+        for m in model.__closure__[0].cell_contents.modules():
+            m.to(D)
+    x0 = torch.randn(shape, dtype=D, generator=torch.Generator().manual_seed(2)) * 0.5
+    out = {}
+    for tracer in ("record", "make_fx"):
+        old = trace.TRACER
+        trace.TRACER = tracer
+        trace.GRAPHS.clear()
+        try:
+            graph = trace.trace(model, x0)
+            out[tracer] = (graph, expand(model, x0, order).coefficients)
+        finally:
+            trace.TRACER = old
+            trace.GRAPHS.clear()
+    return out
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_recorded_graph_expands_as_make_fx_does(name):
+    got = _both(*ZOO[name])
+    (rec, c_rec), (fx, c_fx) = got["record"], got["make_fx"]
+    assert rec.graph_module is not fx.graph_module
+    assert rec.reusable and fx.reusable
+    torch.testing.assert_close(c_rec, c_fx, rtol=1e-13, atol=1e-13)
+
+
+def test_recorder_is_the_tracer_that_ran():
+    """Not a make_fx graph in disguise: the recorder names its placeholders p_<parameter> and x."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh()).to(D)
+    trace.GRAPHS.clear()
+    graph = trace.trace(net, torch.zeros(1, 2, dtype=D))
+    names = [n.name for n in graph.graph_module.graph.nodes if n.op == "placeholder"]
+    assert names == ["p_0_weight", "p_0_bias", "x"]
+
+
+class _Reads(nn.Module):
+    """A model whose graph depends on a value it reads; ``how`` says how it reads it."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.lin = nn.Linear(2, 2)
+        self.scale = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        h = self.lin(x)
+        how = self.how
+        if how == "branch":
+            return h.sin() if h.sum() > 0 else h.cos()
+        if how == "int-index":
+            return h[:, int(h.argmax())].exp()
+        if how == "tolist":
+            return h[:, h.argmax().tolist()].exp()
+        if how == "numpy":
+            return h[:, int(h.argmax().numpy()) % 2].exp()
+        if how == "param-numpy":
+            return h * float(self.scale.detach().numpy())
+        if how == "mask":
+            return h[h > 0].sum().reshape(1, 1) + h.sum()
+        if how == "param-item":
+            return h * (2.0 if self.scale.item() > 0 else -3.0)
+        if how == "param-tolist":
+            return h ** (2 if self.scale.tolist() > 0 else 3)
+        raise ValueError(how)
+
+
+READS = ["branch", "int-index", "mask", "param-item"]
+UNREADABLE = ["tolist", "numpy", "param-tolist", "param-numpy"]
+
+
+@pytest.mark.parametrize("how", READS)
+def test_a_graph_that_read_a_value_is_not_reused(how):
+    """Every way of reading a value makes the graph per-point; expansions on both sides of the decision are exact."""
+    torch.manual_seed(0)
+    model = _Reads(how).to(D)
+    trace.GRAPHS.clear()
+    points = [torch.tensor([[0.7, -0.2]], dtype=D), torch.tensor([[-0.9, 0.6]], dtype=D)]
+    assert not trace.trace(model, points[0]).reusable
+    for x0 in points:
+        assert_matches_autograd(model, x0, 3)
+    with torch.no_grad():
+        model.scale.fill_(-0.5)  # the parameter's value decides the param-* branches
+    for x0 in points:
+        assert_matches_autograd(model, x0, 3)
+
+
+@pytest.mark.parametrize("tracer", ["record", "make_fx"])
+@pytest.mark.parametrize("how", UNREADABLE)
+def test_bulk_reads_of_traced_values_are_refused_by_name(how, tracer, monkeypatch):
+    """.numpy() / .tolist() see no values under the tracer: an error or, for .numpy(), garbage that became a silent
+    wrong expansion (an int index read with .numpy() picked a made-up column). Now one error naming the line."""
+    monkeypatch.setattr(trace, "TRACER", tracer)
+    torch.manual_seed(0)
+    model = _Reads(how).to(D)
+    trace.GRAPHS.clear()
+    with pytest.raises(GraphEscapeError, match=r"\.(numpy|tolist)\(\) at .*test_recorder.py"):
+        expand(model, torch.tensor([[0.7, -0.2]], dtype=D), 2)
+
+
+@pytest.mark.parametrize("tracer", ["record", "make_fx"])
+def test_expansion_never_writes_into_the_model_or_the_point(tracer, monkeypatch):
+    """A buffer updated in forward was written by every expansion (functionalization's write-back ran on the
+    user's buffer); the expansion uses the updated value and leaves the model alone."""
+    monkeypatch.setattr(trace, "TRACER", tracer)
+    class Counts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.register_buffer("seen", torch.zeros(2))
+
+        def forward(self, x):
+            self.seen.add_(1)
+            x.mul_(2)
+            return self.lin(x).tanh() + self.seen
+
+    model = Counts().to(D)
+    x0 = torch.tensor([[0.3, -0.1]], dtype=D)
+    before, point = model.seen.clone(), x0.clone()
+    trace.GRAPHS.clear()
+    for _ in range(2):
+        p = expand(model, x0, 2)
+    assert torch.equal(model.seen, before) and torch.equal(x0, point)
+    with torch.no_grad():
+        expected = model.lin(2 * x0).tanh() + before + 1
+    torch.testing.assert_close(p.coefficients[0].reshape(-1), expected.reshape(-1), rtol=1e-14, atol=1e-14)
+
+
+def test_circular_padding_falls_back_to_make_fx():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), nn.Tanh()).to(D)
+    assert_matches_autograd(model, torch.randn(1, 1, 3, 3, dtype=D) * 0.5, 3)
+
+
+def test_first_expansion_in_a_fresh_process_does_not_load_dynamo():
+    """What keeps the first call fast (benchmarks/run.py --case cold-start times it): torch._dynamo (~1 s to import)
+    stays unloaded through the first expansion of a plain model."""
+    code = ("import sys, torch, hope_engine\n"
+            "net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()\n"
+            "hope_engine.expand(net, torch.zeros(2, dtype=torch.float64), 4)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
