@@ -307,9 +307,7 @@ def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
     key = (variant, tuple(x.shape), x.dtype, x.device)
     stamp = guard.stamp(model)
     traced = GRAPHS.get(model, key, stamp)
-    if traced is not None:
-        if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
-            traced.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    if traced is not None:  # an equal stamp holds the same parameter and buffer objects: traced.state is current
         return traced
     GRAPHS.discard(model, key)
     # mkldnn off: the lstm decomposition would otherwise pick the fused mkldnn_rnn_layer for float32 on CPU

@@ -106,7 +106,7 @@ def _floats(units: int | None, **tensors: torch.Tensor | None) -> tuple[torch.dt
                              f"got shape {tuple(t.shape)}")
         if not t.is_contiguous():
             raise ValueError(f"{name}: must be contiguous")
-        n = t[0].numel()
+        n = t.numel() // t.shape[0]
         if units is not None and n != units:
             raise ValueError(f"{name}: {n} units per row, expected {units} (shape {tuple(t.shape)})")
         units = n
@@ -140,8 +140,20 @@ def _require_lib() -> ctypes.CDLL:
     return dll
 
 
-def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()  # the argtypes are c_void_p: ctypes converts the int
+
+
+def _entry(name: str, dtype: torch.dtype):
+    """The kernel ``hope_<name>_<f32|f64>`` (looked up once)."""
+    key = (name, dtype)
+    fn = _ENTRIES.get(key)
+    if fn is None:
+        fn = _ENTRIES[key] = getattr(_require_lib(), f"hope_{name}_{_SUFFIX[dtype]}")
+    return fn
+
+
+_ENTRIES: dict = {}
 
 
 # ------------------------------------------------------------------------------------------- checked entry points
@@ -156,7 +168,7 @@ def prod(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, left: torch.Tensor
                                 or weights.device.type != "cpu" or weights.dim() != 1
                                 or weights.numel() != nt or not weights.is_contiguous()):
         raise ValueError(f"weights: a contiguous 1-D float64 CPU tensor of {nt} entries expected")
-    fn = getattr(_require_lib(), f"hope_prod_{_SUFFIX[dtype]}")
+    fn = _entry("prod", dtype)
     fn(_ptr(a), _ptr(b), _ptr(out), _ptr(left), _ptr(right), _ptr(outi), _ptr(weights), nt, out.shape[0], units,
        0, units, float(scale))
 
@@ -205,7 +217,7 @@ def recurrence(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | 
         raise ValueError(f"order must be a positive int, got {order!r}")
     _check_tables(tables, order, rows)
     left, right, outk, start, off, rdeg = tables
-    fn = getattr(_require_lib(), f"hope_rec_{_SUFFIX[dtype]}")
+    fn = _entry("rec", dtype)
     fn(int(kind), _ptr(u), _ptr(y), _ptr(g if kind != CKind.EXP else None), _ptr(left), _ptr(right), _ptr(outk),
        _ptr(rdeg), _ptr(start), _ptr(off), order, units, 0, units, float(p1), float(p2))
 
@@ -224,7 +236,7 @@ def univariate(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | 
     for name, t in (("u", u), ("y", y), ("g", None if kind == CKind.EXP else g)):
         if t is not None and t.shape[0] != rows:
             raise ValueError(f"univariate: {name} has {t.shape[0]} rows, a basis of n={n}, order={order} has {rows}")
-    fn = getattr(_require_lib(), f"hope_uni_{_SUFFIX[dtype]}")
+    fn = _entry("uni", dtype)
     fn(int(kind), _ptr(u), _ptr(y), _ptr(g if kind != CKind.EXP else None), n, order, units, 0, units, float(p1),
        float(p2))
 
