@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import rules, trace
+from . import rules, sparse_pure, trace
 from .arguments import check_order, prepare_call, trace_model
 from .basis import KINDS, make_basis
 from .cost import check_budget, estimate_cost
@@ -65,7 +65,9 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
                              "e.g. lambda x: model(x)[0]")
 
     cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
-    check_budget(cost, n, order, terms, memory_budget, time_budget)
+    check_budget(cost, n, order, terms, memory_budget, time_budget)  # the dense estimate bounds the windows' too
+    if sparse_pure.applies(call, terms, order):  # a CNN's heat map: receptive-field windows, the same coefficients
+        return sparse_pure.expand_windows(call, order)
 
     basis = make_basis(n, order, terms)
     c = x0.new_zeros((basis.size, *x0.shape))

@@ -1,5 +1,7 @@
 """Pure-basis expansions of convolutional stacks on receptive-field windows (exact, sparse in the input variables).
 
+``expand(model, x0, order, terms="pure")`` takes this path by itself where ``applies`` holds (heat maps of CNNs).
+
 In the pure basis a unit u's degree-k block holds d^k u / dx_v^k / k! for every input variable v; it is zero unless v
 lies in u's receptive field. A ``Window`` keeps, for an activation of shape (N, C, H, W), only the variables of each
 unit's window: unit (c, i, j) sees input pixels (cin, i S - P + r, j S - P + q), 0 <= r < R, and its coefficients are
@@ -7,7 +9,9 @@ a pure series in those Cin R R window variables. The rules:
 
 - conv2d (constant weights): u'_(o,i,j) = b_o + sum_(c,a,b) w_(o,c,a,b) u_(c, i s - p + a d, j s - p + b d); the window
   of input unit (i s - p + a d) starts a d S pixels into the output unit's window, so R' = R + (k - 1) d S, S' = S s,
-  P' = P + p S. Average pooling is the depthwise conv with weights 1 / (kh kw).
+  P' = P + p S (grouped convolutions contract each group's channels). Average pooling is the depthwise conv with
+  weights 1 / (kh kw); max pooling takes, per output unit, the tap its value picks; batch norm (running statistics)
+  scales each channel.
 - elementwise analytic f: in a pure basis f(u) only mixes degrees of one variable (f(u)_(k e_v) depends on
   u_0, u_(e_v) .. u_(k e_v)), so the engine's own rules run unchanged on the window series (Cin R R "variables").
 - flatten, linear and everything after: the windows are scattered back to the dense pure series (1 + n K rows) and
@@ -23,7 +27,7 @@ import torch
 from torch import nn
 
 from . import rules, trace
-from .arguments import check_order, prepare_call, trace_model
+from .arguments import PreparedCall, trace_model
 from .basis import make_basis
 from .errors import ExpansionError, warn_one_sided
 from .polynomial import TaylorPolynomial
@@ -73,9 +77,11 @@ def _pair(v) -> tuple[int, int]:
 
 
 def _taps(win: Window, value: torch.Tensor, weight: torch.Tensor | None, kernel: tuple[int, int],
-          stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], scale: float) -> Window:
+          stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], scale: float,
+          masks: torch.Tensor | None = None, groups: int = 1) -> Window:
     """Windows of u'_(o,i,j) = sum_(a,b) W_ab u_(., i s - p + a d, j s - p + b d) with W_ab = weight[:, :, a, b]
-    (a channel contraction) or, for ``weight`` None, ``scale`` times the same channel (depthwise)."""
+    (a channel contraction, in ``groups`` groups) or, for ``weight`` None, the same channel times ``scale``, or times
+    ``masks[a kw + b]`` (N, C, Ho, Wo: which tap each output unit takes, for max pooling)."""
     k = win.order
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     (rh, rw), (jh, jw), (oh, ow) = win.size, win.jump, win.offset
@@ -87,14 +93,17 @@ def _taps(win: Window, value: torch.Tensor, weight: torch.Tensor | None, kernel:
         src = win.blocks()
         dst = out[1:].reshape(k, win.cin, *size, *value.shape)
         if weight is not None:  # every tap's channel contraction in one batched matmul over the unfolded input
-            taps = _per_tap(src, weight, kernel, stride, padding, dilation, (ho, wo))
+            cg, og = src.shape[-3] // groups, weight.shape[0] // groups
+            taps = torch.cat([_per_tap(src[..., g * cg:(g + 1) * cg, :, :], weight[g * og:(g + 1) * og], kernel,
+                                       stride, padding, dilation, (ho, wo)) for g in range(groups)], -3)
         elif ph or pw:
             src = nn.functional.pad(src, (pw, pw, ph, ph))
         for a in range(kh):
             for b in range(kw):
                 ya, xb = a * dh, b * dw
                 if weight is None:
-                    term = src[..., ya:ya + sh * (ho - 1) + 1:sh, xb:xb + sw * (wo - 1) + 1:sw] * scale
+                    term = src[..., ya:ya + sh * (ho - 1) + 1:sh, xb:xb + sw * (wo - 1) + 1:sw]
+                    term = term * (scale if masks is None else masks[a * kw + b])
                 else:
                     term = taps[a * kw + b]
                 dst[:, :, ya * jh:ya * jh + rh, xb * jw:xb * jw + rw] += term
@@ -115,11 +124,49 @@ def _per_tap(src: torch.Tensor, weight: torch.Tensor, kernel, stride, padding, d
 
 
 def conv2d(win: Window, module: nn.Conv2d) -> Window:
-    """Conv2d with constant weights (groups 1, zero padding): see the module docstring for the window bookkeeping."""
+    """Conv2d with constant weights (zero padding, any groups): see the module docstring for the window bookkeeping."""
     with torch.no_grad():
         value = module(win.c[0])
     return _taps(win, value, module.weight.detach(), _pair(module.kernel_size), _pair(module.stride),
-                 _pair(module.padding), _pair(module.dilation), 1.0)
+                 _pair(module.padding), _pair(module.dilation), 1.0, groups=module.groups)
+
+
+def max_pool2d(win: Window, module: nn.MaxPool2d, kinks: dict) -> Window:
+    """MaxPool2d: each output unit is the input unit it picks (the value's argmax, padding never picked), so its
+    series is that unit's, shifted to the tap's place in the output window; ties are kinks (as in the dense rule)."""
+    kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+    padding, dilation = _pair(module.padding), _pair(module.dilation)
+    v = win.c[0]
+    with torch.no_grad():
+        value, idx = nn.functional.max_pool2d(v, kernel, stride, padding, dilation, return_indices=True)
+        masked = v.flatten(2).scatter(-1, idx.flatten(2), float("-inf")).reshape(v.shape)
+        second = nn.functional.max_pool2d(masked, kernel, stride, padding, dilation)
+    ties = int((second == value).sum())
+    if ties:
+        kinks["max_pool"] = kinks.get("max_pool", 0) + ties
+    ho, wo = value.shape[2:]
+    dev = v.device
+    rows = torch.div(idx, v.shape[3], rounding_mode="floor") - (
+        torch.arange(ho, device=dev) * stride[0] - padding[0])[:, None]
+    cols = idx % v.shape[3] - (torch.arange(wo, device=dev) * stride[1] - padding[1])
+    tap = (rows // dilation[0]) * kernel[1] + cols // dilation[1]
+    masks = (tap == torch.arange(kernel[0] * kernel[1], device=dev).reshape(-1, 1, 1, 1, 1)).to(v.dtype)
+    return _taps(win, value, None, kernel, stride, padding, dilation, 1.0, masks=masks)
+
+
+def batch_norm2d(win: Window, module: nn.BatchNorm2d) -> Window:
+    """BatchNorm2d on its running statistics (eval mode): u' = (u - mean_c) w_c / sqrt(var_c + eps) + b_c, so every
+    coefficient of channel c is scaled by w_c / sqrt(var_c + eps)."""
+    var = module.running_var.detach()
+    gain = torch.rsqrt(var + module.eps)
+    if module.weight is not None:
+        gain = gain * module.weight.detach()
+    with torch.no_grad():
+        value = nn.functional.batch_norm(win.c[0], module.running_mean, module.running_var, module.weight,
+                                         module.bias, False, 0.0, module.eps)
+    c = win.c * gain.to(win.c.dtype).reshape(-1, 1, 1)
+    c[0] = value
+    return Window(c, win.order, win.cin, win.size, win.jump, win.offset)
 
 
 def avg_pool2d(win: Window, module: nn.AvgPool2d) -> Window:
@@ -187,9 +234,13 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 
 def _supported(module: nn.Module) -> bool:
     if isinstance(module, nn.Conv2d):
-        return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
     if isinstance(module, nn.AvgPool2d):
         return _pair(module.padding) == (0, 0) and not module.ceil_mode
+    if isinstance(module, nn.MaxPool2d):
+        return not module.ceil_mode and not module.return_indices
+    if isinstance(module, nn.BatchNorm2d):  # running statistics (without them eval mode normalises by the batch)
+        return module.running_mean is not None and module.running_var is not None
     return isinstance(module, ELEMENTWISE)
 
 
@@ -217,7 +268,7 @@ def windowed_prefix(model) -> int:
         if not _supported(m):
             break
         count += 1
-    return count if any(isinstance(m, (nn.Conv2d, nn.AvgPool2d)) for m in layers[:count]) else 0
+    return count if any(isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) for m in layers[:count]) else 0
 
 
 _TAILS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -231,22 +282,41 @@ def _tail(model: nn.Module, rest: list[nn.Module]) -> nn.Sequential:
     return held
 
 
-def expand_pure_windows(model, x0, order: int = 6, *, output=None, names=None) -> TaylorPolynomial:
-    """``expand(model, x0, order, terms="pure")`` for an nn.Sequential starting with a conv / avg-pool / elementwise
-    stack on a batch x0 of shape (N, C, H, W): the stack runs on receptive-field windows, the rest densely.
+_WINDOW_TYPES = frozenset({nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm2d, *ELEMENTWISE})
 
-    Same coefficients as the dense pure expansion (every pixel a variable); any other model or point (not a
-    Sequential, x0 not 4-D, no conv or pool in the leading stack) is handed to the dense ``expand``."""
-    from .expand import expand
 
-    order = check_order(order)
+def applies(call: PreparedCall, terms: str, order: int) -> bool:
+    """Whether ``expand(terms="pure")`` runs on windows: a plain ``nn.Sequential`` (nested ones too) whose leading
+    stack the window rules cover, a 4-D batch point, every pixel a variable, and nothing that changes what a module
+    computes behind its definition (a subclass, a hook, a parametrization): the window rules read the layers'
+    definitions, not a traced graph."""
+    x0 = call.x0
+    if terms != "pure" or order < 1 or not call.batched or x0.dim() != 4:
+        return False
+    n = x0[0].numel()
+    if call.variables.numel() != n or not torch.equal(call.variables.cpu(), torch.arange(n)):
+        return False
+    model = call.model
+    if not isinstance(model, nn.Sequential) or windowed_prefix(model) == 0:
+        return False
+    hooks = nn.modules.module
+    if any(getattr(hooks, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks",
+                                                    "_global_forward_hooks_with_kwargs")):
+        return False
     count = windowed_prefix(model)
-    point = x0 if isinstance(x0, torch.Tensor) else None
-    if not count or point is None or point.dim() != 4:
-        return expand(model, x0, order, terms="pure", output=output, names=names)
-    call = prepare_call(model, x0, output=output, names=names, batched=True, verb="expanded")
+    for m in model.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return False
+        if isinstance(m, nn.Sequential) and type(m) is not nn.Sequential:
+            return False
+    return all(type(m) in _WINDOW_TYPES for m in (_layers(model) or [])[:count])
+
+
+def expand_windows(call: PreparedCall, order: int, stacklevel: int = 2) -> TaylorPolynomial:
+    """The pure expansion of ``call`` (``applies`` holds) on windows, then densely after the leading stack."""
     x0, var_index, n = call.x0, call.variables, call.n
     layers = _layers(call.model) or []
+    count = windowed_prefix(call.model)
     kinks: dict = {}
     win = input_window(x0, order)
     for m in layers[:count]:
@@ -254,6 +324,10 @@ def expand_pure_windows(model, x0, order: int = 6, *, output=None, names=None) -
             win = conv2d(win, m)
         elif isinstance(m, nn.AvgPool2d):
             win = avg_pool2d(win, m)
+        elif isinstance(m, nn.MaxPool2d):
+            win = max_pool2d(win, m, kinks)
+        elif isinstance(m, nn.BatchNorm2d):
+            win = batch_norm2d(win, m)
         else:
             win = elementwise(win, m, kinks)
     basis = make_basis(n, order, "pure")
@@ -269,7 +343,7 @@ def expand_pure_windows(model, x0, order: int = 6, *, output=None, names=None) -
         for key, value in ctx.kinks.items():
             kinks[key] = kinks.get(key, 0) + value
         c = out.c if isinstance(out, Jet) else _constant(out, basis.size)
-    warn_one_sided(kinks, stacklevel=2)
+    warn_one_sided(kinks, stacklevel=stacklevel + 1)
     poly = TaylorPolynomial(basis, c, x0, var_index, True, names=call.names, method="exact")
     if call.output is None:
         return poly
@@ -277,3 +351,11 @@ def expand_pure_windows(model, x0, order: int = 6, *, output=None, names=None) -
         return poly.select(call.output)
     except IndexError as e:
         raise ExpansionError(str(e)) from None
+
+
+def expand_pure_windows(model, x0, order: int = 6, *, output=None, names=None) -> TaylorPolynomial:
+    """``expand(model, x0, order, terms="pure")``, which runs on windows by itself where ``applies`` holds (kept for
+    callers of version 0.1's opt-in name)."""
+    from .expand import expand
+
+    return expand(model, x0, order, terms="pure", output=output, names=names)

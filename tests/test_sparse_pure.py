@@ -4,16 +4,39 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_matches_autograd
 from torch import nn
 
-from hope_engine import expand
+from hope_engine import expand, sparse_pure
 from hope_engine.analysis.digits_cnn import lenet
-from hope_engine.sparse_pure import expand_pure_windows, windowed_prefix
+from hope_engine.sparse_pure import windowed_prefix
 
 
-def _close(model, x, order, **kw) -> None:
-    dense = expand(model, x, order, terms="pure", **kw)
-    sparse = expand_pure_windows(model, x, order, **kw)
+def _dense(model, x, order, **kw):
+    """The dense pure expansion (the window path switched off)."""
+    applies = sparse_pure.applies
+    sparse_pure.applies = lambda *a: False
+    try:
+        return expand(model, x, order, terms="pure", **kw)
+    finally:
+        sparse_pure.applies = applies
+
+
+def _windows_used(model, x, order, **kw):
+    """expand(terms="pure") and whether it ran on windows."""
+    ran = []
+    inner = sparse_pure.expand_windows
+    sparse_pure.expand_windows = lambda *a, **k: ran.append(1) or inner(*a, **k)
+    try:
+        return expand(model, x, order, terms="pure", **kw), bool(ran)
+    finally:
+        sparse_pure.expand_windows = inner
+
+
+def _close(model, x, order, windows: bool = True, **kw) -> None:
+    dense = _dense(model, x, order, **kw)
+    sparse, used = _windows_used(model, x, order, **kw)
+    assert used == windows
     assert sparse.basis is dense.basis
     assert sparse.coefficients.shape == dense.coefficients.shape
     assert (sparse.coefficients - dense.coefficients).abs().max().item() <= 1e-10
@@ -57,4 +80,113 @@ def test_selected_output_and_nested_sequential():
 def test_other_models_fall_back_to_dense(model):
     model = model.double().eval()
     assert windowed_prefix(model) == 0
-    _close(model, torch.randn(1, 1, 4, 4, dtype=torch.float64), 3)
+    _close(model, torch.randn(1, 1, 4, 4, dtype=torch.float64), 3, windows=False)
+
+
+class _DoubledConv(nn.Conv2d):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class _Chain(nn.Sequential):
+    def forward(self, x):
+        return super().forward(x) * 3
+
+
+def _cnn(first: nn.Module | None = None, cls=nn.Sequential) -> nn.Module:
+    torch.manual_seed(3)
+    return cls(first or nn.Conv2d(1, 2, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 1)).double()
+
+
+def _hooked(kind: str) -> nn.Module:
+    model = _cnn()
+    if kind == "forward-hook":
+        model[0].register_forward_hook(lambda m, args, out: out * 1.5)
+    elif kind == "pre-hook":
+        model[0].register_forward_pre_hook(lambda m, args: (args[0] ** 2,))
+    elif kind == "parametrized":
+        torch.nn.utils.parametrize.register_parametrization(model[0], "weight", _Halve())
+    return model
+
+
+class _Halve(nn.Module):
+    def forward(self, w):
+        return w / 2
+
+
+@pytest.mark.parametrize("case", ["subclass", "sequential-subclass", "forward-hook", "pre-hook", "parametrized",
+                                  "global-hook", "some-variables", "total"])
+def test_window_path_is_taken_only_where_it_computes_what_the_model_does(case):
+    """The window rules read the layers' definitions; anything that changes what a module computes behind them
+    (a subclass, a hook, a parametrization) or asks for other coefficients takes the dense path, and the result
+    matches nested autograd through the real forward."""
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    model = {"subclass": lambda: _cnn(_DoubledConv(1, 2, 3)), "sequential-subclass": lambda: _cnn(cls=_Chain)}.get(
+        case, lambda: _hooked(case))()
+    terms = "total" if case == "total" else "pure"
+    variables = [0, 7, 14] if case in ("some-variables", "total") else None
+    handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: out) if case == "global-hook" else None
+    used = []
+    inner = sparse_pure.expand_windows
+    sparse_pure.expand_windows = lambda *a, **k: used.append(1) or inner(*a, **k)
+    try:
+        assert_matches_autograd(model, x, 2, terms=terms, variables=variables)
+    finally:
+        sparse_pure.expand_windows = inner
+        if handle is not None:
+            handle.remove()
+    assert not used
+
+
+def test_heat_map_entry_points_take_the_window_path():
+    """expand(terms="pure") on a plain CNN runs on windows, and agrees with nested autograd."""
+    model = _cnn()
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    used = []
+    inner = sparse_pure.expand_windows
+    sparse_pure.expand_windows = lambda *a, **k: used.append(1) or inner(*a, **k)
+    try:
+        assert_matches_autograd(model, x, 3, terms="pure")
+    finally:
+        sparse_pure.expand_windows = inner
+    assert used
+
+
+def test_grouped_conv_batch_norm_and_max_pool_match_dense():
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, groups=2), nn.BatchNorm2d(4), nn.Tanh(),
+                          nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=4, padding=1), nn.BatchNorm2d(4, affine=False),
+                          nn.SiLU(), nn.MaxPool2d(3, stride=2, padding=1, dilation=1), nn.Flatten(),
+                          nn.Linear(16, 2)).double()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    assert windowed_prefix(model) == 8
+    for order in (1, 3):
+        _close(model, x, order)
+
+
+def test_max_pool_with_dilation_matches_nested_autograd():
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.Tanh(), nn.MaxPool2d(2, stride=1, dilation=2), nn.Flatten(),
+                          nn.Linear(18, 1)).double().eval()
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    _close(model, x, 2)
+    assert_matches_autograd(model, x, 2, terms="pure")
+
+
+def test_max_pool_ties_warn_on_both_paths():
+    """ReLU zeros make max-pool ties (a kink): the window path warns as the dense one does."""
+    from hope_engine.errors import KinkWarning
+
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 1)).double()
+    with torch.no_grad():
+        model[0].bias.fill_(-5.0)  # every unit negative: every pooling window a tie at 0
+    x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    for run in (_dense, lambda *a: _windows_used(*a)[0]):
+        with pytest.warns(KinkWarning, match="max_pool"):
+            run(model, x, 2)
