@@ -55,13 +55,13 @@ class PanelError(traitlets.TraitError, ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- tracer warm-up
-# The first trace in a process imports most of torch.fx / torch._dynamo / torch._functorch / sympy (about a second);
-# ``%load_ext hope_widgets`` imports them in a background thread. Only imports: they are safe next to the user's code
-# (Python's import locks), where a trace in a second thread would not be (make_fx keeps global state). The panel and
-# ``%hope`` wait for the thread before their first expansion.
-WARM_MODULES = ("torch.fx.experimental.proxy_tensor", "torch.fx.experimental.symbolic_shapes",
-                "torch._subclasses.fake_tensor", "torch._functorch.aot_autograd", "torch._dynamo", "torch._export",
-                "torch._inductor", "sympy", "networkx", "hope_engine.kernels")
+# The first trace in a process imports torch.fx, functorch's functionalization and sympy (through torch's meta kernels,
+# about a quarter of a second); ``%load_ext hope_widgets`` imports them in a background thread. Only imports: they are
+# safe next to the user's code (Python's import locks), where a trace in a second thread would not be. The panel and
+# ``%hope`` wait for the thread before their first expansion. torch._dynamo (a second more) is left out: only the
+# make_fx fallback needs it (hope_engine/record.py), and the first panel would wait for it.
+WARM_MODULES = ("torch.fx", "torch.fx.experimental.symbolic_shapes", "torch._functorch.eager_transforms",
+                "torch.func", "sympy", "hope_engine.record", "hope_engine.kernels")
 _warmup_lock = threading.Lock()
 _warmup_thread: threading.Thread | None = None
 _warmup_report: dict[str, Any] = {}

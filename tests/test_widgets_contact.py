@@ -217,7 +217,8 @@ thread = pm._warmup_thread
 running = thread is not None and thread.name == "hope-tracer-warmup" and thread.daemon
 thread.join()
 import sys
-loaded = all(m in sys.modules for m in ("torch.fx.experimental.proxy_tensor", "torch._dynamo", "sympy"))
+loaded = all(m in sys.modules for m in ("torch.fx.experimental.symbolic_shapes", "sympy", "hope_engine.record"))
+loaded = loaded and "torch._dynamo" not in sys.modules  # the recorder does without it: not loaded for nothing
 # the warm-up must not draw from the user's seeded random stream
 untouched = torch.rand(4).tolist() == torch.rand(4, generator=torch.Generator().manual_seed(0)).tolist()
 p = ip.run_line_magic("hope", "net --order 4")
