@@ -120,14 +120,19 @@ def expand_many(model, points, order: int = 6, *, chunk_size: int | None = None,
     budget by ``expand``'s own estimate (``auto_chunk_size``), for an iterable, its batches as they come.
     executor: any ``concurrent.futures.Executor`` (a ProcessPoolExecutor, a dask.distributed ``client.get_executor()``
     ...): chunks are submitted to it, at most ``max_pending`` (default 2 x its workers, or 4) at a time, so the model
-    must pickle. Use processes, not threads: torch's tracer (make_fx, functionalize) keeps per-thread state and fails in
-    a ThreadPoolExecutor worker. progress: a ``tqdm.auto`` bar over chunks when tqdm is installed. concat: True returns
+    must pickle. Use processes, not threads: while tracing, the model's modules are switched to eval mode and
+    process-wide module hooks are set, which threads sharing the model would see (a ThreadPoolExecutor is refused).
+    progress: a ``tqdm.auto`` bar over chunks when tqdm is installed. concat: True returns
     one batched TaylorPolynomial (coefficients (M, N, ...)), False a list of one batched polynomial per chunk, in
     input order.
     options: passed to ``expand`` (terms, output, variables, names, memory_budget, ...; ``batched`` is always True).
     """
     if "batched" in options:
         raise ExpansionError("expand_many: points are always batched (axis 0); do not pass batched=")
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        raise ExpansionError("expand_many: executor is a ThreadPoolExecutor; use processes (ProcessPoolExecutor, a "
+                             "dask.distributed client's executor with processes=True): while tracing, the model is "
+                             "switched to eval mode and module hooks are set, which threads sharing it would see")
     chunks, total = _chunks(points, chunk_size, model, order, options)
     bar = _progress(progress, total)
     results: list[TaylorPolynomial] = []

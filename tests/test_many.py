@@ -92,3 +92,9 @@ def test_dask_local_cluster_matches_single_process():
         got = expand_many(model, pts, 4, chunk_size=3, progress=False, executor=client.get_executor())
     assert torch.equal(got.coefficients, single.coefficients)
     assert torch.equal(got.center, single.center)
+
+
+def test_a_thread_pool_is_refused_with_the_reason():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh()).double()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, pytest.raises(ExpansionError, match="use processes"):
+        expand_many(net, torch.zeros(4, 2, dtype=torch.float64), 2, executor=pool, progress=False)
