@@ -104,9 +104,18 @@ class Basis:
         return make_basis(self.n, min(order, self.order), self.kind)
 
     def factorials(self, dtype=torch.float64) -> torch.Tensor:
-        """alpha! = prod_i alpha_i! for every kept multi-index."""
-        lg = torch.lgamma(self.indices.to(torch.float64) + 1).sum(dim=1)
-        return torch.exp(lg).round().to(dtype)
+        """alpha! = prod_i alpha_i! for every kept multi-index: k! exact (correctly rounded past 22!) per variable,
+        so a one-variable term's alpha! is the float nearest the integer (inf past 170!)."""
+        top = int(self.indices.max()) if self.indices.numel() else 0
+        table = torch.tensor([_float_factorial(k) for k in range(top + 1)], dtype=torch.float64)
+        return table[self.indices].prod(dim=1).to(dtype)
+
+
+def _float_factorial(k: int) -> float:
+    try:
+        return float(math.factorial(k))
+    except OverflowError:
+        return math.inf
 
 
 _BASES = BoundedCache("bases", max_entries=64)
