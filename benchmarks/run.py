@@ -547,6 +547,8 @@ def _jax_small_net(net: nn.Module, order: int, n: int):
     jet: Taylor-mode along order + 1 directions at once (vmap; one direction for n = 1), enough to recover every mixed
     partial of each degree of a function of 1 or 2 variables (a fixed linear solve per degree, included), returned
     as Taylor coefficients per degree; nested jacfwd: the full derivative tensors of every order up to ``order``."""
+    if "jax" not in sys.modules:  # one thread, as torch here: XLA's CPU client reads this when it starts
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     try:
         import jax
         import jax.numpy as jnp
@@ -611,7 +613,7 @@ def small_nets(quick: bool, repeats: int, log) -> list[dict]:
     torch.set_num_threads(1)
     rows = []
     log("\n== small-nets: per-call time of expand (all mixed partials, float64, 1 thread, median of interleaved "
-        "repeats; JAX: jit, warm)")
+        f"repeats; JAX: jit, warm, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
     configs = [("2->16->1 tanh", tanh_mlp(2, 16, 1), 6), ("2->64x3 tanh", tanh_mlp(2, 64, 3), 8),
                ("1->1024x5 sine" if not quick else "1->32x5 sine", sine_mlp(1, 32 if quick else 1024, 5), 10)]
     inner = 20 if quick else 200
