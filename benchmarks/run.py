@@ -547,8 +547,6 @@ def _jax_small_net(net: nn.Module, order: int, n: int):
     jet: Taylor-mode along order + 1 directions at once (vmap; one direction for n = 1), enough to recover every mixed
     partial of each degree of a function of 1 or 2 variables (a fixed linear solve per degree, included), returned
     as Taylor coefficients per degree; nested jacfwd: the full derivative tensors of every order up to ``order``."""
-    if "jax" not in sys.modules:  # one thread, as torch here: XLA's CPU client reads this when it starts
-        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     try:
         import jax
         import jax.numpy as jnp
@@ -611,6 +609,8 @@ def small_nets(quick: bool, repeats: int, log) -> list[dict]:
     medians of interleaved repeats; JAX jet and nested jacfwd (jit, x64, CPU) on the same nets when JAX imports."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    if "jax" not in sys.modules:  # JAX on one thread too: XLA's CPU client reads this when it starts
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     rows = []
     log("\n== small-nets: per-call time of expand (all mixed partials, float64, 1 thread, median of interleaved "
         f"repeats; JAX: jit, warm, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
