@@ -29,7 +29,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode, autograd_would_have_decomposed
+from torch.utils._python_dispatch import TorchDispatchMode
+
+try:
+    from torch.utils._python_dispatch import autograd_would_have_decomposed
+except ImportError:  # older torch: every composite that reaches the mode is decomposed, as autograd would have
+    def autograd_would_have_decomposed(func, flat_args) -> bool:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
 
 _DATA_DEPENDENT = (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)
 
