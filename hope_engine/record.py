@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.func import functionalize
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -93,6 +94,8 @@ class _Recorder(TorchDispatchMode):
         self._varying: set[int] = set()  # ids of tensors whose values differ between calls (input, state, derived)
         self._protected: dict[int, torch.Tensor] = {}  # storage -> a caller's tensor (input or parameter)
         self._constants: dict[int, torch.fx.Node] = {}
+        self._constant_storages: set[int] = set()
+        self.mutated = False  # the graph holds in-place ops (on tensors the run made): functionalized afterwards
 
     # -- graph inputs and values
     def placeholder(self, name: str, t: torch.Tensor) -> None:
@@ -134,6 +137,8 @@ class _Recorder(TorchDispatchMode):
             raise Declined("a tensor aliases the input or a parameter outside the dispatcher (.data?)")
         node = self._constants.get(id(t))
         if node is None:
+            if key is not None:
+                self._constant_storages.add(key)
             name = f"_tensor_constant{len(self._constants)}"
             setattr(self.root, name, t)
             node = self.graph.get_attr(name)
@@ -147,16 +152,16 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         leaves = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
         varying = any(self.varies(a) for a in leaves)
-        if func._schema.is_mutable:
-            return self._in_place(func, args, kwargs, varying)
-        if varying and any(tag in func.tags for tag in _DATA_DEPENDENT):
-            self.per_point = True
         decomposition = self.decompositions.get(func)
-        if decomposition is not None:
+        if decomposition is not None:  # before the in-place check: rrelu_with_noise (eval) writes nothing
             with self:
                 out = decomposition(*args, **kwargs)
             if out is not NotImplemented:
                 return out
+        if func._schema.is_mutable:
+            return self._in_place(func, args, kwargs, varying)
+        if varying and any(tag in func.tags for tag in _DATA_DEPENDENT):
+            self.per_point = True
         if autograd_would_have_decomposed(func, leaves):  # a composite called below autograd (from a decomposition)
             with self:
                 out = func.decompose(*args, **kwargs)
@@ -183,8 +188,11 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def _in_place(self, func, args, kwargs, varying: bool):
-        """An in-place op that functionalization left (C++ composites write into tensors they just made, e.g. linear's
-        ``squeeze_`` on a 1-d input): recorded as its out-of-place form, when nothing else can see the write."""
+        """An in-place op that functionalization left (C++ composites and decompositions write into tensors they just
+        made: linear's ``squeeze_`` on a 1-d input, the LSTM cell's ``sigmoid_`` on chunks of its gate buffer).
+        Recorded as its out-of-place form where nothing else sees the write; otherwise as the out-of-place value and a
+        ``copy_`` into the buffer (or the op itself, for a layout change), and ``record`` functionalizes the graph.
+        A write into a tensor the run did not make (the input, a parameter, a constant) is refused."""
         written = [a.name for a in func._schema.arguments if a.alias_info is not None and a.alias_info.is_write]
         target = args[0] if args else None
         if func is torch.ops.aten.copy_.default and self._is_protected(target):
@@ -192,14 +200,32 @@ class _Recorder(TorchDispatchMode):
             # expansion needs the value, which the graph already has; the user's model is not changed
             return target
         node = self._node_of(target) if isinstance(target, torch.Tensor) else None
+        key = _storage_key(target) if node is not None else None
+        if (written != [func._schema.arguments[0].name] or node is None or node.op == "get_attr" or key is None
+                or key in self._protected or key in self._constant_storages):
+            raise Declined(f"{func} writes into a tensor the run did not make")
         functional = _out_of_place(func)
-        if (written != [func._schema.arguments[0].name] or node is None or node.op == "get_attr"
-                or functional is None or self._shares_storage(target)):
-            raise Declined(f"{func} writes into a tensor that others may see")
+        if functional is not None and not self._shares_storage(target):
+            out = func(*args, **kwargs)
+            new = self._call(functional, args, kwargs)
+            new.meta["val"] = _meta_like(target)
+            self._track(target, new, varying)
+            return out
+        # a write into a tensor the run made, seen through other views of it (a decomposition's in-place steps on
+        # chunks of one buffer): run and record it as it is; ``record`` then functionalizes the recorded graph
+        layout = (target.shape, target.stride(), target.storage_offset())
         out = func(*args, **kwargs)
-        new = self._call(functional, args, kwargs)
-        new.meta["val"] = _meta_like(target)
-        self._track(target, new, varying)
+        moved = layout != (target.shape, target.stride(), target.storage_offset())  # squeeze_, transpose_...
+        if functional is not None and not moved:  # the value and a copy_ into the buffer (functionalized natively)
+            value = self._call(functional, args, kwargs)
+            value.meta["val"] = _meta_like(target)
+            write = self.graph.call_function(torch.ops.aten.copy_.default, (node, value))
+        else:
+            write = self._call(func, args, kwargs)
+        write.meta["val"] = _meta_like(target)
+        self.mutated = True
+        if varying:
+            self._varying.add(id(target))
         return out
 
     def _is_protected(self, t) -> bool:
@@ -269,4 +295,17 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
         out = fn(x) if state is None else fn(state, x)
     recorder.output(out)
     gm = torch.fx.GraphModule(recorder.root, recorder.graph)
-    return Recording(gm, recorder.per_point)
+    if not recorder.mutated:
+        return Recording(gm, recorder.per_point)
+    # in-place ops below functionalization (inside a decomposition): functionalize the recorded graph and record it
+    # once more (as make_fx does; module paths are not kept on this path). No dead-code pass before: the in-place
+    # nodes have no users, and the replay must run them.
+
+    def replay(*inputs):
+        return gm(*(inputs[0].values() if state is not None else ()), inputs[-1])
+
+    again = record(functionalize(replay, remove="mutations"), state, x, {}, {})
+    if any(n.op == "call_function" and getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable
+           for n in again.graph_module.graph.nodes):
+        raise Declined("in-place ops remain after functionalizing the recorded graph")
+    return Recording(again.graph_module, recorder.per_point or again.per_point)

@@ -217,10 +217,25 @@ def test_expansion_never_writes_into_the_model_or_the_point(tracer, monkeypatch)
     torch.testing.assert_close(p.coefficients[0].reshape(-1), expected.reshape(-1), rtol=1e-14, atol=1e-14)
 
 
-def test_circular_padding_falls_back_to_make_fx():
+@pytest.mark.parametrize("case", ["circular-padding", "lstm"])
+def test_writes_below_functionalization_are_recorded_and_functionalized(case):
+    """C++ composites (circular padding) and decompositions (the LSTM cell's in-place gate activations on chunks of
+    one buffer) write in place below functionalization; the recorder records those writes, functionalizes its graph
+    and records it again, instead of handing the model to make_fx (which loads torch._dynamo)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), nn.Tanh()).to(D)
-    assert_matches_autograd(model, torch.randn(1, 1, 3, 3, dtype=D) * 0.5, 3)
+    if case == "lstm":
+        model, x0 = _recurrent(), torch.randn(6, dtype=D) * 0.5
+        for m in model.__closure__[0].cell_contents.modules():
+            m.to(D)
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), nn.Tanh()).to(D)
+        x0 = torch.randn(1, 1, 3, 3, dtype=D) * 0.5
+    trace.GRAPHS.clear()
+    graph = trace.trace(model, x0)
+    assert graph.reusable and graph.graph_module.graph.find_nodes(op="placeholder")[-1].name == "x"
+    assert not any(getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable
+                   for n in graph.graph_module.graph.nodes)
+    assert_matches_autograd(model, x0, 3)
 
 
 def test_first_expansion_in_a_fresh_process_does_not_load_dynamo():
