@@ -32,8 +32,9 @@ test: setup
 	$(BIN)/ruff check hope_engine hope_widgets tests benchmarks
 	bash js/check-bundle.sh
 	$(BIN)/python -m pytest -q tests --nbval-lax notebooks
-	# the engine once more on the pure-torch kernels (what runs with no compiled extension, and on GPUs)
-	HOPE_NATIVE=0 $(BIN)/python -m pytest -q tests/test_engine_*.py tests/test_native_kernels.py
+	# the suite once more on the pure-torch kernels (what runs with no compiled extension, and on GPUs); the browser
+	# tests see the same numbers through the panel and are not repeated
+	HOPE_NATIVE=0 $(BIN)/python -m pytest -q tests -m "not slow and not browser"
 	# the tracer's fallback (make_fx, where the recorder declines) on the engine, model and trust tests
 	HOPE_TRACER=make_fx $(BIN)/python -m pytest -q tests/test_engine_*.py tests/test_models_coverage.py tests/test_trust_*.py tests/test_op_coverage.py
 
