@@ -319,10 +319,12 @@ def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
 
 def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float, q: float) -> torch.Tensor:
     """y with y' = a + b y + q y^2: y_d = [y' E u]_d / d, y'_d = b y_d + q [y y]_d."""
-    y = u.new_empty(u.shape)
-    g = torch.empty_like(y)
+    y, g = u.new_empty((2, *u.shape)).unbind(0)  # one allocation; both contiguous
     y[0] = y0
-    g[0] = a + b * y0 + q * y0 * y0
+    if b == 0.0:  # tanh (1 - y^2), tan (1 + y^2): the same numbers as a + b y0 + q y0^2, in two ops
+        g[0].fill_(a).addcmul_(y0, y0, value=q)
+    else:
+        g[0] = a + b * y0 + q * y0 * y0
     _run(CKind.RICCATI, u, y, g, basis, b, q)
     return y
 
