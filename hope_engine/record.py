@@ -66,6 +66,14 @@ def _storage_key(t: torch.Tensor) -> int | None:
         return None
 
 
+def _reads_values(func, args) -> bool:
+    """Whether a data-dependent-shape op's output shape depends on values here: indexing does so only with a mask
+    (an integer index tensor gives a fixed shape)."""
+    if func is torch.ops.aten.index.Tensor:
+        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])
+    return True
+
+
 def _out_of_place(func):
     """``aten.add_.Tensor`` -> ``aten.add.Tensor`` (None where there is no such overload)."""
     name = func._schema.name.split("::")[-1]
@@ -160,7 +168,7 @@ class _Recorder(TorchDispatchMode):
                 return out
         if func._schema.is_mutable:
             return self._in_place(func, args, kwargs, varying)
-        if varying and any(tag in func.tags for tag in _DATA_DEPENDENT):
+        if varying and any(tag in func.tags for tag in _DATA_DEPENDENT) and _reads_values(func, args):
             self.per_point = True
         if autograd_would_have_decomposed(func, leaves):  # a composite called below autograd (from a decomposition)
             with self:

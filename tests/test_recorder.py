@@ -151,6 +151,8 @@ class _Reads(nn.Module):
             return h[h > 0].sum().reshape(1, 1) + h.sum()
         if how == "param-item":
             return h * (2.0 if self.scale.item() > 0 else -3.0)
+        if how == "int-index-tensor":  # a fixed integer index: the shape does not depend on values
+            return h[:, torch.tensor([1, 0])].exp()
         if how == "param-tolist":
             return h ** (2 if self.scale.tolist() > 0 else 3)
         raise ValueError(how)
@@ -158,6 +160,18 @@ class _Reads(nn.Module):
 
 READS = ["branch", "int-index", "mask", "param-item"]
 UNREADABLE = ["tolist", "numpy", "param-tolist", "param-numpy"]
+
+
+def test_indexing_with_a_fixed_integer_tensor_keeps_the_graph_reusable():
+    """aten.index is tagged data-dependent (a boolean mask makes its shape depend on values); an integer index
+    tensor does not, so the graph is reused (and stays exact at other points)."""
+    torch.manual_seed(0)
+    model = _Reads("int-index-tensor").to(D)
+    trace.GRAPHS.clear()
+    assert trace.trace(model, torch.tensor([[0.7, -0.2]], dtype=D)).reusable
+    for x0 in (torch.tensor([[0.7, -0.2]], dtype=D), torch.tensor([[-0.9, 0.6]], dtype=D)):
+        assert_matches_autograd(model, x0, 3)
+    assert len(trace.GRAPHS.graphs(model)) == 1
 
 
 @pytest.mark.parametrize("how", READS)
