@@ -35,7 +35,8 @@ from .series import Jet
 
 # modules acting elementwise (each output element a function of the same input element only)
 ELEMENTWISE = (nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU, nn.Softplus, nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Tanhshrink,
-               nn.LogSigmoid, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Identity, nn.Dropout)
+               nn.LogSigmoid, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.ReLU6,
+               nn.Hardswish, nn.Hardsigmoid, nn.Softsign, nn.PReLU)
 
 
 @dataclass
@@ -128,7 +129,16 @@ def conv2d(win: Window, module: nn.Conv2d) -> Window:
     with torch.no_grad():
         value = module(win.c[0])
     return _taps(win, value, module.weight.detach(), _pair(module.kernel_size), _pair(module.stride),
-                 _pair(module.padding), _pair(module.dilation), 1.0, groups=module.groups)
+                 _conv_padding(module), _pair(module.dilation), 1.0, groups=module.groups)
+
+
+def _conv_padding(module: nn.Conv2d) -> tuple[int, int] | None:
+    """(ph, pw) of a conv, "valid" and "same" included; None for padding that is not the same on both sides (an even
+    kernel's "same")."""
+    if not isinstance(module.padding, str):
+        return _pair(module.padding)
+    left_w, right_w, top_h, bottom_h = module._reversed_padding_repeated_twice
+    return (top_h, left_w) if (left_w, top_h) == (right_w, bottom_h) else None
 
 
 def max_pool2d(win: Window, module: nn.MaxPool2d, kinks: dict) -> Window:
@@ -234,7 +244,7 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 
 def _supported(module: nn.Module) -> bool:
     if isinstance(module, nn.Conv2d):
-        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+        return module.padding_mode == "zeros" and _conv_padding(module) is not None
     if isinstance(module, nn.AvgPool2d):
         return _pair(module.padding) == (0, 0) and not module.ceil_mode
     if isinstance(module, nn.MaxPool2d):

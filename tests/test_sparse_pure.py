@@ -190,3 +190,13 @@ def test_max_pool_ties_warn_on_both_paths():
     for run in (_dense, lambda *a: _windows_used(*a)[0]):
         with pytest.warns(KinkWarning, match="max_pool"):
             run(model, x, 2)
+
+
+def test_same_padding_and_more_elementwise_layers_match_dense():
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding="same", dilation=2), nn.PReLU(3), nn.Dropout2d(0.3),
+                          nn.Conv2d(3, 2, 3, padding="valid"), nn.Hardswish(), nn.ReLU6(), nn.Softsign(),
+                          nn.Conv2d(2, 2, (2, 3), padding="same"), nn.Flatten(), nn.Linear(32, 1)).double().eval()
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    assert windowed_prefix(model) == 7  # the even kernel's "same" pads one side more: dense from there
+    _close(model, x, 3)
