@@ -27,9 +27,18 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.
 _PLAIN_TYPES = frozenset(_PLAIN)
 _EMPTY_CONTAINERS = frozenset({dict, OrderedDict, list, tuple, set, frozenset})
 _MAX_ITEMS = 10_000  # a container or array larger than this is not compared: the graph is re-traced instead
-_IGNORED_MODULE_KEYS = frozenset({"training", "_parameters", "_buffers", "_modules"})
+# walked separately (parameters, buffers, children), or never part of what forward computes: backward and state-dict
+# hooks (a backward hook wraps values in identity autograd functions; a graph traced without it stays the function)
+_IGNORED_MODULE_KEYS = frozenset({
+    "training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_backward_pre_hooks",
+    "_backward_hooks", "_is_full_backward_hook", "_state_dict_hooks", "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks"})
 _IGNORED_CLASS_KEYS = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__",
                                  "__annotations__", "__firstlineno__", "__static_attributes__"})
+
+
+# stamps of classes whose whole MRO is library code (identity-only, so the same at every call)
+_LIBRARY_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Uncomparable(Exception):
@@ -159,28 +168,25 @@ class _Walker:
                 continue
             parts.append((Ref(base), tuple((k, self(v)) for k, v in sorted(vars(base).items())
                                            if k not in _IGNORED_CLASS_KEYS)))
-        return ("class", tuple(parts))
+        stamp = ("class", tuple(parts))
+        if all(isinstance(p, Ref) for p in parts):  # torch's own classes: compared by identity only, every time
+            _LIBRARY_CLASSES[cls] = stamp
+        return stamp
 
     def _module(self, m: nn.Module) -> Any:
         if isinstance(m, torch.jit.ScriptModule):
             return ("script", Ref(m), _tensor_layout(m))
         # parameters and buffers by identity and layout; their values are read at every call (a plain function's
         # graph holds them as constants by reference, so a new object must re-trace, an in-place update need not)
-        state = tuple((name, t is None or (Ref(t), tuple(t.shape), t.dtype, t.device))
+        state = tuple((name, t is None or (Ref(t), t.shape, t.dtype, t.device))
                       for d in (m._parameters, m._buffers) for name, t in d.items())
         children = tuple((name, self(c)) for name, c in m._modules.items())
-        attrs = []
-        for k, v in vars(m).items():  # the two commonest cases of ``__call__`` inline (the same values, no call)
-            if k in _IGNORED_MODULE_KEYS:
-                continue
-            kind = type(v)
-            if kind in _PLAIN_TYPES:
-                attrs.append((k, v))
-            elif kind in _EMPTY_CONTAINERS and not v:
-                attrs.append((k, kind))
-            else:
-                attrs.append((k, self(v)))
-        return ("module", self._class(type(m)), state, children, tuple(attrs))
+        # the two commonest cases of ``__call__`` inline (the same values, no call): plain values, empty containers
+        attrs = tuple((k, v if type(v) in _PLAIN_TYPES else type(v) if type(v) in _EMPTY_CONTAINERS and not v
+                       else self(v)) for k, v in vars(m).items() if k not in _IGNORED_MODULE_KEYS)
+        cls = type(m)
+        library = _LIBRARY_CLASSES.get(cls)
+        return ("module", library if library is not None else self._class(cls), state, children, attrs)
 
 
 def _tensor_layout(m: nn.Module) -> tuple:
