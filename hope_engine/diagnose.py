@@ -61,7 +61,11 @@ def meta_parameters(model) -> str | None:
     """A message when the model's weights are on the meta device (shapes only, no values)."""
     from .guard import referenced_modules
 
-    for module in referenced_modules(model):
+    roots = referenced_modules(model)
+    if not any(t is not None and t.is_meta for root in roots for m in root.modules()
+               for d in (m._parameters, m._buffers) for t in d.values()):  # the common case, without names
+        return None
+    for module in roots:
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
             if t.is_meta:
                 return (f"the model's weights are on the meta device ({name} has a shape but no values), so there is "

@@ -300,11 +300,36 @@ def _run(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, 
         recurrence(kind, u, y, g, _flat(basis), basis.order, p1, p2)
 
 
+def _run_own(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, basis: Basis, p1: float = 0.0,
+             p2: float = 0.0) -> None:
+    """``_run`` where y (and g) are buffers made here by ``u.new_empty(u.shape)``: same shape, dtype and device as u,
+    contiguous. Only u and the tables are checked (as ``recurrence`` / ``univariate`` check them)."""
+    u = u.contiguous()
+    dtype, units = _floats(None, u=u)
+    if y.shape != u.shape or not y.is_contiguous() or (g is not None and (g.shape != u.shape
+                                                                          or not g.is_contiguous())):
+        raise ValueError("internal: the output buffers must be contiguous and shaped like u")
+    gp = g.data_ptr() if g is not None else None
+    if _univariate(basis):
+        if u.shape[0] != 1 + basis.n * basis.order:
+            raise ValueError(f"univariate: u has {u.shape[0]} rows, a basis of n={basis.n}, order={basis.order} has "
+                             f"{1 + basis.n * basis.order}")
+        _entry("uni", dtype)(int(kind), u.data_ptr(), y.data_ptr(), gp, basis.n, basis.order, units, 0, units,
+                             float(p1), float(p2))
+        return
+    tables = _flat(basis)
+    _check_tables(tables, basis.order, u.shape[0])
+    left, right, outk, start, off, rdeg = tables
+    _entry("rec", dtype)(int(kind), u.data_ptr(), y.data_ptr(), gp, left.data_ptr(), right.data_ptr(),
+                         outk.data_ptr(), rdeg.data_ptr(), start.data_ptr(), off.data_ptr(), basis.order, units, 0,
+                         units, float(p1), float(p2))
+
+
 def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:
     """y = exp(u): y_d = [y E u]_d / d."""
     y = u.new_empty(u.shape)
     y[0] = torch.exp(u[0])
-    _run(CKind.EXP, u, y, None, basis)
+    _run_own(CKind.EXP, u, y, None, basis)
     return y
 
 
@@ -313,7 +338,7 @@ def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
     s = u.new_empty(u.shape)
     c = torch.empty_like(s)
     s[0], c[0] = torch.sin(u[0]), torch.cos(u[0])
-    _run(CKind.SIN_COS, u, s, c, basis)
+    _run_own(CKind.SIN_COS, u, s, c, basis)
     return s, c
 
 
@@ -325,7 +350,7 @@ def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float,
         g[0].fill_(a).addcmul_(y0, y0, value=q)
     else:
         g[0] = a + b * y0 + q * y0 * y0
-    _run(CKind.RICCATI, u, y, g, basis, b, q)
+    _run_own(CKind.RICCATI, u, y, g, basis, b, q)
     return y
 
 
