@@ -344,7 +344,11 @@ def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
         prod = series.scale(prod, alpha)
     if is_jet(bias):
         return series.add(prod, series.scale(bias, beta) if beta != 1 else bias)
-    return series.add_constant(prod, bias * beta if beta != 1 else bias)
+    bias = bias * beta if beta != 1 else bias
+    if isinstance(bias, torch.Tensor) and bias.dtype == prod.dtype and series.fits(bias.shape, prod.shape):
+        prod.c[0] += bias  # prod is the matmul's fresh output: the bias goes into its value in place
+        return prod
+    return series.add_constant(prod, bias)
 
 
 @defrule("convolution")

@@ -92,7 +92,7 @@ def sub(a: Jet, b: Jet) -> Jet:
     return a.with_coefficients(ca - cb)
 
 
-def _fits(small: torch.Size, shape: torch.Size) -> bool:
+def fits(small: torch.Size, shape: torch.Size) -> bool:
     """Whether ``small`` broadcasts to exactly ``shape``."""
     if len(small) > len(shape):
         return False
@@ -102,7 +102,7 @@ def _fits(small: torch.Size, shape: torch.Size) -> bool:
 def add_constant(a: Jet, value) -> Jet:
     """a + value, the constant going to coefficient 0 only."""
     v = torch.as_tensor(value, dtype=a.dtype, device=a.device)
-    if _fits(v.shape, a.c.shape[1:]):  # the common case (a bias): no broadcast of the coefficients
+    if fits(v.shape, a.c.shape[1:]):  # the common case (a bias): no broadcast of the coefficients
         out = a.c.clone()
         out[0] += v
         return a.with_coefficients(out)
