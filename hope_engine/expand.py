@@ -66,8 +66,8 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
 
     cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
     check_budget(cost, n, order, terms, memory_budget, time_budget)  # the dense estimate bounds the windows' too
-    if sparse_pure.applies(call, terms, order):  # a CNN's heat map: receptive-field windows, the same coefficients
-        return sparse_pure.expand_windows(call, order)
+    if sparse_pure.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows, same numbers
+        return sparse_pure.expand_windows(call, traced, order)
 
     basis = make_basis(n, order, terms)
     c = x0.new_zeros((basis.size, *x0.shape))

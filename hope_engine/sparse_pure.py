@@ -1,42 +1,41 @@
-"""Pure-basis expansions of convolutional stacks on receptive-field windows (exact, sparse in the input variables).
+"""Pure-basis expansions of convolutional networks on receptive-field windows (exact, sparse in the input variables).
 
-``expand(model, x0, order, terms="pure")`` takes this path by itself where ``applies`` holds (heat maps of CNNs).
+``expand(model, x0, order, terms="pure")`` takes this path by itself where ``applies`` holds (heat maps of CNNs): the
+traced graph's leading convolution, pooling and pointwise nodes run on windows, the rest on the dense interpreter.
+Working on the graph, not on modules, the windows see what forward computes (hooks, subclasses, functional calls).
 
 In the pure basis a unit u's degree-k block holds d^k u / dx_v^k / k! for every input variable v; it is zero unless v
 lies in u's receptive field. A ``Window`` keeps, for an activation of shape (N, C, H, W), only the variables of each
 unit's window: unit (c, i, j) sees input pixels (cin, i S - P + r, j S - P + q), 0 <= r < R, and its coefficients are
 a pure series in those Cin R R window variables. The rules:
 
-- conv2d (constant weights): u'_(o,i,j) = b_o + sum_(c,a,b) w_(o,c,a,b) u_(c, i s - p + a d, j s - p + b d); the window
-  of input unit (i s - p + a d) starts a d S pixels into the output unit's window, so R' = R + (k - 1) d S, S' = S s,
-  P' = P + p S (grouped convolutions contract each group's channels). Average pooling is the depthwise conv with
-  weights 1 / (kh kw); max pooling takes, per output unit, the tap its value picks; batch norm (running statistics)
-  scales each channel.
-- elementwise analytic f: in a pure basis f(u) only mixes degrees of one variable (f(u)_(k e_v) depends on
-  u_0, u_(e_v) .. u_(k e_v)), so the engine's own rules run unchanged on the window series (Cin R R "variables").
-- flatten, linear and everything after: the windows are scattered back to the dense pure series (1 + n K rows) and
-  the rest of the model runs through the dense engine.
+- convolution (constant weights): u'_(o,i,j) = b_o + sum_(c,a,b) w_(o,c,a,b) u_(c, i s - p + a d, j s - p + b d); the
+  window of input unit (i s - p + a d) starts a d S pixels into the output unit's window, so R' = R + (k - 1) d S,
+  S' = S s, P' = P + p S (grouped convolutions contract each group's channels). Average pooling is the depthwise conv
+  with weights 1 / (kh kw); max pooling takes, per output unit, the tap its value picks.
+- pointwise ops (activations, batch norm's affine steps, sums and products of windows of one geometry): in a pure
+  basis f(u) only mixes degrees of one variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's
+  own rules run unchanged on the window series (Cin R R "variables").
+- the first other node (a flatten, a linear layer...): the windows it and later nodes read are scattered back to the
+  dense pure series (1 + n K rows) and the interpreter goes on from there (``trace.run(..., resume_at=node)``).
 """
 
 from __future__ import annotations
 
-import weakref
+import operator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import rules, trace
-from .arguments import PreparedCall, trace_model
+from .arguments import PreparedCall
 from .basis import make_basis
 from .errors import ExpansionError, warn_one_sided
 from .polynomial import TaylorPolynomial
 from .series import Jet
 
-# modules acting elementwise (each output element a function of the same input element only)
-ELEMENTWISE = (nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU, nn.Softplus, nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Tanhshrink,
-               nn.LogSigmoid, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.ReLU6,
-               nn.Hardswish, nn.Hardsigmoid, nn.Softsign, nn.PReLU)
+aten = torch.ops.aten
 
 
 @dataclass
@@ -124,33 +123,26 @@ def _per_tap(src: torch.Tensor, weight: torch.Tensor, kernel, stride, padding, d
     return prod.movedim(1, 2).reshape(taps, *lead, o, *out_hw)
 
 
-def conv2d(win: Window, module: nn.Conv2d) -> Window:
-    """Conv2d with constant weights (zero padding, any groups): see the module docstring for the window bookkeeping."""
-    with torch.no_grad():
-        value = module(win.c[0])
-    return _taps(win, value, module.weight.detach(), _pair(module.kernel_size), _pair(module.stride),
-                 _conv_padding(module), _pair(module.dilation), 1.0, groups=module.groups)
+def conv2d(win: Window, value: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> Window:
+    """Convolution with constant weights (zero padding, any groups); ``value`` its output at the point."""
+    return _taps(win, value, weight, tuple(weight.shape[2:]), _pair(stride), _pair(padding), _pair(dilation), 1.0,
+                 groups=groups)
 
 
-def _conv_padding(module: nn.Conv2d) -> tuple[int, int] | None:
-    """(ph, pw) of a conv, "valid" and "same" included; None for padding that is not the same on both sides (an even
-    kernel's "same")."""
-    if not isinstance(module.padding, str):
-        return _pair(module.padding)
-    left_w, right_w, top_h, bottom_h = module._reversed_padding_repeated_twice
-    return (top_h, left_w) if (left_w, top_h) == (right_w, bottom_h) else None
+def avg_pool2d(win: Window, value: torch.Tensor, kernel, stride, divisor: int) -> Window:
+    """Average pooling without padding: the depthwise conv with weights 1 / divisor."""
+    return _taps(win, value, None, _pair(kernel), _pair(stride), (0, 0), (1, 1), 1.0 / divisor)
 
 
-def max_pool2d(win: Window, module: nn.MaxPool2d, kinks: dict) -> Window:
-    """MaxPool2d: each output unit is the input unit it picks (the value's argmax, padding never picked), so its
-    series is that unit's, shifted to the tap's place in the output window; ties are kinks (as in the dense rule)."""
-    kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-    padding, dilation = _pair(module.padding), _pair(module.dilation)
+def max_pool2d(win: Window, value: torch.Tensor, idx: torch.Tensor, kernel, stride, padding, dilation,
+               kinks: dict) -> Window:
+    """Max pooling: each output unit is the input unit it picks (``idx``, flat in the input plane; padding is never
+    picked), so its series is that unit's, shifted to the tap's place in the output window. Ties are kinks (as in the
+    dense rule)."""
+    kernel, stride, padding, dilation = _pair(kernel), _pair(stride), _pair(padding), _pair(dilation)
     v = win.c[0]
-    with torch.no_grad():
-        value, idx = nn.functional.max_pool2d(v, kernel, stride, padding, dilation, return_indices=True)
-        masked = v.flatten(2).scatter(-1, idx.flatten(2), float("-inf")).reshape(v.shape)
-        second = nn.functional.max_pool2d(masked, kernel, stride, padding, dilation)
+    masked = v.flatten(2).scatter(-1, idx.flatten(2), float("-inf")).reshape(v.shape)
+    second = nn.functional.max_pool2d(masked, kernel, stride, padding, dilation)
     ties = int((second == value).sum())
     if ties:
         kinks["max_pool"] = kinks.get("max_pool", 0) + ties
@@ -162,44 +154,6 @@ def max_pool2d(win: Window, module: nn.MaxPool2d, kinks: dict) -> Window:
     tap = (rows // dilation[0]) * kernel[1] + cols // dilation[1]
     masks = (tap == torch.arange(kernel[0] * kernel[1], device=dev).reshape(-1, 1, 1, 1, 1)).to(v.dtype)
     return _taps(win, value, None, kernel, stride, padding, dilation, 1.0, masks=masks)
-
-
-def batch_norm2d(win: Window, module: nn.BatchNorm2d) -> Window:
-    """BatchNorm2d on its running statistics (eval mode): u' = (u - mean_c) w_c / sqrt(var_c + eps) + b_c, so every
-    coefficient of channel c is scaled by w_c / sqrt(var_c + eps)."""
-    var = module.running_var.detach()
-    gain = torch.rsqrt(var + module.eps)
-    if module.weight is not None:
-        gain = gain * module.weight.detach()
-    with torch.no_grad():
-        value = nn.functional.batch_norm(win.c[0], module.running_mean, module.running_var, module.weight,
-                                         module.bias, False, 0.0, module.eps)
-    c = win.c * gain.to(win.c.dtype).reshape(-1, 1, 1)
-    c[0] = value
-    return Window(c, win.order, win.cin, win.size, win.jump, win.offset)
-
-
-def avg_pool2d(win: Window, module: nn.AvgPool2d) -> Window:
-    """AvgPool2d: the depthwise conv with weights 1 / (kh kw) (no padding or ceil mode)."""
-    kernel = _pair(module.kernel_size)
-    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
-    with torch.no_grad():
-        value = module(win.c[0])
-    divisor = module.divisor_override or kernel[0] * kernel[1]
-    return _taps(win, value, None, kernel, stride, (0, 0), (1, 1), 1.0 / divisor)
-
-
-def elementwise(win: Window, module: nn.Module, kinks: dict) -> Window:
-    """An elementwise module through the engine's rules, the window variables standing in for the input's."""
-    traced = trace_model(module, win.c[0])
-    trace.check_supported(traced)
-    ctx = rules.Context(make_basis(win.width, win.order, "pure"))
-    with torch.no_grad():
-        out = _single(trace.run(traced, Jet(win.c, ctx.basis), ctx))
-    for key, count in ctx.kinks.items():
-        kinks[key] = kinks.get(key, 0) + count
-    c = out.c if isinstance(out, Jet) else _constant(out, win.c.shape[0])
-    return Window(c, win.order, win.cin, win.size, win.jump, win.offset)
 
 
 def _single(out):
@@ -242,117 +196,194 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
     return dense
 
 
-def _supported(module: nn.Module) -> bool:
-    if isinstance(module, nn.Conv2d):
-        return module.padding_mode == "zeros" and _conv_padding(module) is not None
-    if isinstance(module, nn.AvgPool2d):
-        return _pair(module.padding) == (0, 0) and not module.ceil_mode
-    if isinstance(module, nn.MaxPool2d):
-        return not module.ceil_mode and not module.return_indices
-    if isinstance(module, nn.BatchNorm2d):  # running statistics (without them eval mode normalises by the batch)
-        return module.running_mean is not None and module.running_var is not None
-    return isinstance(module, ELEMENTWISE)
+_CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
 
 
-def _layers(model: nn.Module) -> list[nn.Module] | None:
-    """The modules of a (nested) nn.Sequential in call order; None for any other model."""
-    if not isinstance(model, nn.Sequential):
+def _geometry(win: Window) -> tuple:
+    return win.cin, win.size, win.jump, win.offset, tuple(win.c.shape)
+
+
+def _defaults(args: tuple, defaults: list) -> list:
+    """A pooling op's (input, kernel, *rest) with the schema's defaults filled in for the omitted trailing arguments."""
+    return list(args) + defaults[len(args) - 2:]
+
+
+def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks: dict):
+    """The window (or plain value) of one graph node whose input-dependent arguments are all windows; None where the
+    window rules do not cover it (the dense interpreter takes over there)."""
+    target, args, kwargs = node.target, node.args, node.kwargs
+
+    def val(a):
+        if isinstance(a, torch.fx.Node):
+            return wins[a].c[0] if a in wins else env[a]
+        if isinstance(a, (list, tuple)):
+            return type(a)(val(e) for e in a)
+        return a
+
+    if kwargs and target in (_CONV, _AVG, _MAX):
         return None
-    out: list[nn.Module] = []
-    for m in model:
-        inner = _layers(m) if isinstance(m, nn.Sequential) else [m]
-        if inner is None:
+    if target is _CONV:
+        x, weight, bias, stride, padding, dilation, transposed, _, groups = args
+        if (x not in wins or any(isinstance(a, torch.fx.Node) and a in wins for a in (weight, bias))
+                or transposed or val(weight).dim() != 4):
             return None
-        out.extend(inner)
-    return out
+        value = target(*val(args))
+        return "window", conv2d(wins[x], value, val(weight), stride, padding, dilation, groups)
+    if target is _AVG:
+        x, kernel, stride, padding, ceil_mode, _, divisor = _defaults(args, [[], 0, False, True, None])
+        if x not in wins or any(_pair(padding or 0)) or ceil_mode:
+            return None
+        kernel = _pair(kernel)
+        return "window", avg_pool2d(wins[x], target(*val(args)), kernel, stride or kernel,
+                                    divisor or kernel[0] * kernel[1])
+    if target is _MAX:
+        x, kernel, stride, padding, dilation, ceil_mode = _defaults(args, [[], 0, 1, False])
+        if x not in wins or ceil_mode:
+            return None
+        value, idx = target(*val(args))
+        kernel = _pair(kernel)
+        return "pool", (max_pool2d(wins[x], value, idx, kernel, stride or kernel, padding, dilation, kinks), idx)
+    if torch.Tag.pointwise not in getattr(target, "tags", ()) or rules.lookup(target) is None:
+        return None
+    windows = [a for a in node.all_input_nodes if a in wins]
+    shapes = {_geometry(wins[a]) for a in windows}
+    if len(shapes) != 1:
+        return None
+    first = wins[windows[0]]
+    basis = make_basis(first.width, order, "pure")
+    ctx = contexts.setdefault(first.width, rules.Context(basis))
+
+    def jet(a):
+        if isinstance(a, torch.fx.Node):
+            return Jet(wins[a].c, basis) if a in wins else env[a]
+        if isinstance(a, (list, tuple)):
+            return type(a)(jet(e) for e in a)
+        return a
+
+    out = rules.lookup(target)(ctx, target, *jet(args), **{k: jet(v) for k, v in kwargs.items()})
+    if not isinstance(out, Jet):
+        return "value", out
+    if out.c.shape != first.c.shape:  # broadcast to another shape by a constant: not one window per unit any more
+        return None
+    return "window", Window(out.c, order, first.cin, first.size, first.jump, first.offset)
 
 
-def windowed_prefix(model) -> int:
-    """How many leading modules of ``model`` (an nn.Sequential) the window rules cover; 0 when none or not a
-    Sequential (then ``expand_pure_windows`` is the dense expansion)."""
-    layers = _layers(model)
-    if layers is None:
-        return 0
-    count = 0
-    for m in layers:
-        if not _supported(m):
+def windowed_nodes(traced) -> int:
+    """How many convolution and pooling nodes lead the graph before its first node the window rules do not cover
+    (structure only; 0: no window path)."""
+    return trace.derived(traced, "windowed_convolutions", lambda: _count_windowed(traced))
+
+
+def _count_windowed(traced) -> int:
+    depends = trace.jet_nodes(traced)
+    placeholders = [n for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
+    windowed, count = {placeholders[traced.input_index]}, 0
+    for node in traced.graph_module.graph.nodes:
+        if node.op != "call_function" or node not in depends:
+            continue
+        if not all(a in windowed for a in node.all_input_nodes if a in depends):
             break
-        count += 1
-    return count if any(isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) for m in layers[:count]) else 0
+        target = node.target
+        if target in (_CONV, _AVG, _MAX):
+            count += 1
+        elif target is operator.getitem:
+            if getattr(node.args[0], "target", None) is not _MAX or node.args[1] != 0:
+                break
+        elif torch.Tag.pointwise not in getattr(target, "tags", ()) or rules.lookup(target) is None:
+            break
+        windowed.add(node)
+    return count
 
 
-_TAILS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _tail(model: nn.Module, rest: list[nn.Module]) -> nn.Sequential:
-    """The modules after the windowed stack as one Sequential, kept per model (so its traced graph is cached too)."""
-    held = _TAILS.get(model)
-    if held is None or len(held) != len(rest) or any(a is not b for a, b in zip(held, rest)):
-        held = _TAILS[model] = nn.Sequential(*rest)
-    return held
-
-
-_WINDOW_TYPES = frozenset({nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm2d, *ELEMENTWISE})
-
-
-def applies(call: PreparedCall, terms: str, order: int) -> bool:
-    """Whether ``expand(terms="pure")`` runs on windows: a plain ``nn.Sequential`` (nested ones too) whose leading
-    stack the window rules cover, a 4-D batch point, every pixel a variable, and nothing that changes what a module
-    computes behind its definition (a subclass, a hook, a parametrization): the window rules read the layers'
-    definitions, not a traced graph."""
+def applies(call: PreparedCall, traced, terms: str, order: int) -> bool:
+    """Whether ``expand(terms="pure")`` runs on windows: a 4-D batch point, every pixel a variable, and a graph that
+    starts with convolutions or pooling (with pointwise ops between them) before its first other op."""
     x0 = call.x0
     if terms != "pure" or order < 1 or not call.batched or x0.dim() != 4:
         return False
     n = x0[0].numel()
     if call.variables.numel() != n or not torch.equal(call.variables.cpu(), torch.arange(n)):
         return False
-    model = call.model
-    if not isinstance(model, nn.Sequential) or windowed_prefix(model) == 0:
-        return False
-    hooks = nn.modules.module
-    if any(getattr(hooks, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks",
-                                                    "_global_forward_hooks_with_kwargs")):
-        return False
-    count = windowed_prefix(model)
-    for m in model.modules():
-        if m._forward_hooks or m._forward_pre_hooks:
-            return False
-        if isinstance(m, nn.Sequential) and type(m) is not nn.Sequential:
-            return False
-    return all(type(m) in _WINDOW_TYPES for m in (_layers(model) or [])[:count])
+    return windowed_nodes(traced) > 0
 
 
-def expand_windows(call: PreparedCall, order: int, stacklevel: int = 2) -> TaylorPolynomial:
-    """The pure expansion of ``call`` (``applies`` holds) on windows, then densely after the leading stack."""
+def expand_windows(call: PreparedCall, traced, order: int, stacklevel: int = 2) -> TaylorPolynomial:
+    """The pure expansion of ``call`` (``applies`` holds): the graph's leading convolution / pooling / pointwise
+    nodes on windows, then, from the first other node, the dense interpreter on the densified windows."""
     x0, var_index, n = call.x0, call.variables, call.n
-    layers = _layers(call.model) or []
-    count = windowed_prefix(call.model)
+    graph = traced.graph_module.graph
+    nodes = list(graph.nodes)
+    placeholders = [nd for nd in nodes if nd.op == "placeholder"]
+    state = traced.state_values()
+    wins: dict = {}
+    env: dict = {}
     kinks: dict = {}
-    win = input_window(x0, order)
-    for m in layers[:count]:
-        if isinstance(m, nn.Conv2d):
-            win = conv2d(win, m)
-        elif isinstance(m, nn.AvgPool2d):
-            win = avg_pool2d(win, m)
-        elif isinstance(m, nn.MaxPool2d):
-            win = max_pool2d(win, m, kinks)
-        elif isinstance(m, nn.BatchNorm2d):
-            win = batch_norm2d(win, m)
-        else:
-            win = elementwise(win, m, kinks)
+    contexts: dict = {}
+    pools: dict = {}
+    done: set = set()
+    stop = None
+    with torch.no_grad():
+        for i, node in enumerate(placeholders):
+            if i == traced.input_index:
+                wins[node] = input_window(x0, order)
+            else:
+                env[node] = state[i]
+            done.add(node)
+        for node in nodes:
+            if node.op == "placeholder":
+                continue
+            if node.op == "get_attr":
+                env[node] = getattr(traced.graph_module, node.target)
+                done.add(node)
+                continue
+            if node.op != "call_function":
+                stop = node
+                break
+            if node.target is operator.getitem and node.args[0] in pools:  # (window, indices) of a max pooling
+                window, idx = pools[node.args[0]]
+                if node.args[1] == 0:
+                    wins[node] = window
+                else:
+                    env[node] = idx
+                done.add(node)
+                continue
+            if not any(a in wins for a in node.all_input_nodes):
+                env[node] = node.target(*torch.fx.node.map_arg(node.args, lambda a: env[a]),
+                                        **torch.fx.node.map_arg(node.kwargs, lambda a: env[a]))
+                done.add(node)
+                continue
+            step = _window_step(node, wins, env, order, contexts, kinks)
+            if step is None:
+                stop = node
+                break
+            {"window": wins, "value": env, "pool": pools}[step[0]][node] = step[1]
+            done.add(node)
+    for ctx in contexts.values():
+        for key, count in ctx.kinks.items():
+            kinks[key] = kinks.get(key, 0) + count
     basis = make_basis(n, order, "pure")
-    c = densify(win, x0.shape[2], x0.shape[3])
-    rest = layers[count:]
-    if rest:
-        tail = _tail(call.model, rest)
-        traced = trace_model(tail, c[0])
-        trace.check_supported(traced)
-        ctx = rules.Context(basis)
-        with torch.no_grad():
-            out = _single(trace.run(traced, Jet(c, basis), ctx))
-        for key, value in ctx.kinks.items():
-            kinks[key] = kinks.get(key, 0) + value
-        c = out.c if isinstance(out, Jet) else _constant(out, basis.size)
+    ctx = rules.Context(basis)
+    later = nodes[nodes.index(stop):]
+    needed = {a for nd in later for a in nd.all_input_nodes if a in done}
+    values = {}
+    input_node = placeholders[traced.input_index]
+    for a in needed:
+        if a is input_node:
+            continue  # the dense input jet below
+        if a in wins:
+            values[a] = Jet(densify(wins[a], x0.shape[2], x0.shape[3]), basis)
+        elif a in pools:
+            values[a] = (Jet(densify(pools[a][0], x0.shape[2], x0.shape[3]), basis), pools[a][1])
+        else:
+            values[a] = env[a]
+    input_jet = None
+    if input_node in needed:
+        input_jet = Jet(densify(input_window(x0, order), x0.shape[2], x0.shape[3]), basis)
+    with torch.no_grad():
+        out = _single(trace.run(traced, input_jet, ctx, resume_at=stop, values=values))
+    for key, count in ctx.kinks.items():
+        kinks[key] = kinks.get(key, 0) + count
+    c = out.c if isinstance(out, Jet) else _constant(out, basis.size)
     warn_one_sided(kinks, stacklevel=stacklevel + 1)
     poly = TaylorPolynomial(basis, c, x0, var_index, True, names=call.names, method="exact")
     if call.output is None:

@@ -424,8 +424,11 @@ def _activation_numels(traced: TracedModel) -> list[int]:
     return sizes
 
 
-def run(traced: TracedModel, input_jet: Jet, ctx: rules.Context):
+def run(traced: TracedModel, input_jet: Jet | None, ctx: rules.Context, resume_at=None, values: dict | None = None):
     """Push the input jet through the graph; returns the output structure with jets in place of tensors.
+
+    ``resume_at`` (a node) with ``values`` ({node: value} for every earlier node a later one reads): start there, the
+    nodes before it computed by the caller (the receptive-field windows of ``sparse_pure``).
 
     The graph is compiled once (``_compile``, cached with the graph) into steps over a flat list of value slots: each
     step's argument lookups, rule and the slots freed after it are resolved then, not per call."""
@@ -434,9 +437,15 @@ def run(traced: TracedModel, input_jet: Jet, ctx: rules.Context):
     state = traced.state_values()
     for i, slot in enumerate(program.placeholders):
         env[slot] = input_jet if i == traced.input_index else state[i]
+    steps = program.steps
+    if resume_at is not None:
+        for node, value in (values or {}).items():
+            env[program.index[node]] = value
+        first = program.index[resume_at]
+        steps = steps[next(i for i, step in enumerate(steps) if step[0] == first):]
     get_attr = traced.graph_module
     for (slot, kind, target, rule, template, positions, lists, kw_template, kw_positions, inputs, free,
-         fallback) in program.steps:
+         fallback) in steps:
         if kind == _GET_ATTR:
             env[slot] = getattr(get_attr, target)
             continue

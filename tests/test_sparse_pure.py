@@ -9,7 +9,6 @@ from torch import nn
 
 from hope_engine import expand, sparse_pure
 from hope_engine.analysis.digits_cnn import lenet
-from hope_engine.sparse_pure import windowed_prefix
 
 
 def _dense(model, x, order, **kw):
@@ -47,7 +46,6 @@ def test_small_cnn_matches_dense():
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(3, 4, 3, stride=2),
                           nn.Sigmoid(), nn.Flatten(), nn.Linear(16, 2), nn.Tanh()).double().eval()
     x = torch.randn(1, 1, 12, 12, dtype=torch.float64)
-    assert windowed_prefix(model) == 5
     for order in (1, 2, 5):
         _close(model, x, order)
 
@@ -57,7 +55,6 @@ def test_channels_batch_dilation_and_no_dense_tail():
     model = nn.Sequential(nn.Conv2d(2, 3, (3, 2), padding=(1, 2), dilation=(1, 2)), nn.GELU(), nn.AvgPool2d(2, 1),
                           nn.Conv2d(3, 2, 3, stride=(2, 1)), nn.SiLU()).double().eval()
     x = torch.randn(2, 2, 9, 8, dtype=torch.float64)
-    assert windowed_prefix(model) == 5
     _close(model, x, 3)
 
 
@@ -79,7 +76,6 @@ def test_selected_output_and_nested_sequential():
                                    nn.Sequential(nn.Tanh(), nn.Flatten(), nn.Linear(16, 1))])
 def test_other_models_fall_back_to_dense(model):
     model = model.double().eval()
-    assert windowed_prefix(model) == 0
     _close(model, torch.randn(1, 1, 4, 4, dtype=torch.float64), 3, windows=False)
 
 
@@ -116,10 +112,10 @@ class _Halve(nn.Module):
 
 @pytest.mark.parametrize("case", ["subclass", "sequential-subclass", "forward-hook", "pre-hook", "parametrized",
                                   "global-hook", "some-variables", "total"])
-def test_window_path_is_taken_only_where_it_computes_what_the_model_does(case):
-    """The window rules read the layers' definitions; anything that changes what a module computes behind them
-    (a subclass, a hook, a parametrization) or asks for other coefficients takes the dense path, and the result
-    matches nested autograd through the real forward."""
+def test_window_path_follows_the_graph_and_matches_autograd(case):
+    """The windows follow the traced graph, so a subclass, a hook or a parametrization is expanded as the forward
+    computes it (a module-level window rule would have missed them); other coefficients (a subset of pixels, mixed
+    terms) take the dense path. Every case matches nested autograd through the real forward."""
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     model = {"subclass": lambda: _cnn(_DoubledConv(1, 2, 3)), "sequential-subclass": lambda: _cnn(cls=_Chain)}.get(
         case, lambda: _hooked(case))()
@@ -135,7 +131,35 @@ def test_window_path_is_taken_only_where_it_computes_what_the_model_does(case):
         sparse_pure.expand_windows = inner
         if handle is not None:
             handle.remove()
-    assert not used
+    assert bool(used) == (variables is None)
+
+
+class _Functional(nn.Module):
+    """A CNN written as most are: its own class, functional calls, a skip connection and a flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.bn, self.fc = nn.BatchNorm2d(3), nn.Linear(27, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn(self.c1(x)))
+        h = nn.functional.max_pool2d(h, 2)
+        h = h + 0.5 * torch.sigmoid(self.c2(h))  # two windows of one geometry: still windows
+        h = nn.functional.avg_pool2d(h, 1) * nn.functional.silu(h)
+        return self.fc(h.flatten(1))
+
+
+def test_a_cnn_class_with_functional_calls_takes_the_window_path():
+    torch.manual_seed(13)
+    model = _Functional().double()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.3, 0.3)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
+    _close(model, x, 3)
+    assert_matches_autograd(model, x[:1], 2, terms="pure")
 
 
 def test_heat_map_entry_points_take_the_window_path():
@@ -164,7 +188,6 @@ def test_grouped_conv_batch_norm_and_max_pool_match_dense():
             m.running_var.uniform_(0.5, 2.0)
     model.eval()
     x = torch.randn(2, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    assert windowed_prefix(model) == 8
     for order in (1, 3):
         _close(model, x, order)
 
@@ -198,5 +221,4 @@ def test_same_padding_and_more_elementwise_layers_match_dense():
                           nn.Conv2d(3, 2, 3, padding="valid"), nn.Hardswish(), nn.ReLU6(), nn.Softsign(),
                           nn.Conv2d(2, 2, (2, 3), padding="same"), nn.Flatten(), nn.Linear(32, 1)).double().eval()
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
-    assert windowed_prefix(model) == 7  # the even kernel's "same" pads one side more: dense from there
     _close(model, x, 3)
