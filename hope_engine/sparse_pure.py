@@ -13,7 +13,8 @@ a pure series in those Cin R R window variables. The rules:
   window of input unit (i s - p + a d) starts a d S pixels into the output unit's window, so R' = R + (k - 1) d S,
   S' = S s, P' = P + p S (grouped convolutions contract each group's channels). Average pooling is the depthwise conv
   with weights 1 / (kh kw); max pooling takes, per output unit, the tap its value picks.
-- pointwise ops (activations, batch norm's affine steps, sums and products of windows of one geometry): in a pure
+- pointwise ops (activations, batch norm's affine steps, sums and products of windows, embedded first on the
+  smallest window holding each unit's windows: residual shortcuts): in a pure
   basis f(u) only mixes degrees of one variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's
   own rules run unchanged on the window series (Cin R R "variables").
 - the first other node (a flatten, a linear layer...): the windows it and later nodes read are scattered back to the
@@ -199,8 +200,27 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 _CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
 
 
-def _geometry(win: Window) -> tuple:
-    return win.cin, win.size, win.jump, win.offset, tuple(win.c.shape)
+def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Window:
+    """The same series on a window (size, offset) that contains win's (same jump): zero for the added pixels."""
+    if (win.size, win.offset) == (size, offset):
+        return win
+    dy, dx = offset[0] - win.offset[0], offset[1] - win.offset[1]  # win's window starts (dy, dx) into the new one
+    shape = win.c.shape[1:]
+    out = win.c.new_zeros((1 + win.order * win.cin * size[0] * size[1], *shape))
+    out[0] = win.c[0]
+    out[1:].view(win.order, win.cin, *size, *shape)[:, :, dy:dy + win.size[0], dx:dx + win.size[1]] = win.blocks()
+    return Window(out, win.order, win.cin, size, win.jump, offset)
+
+
+def _common_geometry(windows: list[Window]) -> list[Window] | None:
+    """The windows on one geometry, the smallest containing each unit's windows (a residual sum of a conv branch and
+    its shortcut); None where the units do not line up (another jump or value shape)."""
+    first = windows[0]
+    if any(w.cin != first.cin or w.jump != first.jump or w.c.shape[1:] != first.c.shape[1:] for w in windows):
+        return None
+    offset = tuple(max(w.offset[i] for w in windows) for i in range(2))
+    size = tuple(max(w.size[i] - w.offset[i] for w in windows) + offset[i] for i in range(2))
+    return [_embed(w, size, offset) for w in windows]
 
 
 def _defaults(args: tuple, defaults: list) -> list:
@@ -246,16 +266,17 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
     if torch.Tag.pointwise not in getattr(target, "tags", ()) or rules.lookup(target) is None:
         return None
     windows = [a for a in node.all_input_nodes if a in wins]
-    shapes = {_geometry(wins[a]) for a in windows}
-    if len(shapes) != 1:
+    aligned = _common_geometry([wins[a] for a in windows])
+    if aligned is None:
         return None
-    first = wins[windows[0]]
+    aligned = dict(zip(windows, aligned))
+    first = aligned[windows[0]]
     basis = make_basis(first.width, order, "pure")
     ctx = contexts.setdefault(first.width, rules.Context(basis))
 
     def jet(a):
         if isinstance(a, torch.fx.Node):
-            return Jet(wins[a].c, basis) if a in wins else env[a]
+            return Jet(aligned[a].c, basis) if a in wins else env[a]
         if isinstance(a, (list, tuple)):
             return type(a)(jet(e) for e in a)
         return a

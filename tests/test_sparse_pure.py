@@ -222,3 +222,26 @@ def test_same_padding_and_more_elementwise_layers_match_dense():
                           nn.Conv2d(2, 2, (2, 3), padding="same"), nn.Flatten(), nn.Linear(32, 1)).double().eval()
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
     _close(model, x, 3)
+
+
+class _Block(nn.Module):
+    """A residual block; ``stride`` 2 makes the shortcut a strided 1x1 convolution (windows of other sizes to add)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.a = nn.Conv2d(cin, cout, 3, stride, padding=1)
+        self.b = nn.Conv2d(cout, cout, 3, padding=1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.short = nn.Identity() if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride)
+
+    def forward(self, x):
+        return torch.tanh(self.bn(self.b(torch.tanh(self.a(x)))) + self.short(x))
+
+
+def test_residual_blocks_with_identity_and_strided_shortcuts_run_on_windows():
+    torch.manual_seed(15)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), _Block(2, 2, 1), _Block(2, 3, 2), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(12, 1)).double().eval()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(16))
+    _close(model, x, 3)
+    assert_matches_autograd(model, x, 2, terms="pure")
