@@ -14,9 +14,9 @@ a pure series in those Cin R R window variables. The rules:
   S' = S s, P' = P + p S (grouped convolutions contract each group's channels). Average pooling is the depthwise conv
   with weights 1 / (kh kw); max pooling takes, per output unit, the tap its value picks.
 - pointwise ops (activations, batch norm's affine steps, sums and products of windows, embedded first on the
-  smallest window holding each unit's windows: residual shortcuts): in a pure
-  basis f(u) only mixes degrees of one variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's
-  own rules run unchanged on the window series (Cin R R "variables").
+  smallest window holding each unit's windows: residual shortcuts): in a pure basis f(u) only mixes degrees of one
+  variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's own rules run unchanged on the window
+  series (Cin R R "variables").
 - the first other node (a flatten, a linear layer...): the windows it and later nodes read are scattered back to the
   dense pure series (1 + n K rows) and the interpreter goes on from there (``trace.run(..., resume_at=node)``).
 """
