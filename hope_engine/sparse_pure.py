@@ -130,6 +130,16 @@ def conv2d(win: Window, value: torch.Tensor, weight: torch.Tensor, stride, paddi
                  groups=groups)
 
 
+def pad2d(win: Window, value: torch.Tensor, pads) -> Window:
+    """Constant padding (or cropping, for negative pads) of the last two dims: output unit (i, j) is input unit
+    (i - top, j - left), so its window starts top S pixels earlier: P' = P + top S; the added units are constants."""
+    left, right, top, bottom = pads
+    c = nn.functional.pad(win.c, (left, right, top, bottom))
+    c[0] = value
+    return Window(c, win.order, win.cin, win.size, win.jump,
+                  (win.offset[0] + top * win.jump[0], win.offset[1] + left * win.jump[1]))
+
+
 def avg_pool2d(win: Window, value: torch.Tensor, kernel, stride, divisor: int) -> Window:
     """Average pooling without padding: the depthwise conv with weights 1 / divisor."""
     return _taps(win, value, None, _pair(kernel), _pair(stride), (0, 0), (1, 1), 1.0 / divisor)
@@ -184,11 +194,15 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
         return dense
     _, _, h, w = shape
     (rh, rw), (sh, sw), (ph, pw) = win.size, win.jump, win.offset
-    ch, cw = max((h - 1) * sh + rh, ph + height), max((w - 1) * sw + rw, pw + width)
+    mh, mw = max(0, -ph), max(0, -pw)  # a cropped map's windows start inside the input: a margin keeps indices >= 0
+    ph, pw = ph + mh, pw + mw
+    ch, cw = max((h - 1) * sh + rh + mh, ph + height), max((w - 1) * sw + rw + mw, pw + width)
     canvas = win.c.new_zeros((k, win.cin, ch, cw, *shape))
     dev = win.c.device
-    ys = (torch.arange(rh, device=dev)[:, None, None, None] + sh * torch.arange(h, device=dev)[None, None, :, None])
-    xs = (torch.arange(rw, device=dev)[None, :, None, None] + sw * torch.arange(w, device=dev)[None, None, None, :])
+    ys = (mh + torch.arange(rh, device=dev)[:, None, None, None]
+          + sh * torch.arange(h, device=dev)[None, None, :, None])
+    xs = (mw + torch.arange(rw, device=dev)[None, :, None, None]
+          + sw * torch.arange(w, device=dev)[None, None, None, :])
     ii = torch.arange(h, device=dev)[None, None, :, None]
     jj = torch.arange(w, device=dev)[None, None, None, :]
     # advanced indices (Rh, Rw, H, W) split by slices: the assigned value is laid out (Rh, Rw, H, W, K, Cin, N, C)
@@ -198,6 +212,7 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 
 
 _CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
+_PAD = aten.constant_pad_nd.default
 
 
 def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Window:
@@ -263,6 +278,11 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         value, idx = target(*val(args))
         kernel = _pair(kernel)
         return "pool", (max_pool2d(wins[x], value, idx, kernel, stride or kernel, padding, dilation, kinks), idx)
+    if target is _PAD:
+        x, pads, fill = (list(args) + [0.0])[:3]
+        if x not in wins or len(pads) != 4 or kwargs:
+            return None
+        return "window", pad2d(wins[x], target(*val(args)), pads)
     if torch.Tag.pointwise not in getattr(target, "tags", ()) or rules.lookup(target) is None:
         return None
     windows = [a for a in node.all_input_nodes if a in wins]
@@ -307,6 +327,8 @@ def _count_windowed(traced) -> int:
         target = node.target
         if target in (_CONV, _AVG, _MAX):
             count += 1
+        elif target is _PAD:
+            pass
         elif target is operator.getitem:
             if getattr(node.args[0], "target", None) is not _MAX or node.args[1] != 0:
                 break

@@ -245,3 +245,23 @@ def test_residual_blocks_with_identity_and_strided_shortcuts_run_on_windows():
     x = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(16))
     _close(model, x, 3)
     assert_matches_autograd(model, x, 2, terms="pure")
+
+
+class _Padded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, (2, 3), padding="same")
+        self.fc = nn.Linear(2 * 4 * 6, 1)
+
+    def forward(self, x):
+        h = torch.tanh(self.c1(nn.functional.pad(x, (1, 2, 0, 1), value=0.25)))
+        h = nn.functional.pad(torch.sigmoid(self.c2(h)), (0, -1, -1, 0))  # a crop
+        return self.fc(h.flatten(1))
+
+
+def test_constant_padding_crops_and_even_kernel_same_padding_run_on_windows():
+    torch.manual_seed(17)
+    model = _Padded().double().eval()
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(18))
+    _close(model, x, 3)
+    assert_matches_autograd(model, x, 2, terms="pure")
