@@ -238,6 +238,12 @@ def _common_geometry(windows: list[Window]) -> list[Window] | None:
     return [_embed(w, size, offset) for w in windows]
 
 
+def _area(window) -> int:
+    """Pixels per unit window (of a window, or of a max pooling's (window, indices))."""
+    win = window[0] if isinstance(window, tuple) else window
+    return win.size[0] * win.size[1]
+
+
 def _defaults(args: tuple, defaults: list) -> list:
     """A pooling op's (input, kernel, *rest) with the schema's defaults filled in for the omitted trailing arguments."""
     return list(args) + defaults[len(args) - 2:]
@@ -364,6 +370,7 @@ def expand_windows(call: PreparedCall, traced, order: int, stacklevel: int = 2) 
     contexts: dict = {}
     pools: dict = {}
     done: set = set()
+    plane = x0.shape[2] * x0.shape[3]
     stop = None
     with torch.no_grad():
         for i, node in enumerate(placeholders):
@@ -396,7 +403,8 @@ def expand_windows(call: PreparedCall, traced, order: int, stacklevel: int = 2) 
                 done.add(node)
                 continue
             step = _window_step(node, wins, env, order, contexts, kinks)
-            if step is None:
+            grown = step is not None and step[0] in ("window", "pool") and _area(step[1]) >= plane
+            if step is None or grown:  # grown: a window as large as the input plane saves nothing (dense from here)
                 stop = node
                 break
             {"window": wins, "value": env, "pool": pools}[step[0]][node] = step[1]

@@ -265,3 +265,13 @@ def test_constant_padding_crops_and_even_kernel_same_padding_run_on_windows():
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(18))
     _close(model, x, 3)
     assert_matches_autograd(model, x, 2, terms="pure")
+
+
+def test_windows_stop_growing_at_the_size_of_the_image():
+    """Padded convolutions grow the windows past the image: from there the dense path is cheaper (and the dense
+    memory estimate stays an upper bound); the result is the same."""
+    torch.manual_seed(19)
+    model = nn.Sequential(*[m for _ in range(4) for m in (nn.Conv2d(1, 1, 3, padding=1), nn.Tanh())], nn.Flatten(),
+                          nn.Linear(16, 1)).double().eval()
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(20))
+    _close(model, x, 3)
