@@ -285,7 +285,7 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         kernel = _pair(kernel)
         return "pool", (max_pool2d(wins[x], value, idx, kernel, stride or kernel, padding, dilation, kinks), idx)
     if target is _PAD:
-        x, pads, fill = (list(args) + [0.0])[:3]
+        x, pads = args[0], args[1]  # the fill value only reaches the value row (target computes it)
         if x not in wins or len(pads) != 4 or kwargs:
             return None
         return "window", pad2d(wins[x], target(*val(args)), pads)
