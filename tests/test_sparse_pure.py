@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import assert_matches_autograd
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from hope_engine import expand, sparse_pure
@@ -275,3 +279,78 @@ def test_windows_stop_growing_at_the_size_of_the_image():
                           nn.Linear(16, 1)).double().eval()
     x = torch.randn(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(20))
     _close(model, x, 3)
+
+
+# ------------------------------------------------------------------------------ random CNN graphs, windows vs dense
+class _RandomCNN(nn.Module):
+    """A chain of convolutions, poolings, pads, activations, batch norms and residual sums drawn by hypothesis."""
+
+    def __init__(self, cin: int, specs: list[tuple], seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.specs, self.convs, c = specs, nn.ModuleList(), cin
+        for spec in specs:
+            if spec[0] in ("conv", "residual"):
+                _, k, stride, pad, dil, depthwise = spec if spec[0] == "conv" else ("", 3, 1, 1, 1, False)
+                out = c if depthwise or spec[0] == "residual" else c + 1
+                self.convs.append(nn.Conv2d(c, out, k, stride, pad, dil, groups=c if depthwise else 1))
+                c = out
+            elif spec[0] == "bn":
+                bn = nn.BatchNorm2d(c)
+                with torch.no_grad():
+                    bn.running_mean.uniform_(-0.3, 0.3)
+                    bn.running_var.uniform_(0.5, 2.0)
+                self.convs.append(bn)
+        self.channels = c
+
+    def forward(self, x):
+        layers = iter(self.convs)
+        for spec in self.specs:
+            kind = spec[0]
+            if kind in ("conv", "bn"):
+                x = next(layers)(x)
+            elif kind == "residual":
+                x = x + 0.5 * torch.tanh(next(layers)(x))
+            elif kind == "avg":
+                x = nn.functional.avg_pool2d(x, spec[1], spec[2])
+            elif kind == "max":
+                x = nn.functional.max_pool2d(x, spec[1], spec[2], spec[3])
+            elif kind == "pad":
+                x = nn.functional.pad(x, spec[1])
+            else:
+                x = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "silu": nn.functional.silu,
+                     "softplus": nn.functional.softplus}[kind](x)
+            if x.numel() == 0:
+                raise RuntimeError("cropped to nothing")
+        return x.flatten(1).sum(1, keepdim=True) + x.flatten(1)[:, :1] ** 2
+
+
+_SPECS = st.one_of(
+    st.tuples(st.just("conv"), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.integers(1, 2),
+              st.booleans()),
+    st.tuples(st.just("residual")), st.tuples(st.just("bn")),
+    st.tuples(st.just("avg"), st.integers(1, 2), st.integers(1, 2)),
+    st.tuples(st.just("max"), st.integers(2, 3), st.integers(1, 2), st.integers(0, 1)),
+    st.tuples(st.just("pad"), st.tuples(st.integers(-1, 2), st.integers(-1, 2), st.integers(-1, 2),
+                                        st.integers(-1, 2))),
+    st.tuples(st.sampled_from(["tanh", "sigmoid", "silu", "softplus"])),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(cin=st.integers(1, 2), side=st.integers(5, 8), batch=st.integers(1, 2),
+       specs=st.lists(_SPECS, min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1), order=st.integers(1, 3))
+def test_random_cnn_graphs_match_the_dense_expansion(cin, side, batch, specs, seed, order):
+    """Windows against the dense pure expansion on random chains of every op the window walk covers."""
+    if specs[0][0] not in ("conv", "avg", "max", "residual"):
+        specs = [("conv", 3, 1, 1, 1, False), *specs]
+    model = _RandomCNN(cin, specs, seed).double().eval()
+    x = torch.randn(batch, cin, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 997))
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError:  # the draw shrank the image below a kernel: not a model
+        assume(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max-pool ties (kinks) warn on both paths alike
+        _close(model, x, order)
