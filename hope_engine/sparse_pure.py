@@ -212,7 +212,7 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 
 
 _CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
-_PAD = aten.constant_pad_nd.default
+_PAD, _CAT = aten.constant_pad_nd.default, aten.cat.default
 
 
 def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Window:
@@ -227,11 +227,13 @@ def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Windo
     return Window(out, win.order, win.cin, size, win.jump, offset)
 
 
-def _common_geometry(windows: list[Window]) -> list[Window] | None:
+def _common_geometry(windows: list[Window], along_channels: bool = False) -> list[Window] | None:
     """The windows on one geometry, the smallest containing each unit's windows (a residual sum of a conv branch and
-    its shortcut); None where the units do not line up (another jump or value shape)."""
+    its shortcut); None where the units do not line up (another jump or value shape; ``along_channels``: the channel
+    counts may differ, for a concatenation)."""
     first = windows[0]
-    if any(w.cin != first.cin or w.jump != first.jump or w.c.shape[1:] != first.c.shape[1:] for w in windows):
+    shape = (lambda w: w.c.shape[1:2] + w.c.shape[3:]) if along_channels else (lambda w: w.c.shape[1:])
+    if any(w.cin != first.cin or w.jump != first.jump or shape(w) != shape(first) for w in windows):
         return None
     offset = tuple(max(w.offset[i] for w in windows) for i in range(2))
     size = tuple(max(w.size[i] - w.offset[i] for w in windows) + offset[i] for i in range(2))
@@ -289,6 +291,16 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         if x not in wins or len(pads) != 4 or kwargs:
             return None
         return "window", pad2d(wins[x], target(*val(args)), pads)
+    if target is _CAT:
+        parts, dim = args[0], (args[1] if len(args) > 1 else 0)
+        if kwargs or not all(isinstance(p, torch.fx.Node) and p in wins for p in parts):
+            return None
+        aligned = _common_geometry([wins[p] for p in parts], along_channels=True)
+        if aligned is None or dim % (aligned[0].c.dim() - 1) != 1:  # channels of an (N, C, H, W) map only
+            return None
+        first = aligned[0]
+        return "window", Window(torch.cat([w.c for w in aligned], 2), order, first.cin, first.size, first.jump,
+                                first.offset)
     if torch.Tag.pointwise not in getattr(target, "tags", ()) or rules.lookup(target) is None:
         return None
     windows = [a for a in node.all_input_nodes if a in wins]
@@ -333,7 +345,7 @@ def _count_windowed(traced) -> int:
         target = node.target
         if target in (_CONV, _AVG, _MAX):
             count += 1
-        elif target is _PAD:
+        elif target in (_PAD, _CAT):
             pass
         elif target is operator.getitem:
             if getattr(node.args[0], "target", None) is not _MAX or node.args[1] != 0:

@@ -354,3 +354,42 @@ def test_random_cnn_graphs_match_the_dense_expansion(cin, side, batch, specs, se
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max-pool ties (kinks) warn on both paths alike
         _close(model, x, order)
+
+
+class _Inception(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 3, 3, padding=1)
+        self.c, self.fc = nn.Conv2d(5, 2, 3), nn.Linear(2 * 4 * 4, 1)
+
+    def forward(self, x):
+        h = torch.cat([torch.tanh(self.a(x)), torch.sigmoid(self.b(x))], dim=1)  # windows of two sizes, channels
+        return self.fc(torch.tanh(self.c(h)).flatten(1))
+
+
+def _first_dense_op(model, x) -> str:
+    """The op at which the window walk hands over to the dense interpreter."""
+    stops = []
+    inner = sparse_pure._window_step
+
+    def spy(node, *a, **k):
+        out = inner(node, *a, **k)
+        if out is None:
+            stops.append(str(node.target))
+        return out
+
+    sparse_pure._window_step = spy
+    try:
+        expand(model, x, 1, terms="pure")
+    finally:
+        sparse_pure._window_step = inner
+    return stops[0]
+
+
+def test_channel_concatenation_of_branches_runs_on_windows():
+    torch.manual_seed(21)
+    model = _Inception().double().eval()
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+    _close(model, x, 3)
+    assert_matches_autograd(model, x[:1], 2, terms="pure")
+    assert _first_dense_op(model, x) == "aten.view.default"  # the concatenation and the conv after it: windows
