@@ -12,10 +12,9 @@ boolean masks). Tensor methods that hand values to Python without an aten call (
 one level up, by ``escapes.watching``, which the caller runs the model under. A graph with any such read is used at
 this point only (``per_point``), as ``make_fx``'s real-mode trace is.
 
-Anything the recorder does not handle raises ``Declined`` (a write into the input or a parameter, a write into a
-fresh tensor that functionalization left in place, an alias of the input created outside the dispatcher, a nested
-op output); the caller then traces with ``make_fx``. Nothing is ever written into the caller's tensors: a mutating op
-on them is refused before it runs.
+Anything the recorder does not handle raises ``Declined`` (a write into a tensor the run did not make, an alias of the
+input created outside the dispatcher, an op returning tensors among other values); the caller then traces with
+``make_fx``. Nothing is ever written into the caller's tensors: a mutating op on them is refused before it runs.
 """
 
 from __future__ import annotations
@@ -189,8 +188,9 @@ class _Recorder(TorchDispatchMode):
                     item.meta["val"] = node.meta["val"][i]
                     item.meta.update({k: v for k, v in node.meta.items() if k == "nn_module_stack"})
                     self._track(o, item, varying)
-        elif isinstance(out, (tuple, list)) and any(isinstance(o, (tuple, list)) for o in out):
-            raise Declined(f"{func} returns nested values")
+        elif any(isinstance(o, torch.Tensor) for o in pytree.tree_leaves(out)):
+            # tensors among numbers or in nested lists: they could not be followed (they would become constants)
+            raise Declined(f"{func} returns tensors among other values")
         elif varying:  # a Python number or bool read from a value that changes: this graph holds at this point only
             self.per_point = True
         return out

@@ -312,3 +312,22 @@ def test_in_place_programs_record_exactly(n, width, steps, seed, order):
     with torch.no_grad():
         torch.testing.assert_close(model(x0.clone()), twin(x0), rtol=1e-14, atol=1e-14)  # the twins agree
     assert_matches_autograd(model, x0, order, reference=twin)
+
+
+def test_an_op_returning_tensors_among_numbers_is_not_followed_as_constants():
+    """The recorder follows tensors one by one; an op returning a tensor next to a number (flash attention's outputs
+    on CUDA) would leave that tensor untracked, a constant to every later op. It declines instead (make_fx traces)."""
+    from hope_engine import record
+
+    lib = torch.library.Library("hope_test", "FRAGMENT")
+    lib.define("scaled_and_count(Tensor x) -> (Tensor, int)")
+    lib.impl("scaled_and_count", lambda x: (x * 2.0, 3), "CompositeExplicitAutograd")
+    op = torch.ops.hope_test.scaled_and_count.default
+
+    def f(x):
+        y, k = op(x)
+        return y * k
+
+    x = torch.tensor([0.5, -0.25], dtype=D)
+    with pytest.raises(record.Declined, match="tensors among other values"):
+        record.record(lambda x: f(x.clone()), None, x, {}, {})
