@@ -21,7 +21,7 @@ import torch
 
 from . import functions as jetfn
 from . import series
-from .errors import ExpansionError
+from .errors import ExpansionError, UnsupportedOperationError
 from .series import Jet
 
 aten = torch.ops.aten
@@ -1109,11 +1109,17 @@ def _cumprod(ctx, op, x, dim, *, dtype=None):
 
 
 # ---------------------------------------------------------------------------------------------- scatters
+def _no_rule(what: str, op: str) -> UnsupportedOperationError:
+    """The error for a form of an op that has no Taylor rule (found while running: it depends on the arguments)."""
+    return UnsupportedOperationError(f"cannot expand this model: {what} has no Taylor rule yet. Replace it, or wrap "
+                                     "the model so that it acts only on constants.", ops=[op])
+
+
 @defrule("scatter")
 def _scatter(ctx, op, x, dim, index, src, *, reduce=None):
     """Writing src into x at index (jointly linear in x and src; reduce="add" too); a scalar src is a constant."""
     if reduce == "multiply":
-        raise NotImplementedError("scatter(reduce='multiply') of input-dependent values has no Taylor rule")
+        raise _no_rule("scatter(reduce='multiply') of input-dependent values", "aten.scatter.reduce")
     if isinstance(src, (Jet, torch.Tensor)):
         return affine(ctx, op, x, dim, index, src, **({"reduce": reduce} if reduce else {}))
     out = apply_linear(op, (x, dim, index, 0.0), {"reduce": reduce} if reduce else {})
@@ -1128,7 +1134,7 @@ def _scatter_reduce(ctx, op, x, dim, index, src, reduce, *, include_self=True):
     if reduce in ("sum", "mean"):
         return affine(ctx, op, x, dim, index, src, reduce, include_self=include_self)
     if reduce not in ("amax", "amin"):
-        raise NotImplementedError(f"scatter_reduce(reduce={reduce!r}) of input-dependent values has no Taylor rule")
+        raise _no_rule(f"scatter_reduce(reduce={reduce!r}) of input-dependent values", "aten.scatter_reduce.two")
     ref = x if is_jet(x) else src
     x, src = _promote(x, ref.basis, ref), _promote(src, ref.basis, ref)
     d = dim % x.ndim
@@ -1258,7 +1264,7 @@ def _polygamma(ctx, op, n, x):
 def _nll_loss(ctx, op, x, target, weight, reduction, ignore_index):
     """-w[t] x[t] per sample (0 where t = ignore_index), then none/mean (over the weights)/sum: linear in x."""
     if is_jet(weight):
-        raise NotImplementedError("nll_loss with class weights that depend on the input has no Taylor rule")
+        raise _no_rule("nll_loss with class weights that depend on the input", "aten.nll_loss_forward")
     total_weight = op(x.value, target, weight, reduction, ignore_index)[1]
     cdim = 1 if x.ndim >= 2 else 0
     valid = target != ignore_index

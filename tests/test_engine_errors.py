@@ -238,3 +238,18 @@ def test_piecewise_constant_ops_have_a_zero_series():
     p = expand(lambda x: torch.floor_divide(x * 3, 1.0), x0, 3)  # PyTorch has no derivative for it; ours is 0
     torch.testing.assert_close(p.value, torch.tensor([[0.0, -4.0]], dtype=D))
     assert p.coefficients[1:].abs().max() == 0
+
+
+def test_forms_of_an_op_without_a_rule_are_one_unsupported_error():
+    """scatter(reduce='multiply') of input-dependent values has no rule: an UnsupportedOperationError naming it (it
+    was a bare NotImplementedError from inside the run)."""
+    from hope_engine.errors import UnsupportedOperationError
+
+    index = torch.tensor([[0, 1, 0]])
+
+    def f(x):
+        return torch.ones(1, 2, dtype=x.dtype).scatter(1, index, x, reduce="multiply")
+
+    with pytest.raises(UnsupportedOperationError, match=r"scatter\(reduce='multiply'\).*no Taylor rule") as err:
+        expand(f, torch.tensor([[0.5, -0.2, 0.3]], dtype=torch.float64), 2, batched=False)
+    assert err.value.ops == ["aten.scatter.reduce"]

@@ -361,6 +361,8 @@ KNOWN_FAILURES = {
     "nn.functional.dropout": "training mode: random", "nn.functional.dropout2d": "training mode: random",
     "nn.functional.dropout3d": "training mode: random", "nn.functional.alpha_dropout": "training mode: random",
     "nn.functional.scaled_dot_product_attention": "the sample has dropout: random",
+    "masked.logaddexp": "autograd gives NaN in masked lanes (-inf on both sides), where the output does not move: the "
+                        "expansion's 0 is right",
 }
 
 
