@@ -12,7 +12,8 @@ a pure series in those Cin R R window variables. The rules:
 - convolution (constant weights): u'_(o,i,j) = b_o + sum_(c,a,b) w_(o,c,a,b) u_(c, i s - p + a d, j s - p + b d); the
   window of input unit (i s - p + a d) starts a d S pixels into the output unit's window, so R' = R + (k - 1) d S,
   S' = S s, P' = P + p S (grouped convolutions contract each group's channels). Average pooling is the depthwise conv
-  with weights 1 / (kh kw); max pooling takes, per output unit, the tap its value picks.
+  with weights 1 / (kh kw) (or 1 / the taps inside the map, for padding not counted); max pooling takes, per output
+  unit, the tap its value picks.
 - pointwise ops (activations, batch norm's affine steps, sums and products of windows, embedded first on the
   smallest window holding each unit's windows: residual shortcuts): in a pure basis f(u) only mixes degrees of one
   variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's own rules run unchanged on the window
@@ -140,9 +141,17 @@ def pad2d(win: Window, value: torch.Tensor, pads) -> Window:
                   (win.offset[0] + top * win.jump[0], win.offset[1] + left * win.jump[1]))
 
 
-def avg_pool2d(win: Window, value: torch.Tensor, kernel, stride, divisor: int) -> Window:
-    """Average pooling without padding: the depthwise conv with weights 1 / divisor."""
-    return _taps(win, value, None, _pair(kernel), _pair(stride), (0, 0), (1, 1), 1.0 / divisor)
+def avg_pool2d(win: Window, value: torch.Tensor, kernel, stride, padding, include_pad: bool,
+               divisor: int | None) -> Window:
+    """Average pooling: the depthwise conv with weights 1 / divisor (kh kw, or ``divisor``); with padding that is not
+    counted, each output unit divides by the taps that fall inside the map (a per-tap, per-unit weight)."""
+    kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
+    if divisor or include_pad or not any(padding):
+        return _taps(win, value, None, kernel, stride, padding, (1, 1), 1.0 / (divisor or kernel[0] * kernel[1]))
+    ones = win.c.new_ones((1, 1, *win.c.shape[-2:]))
+    inside = nn.functional.unfold(ones, kernel, padding=padding, stride=stride)  # (1, taps, units): 1 where in the map
+    weights = (inside / inside.sum(1, keepdim=True)).reshape(kernel[0] * kernel[1], 1, 1, *value.shape[-2:])
+    return _taps(win, value, None, kernel, stride, padding, (1, 1), 1.0, masks=weights)
 
 
 def max_pool2d(win: Window, value: torch.Tensor, idx: torch.Tensor, kernel, stride, padding, dilation,
@@ -273,12 +282,11 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         value = target(*val(args))
         return "window", conv2d(wins[x], value, val(weight), stride, padding, dilation, groups)
     if target is _AVG:
-        x, kernel, stride, padding, ceil_mode, _, divisor = _defaults(args, [[], 0, False, True, None])
-        if x not in wins or any(_pair(padding or 0)) or ceil_mode:
+        x, kernel, stride, padding, ceil_mode, include_pad, divisor = _defaults(args, [[], 0, False, True, None])
+        if x not in wins or ceil_mode:
             return None
-        kernel = _pair(kernel)
-        return "window", avg_pool2d(wins[x], target(*val(args)), kernel, stride or kernel,
-                                    divisor or kernel[0] * kernel[1])
+        return "window", avg_pool2d(wins[x], target(*val(args)), kernel, stride or kernel, padding, include_pad,
+                                    divisor)
     if target is _MAX:
         x, kernel, stride, padding, dilation, ceil_mode = _defaults(args, [[], 0, 1, False])
         if x not in wins or ceil_mode:

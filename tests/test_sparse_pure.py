@@ -312,7 +312,7 @@ class _RandomCNN(nn.Module):
             elif kind == "residual":
                 x = x + 0.5 * torch.tanh(next(layers)(x))
             elif kind == "avg":
-                x = nn.functional.avg_pool2d(x, spec[1], spec[2])
+                x = nn.functional.avg_pool2d(x, spec[1], spec[2], spec[3], count_include_pad=spec[4])
             elif kind == "max":
                 x = nn.functional.max_pool2d(x, spec[1], spec[2], spec[3])
             elif kind == "pad":
@@ -329,7 +329,7 @@ _SPECS = st.one_of(
     st.tuples(st.just("conv"), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.integers(1, 2),
               st.booleans()),
     st.tuples(st.just("residual")), st.tuples(st.just("bn")),
-    st.tuples(st.just("avg"), st.integers(1, 2), st.integers(1, 2)),
+    st.tuples(st.just("avg"), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.booleans()),
     st.tuples(st.just("max"), st.integers(2, 3), st.integers(1, 2), st.integers(0, 1)),
     st.tuples(st.just("pad"), st.tuples(st.integers(-1, 2), st.integers(-1, 2), st.integers(-1, 2),
                                         st.integers(-1, 2))),
@@ -393,3 +393,16 @@ def test_channel_concatenation_of_branches_runs_on_windows():
     _close(model, x, 3)
     assert_matches_autograd(model, x[:1], 2, terms="pure")
     assert _first_dense_op(model, x) == "aten.view.default"  # the concatenation and the conv after it: windows
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+def test_padded_average_pooling_runs_on_windows(include_pad):
+    torch.manual_seed(23)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(),
+                          nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=include_pad), nn.Sigmoid(),
+                          nn.AvgPool2d(2, padding=1, divisor_override=3), nn.Flatten(), nn.Linear(2 * 4 * 4, 1)
+                          ).double().eval()
+    x = torch.randn(2, 1, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(24))
+    _close(model, x, 3)
+    assert_matches_autograd(model, x[:1], 2, terms="pure")
+    assert _first_dense_op(model, x) == "aten.view.default"
