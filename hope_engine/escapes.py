@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import traceback
 import weakref
-from collections.abc import Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -29,19 +28,16 @@ _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 
 # Bulk reads the tracer cannot serve: under functionalization they see no values (an error, or garbage for .numpy()).
 _UNREADABLE = {"numpy", "tolist", "__array__"}
-# Methods that hand a tensor's values to Python (a branch, an index, a constant): some do so without an aten call.
-_READS = _ESCAPES | {"__bool__"}
 
 
 class _Tracker(TorchFunctionMode):
     """Marks every tensor computed from a marked tensor; raises on an escape of a floating tensor computed from the
-    input; reports (``on_read``) any value handed to Python from a tensor computed from the input or the state."""
+    input, and on a bulk read (``.tolist()``, ``.numpy()``) of any tensor computed from the input or the state."""
 
-    def __init__(self, source: torch.Tensor, state=(), on_read: Callable[[], None] | None = None):
+    def __init__(self, source: torch.Tensor, state=()):
         super().__init__()
         self._marked: dict[int, weakref.ref] = {}  # computed from the input
         self._varying: dict[int, weakref.ref] = {}  # computed from the input or the state (parameters, buffers)
-        self._on_read = on_read
         self._mark(source)
         for t in state:
             self._varying[id(t)] = weakref.ref(t)
@@ -66,9 +62,6 @@ class _Tracker(TorchFunctionMode):
             raise GraphEscapeError(_message(name))
         if varying and name in _UNREADABLE and args and self.marked(args[0], self._varying):
             raise GraphEscapeError(_unreadable(name))
-        if varying and name in _READS and self._on_read is not None and args and (
-                self.marked(args[0], self._varying)):
-            self._on_read()
         out = func(*args, **kwargs)
         if varying:
             table = None if tainted else self._varying
@@ -105,8 +98,9 @@ def _user_frame() -> str:
     return ""
 
 
-def watching(x: torch.Tensor, state=(), on_read: Callable[[], None] | None = None) -> TorchFunctionMode:
+def watching(x: torch.Tensor, state=()) -> TorchFunctionMode:
     """A mode to run the model's code under: raises ``GraphEscapeError`` when a floating value computed from ``x``
-    is turned into a Python or NumPy value, and calls ``on_read()`` when any value computed from ``x`` or ``state``
-    is handed to Python (a graph recorded at real values then holds at this point only)."""
-    return _Tracker(x, state, on_read)
+    is turned into a Python or NumPy value, or when values computed from ``x`` or ``state`` are read in bulk
+    (``.tolist()``, ``.numpy()``: under functionalization they are not there). Single values (``.item()``, ``if t``)
+    go through an aten call, which the recorder sees (``record.py``)."""
+    return _Tracker(x, state)

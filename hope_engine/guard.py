@@ -161,6 +161,9 @@ class _Walker:
                 self(vars(fn)) if vars(fn) else None)
 
     def _class(self, cls: type) -> Any:
+        known = _LIBRARY_CLASSES.get(cls)
+        if known is not None:
+            return known
         parts = []
         for base in cls.__mro__:
             if base is object or _library(base):
@@ -184,9 +187,7 @@ class _Walker:
         # the two commonest cases of ``__call__`` inline (the same values, no call): plain values, empty containers
         attrs = tuple((k, v if type(v) in _PLAIN_TYPES else type(v) if type(v) in _EMPTY_CONTAINERS and not v
                        else self(v)) for k, v in vars(m).items() if k not in _IGNORED_MODULE_KEYS)
-        cls = type(m)
-        library = _LIBRARY_CLASSES.get(cls)
-        return ("module", library if library is not None else self._class(cls), state, children, attrs)
+        return ("module", self._class(type(m)), state, children, attrs)
 
 
 def _tensor_layout(m: nn.Module) -> tuple:

@@ -8,9 +8,9 @@ module paths (``meta["nn_module_stack"]``) as ``make_fx`` would give. It does no
 Values are real, so a branch on a value would silently be baked into the graph. The recording therefore notes every
 point where the run *reads* a value that could change: an op on the input or a parameter that returns a Python number
 or bool (``.item()``, ``if t > 0``, a tensor used as an index) or whose output shape depends on values (``nonzero``,
-boolean masks). Tensor methods that hand values to Python without an aten call (``.tolist()``, ``.numpy()``) are seen
-one level up, by ``escapes.watching``, which the caller runs the model under. A graph with any such read is used at
-this point only (``per_point``), as ``make_fx``'s real-mode trace is.
+boolean masks). Tensor methods that hand values to Python without an aten call (``.tolist()``, ``.numpy()``) are
+refused one level up, by ``escapes.watching``, which the caller runs the model under. A graph with any read is used
+at this point only (``per_point``), as ``make_fx``'s real-mode trace is.
 
 Anything the recorder does not handle raises ``Declined`` (a write into a tensor the run did not make, an alias of the
 input created outside the dispatcher, an op returning tensors among other values); the caller then traces with
@@ -293,7 +293,7 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
     """Run ``fn(state, x)`` (``fn(x)`` when ``state`` is None) once, recording its aten graph.
 
     Placeholders: the state tensors in order, then ``x``. ``module_names`` maps id(module) to its path. Value reads
-    the dispatcher does not see (``.tolist()``, ``.numpy()``) are the caller's to report (``escapes.watching``)."""
+    the dispatcher does not see (``.tolist()``, ``.numpy()``) are the caller's to refuse (``escapes.watching``)."""
     stack = _ModuleStack(module_names)
     recorder = _Recorder(decompositions, stack.stack)
     for name, t in (state or {}).items():

@@ -894,7 +894,7 @@ def _gather_flat(x: Jet, idx: torch.Tensor, ndim_pooled: int) -> Jet:
     return Jet(out.reshape(m, *idx.shape), x.basis)
 
 
-def _pool_ties(v: torch.Tensor, out: torch.Tensor, idx: torch.Tensor, ndim_pooled: int, op, args) -> int:
+def pool_ties(v: torch.Tensor, out: torch.Tensor, idx: torch.Tensor, ndim_pooled: int, op, args) -> int:
     """Windows whose maximum is attained twice: mask the chosen entries and pool again."""
     masked = v.clone().reshape(*v.shape[:v.dim() - ndim_pooled], -1)
     masked.scatter_(-1, idx.reshape(*idx.shape[:idx.dim() - ndim_pooled], -1), float("-inf"))
@@ -908,7 +908,7 @@ def _max_pool(ctx, op, x, *args):
           aten.max_pool3d_with_indices: 3}[op.overloadpacket]
     v = x.value
     out, idx = op(v, *args)
-    ctx.note_kink("max_pool", _pool_ties(v, out, idx, nd, op, args))
+    ctx.note_kink("max_pool", pool_ties(v, out, idx, nd, op, args))
     return _gather_flat(x, idx, nd), idx
 
 

@@ -161,9 +161,7 @@ def max_pool2d(win: Window, value: torch.Tensor, idx: torch.Tensor, kernel, stri
     dense rule)."""
     kernel, stride, padding, dilation = _pair(kernel), _pair(stride), _pair(padding), _pair(dilation)
     v = win.c[0]
-    masked = v.flatten(2).scatter(-1, idx.flatten(2), float("-inf")).reshape(v.shape)
-    second = nn.functional.max_pool2d(masked, kernel, stride, padding, dilation)
-    ties = int((second == value).sum())
+    ties = rules.pool_ties(v, value, idx, 2, _MAX, (kernel, stride, padding, dilation))
     if ties:
         kinks["max_pool"] = kinks.get("max_pool", 0) + ties
     ho, wo = value.shape[2:]

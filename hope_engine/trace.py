@@ -214,7 +214,7 @@ def _mkldnn_off():
         torch._C._set_mkldnn_enabled(enabled)
 
 
-def _functional(model, on_read=None) -> tuple:
+def _functional(model) -> tuple:
     """(function, state): the model as ``function(state, x)`` of its parameters and buffers (an ``nn.Module``), or
     as ``function(x)`` with state None (any other callable: TorchScript, a bound method, a function of modules).
     Functionalized: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become out-of-place ops and scatters."""
@@ -223,7 +223,7 @@ def _functional(model, on_read=None) -> tuple:
 
         def call(state, x):
             x = x.clone()  # the model may write into its input (x /= 255): into a copy, never the caller's point
-            with escapes.watching(x, state.values(), on_read):
+            with escapes.watching(x, state.values()):
                 return functional_call(model, state, (x,))
 
         fn = functionalize(call, remove="mutations")
@@ -232,7 +232,7 @@ def _functional(model, on_read=None) -> tuple:
 
     def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
         x = x.clone()
-        with escapes.watching(x, (), on_read):
+        with escapes.watching(x):
             return model(x)
 
     return functionalize(apply, remove="mutations"), None
@@ -241,8 +241,7 @@ def _functional(model, on_read=None) -> tuple:
 def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     """The graph recorded at this point (``record.record``: no dynamo import), or None where the recorder declines
     or fails (the caller then traces with ``make_fx``, which gives the error message if the model itself fails)."""
-    reads = []
-    fn, state = _functional(model, on_read=lambda: reads.append(True))
+    fn, state = _functional(model)
     names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
     try:
         recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else {}, names)
@@ -253,7 +252,7 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     gm = recording.graph_module
     gm.graph.eliminate_dead_code()
     gm.recompile()
-    return TracedModel(gm, state or {}, not (recording.per_point or reads), input_index=len(state or {}))
+    return TracedModel(gm, state or {}, not recording.per_point, input_index=len(state or {}))
 
 
 def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:

@@ -151,6 +151,10 @@ class _Reads(nn.Module):
             return h[h > 0].sum().reshape(1, 1) + h.sum()
         if how == "param-item":
             return h * (2.0 if self.scale.item() > 0 else -3.0)
+        if how == "param-float":
+            return h * (2.0 if float(self.scale) > 0 else -3.0)
+        if how == "param-bool":
+            return h * (2.0 if self.scale > 0 else -3.0)
         if how == "int-index-tensor":  # a fixed integer index: the shape does not depend on values
             return h[:, torch.tensor([1, 0])].exp()
         if how == "param-tolist":
@@ -158,7 +162,7 @@ class _Reads(nn.Module):
         raise ValueError(how)
 
 
-READS = ["branch", "int-index", "mask", "param-item"]
+READS = ["branch", "int-index", "mask", "param-item", "param-float", "param-bool"]
 UNREADABLE = ["tolist", "numpy", "param-tolist", "param-numpy"]
 
 
