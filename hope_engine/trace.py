@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import os
 import weakref
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from torch import nn
 from torch._decomp import get_decompositions
 from torch.func import functional_call, functionalize
 
-from . import escapes, guard, record, rules
+from . import escapes, guard, program, record, rules
 from .errors import GraphEscapeError, UnsupportedOperationError
 from .guard import referenced_modules
 from .series import Jet
@@ -429,145 +428,8 @@ def run(traced: TracedModel, input_jet: Jet | None, ctx: rules.Context, resume_a
     ``resume_at`` (a node) with ``values`` ({node: value} for every earlier node a later one reads): start there, the
     nodes before it computed by the caller (the receptive-field windows of ``sparse_pure``).
 
-    The graph is compiled once (``_compile``, cached with the graph) into steps over a flat list of value slots: each
-    step's argument lookups, rule and the slots freed after it are resolved then, not per call."""
-    program = derived(traced, "program", lambda: _compile(traced.graph_module))
-    env: list = [None] * program.slots
-    state = traced.state_values()
-    for i, slot in enumerate(program.placeholders):
-        env[slot] = input_jet if i == traced.input_index else state[i]
-    steps = program.steps
-    if resume_at is not None:
-        for node, value in (values or {}).items():
-            env[program.index[node]] = value
-        first = program.index[resume_at]
-        steps = steps[next(i for i, step in enumerate(steps) if step[0] == first):]
-    get_attr = traced.graph_module
-    for (slot, kind, target, rule, template, positions, lists, kw_template, kw_positions, inputs, free,
-         fallback) in steps:
-        if kind == _GET_ATTR:
-            env[slot] = getattr(get_attr, target)
-            continue
-        if kind == _OUTPUT:
-            return torch.fx.node.map_arg(fallback.args[0], lambda n: env[program.index[n]])
-        if fallback is not None:  # arguments the fast lookups do not cover (nodes nested deeper than one list)
-            lookup = lambda n: env[program.index[n]]  # noqa: E731
-            args = torch.fx.node.map_arg(fallback.args, lookup) if fallback.args else ()
-            kwargs = torch.fx.node.map_arg(fallback.kwargs, lookup) if fallback.kwargs else {}
-        else:
-            if positions or lists:
-                args = list(template)
-                for p, s in positions:
-                    args[p] = env[s]
-                for p, kind_of, elems in lists:
-                    args[p] = kind_of([env[s] if s >= 0 else c for s, c in elems])
-            else:
-                args = template
-            if kw_positions:
-                kwargs = dict(kw_template)
-                for k, s in kw_positions:
-                    kwargs[k] = env[s]
-            else:
-                kwargs = kw_template
-        if any(_holds_jet(env[s]) for s in inputs):
-            if target is operator.getitem:
-                env[slot] = args[0][args[1]]
-            else:
-                env[slot] = rule(ctx, target, *args, **kwargs)
-        else:
-            env[slot] = target(*args, **kwargs)
-        for s in free:
-            env[s] = None
-    raise RuntimeError("graph has no output node")
-
-
-_CALL, _GET_ATTR, _OUTPUT = 0, 1, 2
-
-
-@dataclass
-class _Program:
-    """A graph resolved for ``run``: every node's value slot, the placeholders' slots and the steps."""
-
-    slots: int
-    index: dict
-    placeholders: list
-    steps: list
-
-
-def _compile(gm: torch.fx.GraphModule) -> _Program:
-    """The interpreter's steps, resolved once per graph. Each step: (slot, kind, target, rule, argument template,
-    (position, slot) of node arguments, (position, list/tuple, ((slot or -1, constant), ...)) of lists holding nodes,
-    keyword template, (name, slot) of node keywords, slots of every input node, slots freed after the step, the node
-    itself where its arguments need the general ``map_arg`` lookup (or the output node))."""
-    graph = gm.graph
-    index = {node: i for i, node in enumerate(graph.nodes)}
-    last_use = {}
-    for node in graph.nodes:
-        for a in node.all_input_nodes:
-            last_use[a] = node
-    placeholders, steps = [], []
-    for node in graph.nodes:
-        slot = index[node]
-        if node.op == "placeholder":
-            placeholders.append(slot)
-            continue
-        free = tuple(index[a] for a in node.all_input_nodes if last_use.get(a) is node and a.op != "placeholder")
-        if node.op == "get_attr":
-            steps.append((slot, _GET_ATTR, node.target, None, (), (), (), {}, (), (), free, None))
-            continue
-        if node.op == "output":
-            steps.append((slot, _OUTPUT, None, None, (), (), (), {}, (), (), (), node))
-            continue
-        if node.op != "call_function":
-            raise RuntimeError(f"unsupported graph node {node.op} ({node.target})")
-        rule = rules.lookup(node.target)
-        inputs = tuple(index[a] for a in node.all_input_nodes)
-        plan = _flat_args(node, index)
-        if plan is None:
-            steps.append((slot, _CALL, node.target, rule, (), (), (), {}, (), inputs, free, node))
-        else:
-            steps.append((slot, _CALL, node.target, rule, *plan, inputs, free, None))
-    return _Program(len(index), index, placeholders, steps)
-
-
-def _has_node(a) -> bool:
-    found = []
-    torch.fx.node.map_arg(a, found.append)
-    return bool(found)
-
-
-def _flat_args(node, index: dict) -> tuple | None:
-    """(template, positions, lists, keyword template, keyword positions) for arguments that are nodes, constants, or
-    plain lists/tuples of nodes and constants; None for anything deeper (left to ``map_arg``)."""
-    template, positions, lists = list(node.args), [], []
-    for p, a in enumerate(node.args):
-        if isinstance(a, torch.fx.Node):
-            positions.append((p, index[a]))
-        elif _has_node(a):
-            if type(a) not in (list, tuple, torch.fx.immutable_collections.immutable_list) or any(
-                    not isinstance(e, torch.fx.Node) and _has_node(e) for e in a):
-                return None
-            elems = tuple((index[e], None) if isinstance(e, torch.fx.Node) else (-1, e) for e in a)
-            lists.append((p, tuple if type(a) is tuple else list, elems))
-    kw_template, kw_positions = dict(node.kwargs), []
-    for k, a in node.kwargs.items():
-        if isinstance(a, torch.fx.Node):
-            kw_positions.append((k, index[a]))
-        elif _has_node(a):
-            return None
-    return (tuple(template) if not (positions or lists) else template, tuple(positions), tuple(lists), kw_template,
-            tuple(kw_positions))
-
-
-def _holds_jet(v) -> bool:
-    return isinstance(v, Jet) or (isinstance(v, (list, tuple, dict)) and _has_jet(v))
-
-
-def _has_jet(x) -> bool:
-    if isinstance(x, Jet):
-        return True
-    if isinstance(x, (list, tuple)):
-        return any(_has_jet(e) for e in x)
-    if isinstance(x, dict):
-        return any(_has_jet(e) for e in x.values())
-    return False
+    The graph runs as one generated function (``program.compile_graph``), made once per (graph, first node) and
+    cached with the graph."""
+    fn = derived(traced, ("program", resume_at),
+                 lambda: program.compile_graph(traced.graph_module, traced.input_index, resume_at))
+    return fn(input_jet, traced.state_values(), ctx, values)
