@@ -5,10 +5,12 @@ folded into a function of one tensor, and a failed trace explained in the user's
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import numbers
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -38,14 +40,52 @@ def _model_dtype_device(model) -> tuple[torch.dtype | None, torch.device | None]
     return None, None
 
 
-def prepare_point(model, x0) -> torch.Tensor:
+@dataclass(frozen=True)
+class ModelFacts:
+    """What every entry point reads off a model before tracing: its first floating parameter's dtype and device, the
+    meta-weights message (None: weights have values), and weak references to the modules that compute differently in
+    training mode (their flags, which no stamp covers, are read at every call)."""
+
+    dtype: torch.dtype | None
+    device: torch.device | None
+    meta: str | None
+    mode_sensitive: tuple
+
+    def training(self) -> bool:
+        modules = (r() for r in self.mode_sensitive)
+        return any(m is not None and m.training and _computes_in_training(m) for m in modules)
+
+
+_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (guard stamp, facts)
+
+
+def model_facts(model, stamp) -> ModelFacts:
+    """``ModelFacts`` of ``model``, reused while its guard ``stamp`` is unchanged (the stamp covers every module,
+    parameter identity, dtype and device; None: computed afresh)."""
+    if stamp is not None:
+        try:
+            hit = _FACTS.get(model)
+        except TypeError:  # not weakly referable or not hashable
+            hit = None
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    modules = [m for root in guard.referenced_modules(model) for m in root.modules()]
+    facts = ModelFacts(*_model_dtype_device(model), diagnose.meta_parameters(model),
+                       tuple(weakref.ref(m) for m in modules if isinstance(m, _MODE_SENSITIVE_KINDS)))
+    if stamp is not None:
+        with contextlib.suppress(TypeError):
+            _FACTS[model] = (stamp, facts)
+    return facts
+
+
+def prepare_point(model, x0, facts: ModelFacts | None = None) -> torch.Tensor:
     """x0 as a floating tensor on the model's device and dtype; rejects NaN/inf."""
     if not isinstance(x0, torch.Tensor):
         try:
             x0 = torch.as_tensor(x0, dtype=torch.float64)  # lists of floats: no float32 rounding on the way
         except Exception as e:  # noqa: BLE001 - any conversion failure is the same user error
             raise ExpansionError(f"the reference point must be a tensor (or array-like of numbers): {e}") from None
-    dtype, device = _model_dtype_device(model)
+    dtype, device = (facts.dtype, facts.device) if facts is not None else _model_dtype_device(model)
     if dtype is None:
         dtype = x0.dtype if x0.is_floating_point() else torch.get_default_dtype()
     x0 = x0.detach().to(dtype=dtype, device=device if device is not None else x0.device)
@@ -92,6 +132,7 @@ class PreparedCall:
     variables: torch.Tensor
     names: list[str] | None
     output: object
+    stamp: object = guard.UNKNOWN  # the model's guard stamp when prepared (None: not comparable)
 
     @property
     def n(self) -> int:
@@ -108,10 +149,11 @@ def prepare_call(model, x0, *, output=None, variables=None, names=None, batched:
         raise ExpansionError(f"model must be a torch.nn.Module or a function of one tensor, got {type(model).__name__}")
     model, x0, names, output = inputs.normalize(diagnose.unwrap_compiled(model), x0, wrt=wrt, output=output,
                                                 names=names, batched=batched)
-    no_values = diagnose.meta_parameters(model)
-    if no_values:
-        raise ExpansionError(no_values)
-    x0 = prepare_point(model, x0)
+    stamp = guard.stamp(model)
+    facts = model_facts(model, stamp)
+    if facts.meta:
+        raise ExpansionError(facts.meta)
+    x0 = prepare_point(model, x0, facts)
     if batched is None:
         batched = x0.dim() >= 2
     if batched and x0.dim() < 1:
@@ -121,29 +163,26 @@ def prepare_call(model, x0, *, output=None, variables=None, names=None, batched:
         names = [str(s) for s in names]
         if len(names) != var_index.numel():
             raise ExpansionError(f"names has {len(names)} entries for {var_index.numel()} variables")
-    if mode_sensitive_in_training(model):
+    if facts.training():
         warnings.warn(f"the model is in training mode; it is {verb} in eval mode (dropout off, batch norm on its "
                       "running statistics). Call model.eval() to silence this.", TrainingModeWarning, stacklevel=3)
-    return PreparedCall(model, x0, batched, var_index, names, output)
+    return PreparedCall(model, x0, batched, var_index, names, output, stamp)
 
 
-def trace_model(model, x0: torch.Tensor) -> trace.TracedModel:
-    """``trace.trace`` with a failure explained in the user's terms (``diagnose.trace_failure``)."""
+def trace_model(model, x0: torch.Tensor, stamp=guard.UNKNOWN) -> trace.TracedModel:
+    """``trace.trace`` with a failure explained in the user's terms (``diagnose.trace_failure``); ``stamp``: the
+    model's guard stamp taken by ``prepare_call`` (default: taken here)."""
     try:
-        return trace.trace(model, x0)
+        return trace.trace(model, x0, stamp=stamp)
     except GraphEscapeError:
         raise
     except Exception as e:
         raise ExpansionError(diagnose.trace_failure(model, x0, e)) from e
 
 
-_MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
-                   nn.modules.instancenorm._InstanceNorm)
+_MODE_SENSITIVE_KINDS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
+                         nn.modules.instancenorm._InstanceNorm, nn.MultiheadAttention)
 
 
-def mode_sensitive_in_training(model) -> bool:
-    """True when the model (or a module a plain function reads) holds a layer in training mode that computes
-    differently in eval mode."""
-    return any(m.training and (isinstance(m, _MODE_SENSITIVE)
-                               or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0))
-               for root in guard.referenced_modules(model) for m in root.modules())
+def _computes_in_training(m: nn.Module) -> bool:
+    return not isinstance(m, nn.MultiheadAttention) or m.dropout > 0

@@ -160,7 +160,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
         raise ExpansionError("certify needs terms='total' with more than one variable: the mixed terms a pure basis "
                              "drops are part of the error the remainder must bound")
     r = _radius(radius, n, x0)
-    traced = trace_model(model, x0)
+    traced = trace_model(model, x0, call.stamp)
     trace.check_supported(traced)
     check_certifiable(traced)
     if trace.output_count(traced) != 1:

@@ -57,7 +57,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         return expand_hope(model, x0, order, terms=terms, output=output, variables=var_index, names=names,
                            batched=batched, memory_budget=memory_budget, time_budget=time_budget)
 
-    traced = trace_model(model, x0)
+    traced = trace_model(model, x0, call.stamp)
     trace.check_supported(traced)
     returned = trace.output_count(traced)
     if returned != 1:

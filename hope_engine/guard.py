@@ -41,6 +41,9 @@ _IGNORED_CLASS_KEYS = frozenset({"__dict__", "__weakref__", "__doc__", "__module
 _LIBRARY_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+UNKNOWN = object()  # "no stamp taken yet" (None means "not comparable")
+
+
 class Uncomparable(Exception):
     """The model holds something the guard cannot compare cheaply."""
 

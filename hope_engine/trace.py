@@ -294,16 +294,18 @@ def _mutates(node) -> bool:
     return node.op == "call_function" and schema is not None and schema.is_mutable
 
 
-def trace(model, x: torch.Tensor, variant: str = "exact") -> TracedModel:
+def trace(model, x: torch.Tensor, variant: str = "exact", stamp=guard.UNKNOWN) -> TracedModel:
     """The cached value-free graph for (model, variant, input shape, dtype, device), or a fresh per-point graph.
 
     A cached graph is used only while ``guard.stamp(model)`` is unchanged (the module tree, hooks, attributes of every
     kind, class attributes, the globals and closures the code reads); parameters and buffers are read afresh at every
-    call. The model is left exactly as it was, whatever happens while tracing."""
+    call. The model is left exactly as it was, whatever happens while tracing. ``stamp``: ``guard.stamp(model)`` taken
+    by the caller with nothing run since (default: taken here)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     key = (variant, tuple(x.shape), x.dtype, x.device)
-    stamp = guard.stamp(model)
+    if stamp is guard.UNKNOWN:
+        stamp = guard.stamp(model)
     traced = GRAPHS.get(model, key, stamp)
     if traced is not None:  # an equal stamp holds the same parameter and buffer objects: traced.state is current
         return traced

@@ -7,6 +7,7 @@ autograd of the model as it is now (an independent reference), so a stale graph 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -332,3 +333,44 @@ def test_state_token_follows_parameter_values():
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])
+
+
+def test_training_mode_toggled_between_calls_is_warned_every_time():
+    """The facts read before tracing (dtype, meta weights, mode-sensitive layers) are memoised on the stamp, which does
+    not cover training flags: those are read at every call."""
+    from hope_engine.errors import TrainingModeWarning
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Tanh(), nn.Linear(3, 1)).to(D).eval()
+    x0 = _x0()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingModeWarning)
+        expand(model, x0, ORDER)
+    model.train()
+    with pytest.warns(TrainingModeWarning):
+        expand(model, x0, ORDER)
+    model[1].eval()  # the dropout alone: it is the layer that computes differently
+    model[0].train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingModeWarning)
+        expand(model, x0, ORDER)
+
+
+def test_dtype_changed_in_place_between_calls_is_followed():
+    """model.float() keeps the parameter objects and changes their dtype: the point follows the model's new dtype."""
+    model = _mlp()
+    assert expand(model, _x0(), ORDER).coefficients.dtype == torch.float64
+    model.float()
+    poly = expand(model, _x0(), ORDER)
+    assert poly.coefficients.dtype == torch.float32
+    model.double()
+    assert_matches_autograd(model, _x0(), ORDER)
+
+
+def test_weights_moved_to_meta_between_calls_are_refused():
+    from hope_engine.errors import ExpansionError
+
+    model = _mlp()
+    expand(model, _x0(), ORDER)
+    model.to("meta")
+    with pytest.raises(ExpansionError, match="meta device"):
+        expand(model, _x0(), ORDER)
