@@ -249,6 +249,8 @@ def check_budget(cost: CostEstimate, n: int, order: int, kind: str, memory_budge
     from .caches import default_memory_budget
 
     budget = default_memory_budget() if memory_budget is None else memory_budget
+    if cost.memory <= budget and (time_budget is None or cost.seconds <= time_budget):
+        return
     what = (f"expansion ({method}) to order {order} in {n} variables ({kind!r} basis, {basis_size(n, order, kind)} "
             "coefficients per value)")
     if cost.memory > budget:

@@ -51,9 +51,9 @@ def _shape_message(model, x0: torch.Tensor, first: str) -> str:
 def unwrap_compiled(model):
     """The original module or function of a ``torch.compile``d one (the compiled artefact cannot be traced; its
     original computes the same function)."""
-    original = getattr(model, "_orig_mod", None)
-    if isinstance(original, nn.Module) and type(model).__name__ == "OptimizedModule":
-        return original
+    if isinstance(model, nn.Module):  # (a module's attribute miss runs Module.__getattr__: look only where needed)
+        original = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+        return original if isinstance(original, nn.Module) else model
     return getattr(model, "_torchdynamo_orig_callable", model)
 
 

@@ -6,6 +6,8 @@ model's aten graph with the rule table, and the output jet's coefficients are th
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from . import rules, sparse_pure, trace
@@ -70,12 +72,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         return sparse_pure.expand_windows(call, traced, order)
 
     basis = make_basis(n, order, terms)
-    c = x0.new_zeros((basis.size, *x0.shape))
-    c[0] = x0
-    flat = c.reshape(basis.size, x0.shape[0], -1) if batched else c.reshape(basis.size, -1)
-    if order >= 1:  # coefficient 1 + i of variable i is 1: one scatter into rows 1..n
-        index = var_index.to(x0.device).reshape(n, *([1] * (flat.dim() - 1)))
-        flat[1:1 + n].scatter_(-1, index.expand(n, *flat.shape[1:-1], 1), 1)
+    c = input_coefficients(x0, basis, var_index, batched)
     ctx = rules.Context(basis)
     # the graph is run, not the model: the modules' training flags (set to eval while tracing) play no part here
     with torch.no_grad():
@@ -89,6 +86,34 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         return poly.select(output)
     except IndexError as e:
         raise ExpansionError(str(e)) from None
+
+
+_TEMPLATES: OrderedDict = OrderedDict()  # small seeded input series, least recently used dropped first
+_TEMPLATE_BYTES = 1 << 16
+
+
+def input_coefficients(x0: torch.Tensor, basis, var_index: torch.Tensor, batched: bool) -> torch.Tensor:
+    """The input series x0 + t: coefficient 0 is x0, coefficient 1 + i is 1 at variable i's element (of every row of a
+    batch), all others 0. Small ones are copied from a cached template with the ones in place."""
+    small = basis.size * x0.numel() * x0.element_size() <= _TEMPLATE_BYTES
+    key = (basis, tuple(x0.shape), x0.dtype, x0.device, batched, tuple(var_index.tolist())) if small else None
+    template = _TEMPLATES.get(key) if small else None
+    if template is None:
+        template = x0.new_zeros((basis.size, *x0.shape))
+        flat = template.reshape(basis.size, x0.shape[0], -1) if batched else template.reshape(basis.size, -1)
+        n = var_index.numel()
+        if basis.order >= 1:  # coefficient 1 + i of variable i is 1: one scatter into rows 1..n
+            index = var_index.to(x0.device).reshape(n, *([1] * (flat.dim() - 1)))
+            flat[1:1 + n].scatter_(-1, index.expand(n, *flat.shape[1:-1], 1), 1)
+        if small:
+            _TEMPLATES[key] = template
+            while len(_TEMPLATES) > 16:
+                _TEMPLATES.popitem(last=False)
+    else:
+        _TEMPLATES.move_to_end(key)
+    c = template.clone()
+    c[0] = x0
+    return c
 
 
 def _output_coefficients(out, basis, x0) -> torch.Tensor:

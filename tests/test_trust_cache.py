@@ -374,3 +374,16 @@ def test_weights_moved_to_meta_between_calls_are_refused():
     model.to("meta")
     with pytest.raises(ExpansionError, match="meta device"):
         expand(model, _x0(), ORDER)
+
+
+@pytest.mark.parametrize("variables", [None, [1], [2, 0]])
+def test_results_written_into_do_not_leak_into_the_next_call(variables):
+    """The input series is copied from a cached template: a caller writing into a result (here the identity model's,
+    which is the input series itself) changes neither the template nor the next expansion."""
+    x0 = torch.tensor([0.5, -1.0, 2.0], dtype=D)
+    first = expand(lambda x: x * 1.0, x0, 2, variables=variables)
+    want = first.coefficients.clone()
+    first.coefficients.add_(7.0)
+    again = expand(lambda x: x * 1.0, x0, 2, variables=variables)
+    torch.testing.assert_close(again.coefficients, want, rtol=0, atol=0)
+    assert_matches_autograd(lambda x: torch.sin(x).sum(), x0, 3, variables=variables)

@@ -79,10 +79,13 @@ HOPE_EXPORT void hope_rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* 
       for (int64_t k = lo; k < hi; k++) { T* oy = y + k * N + u0; for (int64_t u = 0; u < len; u++) oy[u] *= inv; \
         if (kind == HOPE_SIN_COS) { T* oc = g + k * N + u0; for (int64_t u = 0; u < len; u++) oc[u] *= inv; } } \
       if (kind == HOPE_RICCATI && d < K) { \
+        /* [y y]_d: the triples (l, r) and (r, l) both occur; each unordered pair is added once, doubled */ \
         for (int64_t t = start[d]; t < start[d + 1]; t++) { \
+          if (left[t] > right[t]) continue; \
           const T* __restrict x = y + left[t] * N + u0; const T* __restrict z = y + right[t] * N + u0; \
           T* __restrict og = g + outk[t] * N + u0; \
-          for (int64_t u = 0; u < len; u++) og[u] += x[u] * z[u]; } \
+          if (left[t] == right[t]) { for (int64_t u = 0; u < len; u++) og[u] += x[u] * z[u]; } \
+          else { for (int64_t u = 0; u < len; u++) og[u] += 2 * (x[u] * z[u]); } } \
         T q = (T)p2, b = (T)p1; \
         for (int64_t k = lo; k < hi; k++) { T* og = g + k * N + u0; const T* x = y + k * N + u0; \
           for (int64_t u = 0; u < len; u++) og[u] = b * x[u] + q * og[u]; } \
@@ -140,10 +143,11 @@ HOPE_EXPORT void hope_uni_##S(int kind, const T* u, T* y, T* g, int64_t n, int64
         if (kind == HOPE_SIN_COS) for (int64_t i = 0; i < len; i++) oc[i] *= inv; \
         if (kind == HOPE_RICCATI && d < K) { \
           for (int64_t i = 0; i < len; i++) oc[i] = 0; \
-          for (int64_t p = 0; p <= d; p++) { \
+          for (int64_t p = 0; 2 * p <= d; p++) { /* y_p y_(d-p) and y_(d-p) y_p once, doubled */ \
             const T* __restrict x = y + (p ? 1 + (p - 1) * n + v : 0) * N + u0; \
             const T* __restrict z = y + (d - p ? 1 + (d - p - 1) * n + v : 0) * N + u0; \
-            for (int64_t i = 0; i < len; i++) oc[i] += x[i] * z[i]; } \
+            if (2 * p == d) { for (int64_t i = 0; i < len; i++) oc[i] += x[i] * z[i]; } \
+            else { for (int64_t i = 0; i < len; i++) oc[i] += 2 * (x[i] * z[i]); } } \
           for (int64_t i = 0; i < len; i++) oc[i] = b * oy[i] + q * oc[i]; \
         } \
       } \

@@ -257,9 +257,11 @@ def _univariate(basis: Basis) -> bool:
 
 
 def _flat(basis: Basis) -> tuple[torch.Tensor, ...]:
-    from ..series import flat_tables  # series imports this package: resolved at call time
+    if "flat_tables" not in _state:
+        from ..series import flat_tables  # series imports this package: resolved at the first call
 
-    return flat_tables(basis)
+        _state["flat_tables"] = flat_tables
+    return _state["flat_tables"](basis)
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,7 +307,10 @@ def _run_own(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | No
     """``_run`` where y (and g) are buffers made here by ``u.new_empty(u.shape)``: same shape, dtype and device as u,
     contiguous. Only u and the tables are checked (as ``recurrence`` / ``univariate`` check them)."""
     u = u.contiguous()
-    dtype, units = _floats(None, u=u)
+    if type(u) is torch.Tensor and u.dtype in _SUFFIX and u.dim() and u.shape[0] and u.device.type == "cpu":
+        dtype, units = u.dtype, u.numel() // u.shape[0]
+    else:
+        dtype, units = _floats(None, u=u)  # raises what is wrong
     if y.shape != u.shape or not y.is_contiguous() or (g is not None and (g.shape != u.shape
                                                                           or not g.is_contiguous())):
         raise ValueError("internal: the output buffers must be contiguous and shaped like u")
@@ -318,11 +323,26 @@ def _run_own(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | No
                              float(p1), float(p2))
         return
     tables = _flat(basis)
-    _check_tables(tables, basis.order, u.shape[0])
-    left, right, outk, start, off, rdeg = tables
-    _entry("rec", dtype)(int(kind), u.data_ptr(), y.data_ptr(), gp, left.data_ptr(), right.data_ptr(),
-                         outk.data_ptr(), rdeg.data_ptr(), start.data_ptr(), off.data_ptr(), basis.order, units, 0,
-                         units, float(p1), float(p2))
+    pointers = _checked_pointers(tables, basis.order, u.shape[0])
+    _entry("rec", dtype)(int(kind), u.data_ptr(), y.data_ptr(), gp, *pointers, basis.order, units, 0, units,
+                         float(p1), float(p2))
+
+
+_VERIFIED: dict = {}  # id(tables) -> (tables, order, rows, versions, pointers) of flat tables checked unchanged
+
+
+def _checked_pointers(tables: tuple, order: int, rows: int) -> tuple:
+    """(left, right, out, rdeg, start, offsets) data pointers of flat tables that ``_check_tables`` accepted; the
+    check is redone when the tables' versions (an in-place write) or the order and rows change."""
+    known = _VERIFIED.get(id(tables))
+    versions = tuple(t._version for t in tables)
+    if known is None or known[0] is not tables or known[1:4] != (order, rows, versions):
+        _check_tables(tables, order, rows)
+        left, right, outk, start, off, rdeg = tables
+        pointers = tuple(t.data_ptr() for t in (left, right, outk, rdeg, start, off))
+        _VERIFIED.clear()  # one entry: the tables in use (a stale entry would keep evicted tables alive)
+        known = _VERIFIED[id(tables)] = (tables, order, rows, versions, pointers)
+    return known[4]
 
 
 def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:
