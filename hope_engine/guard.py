@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import operator
 import types
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import torch
@@ -209,13 +212,140 @@ def _global_state() -> tuple:
 
 def stamp(model: Any) -> Any:
     """A value equal between two calls exactly when the model's traced graph would be the same; ``None`` when that
-    cannot be decided cheaply (then the caller re-traces)."""
+    cannot be decided cheaply (then the caller re-traces).
+
+    For a tree of torch's own module classes with plain attributes (``_Witness``), the walk's result is reused while
+    a few bulk comparisons show that nothing it read has changed."""
+    try:
+        known = _WITNESSES.get(model)
+    except TypeError:  # not weakly referable or not hashable
+        known = None
+    if known is not None and known[0].holds():
+        return known[1]
+    value = walked_stamp(model)
+    if value is not None:
+        witness = _Witness.of(model)
+        if witness is not None:
+            with contextlib.suppress(TypeError):
+                _WITNESSES[model] = (witness, value)
+    return value
+
+
+def walked_stamp(model: Any) -> Any:
+    """``stamp`` by a full walk of everything the model's code reads (no reuse)."""
     walk = _Walker()
     try:
         dtype, hooks = _global_state()
         return (dtype, walk(hooks), walk(model))
     except (Uncomparable, RecursionError):
         return None
+
+
+_WITNESSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (witness, its walked stamp)
+_SPECIAL = ("_parameters", "_buffers", "_modules")
+_NONE_ID = id(None)
+_LAYOUT = operator.attrgetter("shape", "dtype", "device")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
+                 "_global_module_registration_hooks")
+
+
+def _picker(positions: list[int]) -> Callable[[list], tuple]:
+    """A function taking the elements at ``positions`` of a list as a tuple (itemgetter, for any count)."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        p = positions[0]
+        return lambda v: (v[p],)
+    return lambda v: ()
+
+
+class _Witness:
+    """What a walk read of a tree of torch's own module classes whose attributes are plain values, tuples of them and
+    empty containers (``_Witness.of`` declines any other tree): each module's class, attribute names and plain values,
+    which containers are empty, and its parameters, buffers and children by identity and layout, plus the default
+    dtype and the global module hooks (none). ``holds()`` re-reads all of it in bulk (C-level ``map`` and list
+    comparisons: no walk), so it is true exactly when a walk would give the stamp it was made with. Modules and tensors
+    are held weakly (a dead one never matches; ids are compared only while both objects are alive)."""
+
+    @classmethod
+    def of(cls, model: Any) -> _Witness | None:
+        if not isinstance(model, nn.Module) or any(getattr(nn.modules.module, h, None) for h in _GLOBAL_HOOKS):
+            return None
+        modules = list(model.modules())
+        kinds, keys, plain, empty, special = [], [], [], [], []
+        position = 0
+        for m in modules:
+            if isinstance(m, torch.jit.ScriptModule) or _LIBRARY_CLASSES.get(type(m)) is None:
+                return None
+            for k, v in vars(m).items():
+                keys.append(k)
+                if k in _SPECIAL:
+                    special.append(position)
+                elif k in _IGNORED_MODULE_KEYS:
+                    pass
+                elif type(v) in _PLAIN_TYPES or (type(v) is tuple and all(type(e) in _PLAIN_TYPES for e in v)):
+                    plain.append(position)
+                elif type(v) in _EMPTY_CONTAINERS and not v:
+                    empty.append(position)
+                else:
+                    return None
+                position += 1
+            kinds.append(type(m))
+        self = cls()
+        values = [v for m in modules for v in vars(m).values()]
+        self.refs = [weakref.ref(m) for m in modules]
+        self.kinds, self.keys = kinds, keys
+        self.lens = [len(vars(m)) for m in modules]
+        self.plain, self.empty, self.special = _picker(plain), _picker(empty), _picker(special)
+        self.plain_values = self.plain(values)
+        self.plain_types = tuple(map(type, self.plain_values))
+        self.empty_types = tuple(map(type, self.empty(values)))
+        containers = self.special(values)
+        self.special_keys = [k for d in containers for k in d]
+        entries = [v for d in containers for v in d.values()]
+        if any(v is not None and not isinstance(v, (torch.Tensor, nn.Module)) for v in entries):
+            return None
+        self.entry_refs = [weakref.ref(v) if v is not None else _DEAD for v in entries]
+        self.nones = sum(v is None for v in entries)
+        tensors = [i for i, v in enumerate(entries) if isinstance(v, torch.Tensor)]
+        self.tensors = _picker(tensors)
+        self.layouts = list(map(_LAYOUT, self.tensors(entries)))
+        self.dtype = torch.get_default_dtype()
+        return self
+
+    def holds(self) -> bool:
+        try:
+            if torch.get_default_dtype() is not self.dtype or any(
+                    getattr(nn.modules.module, h, None) for h in _GLOBAL_HOOKS):
+                return False
+            modules = list(map(_deref, self.refs))
+            if list(map(type, modules)) != self.kinds:  # a dead module is None, whose type is never a module's
+                return False
+            dicts = list(map(vars, modules))
+            if list(map(len, dicts)) != self.lens or list(chain.from_iterable(dicts)) != self.keys:
+                return False
+            values = list(chain.from_iterable(map(dict.values, dicts)))
+            plain, empty = self.plain(values), self.empty(values)
+            if (tuple(map(type, plain)) != self.plain_types or plain != self.plain_values
+                    or tuple(map(type, empty)) != self.empty_types or any(map(len, empty))):
+                return False
+            containers = self.special(values)
+            if list(chain.from_iterable(containers)) != self.special_keys:
+                return False
+            entries = list(chain.from_iterable(map(dict.values, containers)))
+            ids = list(map(id, entries))
+            return (ids.count(_NONE_ID) == self.nones and ids == list(map(id, map(_deref, self.entry_refs)))
+                    and list(map(_LAYOUT, self.tensors(entries))) == self.layouts)
+        except Exception:  # noqa: BLE001 - anything unexpected (a module without __dict__...): walk instead
+            return False
+
+
+class _Gone:
+    pass
+
+
+_DEAD = weakref.ref(_Gone())  # a reference whose object is gone: it gives None, standing for a None entry
+_deref = weakref.ref.__call__  # a reference's object (None when gone), called from C by ``map``
 
 
 def state_token(model: Any) -> Any:

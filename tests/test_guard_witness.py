@@ -1,0 +1,119 @@
+"""The guard's bulk re-check (``guard._Witness``) against a full walk: after any change a notebook user makes to a tree
+of torch's own modules, ``stamp`` (which reuses the last walk while its witness holds) equals ``walked_stamp`` (a
+fresh walk). A witness that missed a change would return the old stamp, and a stale graph would be reused."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from hope_engine import guard
+
+
+def _tree() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Sequential(nn.Linear(4, 4, bias=False), nn.LeakyReLU(0.1)),
+                         nn.LayerNorm(4), nn.Conv1d(1, 1, 3, padding=1), nn.Linear(4, 1)).double()
+
+
+def _mutations(model: nn.Sequential, draw) -> list:
+    lin, inner, norm, conv = model[0], model[2], model[3], model[4]
+    handles: list = []
+
+    def hook(m, a, out):
+        return out
+
+    return [
+        lambda: model.__setitem__(1, nn.Tanh()),                        # a new module object of the same class
+        lambda: model.__setitem__(1, nn.Sigmoid()),
+        lambda: setattr(lin, "weight", nn.Parameter(lin.weight.detach().clone())),
+        lambda: setattr(lin, "bias", None),
+        lambda: setattr(inner[0].weight, "data", inner[0].weight.data.float()),
+        lambda: setattr(inner[0].weight, "data", torch.randn(4, 5, dtype=torch.float64)),
+        lambda: setattr(lin, "in_features", draw(st.integers(1, 3))),
+        lambda: setattr(lin, "in_features", 2.0),                       # equal value, other type: equal stamps
+        lambda: setattr(conv, "padding", (draw(st.integers(0, 2)),)),
+        lambda: setattr(conv, "padding_mode", "circular"),
+        lambda: setattr(inner[1], "negative_slope", draw(st.floats(0.0, 1.0))),
+        lambda: setattr(norm, "extra", 3),
+        lambda: delattr(norm, "extra") if "extra" in vars(norm) else None,
+        lambda: setattr(norm, "other", vars(norm).pop("extra")) if "extra" in vars(norm) else None,  # renamed
+        lambda: setattr(norm, "eps", [1e-5]),                           # a list: no witness, a walk every call
+        lambda: handles.append(inner[1].register_forward_hook(hook)),
+        lambda: handles.append(lin.register_forward_pre_hook(lambda m, a: None)),
+        lambda: handles.pop().remove() if handles else None,
+        lambda: handles.append(nn.modules.module.register_module_forward_hook(hook)),
+        lambda: torch.set_default_dtype(torch.float32 if torch.get_default_dtype() == torch.float64 else
+                                        torch.float64),
+        lambda: setattr(model[1], "__class__", nn.Softsign),
+        lambda: norm.register_buffer("scale", torch.ones(4)),
+        lambda: model.append(nn.Identity()),
+        lambda: lin.weight.data.mul_(2.0),                              # values: not part of the stamp
+        lambda: model.float(),
+        lambda: model.train(not model.training),                        # flags: not part of the stamp
+        lambda: vars(lin)["_forward_hooks"].__setitem__(99, hook),      # a hook written into the dict directly
+        lambda: gc.collect(),
+    ], handles
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_reused_stamp_always_equals_a_fresh_walk(data):
+    default = torch.get_default_dtype()
+    model = _tree()
+    assert guard.stamp(model) == guard.walked_stamp(model)
+    assert guard._WITNESSES.get(model) is not None, "a tree of torch's modules with plain attributes has a witness"
+    steps, handles = _mutations(model, data.draw)
+    try:
+        for _ in range(data.draw(st.integers(1, 6))):
+            before = guard.walked_stamp(model)
+            steps[data.draw(st.integers(0, len(steps) - 1))]()
+            now = guard.stamp(model)
+            assert now == guard.walked_stamp(model)
+            assert guard.stamp(model) == now  # and again, through the witness just made
+            if before != now:
+                assert guard.stamp(model) != before
+    finally:
+        for h in handles:
+            h.remove()
+        torch.set_default_dtype(default)
+
+
+def test_a_replaced_module_is_seen_even_when_its_id_is_reused():
+    model = _tree()
+    first = guard.stamp(model)
+    for _ in range(50):  # replacements free the old object: a new one often lands at the same address
+        model[1] = nn.Tanh() if isinstance(model[1], nn.Softsign) else nn.Softsign()
+        assert guard.stamp(model) == guard.walked_stamp(model)
+    assert (first == guard.stamp(model)) == isinstance(model[1], nn.Tanh)
+
+
+def test_the_witness_holds_no_strong_reference_to_the_model():
+    import weakref
+
+    model = _tree()
+    guard.stamp(model)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+
+
+def test_renamed_attributes_parameters_and_children_are_seen():
+    """Renames keep every value (and the count): only the names tell them apart."""
+    model = _tree()
+    lin = model[0]
+    lin.extra = 3
+    steps = [
+        lambda: setattr(lin, "other", vars(lin).pop("extra")),
+        lambda: lin._parameters.__setitem__("w2", lin._parameters.pop("weight")),
+        lambda: model._modules.__setitem__("z", model._modules.pop("5")),
+    ]
+    for step in steps:
+        before = guard.stamp(model)
+        step()
+        assert guard.stamp(model) == guard.walked_stamp(model) != before
