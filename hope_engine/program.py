@@ -39,14 +39,15 @@ def holds_jet(v) -> bool:
     return False
 
 
-def vector_linear(x: Jet, w: torch.Tensor, bias: torch.Tensor | None) -> Jet:
+def vector_linear(x: Jet, w: torch.Tensor, bias: torch.Tensor | None, bias_fits: bool = False) -> Jet:
     """squeeze(mm(unsqueeze(x, 0), w), 0) + bias for a jet x of one vector: the coefficients (M, in) times w, the bias
-    added to the value row of that fresh product (as ``rules`` adds it after a matmul)."""
+    added to the value row of that fresh product (as ``rules`` adds it after a matmul). ``bias_fits``: the graph's
+    shapes and dtypes show that the bias has the output's shape and dtype."""
     out = Jet(torch.matmul(x.c, w), x.basis)
     if bias is None:
         return out
-    if bias.dtype == out.c.dtype and fits(bias.shape, out.c.shape[1:]):
-        out.c[0] += bias
+    if bias_fits or (bias.dtype == out.c.dtype and fits(bias.shape, out.c.shape[1:])):
+        out.c[0].add_(bias)
         return out
     return add_constant(out, bias)
 
@@ -98,9 +99,9 @@ class _Emitter:
 
 
 def _linear_chains(gm: torch.fx.GraphModule) -> dict:
-    """{last node: (nodes of the chain, x, w source node or (weight node, transposed), bias node or None)} for each
-    1-d linear layer ``[t(W) ->] mm(unsqueeze(x, 0), w) -> squeeze(0) [-> add(bias)]`` whose intermediates have no
-    other user."""
+    """{last node: (nodes of the chain, x, (w node, whether it is transposed here), bias node or None, whether the bias,
+    the product and the sum have one shape and dtype)} for each 1-d linear layer
+    ``[t(W) ->] mm(unsqueeze(x, 0), w) -> squeeze(0) [-> add(bias)]`` whose intermediates have no other user."""
     chains = {}
     for mm in gm.graph.nodes:
         if mm.target is not aten.mm.default or len(mm.users) != 1 or mm.kwargs:
@@ -127,8 +128,14 @@ def _linear_chains(gm: torch.fx.GraphModule) -> dict:
             if isinstance(other, torch.fx.Node) and other is not sq:
                 bias, last = other, add
                 nodes.append(add)
-        chains[last] = (nodes, x, weight, bias)
+        layouts = {_layout(n) for n in (bias, sq, last)} if bias is not None else {None}
+        chains[last] = (nodes, x, weight, bias, len(layouts) == 1 and None not in layouts)
     return chains
+
+
+def _layout(node) -> tuple | None:
+    val = node.meta.get("val")
+    return (tuple(val.shape), val.dtype) if isinstance(val, torch.Tensor) else None
 
 
 def compile_graph(gm: torch.fx.GraphModule, input_index: int, start=None) -> Callable:
@@ -207,9 +214,9 @@ def _emit_node(em: _Emitter, node, plain: set, indent: str) -> list[str]:
 def _emit_chain(em: _Emitter, chain: tuple, plain: set) -> list[str]:
     """A 1-d linear layer: one ``vector_linear`` when x is a jet and the weight and bias are tensors; otherwise the
     chain's nodes one by one (their intermediates deleted after)."""
-    nodes, x, (w, transposed), bias = chain
+    nodes, x, (w, transposed), bias, fitting = chain
     weight = f"{em.var(w)}.t()" if transposed else em.var(w)
-    b = em.var(bias) if bias is not None else "None"
+    b = (em.var(bias) + (", True" if fitting else "")) if bias is not None else "None"
     test = f"type({em.var(x)}) is Jet" + "".join(f" and isinstance({em.var(n)}, torch.Tensor)"
                                                  for n in (w, bias) if n is not None)
     out = [f"    if {test}:", f"        {em.var(nodes[-1])} = _linear({em.var(x)}, {weight}, {b})", "    else:"]

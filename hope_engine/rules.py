@@ -346,7 +346,7 @@ def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
         return series.add(prod, series.scale(bias, beta) if beta != 1 else bias)
     bias = bias * beta if beta != 1 else bias
     if isinstance(bias, torch.Tensor) and bias.dtype == prod.dtype and series.fits(bias.shape, prod.shape):
-        prod.c[0] += bias  # prod is the matmul's fresh output: the bias goes into its value in place
+        prod.c[0].add_(bias)  # prod is the matmul's fresh output: the bias goes into its value in place
         return prod
     return series.add_constant(prod, bias)
 
@@ -364,7 +364,7 @@ def _convolution(ctx, op, x, weight, bias, *rest):
         return series.add(out, Jet(b.c.reshape(b.c.shape[0], -1, *([1] * (weight.ndim - 2))), b.basis))
     out = _folded(lambda v: op(v, weight, None, *rest), x.c, weight.dim())
     if bias is not None:
-        out[0] += bias.reshape(-1, *([1] * (weight.dim() - 2)))
+        out[0].add_(bias.reshape(-1, *([1] * (weight.dim() - 2))))
     return Jet(out, x.basis)
 
 

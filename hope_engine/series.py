@@ -104,7 +104,7 @@ def add_constant(a: Jet, value) -> Jet:
     v = torch.as_tensor(value, dtype=a.dtype, device=a.device)
     if fits(v.shape, a.c.shape[1:]):  # the common case (a bias): no broadcast of the coefficients
         out = a.c.clone()
-        out[0] += v
+        out[0].add_(v)
         return a.with_coefficients(out)
     nd = max(a.ndim, v.dim())
     c = lift(a.c, nd)

@@ -249,6 +249,7 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     except Exception:  # Declined, or anything the model raises: make_fx decides
         return None
     gm = recording.graph_module
+    _read_input_directly(gm, len(state or {}))
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return TracedModel(gm, state or {}, not recording.per_point, input_index=len(state or {}))
@@ -275,6 +276,7 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
         options.pop("record_module_stack")
         gm = traced.graph_module = make_fx(functionalize(gm, remove="mutations"), **options)(*inputs)
     _drop_input_writes(gm)
+    _read_input_directly(gm, traced.input_index)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return traced
@@ -286,6 +288,19 @@ def _drop_input_writes(gm: torch.fx.GraphModule) -> None:
     for node in list(gm.graph.nodes):
         if (_mutates(node) and not node.users and node.args and isinstance(node.args[0], torch.fx.Node)
                 and node.args[0].op == "placeholder"):
+            gm.graph.erase_node(node)
+
+
+def _read_input_directly(gm: torch.fx.GraphModule, input_index: int) -> None:
+    """The traced function copies its input first (a model writing into its input must not touch the caller's
+    point); in a graph without writes that copy is the input itself, so its users read the input (one copy of the
+    input series less per expansion)."""
+    if any(_mutates(n) for n in gm.graph.nodes):
+        return
+    x = [n for n in gm.graph.nodes if n.op == "placeholder"][input_index]
+    for node in list(x.users):
+        if node.target is aten.clone.default and node.args == (x,) and not node.kwargs:
+            node.replace_all_uses_with(x)
             gm.graph.erase_node(node)
 
 

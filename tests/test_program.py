@@ -84,11 +84,13 @@ class _Mixed(nn.Module):
 
 
 @torch.no_grad()
-def test_every_start_node_gives_the_reference_values():
+@pytest.mark.parametrize("dtype,bias_dtype", [(D, torch.float32), (torch.float32, D), (D, D)])
+def test_every_start_node_gives_the_reference_values(dtype, bias_dtype):
+    """The hand-written layer's bias has another dtype than the product (either way) or the same one."""
     torch.manual_seed(0)
-    model = _Mixed().to(D).eval()
-    model.b32 = model.b32.float()
-    x0 = torch.tensor([0.2, -0.4, 0.7], dtype=D)
+    model = _Mixed().to(dtype).eval()
+    model.b32 = model.b32.to(bias_dtype)
+    x0 = torch.tensor([0.2, -0.4, 0.7], dtype=dtype)
     traced = trace.trace(model, x0)
     gm = traced.graph_module
     assert len(program._linear_chains(gm)) == 4  # a, b, c (on a constant) and the hand-written one
@@ -101,7 +103,9 @@ def test_every_start_node_gives_the_reference_values():
             continue
         values = {n: env[n] for n in nodes[:k] if n.op != "placeholder"}
         got = trace.run(traced, _input_jet(x0, 4), rules.Context(ctx.basis), resume_at=start, values=values)
-        torch.testing.assert_close(_coefficients(got), want, rtol=1e-13, atol=1e-13, msg=f"start at {start}")
+        got = _coefficients(got)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"start at {start}")  # the same ops, in order
 
 
 def test_fused_layers_match_autograd_and_the_batched_point():
@@ -133,6 +137,7 @@ def test_random_mlps_on_one_point_match_autograd(n, widths, bias, act, order, se
     assert_matches_autograd(model, x0, order)
     traced = trace.trace(model, x0)
     assert len(program._linear_chains(traced.graph_module)) == len(sizes) - 1
+    assert all(n.target is not torch.ops.aten.clone.default for n in traced.graph_module.graph.nodes)  # no input copy
 
 
 def test_generated_names_cover_keywords_and_nonfinite_constants():

@@ -20,7 +20,7 @@
 
 /* Recurrence kinds: hope_engine.kernels.native.CKind mirrors these values (checked at load by hope_kernels_abi). */
 enum { HOPE_EXP = 0, HOPE_SIN_COS = 1, HOPE_RICCATI = 2, HOPE_DIV = 3, HOPE_PRODUCT = 4 };
-#define HOPE_ABI 2
+#define HOPE_ABI 3
 
 HOPE_EXPORT int64_t hope_kernels_abi(void) { return HOPE_ABI * 100 + HOPE_PRODUCT; }
 
@@ -44,16 +44,19 @@ HOPE_EXPORT void hope_prod_##S(const T* a, const T* b, T* out, const int64_t* le
 } \
 /* Recurrences over the flat tables of a total basis (ordered by output degree, then left degree): for degree d the \
    triples are start[d] .. start[d+1]; the last W_d of them have left degree d (right factor of degree 0) and are \
-   skipped. outk: absolute row; off: the basis offsets (K + 2 entries). Row 0 of y (and g) is set by the caller. \
+   skipped. outk: absolute row; off: the basis offsets (K + 2 entries). Row 0 of y (and g) is set by the caller, \
+   except RICCATI's g, whose row 0 is written here: p0 + p1 y_0 + p2 y_0^2. \
    EXP      y_d = [y Eu]_d / d                                  (u: Eu = rdeg_t u[right_t]) \
    SIN_COS  s_d = [c Eu]_d / d, c_d = -[s Eu]_d / d             (y = s, g = c) \
-   RICCATI  y_d = [g Eu]_d / d, g_d = p1 y_d + p2 [y y]_d       (g = y' = p0 + p1 y + p2 y^2) \
+   RICCATI  y_d = [g Eu]_d / d, g_d = p1 y_d + p2 [y y]_d       (g = y' = p0 + p1 y + p2 y^2; p0 used for g_0) \
    DIV      y_d = (g_d - [y u]_d) / u_0                         (y = g / u; g is read, not written) */ \
 HOPE_EXPORT void hope_rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* left, const int64_t* right, \
     const int64_t* outk, const double* rdeg, const int64_t* start, const int64_t* off, int64_t K, int64_t N, \
-    int64_t ub, int64_t ue, double p1, double p2) { \
+    int64_t ub, int64_t ue, double p0, double p1, double p2) { \
   for (int64_t u0 = ub; u0 < ue; u0 += CHUNK) { \
     int64_t len = ue - u0 < CHUNK ? ue - u0 : CHUNK; \
+    if (kind == HOPE_RICCATI) { const T* y0 = y + u0; T* g0 = g + u0; T a = (T)p0, b = (T)p1, q = (T)p2; \
+      for (int64_t u = 0; u < len; u++) g0[u] = a + b * y0[u] + q * (y0[u] * y0[u]); } \
     for (int64_t d = 1; d <= K; d++) { \
       int64_t lo = off[d], hi = off[d + 1], W = hi - lo, t0 = start[d], t1 = start[d + 1] - W; \
       T inv = (T)(1.0 / (double)d); \
@@ -98,10 +101,12 @@ HOPE_EXPORT void hope_rec_##S(int kind, const T* eu, T* y, T* g, const int64_t* 
    each variable runs its own recurrence to the end while its K rows stay in cache. Kinds as hope_rec_ (EXP, SIN_COS, \
    RICCATI with Eu = (d - p) u; DIV with y = g / u), and PRODUCT: y = u * g (all rows, row 0 included). */ \
 HOPE_EXPORT void hope_uni_##S(int kind, const T* u, T* y, T* g, int64_t n, int64_t K, int64_t N, int64_t ub, \
-    int64_t ue, double p1, double p2) { \
+    int64_t ue, double p0, double p1, double p2) { \
   T b = (T)p1, q = (T)p2; \
   for (int64_t u0 = ub; u0 < ue; u0 += CHUNK) { \
     int64_t len = ue - u0 < CHUNK ? ue - u0 : CHUNK; \
+    if (kind == HOPE_RICCATI) { const T* y0 = y + u0; T* g0 = g + u0; T a = (T)p0; \
+      for (int64_t i = 0; i < len; i++) g0[i] = a + b * y0[i] + q * (y0[i] * y0[i]); } \
     if (kind == HOPE_PRODUCT) { T* __restrict o = y + u0; const T* x = u + u0; const T* z = g + u0; \
       for (int64_t i = 0; i < len; i++) o[i] = x[i] * z[i]; } \
     for (int64_t v = 0; v < n; v++) { \

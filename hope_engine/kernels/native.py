@@ -33,7 +33,7 @@ class CKind(enum.IntEnum):
     PRODUCT = 4
 
 
-ABI = 2 * 100 + CKind.PRODUCT  # hope_kernels_abi() of a matching build
+ABI = 3 * 100 + CKind.PRODUCT  # hope_kernels_abi() of a matching build
 _SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 _lock = threading.Lock()
 _state: dict = {}
@@ -64,8 +64,8 @@ def _load() -> ctypes.CDLL | None:
     p, i64, dbl, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     for s in _SUFFIX.values():
         for name, args in (("prod", [p, p, p, p, p, p, p, i64, i64, i64, i64, i64, dbl]),
-                           ("rec", [cint, p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, dbl, dbl]),
-                           ("uni", [cint, p, p, p, i64, i64, i64, i64, i64, dbl, dbl])):
+                           ("rec", [cint, p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, dbl, dbl, dbl]),
+                           ("uni", [cint, p, p, p, i64, i64, i64, i64, i64, dbl, dbl, dbl])):
             fn = getattr(dll, f"hope_{name}_{s}")
             fn.argtypes, fn.restype = args, None
     return dll
@@ -200,9 +200,10 @@ def _check_tables(tables: Sequence[torch.Tensor], order: int, rows: int) -> None
 
 
 def recurrence(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, tables: Sequence[torch.Tensor],
-               order: int, p1: float = 0.0, p2: float = 0.0) -> None:
-    """Fill rows 1.. of y (and g) in place over a total basis (flat tables); row 0 is the caller's. EXP: g unused;
-    SIN_COS: y = sin, g = cos; RICCATI: g = p0 + p1 y + p2 y^2 (y' of the activation); DIV: y = g / u."""
+               order: int, p1: float = 0.0, p2: float = 0.0, p0: float = 0.0) -> None:
+    """Fill rows 1.. of y (and g) in place over a total basis (flat tables); row 0 is the caller's (RICCATI's g: all
+    rows written). EXP: g unused; SIN_COS: y = sin, g = cos; RICCATI: g = p0 + p1 y + p2 y^2 (y' of the activation);
+    DIV: y = g / u."""
     kind = CKind(kind)
     if kind == CKind.PRODUCT:
         raise ValueError("recurrence: PRODUCT runs through prod()")
@@ -219,11 +220,11 @@ def recurrence(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | 
     left, right, outk, start, off, rdeg = tables
     fn = _entry("rec", dtype)
     fn(int(kind), _ptr(u), _ptr(y), _ptr(g if kind != CKind.EXP else None), _ptr(left), _ptr(right), _ptr(outk),
-       _ptr(rdeg), _ptr(start), _ptr(off), order, units, 0, units, float(p1), float(p2))
+       _ptr(rdeg), _ptr(start), _ptr(off), order, units, 0, units, float(p0), float(p1), float(p2))
 
 
 def univariate(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, n: int, order: int,
-               p1: float = 0.0, p2: float = 0.0) -> None:
+               p1: float = 0.0, p2: float = 0.0, p0: float = 0.0) -> None:
     """A pure basis in n variables (or a total basis in one, n = 1; 1 + n K rows): kinds as ``recurrence`` fill rows
     1.. of y (and g); PRODUCT writes u * g into all rows of y."""
     kind = CKind(kind)
@@ -237,8 +238,8 @@ def univariate(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | 
         if t is not None and t.shape[0] != rows:
             raise ValueError(f"univariate: {name} has {t.shape[0]} rows, a basis of n={n}, order={order} has {rows}")
     fn = _entry("uni", dtype)
-    fn(int(kind), _ptr(u), _ptr(y), _ptr(g if kind != CKind.EXP else None), n, order, units, 0, units, float(p1),
-       float(p2))
+    fn(int(kind), _ptr(u), _ptr(y), _ptr(g if kind != CKind.EXP else None), n, order, units, 0, units, float(p0),
+       float(p1), float(p2))
 
 
 # --------------------------------------------------------------------------- the backend (torch_backend's signatures)
@@ -303,7 +304,7 @@ def _run(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, 
 
 
 def _run_own(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None, basis: Basis, p1: float = 0.0,
-             p2: float = 0.0) -> None:
+             p2: float = 0.0, p0: float = 0.0) -> None:
     """``_run`` where y (and g) are buffers made here by ``u.new_empty(u.shape)``: same shape, dtype and device as u,
     contiguous. Only u and the tables are checked (as ``recurrence`` / ``univariate`` check them)."""
     u = u.contiguous()
@@ -320,12 +321,12 @@ def _run_own(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | No
             raise ValueError(f"univariate: u has {u.shape[0]} rows, a basis of n={basis.n}, order={basis.order} has "
                              f"{1 + basis.n * basis.order}")
         _entry("uni", dtype)(int(kind), u.data_ptr(), y.data_ptr(), gp, basis.n, basis.order, units, 0, units,
-                             float(p1), float(p2))
+                             float(p0), float(p1), float(p2))
         return
     tables = _flat(basis)
     pointers = _checked_pointers(tables, basis.order, u.shape[0])
     _entry("rec", dtype)(int(kind), u.data_ptr(), y.data_ptr(), gp, *pointers, basis.order, units, 0, units,
-                         float(p1), float(p2))
+                         float(p0), float(p1), float(p2))
 
 
 _VERIFIED: dict = {}  # id(tables) -> (tables, order, rows, versions, pointers) of flat tables checked unchanged
@@ -363,14 +364,11 @@ def sin_cos(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def riccati(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float, q: float) -> torch.Tensor:
-    """y with y' = a + b y + q y^2: y_d = [y' E u]_d / d, y'_d = b y_d + q [y y]_d."""
+    """y with y' = a + b y + q y^2: y_d = [y' E u]_d / d, y'_d = b y_d + q [y y]_d (y'_0 = a + b y_0 + q y_0^2 is
+    written by the kernel)."""
     y, g = u.new_empty((2, *u.shape)).unbind(0)  # one allocation; both contiguous
     y[0] = y0
-    if b == 0.0:  # tanh (1 - y^2), tan (1 + y^2): the same numbers as a + b y0 + q y0^2, in two ops
-        g[0].fill_(a).addcmul_(y0, y0, value=q)
-    else:
-        g[0] = a + b * y0 + q * y0 * y0
-    _run_own(CKind.RICCATI, u, y, g, basis, b, q)
+    _run_own(CKind.RICCATI, u, y, g, basis, b, q, a)
     return y
 
 
