@@ -20,7 +20,7 @@ import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 import torch
@@ -223,11 +223,12 @@ def stamp(model: Any) -> Any:
     if known is not None and known[0].holds():
         return known[1]
     value = walked_stamp(model)
-    if value is not None:
-        witness = _Witness.of(model)
+    witness = _Witness.of(model) if value is not None else None
+    with contextlib.suppress(TypeError):  # not weakly referable or not hashable: no witness
         if witness is not None:
-            with contextlib.suppress(TypeError):
-                _WITNESSES[model] = (witness, value)
+            _WITNESSES[model] = (witness, value)
+        elif known is not None:
+            del _WITNESSES[model]  # a stale witness would only cost a failed check per call
     return value
 
 
@@ -260,12 +261,13 @@ def _picker(positions: list[int]) -> Callable[[list], tuple]:
 
 
 class _Witness:
-    """What a walk read of a tree of torch's own module classes whose attributes are plain values, tuples of them and
-    empty containers (``_Witness.of`` declines any other tree): each module's class, attribute names and plain values,
-    which containers are empty, and its parameters, buffers and children by identity and layout, plus the default
-    dtype and the global module hooks (none). ``holds()`` re-reads all of it in bulk (C-level ``map`` and list
-    comparisons: no walk), so it is true exactly when a walk would give the stamp it was made with. Modules and tensors
-    are held weakly (a dead one never matches; ids are compared only while both objects are alive)."""
+    """What a walk read of a module tree whose attributes are plain values, tuples of them and empty containers
+    (``_Witness.of`` declines any other tree): each module's class (a user-defined one through ``_CodeFacts``),
+    attribute names and plain values, which containers are empty, and its parameters, buffers and children by identity
+    and layout, plus the default dtype and the global module hooks (none). ``holds()`` re-reads all of it in bulk
+    (C-level ``map`` and list comparisons: no walk), so it is true exactly when a walk would give the stamp it was made
+    with. Modules, tensors and classes are held weakly (a dead one never matches; ids are compared only while both
+    objects are alive)."""
 
     @classmethod
     def of(cls, model: Any) -> _Witness | None:
@@ -273,9 +275,10 @@ class _Witness:
             return None
         modules = list(model.modules())
         kinds, keys, plain, empty, special = [], [], [], [], []
+        code = _CodeFacts()
         position = 0
         for m in modules:
-            if isinstance(m, torch.jit.ScriptModule) or _LIBRARY_CLASSES.get(type(m)) is None:
+            if isinstance(m, torch.jit.ScriptModule) or not code.klass(type(m)):
                 return None
             for k, v in vars(m).items():
                 keys.append(k)
@@ -293,8 +296,11 @@ class _Witness:
             kinds.append(type(m))
         self = cls()
         values = [v for m in modules for v in vars(m).values()]
+        self.code = code.freeze()
+        if self.code is None:
+            return None
         self.refs = [weakref.ref(m) for m in modules]
-        self.kinds, self.keys = kinds, keys
+        self.kinds, self.keys = [weakref.ref(k) for k in kinds], keys
         self.lens = [len(vars(m)) for m in modules]
         self.plain, self.empty, self.special = _picker(plain), _picker(empty), _picker(special)
         self.plain_values = self.plain(values)
@@ -319,8 +325,8 @@ class _Witness:
                     getattr(nn.modules.module, h, None) for h in _GLOBAL_HOOKS):
                 return False
             modules = list(map(_deref, self.refs))
-            if list(map(type, modules)) != self.kinds:  # a dead module is None, whose type is never a module's
-                return False
+            if list(map(id, map(type, modules))) != list(map(id, map(_deref, self.kinds))) or not self.code.holds():
+                return False  # (a dead module is None, whose type is no module class; a dead class is None)
             dicts = list(map(vars, modules))
             if list(map(len, dicts)) != self.lens or list(chain.from_iterable(dicts)) != self.keys:
                 return False
@@ -342,6 +348,185 @@ class _Witness:
 
 class _Gone:
     pass
+
+
+_ABSENT = _Gone()  # what a lookup of a name that is not there gives
+
+
+def _plain(v: Any) -> bool:
+    return type(v) in _PLAIN_TYPES or (type(v) is tuple and all(type(e) in _PLAIN_TYPES for e in v))
+
+
+class _CodeFacts:
+    """What a walk read of user-defined classes: their MROs, the names and values in their own dictionaries, and for
+    each of their functions (and the user functions and classes these read through globals) the code, defaults and
+    every global name the code reads (absent ones too; a Python module's members by identity). Declines (``klass``
+    gives False, ``freeze`` None) what it would have to follow further: closures, keyword defaults, function
+    attributes, tensors, containers, module instances or other objects among those values. Re-read in bulk by
+    ``holds``; classes, functions and other objects held weakly where Python allows, strongly only when plain or
+    torch's / the standard library's own."""
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.classes: list = []       # weak refs of user classes whose MRO is read
+        self.mro: list = []           # their MRO entries, weakly
+        self.bases: list = []         # weak refs of user bases whose dictionary is read
+        self.base_keys: list = []
+        self.base_expect: list = []   # (kind, expected) per value of those dictionaries
+        self.fns: list = []           # weak refs of user functions
+        self.codes: list = []         # their (code, defaults: None or a plain tuple, __module__), held
+        self.look_dicts: list = []    # (dictionary, name) of every global (and module member) the code reads
+        self.look_keys: list = []
+        self.look_expect: list = []
+        self.cell_expect: list = []   # per closure cell of those functions, in order
+        self._seen: set[int] = set()
+
+    def klass(self, cls: type) -> bool:
+        """Facts for a class a walk stamps with ``_class`` (torch's own: identity only, checked by the caller)."""
+        if id(cls) in self._seen or all(base is object or _library(base) for base in cls.__mro__):
+            return self.ok
+        self._seen.add(id(cls))
+        self.classes.append(weakref.ref(cls))
+        self.mro += [weakref.ref(base) for base in cls.__mro__]
+        for base in cls.__mro__:
+            if base is object or _library(base):
+                continue
+            self.bases.append(weakref.ref(base))
+            for k, v in vars(base).items():
+                self.base_keys.append(k)
+                if k in _IGNORED_CLASS_KEYS and k != "__module__":  # (__module__ decides what counts as library)
+                    self.base_expect.append(("skip", None))
+                else:
+                    self.value(v, self.base_expect)
+        return self.ok
+
+    def function(self, fn: types.FunctionType) -> None:
+        if id(fn) in self._seen:
+            return
+        self._seen.add(id(fn))
+        if fn.__kwdefaults__ is not None or vars(fn) or not (fn.__defaults__ is None or _plain(fn.__defaults__)):
+            self.ok = False
+            return
+        self.fns.append(weakref.ref(fn))
+        self.codes.append((fn.__code__, fn.__defaults__, fn.__module__))
+        for cell in fn.__closure__ or ():  # (super() gives methods a __class__ cell)
+            try:
+                self.value(cell.cell_contents, self.cell_expect)
+            except ValueError:  # an empty cell
+                self.ok = False
+                return
+        names = sorted(_code_names(fn.__code__))
+        glb = fn.__globals__
+        for name in names:
+            value = glb.get(name, _ABSENT)
+            self.look_dicts.append(glb)
+            self.look_keys.append(name)
+            if value is _ABSENT:
+                self.look_expect.append(("strong", value))
+            elif isinstance(value, types.ModuleType):  # mod.attr: the members named in this code, by identity
+                self.identity(value, self.look_expect)
+                members = vars(value)
+                for a in names:
+                    if a != name:
+                        self.look_dicts.append(members)
+                        self.look_keys.append(a)
+                        member = members.get(a, _ABSENT)
+                        if member is _ABSENT:
+                            self.look_expect.append(("strong", member))
+                        else:
+                            self.identity(member, self.look_expect)
+            else:
+                self.value(value, self.look_expect)
+
+    def identity(self, v: Any, into: list) -> None:
+        try:
+            into.append(("weak", weakref.ref(v)))
+        except TypeError:
+            if _plain(v) or _library(v) or _library(type(v)):
+                into.append(("strong", v))
+            else:
+                self.ok = False
+                into.append(("skip", None))
+
+    def value(self, v: Any, into: list) -> None:
+        """Expect ``v`` where a walk reads it with ``_Walker.__call__``."""
+        if _plain(v):
+            into.append(("plain", v))
+        elif type(v) in _EMPTY_CONTAINERS and not v:
+            into.append(("empty", type(v)))
+        elif isinstance(v, types.FunctionType):
+            self.identity(v, into)
+            if not _library(v):
+                self.function(v)
+        elif isinstance(v, type):
+            self.identity(v, into)
+            self.klass(v)
+        elif isinstance(v, types.ModuleType) or (
+                not isinstance(v, (torch.Tensor, nn.Module, list, tuple, dict, set, frozenset, types.MethodType,
+                                   functools.partial)) and type(v).__module__ != "numpy"
+                and (_library(type(v)) or not hasattr(v, "__dict__"))):
+            self.identity(v, into)  # what the walk stamps by reference
+        else:
+            self.ok = False
+            into.append(("skip", None))
+
+    def freeze(self) -> _CodeFacts | None:
+        if not self.ok:
+            return None
+        expect = self.base_expect + self.look_expect + self.cell_expect  # the order ``holds`` re-reads them in
+        kinds = [k for k, _ in expect]
+        self.pick = {k: _picker([i for i, x in enumerate(kinds) if x == k])
+                     for k in ("plain", "empty", "weak", "strong")}
+        self.plain_values = tuple(v for k, v in expect if k == "plain")
+        self.plain_types = tuple(map(type, self.plain_values))
+        self.empty_types = tuple(v for k, v in expect if k == "empty")
+        self.weak = [v for k, v in expect if k == "weak"]
+        self.strong = [v for k, v in expect if k == "strong"]  # held, so their ids stay theirs
+        self.strong_ids = list(map(id, self.strong))
+        self.code_ids = [id(c) for c, _, _ in self.codes]
+        self.default_ids = [id(d) for _, d, _ in self.codes]
+        self.fn_modules = [m for _, _, m in self.codes]
+        return self
+
+    def holds(self) -> bool:
+        """(Exceptions, such as an emptied closure cell, reach ``_Witness.holds``, which answers False.)"""
+        if not self.classes and not self.fns:
+            return True
+        classes = map(_deref, self.classes)
+        if list(map(id, chain.from_iterable(map(_MRO, classes)))) != list(map(id, map(_deref, self.mro))):
+            return False
+        proxies = list(map(vars, map(_deref, self.bases)))
+        if list(chain.from_iterable(proxies)) != self.base_keys:
+            return False
+        fns = list(map(_deref, self.fns))
+        if (list(map(id, map(_CODE, fns))) != self.code_ids or list(map(id, map(_DEFAULTS, fns))) != self.default_ids
+                or list(map(_KWDEFAULTS, fns)).count(None) != len(fns) or any(map(len, map(vars, fns)))
+                or list(map(_MODULE, fns)) != self.fn_modules):
+            return False
+        values = list(chain.from_iterable(map(_VALUES, proxies)))
+        values += map(dict.get, self.look_dicts, self.look_keys, repeat(_ABSENT))
+        values += map(_CONTENTS, chain.from_iterable(map(_CELLS, fns)))  # (an emptied cell raises: not held)
+        plain, empty = self.pick["plain"](values), self.pick["empty"](values)
+        weak = list(map(id, self.pick["weak"](values)))
+        return (tuple(map(type, plain)) == self.plain_types and plain == self.plain_values
+                and tuple(map(type, empty)) == self.empty_types and not any(map(len, empty))
+                and _NONE_ID not in weak and weak == list(map(id, map(_deref, self.weak)))
+                and list(map(id, self.pick["strong"](values))) == self.strong_ids)
+
+
+_MRO = operator.attrgetter("__mro__")
+_CODE = operator.attrgetter("__code__")
+_DEFAULTS = operator.attrgetter("__defaults__")
+_CONTENTS = operator.attrgetter("cell_contents")
+
+
+def _CELLS(fn: types.FunctionType) -> tuple:  # noqa: N802 - one of the getters above
+    return fn.__closure__ or ()
+
+
+_KWDEFAULTS = operator.attrgetter("__kwdefaults__")
+_MODULE = operator.attrgetter("__module__")
+_VALUES = operator.methodcaller("values")
 
 
 _DEAD = weakref.ref(_Gone())  # a reference whose object is gone: it gives None, standing for a None entry

@@ -5,9 +5,11 @@ fresh walk). A witness that missed a change would return the old stamp, and a st
 from __future__ import annotations
 
 import gc
+import types
 
+import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -74,6 +76,8 @@ def test_reused_stamp_always_equals_a_fresh_walk(data):
             steps[data.draw(st.integers(0, len(steps) - 1))]()
             now = guard.stamp(model)
             assert now == guard.walked_stamp(model)
+            known = guard._WITNESSES.get(model)
+            assert known is None or known[0].holds(), "a witness holds while nothing changes"
             assert guard.stamp(model) == now  # and again, through the witness just made
             if before != now:
                 assert guard.stamp(model) != before
@@ -117,3 +121,175 @@ def test_renamed_attributes_parameters_and_children_are_seen():
         before = guard.stamp(model)
         step()
         assert guard.stamp(model) == guard.walked_stamp(model) != before
+
+
+# ------------------------------------------------------------------------- user-defined classes, functions, globals
+SCALE = 1.0
+ACT = torch.tanh
+ops = types.ModuleType("ops")
+ops.act = torch.tanh
+
+
+def helper(h, shift=0.0):
+    return h * SCALE + shift
+
+
+def _scaled(f):
+    def scaled(h):
+        return f(h) * 2.0
+    return scaled
+
+
+closed = _scaled(torch.tanh)
+
+
+class Base(nn.Module):
+    k = 1.0
+
+
+class OtherBase(nn.Module):
+    k = 5.0
+
+
+class Net(Base):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 3), nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.b(ops.act(helper(ACT(self.a(x))) * self.k) + closed(x).sum())
+
+
+def _other_helper(h, shift=0.0):
+    return h * 2.0 + shift
+
+
+def _other_forward(self, x):
+    return self.b(torch.sin(self.a(x)))
+
+
+def _code_mutations(draw) -> list:
+    g = globals()
+    return [
+        lambda: g.__setitem__("SCALE", draw(st.floats(0.5, 2.0))),
+        lambda: g.__setitem__("ACT", torch.sigmoid),
+        lambda: g.__setitem__("tanh", torch.sin),                     # a new global the code names (absent before)
+        lambda: setattr(ops, "act", torch.sin),                        # a module member the code reads
+        lambda: setattr(ops, "helper", helper),                        # a member the code names, absent before
+        lambda: setattr(helper, "__code__", _other_helper.__code__),
+        lambda: setattr(helper, "__defaults__", (draw(st.floats(-1.0, 1.0)),)),
+        lambda: setattr(helper, "note", "x"),                          # a function attribute: no witness
+        lambda: setattr(Net, "forward", _other_forward),
+        lambda: setattr(Base, "k", draw(st.floats(0.5, 2.0))),
+        lambda: setattr(Net, "extra", [1]),                            # a list: no witness, a walk every call
+        lambda: delattr(Net, "extra") if "extra" in vars(Net) else None,
+        lambda: setattr(Net, "k", 3.0),                                # shadows the base's
+        lambda: g.__setitem__("helper", _other_helper),
+        lambda: setattr(closed.__closure__[0], "cell_contents", torch.sin),  # a closure cell rebound
+        lambda: setattr(helper, "__kwdefaults__", {"k": 1}),
+        lambda: setattr(Net, "__bases__", (OtherBase,)),                # another MRO
+        lambda: setattr(helper, "__kwdefaults__", {}),                  # empty, but not None
+        lambda: setattr(helper, "__module__", "torch.fake"),           # the walk now takes it for torch's own
+        lambda: setattr(Net, "__module__", "torch.fake"),
+        lambda: (setattr(Net, "kk", vars(Net)["k"]), delattr(Net, "k")) if "k" in vars(Net) else None,  # renamed
+    ]
+
+
+_SAVED = {"SCALE": SCALE, "ACT": ACT, "helper": helper}
+
+
+def _restore() -> None:
+    g = globals()
+    g.update(_SAVED)
+    g.pop("tanh", None)
+    ops.act = torch.tanh
+    vars(ops).pop("helper", None)
+    helper.__code__, helper.__defaults__, helper.__kwdefaults__ = _SAVED["helper"].__code__, (0.0,), None
+    helper.__module__ = Net.__module__ = __name__
+    closed.__closure__[0].cell_contents = torch.tanh
+    vars(helper).pop("note", None)
+    Net.forward = _FORWARD
+    Net.__bases__ = (Base,)
+    Base.k = 1.0
+    for name in ("extra", "k", "kk"):
+        if name in vars(Net):
+            delattr(Net, name)
+
+
+_FORWARD = Net.forward
+_HELPER_CODE = helper.__code__
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_user_classes_functions_and_globals_are_re_read(data):
+    _restore()
+    helper.__code__ = _HELPER_CODE
+    model = Net().double()
+    assert guard.stamp(model) == guard.walked_stamp(model)
+    assert guard._WITNESSES.get(model) is not None, "a user class with plain methods has a witness"
+    steps = _code_mutations(data.draw)
+    try:
+        for _ in range(data.draw(st.integers(1, 5))):
+            before = guard.walked_stamp(model)
+            steps[data.draw(st.integers(0, len(steps) - 1))]()
+            now = guard.stamp(model)
+            assert now == guard.walked_stamp(model)
+            known = guard._WITNESSES.get(model)
+            assert known is None or known[0].holds(), "a witness holds while nothing changes"
+            assert guard.stamp(model) == now
+            if before != now:
+                assert guard.stamp(model) != before
+    finally:
+        _restore()
+        helper.__code__ = _HELPER_CODE
+
+
+def test_renamed_class_attributes_are_seen():
+    _restore()
+    model = Net().double()
+    Net.k = 3.0
+    try:
+        before = guard.stamp(model)
+        Net.kk = vars(Net)["k"]
+        del Net.k
+        assert guard.stamp(model) == guard.walked_stamp(model) != before
+    finally:
+        _restore()
+
+
+def _smallest(strategy):
+    """A draw outside @given: the strategy's simplest value."""
+    return find(strategy, lambda v: True)
+
+
+@pytest.mark.parametrize("which", range(len(_code_mutations(_smallest))))
+def test_each_kind_of_code_change_alone_is_seen(which):
+    """Every mutation of the random sequences, once each from a model with a fresh witness."""
+    _restore()
+    helper.__code__ = _HELPER_CODE
+    model = Net().double()
+    guard.stamp(model)
+    assert guard._WITNESSES.get(model) is not None
+    try:
+        _code_mutations(_smallest)[which]()
+        assert guard.stamp(model) == guard.walked_stamp(model)
+    finally:
+        _restore()
+        helper.__code__ = _HELPER_CODE
+
+
+@pytest.mark.parametrize("which", range(len(_mutations(_tree(), _smallest)[0])))
+def test_each_kind_of_module_change_alone_is_seen(which):
+    default = torch.get_default_dtype()
+    model = _tree()
+    guard.stamp(model)
+    assert guard._WITNESSES.get(model) is not None
+    steps, handles = _mutations(model, _smallest)
+    try:
+        steps[which]()
+        assert guard.stamp(model) == guard.walked_stamp(model)
+    finally:
+        for h in handles:
+            h.remove()
+        torch.set_default_dtype(default)
