@@ -223,12 +223,18 @@ def stamp(model: Any) -> Any:
     if known is not None and known[0].holds():
         return known[1]
     value = walked_stamp(model)
-    witness = _Witness.of(model) if value is not None else None
     with contextlib.suppress(TypeError):  # not weakly referable or not hashable: no witness
-        if witness is not None:
-            _WITNESSES[model] = (witness, value)
-        elif known is not None:
-            del _WITNESSES[model]  # a stale witness would only cost a failed check per call
+        if known is not None:
+            del _WITNESSES[model]  # stale: a failed check per call would only add cost
+        wait = _DECLINED.get(model, 0)
+        if wait:  # declined lately: retried every _RETRY calls, not on each
+            _DECLINED[model] = wait - 1
+        elif value is not None:
+            witness = _Witness.of(model)
+            if witness is not None:
+                _WITNESSES[model] = (witness, value)
+            else:
+                _DECLINED[model] = _RETRY
     return value
 
 
@@ -243,6 +249,8 @@ def walked_stamp(model: Any) -> Any:
 
 
 _WITNESSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (witness, its walked stamp)
+_DECLINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> calls until a witness is tried again
+_RETRY = 63
 _SPECIAL = ("_parameters", "_buffers", "_modules")
 _NONE_ID = id(None)
 _LAYOUT = operator.attrgetter("shape", "dtype", "device")
