@@ -18,6 +18,8 @@ a pure series in those Cin R R window variables. The rules:
   smallest window holding each unit's windows: residual shortcuts): in a pure basis f(u) only mixes degrees of one
   variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's own rules run unchanged on the window
   series (Cin R R "variables").
+- sequences (N, C, L): a map one pixel high (``as_2d``), 1-d convolutions as 2-d ones with (1, k) kernels; 1-d
+  pooling records as 2-d pooling between an unsqueeze and a squeeze, which switch between the two views.
 - the first other node (a flatten, a linear layer...): the windows it and later nodes read are scattered back to the
   dense pure series (1 + n K rows) and the interpreter goes on from there (``trace.run(..., resume_at=node)``).
 """
@@ -64,14 +66,28 @@ class Window:
 
 
 def input_window(x0: torch.Tensor, order: int) -> Window:
-    """The input x0 + t as windows of one pixel: unit (c, i, j) has coefficient 1 on its own variable (cin = c)."""
-    n, cin, h, w = x0.shape
-    c = x0.new_zeros((1 + order * cin, n, cin, h, w))
+    """The input x0 + t as windows of one pixel: unit (c, i, j) has coefficient 1 on its own variable (cin = c). A
+    sequence (N, C, L) gives windows of one sample (a map one pixel high, see ``as_2d``)."""
+    cin = x0.shape[1]
+    c = x0.new_zeros((1 + order * cin, *x0.shape))
     c[0] = x0
     if order:
-        eye = torch.eye(cin, dtype=x0.dtype, device=x0.device).reshape(cin, 1, cin, 1, 1)
+        eye = torch.eye(cin, dtype=x0.dtype, device=x0.device).reshape(cin, 1, cin, *([1] * (x0.dim() - 2)))
         c[1:1 + cin] = eye
     return Window(c, order, cin, (1, 1), (1, 1), (0, 0))
+
+
+def as_2d(win: Window) -> Window:
+    """A sequence's windows (value (N, C, L)) as those of a map one pixel high (N, C, 1, L): the geometry already is
+    (1 high, R wide), so this is a view; maps come back unchanged."""
+    if win.c.dim() == 5:
+        return win
+    return Window(win.c.unsqueeze(-2), win.order, win.cin, win.size, win.jump, win.offset)
+
+
+def as_1d(win: Window) -> Window:
+    """The inverse of ``as_2d``: a map one pixel high (with windows one pixel high) as a sequence."""
+    return Window(win.c.squeeze(-2), win.order, win.cin, win.size, win.jump, win.offset)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -134,8 +150,8 @@ def conv2d(win: Window, value: torch.Tensor, weight: torch.Tensor, stride, paddi
 def pad2d(win: Window, value: torch.Tensor, pads) -> Window:
     """Constant padding (or cropping, for negative pads) of the last two dims: output unit (i, j) is input unit
     (i - top, j - left), so its window starts top S pixels earlier: P' = P + top S; the added units are constants."""
-    left, right, top, bottom = pads
-    c = nn.functional.pad(win.c, (left, right, top, bottom))
+    left, right, top, bottom = pads if len(pads) == 4 else (*pads, 0, 0)
+    c = nn.functional.pad(win.c, (left, right, top, bottom) if len(pads) == 4 else (left, right))
     c[0] = value
     return Window(c, win.order, win.cin, win.size, win.jump,
                   (win.offset[0] + top * win.jump[0], win.offset[1] + left * win.jump[1]))
@@ -191,7 +207,10 @@ def _constant(value: torch.Tensor, rows: int) -> torch.Tensor:
 
 def densify(win: Window, height: int, width: int) -> torch.Tensor:
     """The dense pure coefficients (1 + n K, N, C, H, W), n = Cin height width: each unit's window scattered to the
-    rows of its pixels (pixels of the window outside the input, from zero padding, are dropped)."""
+    rows of its pixels (pixels of the window outside the input, from zero padding, are dropped). A sequence's
+    (N, C, L) windows give (1 + n K, N, C, L), n = Cin width (height 1)."""
+    if win.c.dim() == 4:
+        return densify(as_2d(win), height, width).squeeze(-2)
     k = win.order
     n_in = win.cin * height * width
     shape = win.c.shape[1:]
@@ -220,6 +239,7 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 
 _CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
 _PAD, _CAT = aten.constant_pad_nd.default, aten.cat.default
+_UNSQUEEZE, _SQUEEZE = aten.unsqueeze.default, aten.squeeze.dim
 
 
 def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Window:
@@ -274,11 +294,25 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         return None
     if target is _CONV:
         x, weight, bias, stride, padding, dilation, transposed, _, groups = args
+        w = val(weight)
         if (x not in wins or any(isinstance(a, torch.fx.Node) and a in wins for a in (weight, bias))
-                or transposed or val(weight).dim() != 4):
+                or transposed or w.dim() != wins[x].c.dim() - 1 or w.dim() not in (3, 4)):
             return None
         value = target(*val(args))
-        return "window", conv2d(wins[x], value, val(weight), stride, padding, dilation, groups)
+        if w.dim() == 3:  # a 1-d convolution: the 2-d one on a map one pixel high
+            return "window", as_1d(conv2d(as_2d(wins[x]), value.unsqueeze(-2), w.unsqueeze(-2), (1, stride[0]),
+                                          (0, padding[0]), (1, dilation[0]), groups))
+        return "window", conv2d(wins[x], value, w, stride, padding, dilation, groups)
+    if target in (_UNSQUEEZE, _SQUEEZE):  # 1-d pooling: on the sequence seen as a map one pixel high
+        x = args[0]
+        if x not in wins or kwargs or len(args) != 2:
+            return None
+        win, dim = wins[x], args[1]
+        if target is _UNSQUEEZE and win.c.dim() == 4 and dim in (-2, 2):
+            return "window", as_2d(win)
+        if target is _SQUEEZE and win.c.dim() == 5 and dim in (-2, 2) and win.c.shape[-2] == 1 and win.size[0] == 1:
+            return "window", as_1d(win)
+        return None
     if target is _AVG:
         x, kernel, stride, padding, ceil_mode, include_pad, divisor = _defaults(args, [[], 0, False, True, None])
         if x not in wins or ceil_mode:
@@ -294,7 +328,7 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         return "pool", (max_pool2d(wins[x], value, idx, kernel, stride or kernel, padding, dilation, kinks), idx)
     if target is _PAD:
         x, pads = args[0], args[1]  # the fill value only reaches the value row (target computes it)
-        if x not in wins or len(pads) != 4 or kwargs:
+        if x not in wins or len(pads) != 2 * (wins[x].c.dim() - 3) or kwargs:
             return None
         return "window", pad2d(wins[x], target(*val(args)), pads)
     if target is _CAT:
@@ -351,7 +385,7 @@ def _count_windowed(traced) -> int:
         target = node.target
         if target in (_CONV, _AVG, _MAX):
             count += 1
-        elif target in (_PAD, _CAT):
+        elif target in (_PAD, _CAT, _UNSQUEEZE, _SQUEEZE):
             pass
         elif target is operator.getitem:
             if getattr(node.args[0], "target", None) is not _MAX or node.args[1] != 0:
@@ -363,10 +397,11 @@ def _count_windowed(traced) -> int:
 
 
 def applies(call: PreparedCall, traced, terms: str, order: int) -> bool:
-    """Whether ``expand(terms="pure")`` runs on windows: a 4-D batch point, every pixel a variable, and a graph that
-    starts with convolutions or pooling (with pointwise ops between them) before its first other op."""
+    """Whether ``expand(terms="pure")`` runs on windows: a batch of images (N, C, H, W) or sequences (N, C, L), every
+    pixel a variable, and a graph that starts with convolutions or pooling (with pointwise ops between them) before
+    its first other op."""
     x0 = call.x0
-    if terms != "pure" or order < 1 or not call.batched or x0.dim() != 4:
+    if terms != "pure" or order < 1 or not call.batched or x0.dim() not in (3, 4):
         return False
     n = x0[0].numel()
     if call.variables.numel() != n or not torch.equal(call.variables.cpu(), torch.arange(n)):
@@ -388,7 +423,8 @@ def expand_windows(call: PreparedCall, traced, order: int, stacklevel: int = 2) 
     contexts: dict = {}
     pools: dict = {}
     done: set = set()
-    plane = x0.shape[2] * x0.shape[3]
+    height, width = (1, x0.shape[2]) if x0.dim() == 3 else x0.shape[2:]
+    plane = height * width
     stop = None
     with torch.no_grad():
         for i, node in enumerate(placeholders):
@@ -440,14 +476,14 @@ def expand_windows(call: PreparedCall, traced, order: int, stacklevel: int = 2) 
         if a is input_node:
             continue  # the dense input jet below
         if a in wins:
-            values[a] = Jet(densify(wins[a], x0.shape[2], x0.shape[3]), basis)
+            values[a] = Jet(densify(wins[a], height, width), basis)
         elif a in pools:
-            values[a] = (Jet(densify(pools[a][0], x0.shape[2], x0.shape[3]), basis), pools[a][1])
+            values[a] = (Jet(densify(pools[a][0], height, width), basis), pools[a][1])
         else:
             values[a] = env[a]
     input_jet = None
     if input_node in needed:
-        input_jet = Jet(densify(input_window(x0, order), x0.shape[2], x0.shape[3]), basis)
+        input_jet = Jet(densify(input_window(x0, order), height, width), basis)
     with torch.no_grad():
         out = _single(trace.run(traced, input_jet, ctx, resume_at=stop, values=values))
     for key, count in ctx.kinks.items():

@@ -285,18 +285,19 @@ def test_windows_stop_growing_at_the_size_of_the_image():
 class _RandomCNN(nn.Module):
     """A chain of convolutions, poolings, pads, activations, batch norms and residual sums drawn by hypothesis."""
 
-    def __init__(self, cin: int, specs: list[tuple], seed: int):
+    def __init__(self, cin: int, specs: list[tuple], seed: int, dims: int = 2):
         super().__init__()
         torch.manual_seed(seed)
-        self.specs, self.convs, c = specs, nn.ModuleList(), cin
+        self.specs, self.convs, c, self.dims = specs, nn.ModuleList(), cin, dims
+        conv, norm = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
         for spec in specs:
             if spec[0] in ("conv", "residual"):
                 _, k, stride, pad, dil, depthwise = spec if spec[0] == "conv" else ("", 3, 1, 1, 1, False)
                 out = c if depthwise or spec[0] == "residual" else c + 1
-                self.convs.append(nn.Conv2d(c, out, k, stride, pad, dil, groups=c if depthwise else 1))
+                self.convs.append(conv(c, out, k, stride, pad, dil, groups=c if depthwise else 1))
                 c = out
             elif spec[0] == "bn":
-                bn = nn.BatchNorm2d(c)
+                bn = norm(c)
                 with torch.no_grad():
                     bn.running_mean.uniform_(-0.3, 0.3)
                     bn.running_var.uniform_(0.5, 2.0)
@@ -312,11 +313,12 @@ class _RandomCNN(nn.Module):
             elif kind == "residual":
                 x = x + 0.5 * torch.tanh(next(layers)(x))
             elif kind == "avg":
-                x = nn.functional.avg_pool2d(x, spec[1], spec[2], spec[3], count_include_pad=spec[4])
+                pool = nn.functional.avg_pool1d if self.dims == 1 else nn.functional.avg_pool2d
+                x = pool(x, spec[1], spec[2], spec[3], count_include_pad=spec[4])
             elif kind == "max":
-                x = nn.functional.max_pool2d(x, spec[1], spec[2], spec[3])
+                x = (nn.functional.max_pool1d if self.dims == 1 else nn.functional.max_pool2d)(x, *spec[1:4])
             elif kind == "pad":
-                x = nn.functional.pad(x, spec[1])
+                x = nn.functional.pad(x, spec[1][:2 * self.dims])
             else:
                 x = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "silu": nn.functional.silu,
                      "softplus": nn.functional.softplus}[kind](x)
@@ -354,6 +356,35 @@ def test_random_cnn_graphs_match_the_dense_expansion(cin, side, batch, specs, se
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max-pool ties (kinks) warn on both paths alike
         _close(model, x, order)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(cin=st.integers(1, 2), length=st.integers(5, 24), batch=st.integers(1, 2),
+       specs=st.lists(_SPECS, min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1), order=st.integers(1, 3))
+def test_random_1d_cnn_graphs_match_the_dense_expansion(cin, length, batch, specs, seed, order):
+    """Sequences (N, C, L): 1-d convolutions, poolings (which record as 2-d ones on an unsqueezed map), pads."""
+    if specs[0][0] not in ("conv", "avg", "max", "residual"):
+        specs = [("conv", 3, 1, 1, 1, False), *specs]
+    model = _RandomCNN(cin, specs, seed, dims=1).double().eval()
+    x = torch.randn(batch, cin, length, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 997))
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError:
+        assume(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _close(model, x, order)
+
+
+def test_1d_cnn_matches_nested_autograd_and_runs_on_windows_to_the_flatten():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.AvgPool1d(2), nn.Tanh(), nn.Conv1d(4, 4, 3, padding=1,
+                          dilation=2, stride=2), nn.MaxPool1d(2), nn.Tanh(), nn.Flatten(), nn.Linear(12, 1))
+    model = model.double().eval()
+    x = torch.randn(1, 2, 30, dtype=torch.float64)
+    assert _first_dense_op(model, x) == "aten.view.default"
+    assert_matches_autograd(model, x, 3, terms="pure")
 
 
 class _Inception(nn.Module):
