@@ -6,6 +6,7 @@ model's aten graph with the rule table, and the output jet's coefficients are th
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -110,7 +111,8 @@ def input_coefficients(x0: torch.Tensor, basis, var_index: torch.Tensor, batched
             while len(_TEMPLATES) > 16:
                 _TEMPLATES.popitem(last=False)
     else:
-        _TEMPLATES.move_to_end(key)
+        with contextlib.suppress(KeyError):  # dropped meanwhile by another thread's call: still a valid template
+            _TEMPLATES.move_to_end(key)
     c = template.clone()
     c[0] = x0
     return c

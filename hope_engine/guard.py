@@ -82,6 +82,17 @@ def _library(obj: Any) -> bool:
     return mod == "builtins" or mod.split(".")[0] in ("torch", "numpy", "math", "functools", "typing", "abc")
 
 
+def _stable(obj: Any) -> bool:
+    """Functions and classes compared by identity only: the library's, and this engine's own. (A forward naming
+    ``x.expand`` in a module holding ``from hope_engine import expand`` reads the engine's function through its
+    globals: walking into it would follow the engine's caches, which every expansion changes.) Instances of the
+    engine's classes (the wrappers of several inputs) are walked: they hold the user's model."""
+    if _library(obj):
+        return True
+    mod = getattr(obj, "__module__", None) or ""
+    return mod.split(".")[0] in ("hope_engine", "hope_widgets")
+
+
 def _code_names(code: types.CodeType) -> set[str]:
     """Global and attribute names a code object reads, nested functions and comprehensions included."""
     names = set(code.co_names)
@@ -141,7 +152,7 @@ class _Walker:
             raise Uncomparable(f"a container of {n} items")
 
     def _function(self, fn: types.FunctionType) -> Any:
-        if _library(fn):
+        if _stable(fn):
             return ("function", Ref(fn))
         code = fn.__code__
         glb = fn.__globals__
@@ -172,7 +183,7 @@ class _Walker:
             return known
         parts = []
         for base in cls.__mro__:
-            if base is object or _library(base):
+            if base is object or _stable(base):
                 parts.append(Ref(base))
                 continue
             parts.append((Ref(base), tuple((k, self(v)) for k, v in sorted(vars(base).items())
@@ -245,6 +256,8 @@ def walked_stamp(model: Any) -> Any:
         dtype, hooks = _global_state()
         return (dtype, walk(hooks), walk(model))
     except (Uncomparable, RecursionError):
+        return None
+    except RuntimeError:  # a container changed while walked (a weak dictionary losing an entry): not comparable
         return None
 
 
@@ -391,13 +404,13 @@ class _CodeFacts:
 
     def klass(self, cls: type) -> bool:
         """Facts for a class a walk stamps with ``_class`` (torch's own: identity only, checked by the caller)."""
-        if id(cls) in self._seen or all(base is object or _library(base) for base in cls.__mro__):
+        if id(cls) in self._seen or all(base is object or _stable(base) for base in cls.__mro__):
             return self.ok
         self._seen.add(id(cls))
         self.classes.append(weakref.ref(cls))
         self.mro += [weakref.ref(base) for base in cls.__mro__]
         for base in cls.__mro__:
-            if base is object or _library(base):
+            if base is object or _stable(base):
                 continue
             self.bases.append(weakref.ref(base))
             for k, v in vars(base).items():
@@ -464,7 +477,7 @@ class _CodeFacts:
             into.append(("empty", type(v)))
         elif isinstance(v, types.FunctionType):
             self.identity(v, into)
-            if not _library(v):
+            if not _stable(v):
                 self.function(v)
         elif isinstance(v, type):
             self.identity(v, into)

@@ -114,8 +114,11 @@ def _taps(win: Window, value: torch.Tensor, weight: torch.Tensor | None, kernel:
             cg, og = src.shape[-3] // groups, weight.shape[0] // groups
             taps = torch.cat([_per_tap(src[..., g * cg:(g + 1) * cg, :, :], weight[g * og:(g + 1) * og], kernel,
                                        stride, padding, dilation, (ho, wo)) for g in range(groups)], -3)
-        elif ph or pw:
-            src = nn.functional.pad(src, (pw, pw, ph, ph))
+        else:  # zero padding, and past the far edge the taps a ceil-mode pooling's last windows reach
+            eh = max(0, (ho - 1) * sh + (kh - 1) * dh + 1 - src.shape[-2] - 2 * ph)
+            ew = max(0, (wo - 1) * sw + (kw - 1) * dw + 1 - src.shape[-1] - 2 * pw)
+            if ph or pw or eh or ew:
+                src = nn.functional.pad(src, (pw, pw + ew, ph, ph + eh))
         for a in range(kh):
             for b in range(kw):
                 ya, xb = a * dh, b * dw
@@ -158,26 +161,31 @@ def pad2d(win: Window, value: torch.Tensor, pads) -> Window:
 
 
 def avg_pool2d(win: Window, value: torch.Tensor, kernel, stride, padding, include_pad: bool,
-               divisor: int | None) -> Window:
-    """Average pooling: the depthwise conv with weights 1 / divisor (kh kw, or ``divisor``); with padding that is not
-    counted, each output unit divides by the taps that fall inside the map (a per-tap, per-unit weight)."""
+               divisor: int | None, ceil_mode: bool = False) -> Window:
+    """Average pooling: the depthwise conv with weights 1 / divisor (kh kw, or ``divisor``); where the divisor varies
+    by unit (padding that is not counted, a ceil-mode window cut by the far edge) each output unit divides by its own
+    count, as torch does: the window's extent within the padded map (include_pad) or within the map."""
     kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
-    if divisor or include_pad or not any(padding):
+    if divisor or (not ceil_mode and (include_pad or not any(padding))):
         return _taps(win, value, None, kernel, stride, padding, (1, 1), 1.0 / (divisor or kernel[0] * kernel[1]))
-    ones = win.c.new_ones((1, 1, *win.c.shape[-2:]))
-    inside = nn.functional.unfold(ones, kernel, padding=padding, stride=stride)  # (1, taps, units): 1 where in the map
-    weights = (inside / inside.sum(1, keepdim=True)).reshape(kernel[0] * kernel[1], 1, 1, *value.shape[-2:])
-    return _taps(win, value, None, kernel, stride, padding, (1, 1), 1.0, masks=weights)
+    counts = []
+    for size, k, s, p, out in zip(win.c.shape[-2:], kernel, stride, padding, value.shape[-2:]):
+        start = torch.arange(out, device=value.device) * s - p
+        end = torch.clamp(start + k, max=size + p)
+        counts.append(end - start if include_pad else torch.clamp(end, max=size) - torch.clamp(start, min=0))
+    weights = 1.0 / (counts[0][:, None] * counts[1][None, :]).to(value.dtype)
+    masks = weights.expand(kernel[0] * kernel[1], 1, 1, *weights.shape)
+    return _taps(win, value, None, kernel, stride, padding, (1, 1), 1.0, masks=masks)
 
 
 def max_pool2d(win: Window, value: torch.Tensor, idx: torch.Tensor, kernel, stride, padding, dilation,
-               kinks: dict) -> Window:
+               kinks: dict, ceil_mode: bool = False) -> Window:
     """Max pooling: each output unit is the input unit it picks (``idx``, flat in the input plane; padding is never
     picked), so its series is that unit's, shifted to the tap's place in the output window. Ties are kinks (as in the
     dense rule)."""
     kernel, stride, padding, dilation = _pair(kernel), _pair(stride), _pair(padding), _pair(dilation)
     v = win.c[0]
-    ties = rules.pool_ties(v, value, idx, 2, _MAX, (kernel, stride, padding, dilation))
+    ties = rules.pool_ties(v, value, idx, 2, _MAX, (kernel, stride, padding, dilation, ceil_mode))
     if ties:
         kinks["max_pool"] = kinks.get("max_pool", 0) + ties
     ho, wo = value.shape[2:]
@@ -315,17 +323,18 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         return None
     if target is _AVG:
         x, kernel, stride, padding, ceil_mode, include_pad, divisor = _defaults(args, [[], 0, False, True, None])
-        if x not in wins or ceil_mode:
+        if x not in wins:
             return None
         return "window", avg_pool2d(wins[x], target(*val(args)), kernel, stride or kernel, padding, include_pad,
-                                    divisor)
+                                    divisor, ceil_mode)
     if target is _MAX:
         x, kernel, stride, padding, dilation, ceil_mode = _defaults(args, [[], 0, 1, False])
-        if x not in wins or ceil_mode:
+        if x not in wins:
             return None
         value, idx = target(*val(args))
         kernel = _pair(kernel)
-        return "pool", (max_pool2d(wins[x], value, idx, kernel, stride or kernel, padding, dilation, kinks), idx)
+        return "pool", (max_pool2d(wins[x], value, idx, kernel, stride or kernel, padding, dilation, kinks,
+                                   ceil_mode), idx)
     if target is _PAD:
         x, pads = args[0], args[1]  # the fill value only reaches the value row (target computes it)
         if x not in wins or len(pads) != 2 * (wins[x].c.dim() - 3) or kwargs:

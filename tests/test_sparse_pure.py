@@ -314,9 +314,10 @@ class _RandomCNN(nn.Module):
                 x = x + 0.5 * torch.tanh(next(layers)(x))
             elif kind == "avg":
                 pool = nn.functional.avg_pool1d if self.dims == 1 else nn.functional.avg_pool2d
-                x = pool(x, spec[1], spec[2], spec[3], count_include_pad=spec[4])
+                x = pool(x, spec[1], spec[2], spec[3], count_include_pad=spec[4], ceil_mode=spec[5])
             elif kind == "max":
-                x = (nn.functional.max_pool1d if self.dims == 1 else nn.functional.max_pool2d)(x, *spec[1:4])
+                pool = nn.functional.max_pool1d if self.dims == 1 else nn.functional.max_pool2d
+                x = pool(x, *spec[1:4], ceil_mode=spec[4])
             elif kind == "pad":
                 x = nn.functional.pad(x, spec[1][:2 * self.dims])
             else:
@@ -331,8 +332,8 @@ _SPECS = st.one_of(
     st.tuples(st.just("conv"), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.integers(1, 2),
               st.booleans()),
     st.tuples(st.just("residual")), st.tuples(st.just("bn")),
-    st.tuples(st.just("avg"), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.booleans()),
-    st.tuples(st.just("max"), st.integers(2, 3), st.integers(1, 2), st.integers(0, 1)),
+    st.tuples(st.just("avg"), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.booleans(), st.booleans()),
+    st.tuples(st.just("max"), st.integers(2, 3), st.integers(1, 3), st.integers(0, 1), st.booleans()),
     st.tuples(st.just("pad"), st.tuples(st.integers(-1, 2), st.integers(-1, 2), st.integers(-1, 2),
                                         st.integers(-1, 2))),
     st.tuples(st.sampled_from(["tanh", "sigmoid", "silu", "softplus"])),
@@ -437,3 +438,23 @@ def test_padded_average_pooling_runs_on_windows(include_pad):
     _close(model, x, 3)
     assert_matches_autograd(model, x[:1], 2, terms="pure")
     assert _first_dense_op(model, x) == "aten.view.default"
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+def test_ceil_mode_pooling_runs_on_windows(include_pad):
+    """Ceil-mode pools: the last windows run past the far edge (their taps there are zero; an average divides by the
+    taps torch counts), in 2-d and 1-d."""
+    torch.manual_seed(5)
+    image = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=include_pad),
+                          nn.Tanh(), nn.MaxPool2d(2, 2, ceil_mode=True), nn.Sigmoid(), nn.Flatten(),
+                          nn.Linear(2 * 3 * 3, 1)).double().eval()
+    x = torch.randn(1, 1, 11, 11, dtype=torch.float64)
+    assert _first_dense_op(image, x) == "aten.view.default"
+    assert_matches_autograd(image, x, 2, terms="pure")
+    sequence = nn.Sequential(nn.Conv1d(1, 2, 3), nn.AvgPool1d(3, 2, 1, ceil_mode=True,
+                                                              count_include_pad=include_pad),
+                             nn.Tanh(), nn.MaxPool1d(2, 2, ceil_mode=True), nn.Flatten(), nn.Linear(2 * 3, 1))
+    s = torch.randn(2, 1, 11, dtype=torch.float64)
+    sequence = sequence.double().eval()
+    assert _first_dense_op(sequence, s) == "aten.view.default"
+    assert_matches_autograd(sequence, s, 3, terms="pure")

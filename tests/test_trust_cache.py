@@ -387,3 +387,60 @@ def test_results_written_into_do_not_leak_into_the_next_call(variables):
     again = expand(lambda x: x * 1.0, x0, 2, variables=variables)
     torch.testing.assert_close(again.coefficients, want, rtol=0, atol=0)
     assert_matches_autograd(lambda x: torch.sin(x).sum(), x0, 3, variables=variables)
+
+
+class _UsesExpand(nn.Module):
+    """Its forward calls Tensor.expand, and this module's globals hold hope_engine.expand under that name."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x)).sum(-1, keepdim=True).expand(-1, 2)
+
+
+def test_a_global_named_like_a_method_does_not_reach_into_the_engine():
+    """Code names are looked up in the globals: here ``expand`` finds the engine's function. Its internals (caches
+    that every expansion changes, weak dictionaries that shrink during a walk) are the engine's own: compared by
+    identity, so the stamp stays put and the graph is reused."""
+    assert expand.__module__.startswith("hope_engine")
+    model = _UsesExpand().to(D).eval()
+    first = guard.walked_stamp(model)
+    expand(model, _x0(), ORDER)
+    expand(model, _x0(seed=1), ORDER)
+    assert guard.walked_stamp(model) == first
+    traced = trace.GRAPHS.graphs(model)
+    assert len(traced) == 1
+    expand(model, _x0(seed=2), ORDER)
+    assert trace.GRAPHS.graphs(model)[0] is traced[0]
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+        self.scale = 1.0
+
+    def forward(self, a, b):
+        return self.lin(torch.tanh(torch.cat([a, b], -1)) * self.scale)
+
+
+@pytest.mark.parametrize("change", ["attribute", "hook", "layer"])
+def test_the_model_inside_an_engine_wrapper_is_still_walked(change):
+    """Several inputs (or a picked output) wrap the model in an engine class: the stamp walks that wrapper's
+    instance, so a change to the model inside it is seen."""
+    torch.manual_seed(0)
+    model = _TwoInputs().to(D).eval()
+    point = (torch.tensor([[0.2, -0.1]], dtype=D), torch.tensor([[0.4]], dtype=D))
+    first = expand(model, point, ORDER).coefficients.clone()
+    if change == "attribute":
+        model.scale = 2.0
+    elif change == "hook":
+        model.register_forward_hook(lambda m, a, out: out * 3.0)
+    else:
+        model.lin = nn.Linear(3, 1).to(D)
+    again = expand(model, point, ORDER).coefficients
+    assert not torch.allclose(first, again)
+    want = expand(lambda x: model(x[:, :2], x[:, 2:]), torch.cat(point, -1), ORDER).coefficients
+    torch.testing.assert_close(again, want)
