@@ -17,6 +17,7 @@ import keyword
 import linecache
 import math
 import operator
+import weakref
 from collections.abc import Callable
 from itertools import count
 
@@ -192,9 +193,11 @@ def compile_graph(gm: torch.fx.GraphModule, input_index: int, start=None) -> Cal
         raise RuntimeError("graph has no output node")
     source = "\n".join(lines) + "\n"
     filename = f"<hope graph {next(_counter)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # readable tracebacks
     exec(compile(source, filename, "exec"), em.ns)
-    return em.ns["_run"]
+    fn = em.ns["_run"]
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # readable tracebacks
+    weakref.finalize(fn, linecache.cache.pop, filename, None)  # while the function lives (a per-point graph's: briefly)
+    return fn
 
 
 def _emit_node(em: _Emitter, node, plain: set, indent: str) -> list[str]:

@@ -159,3 +159,17 @@ def test_a_rule_error_points_into_readable_generated_source():
         fn(None, [None, None], None, None)  # no weight: the op itself fails inside the generated function
     frames = [tb for tb in info.traceback if "<hope graph" in str(tb.path)]
     assert frames and "_run" in str(frames[0].name)
+
+
+def test_generated_source_is_released_with_its_function():
+    """Per-point graphs are compiled on every call: their source must not pile up in linecache."""
+    import gc
+    import linecache
+
+    gm = trace.trace(nn.Linear(2, 1).to(D), torch.zeros(1, 2, dtype=D)).graph_module
+    fns = [program.compile_graph(gm, 2) for _ in range(20)]
+    names = {f.__code__.co_filename for f in fns}
+    assert len(names) == 20 and all(name in linecache.cache for name in names)
+    del fns
+    gc.collect()
+    assert not any(name in linecache.cache for name in names)
