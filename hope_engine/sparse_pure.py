@@ -18,6 +18,8 @@ a pure series in those Cin R R window variables. The rules:
   smallest window holding each unit's windows: residual shortcuts): in a pure basis f(u) only mixes degrees of one
   variable (f(u)_(k e_v) depends on u_0, u_(e_v) .. u_(k e_v)), so the engine's own rules run unchanged on the window
   series (Cin R R "variables").
+- reflection / replication padding: output unit i copies input unit src(i), whose window starts (src(i) - i) S
+  pixels off the uniform one: one 0/1 "tap" per shift, as max pooling picks one.
 - sequences (N, C, L): a map one pixel high (``as_2d``), 1-d convolutions as 2-d ones with (1, k) kernels; 1-d
   pooling records as 2-d pooling between an unsqueeze and a squeeze, which switch between the two views.
 - the first other node (a flatten, a linear layer...): the windows it and later nodes read are scattered back to the
@@ -160,6 +162,27 @@ def pad2d(win: Window, value: torch.Tensor, pads) -> Window:
                   (win.offset[0] + top * win.jump[0], win.offset[1] + left * win.jump[1]))
 
 
+def index_pad2d(win: Window, value: torch.Tensor, pads, mode: str) -> Window:
+    """Reflection or replication padding: output unit (i, j) is input unit (src(i), src(j)), whose window starts
+    (src(i) - i) S pixels from where a uniform window would. As max pooling picks one tap per unit, each output unit
+    takes the one "tap" of its shift (a 0/1 weight), on a window grown by the largest shifts either way."""
+    left, right, top, bottom = pads if len(pads) == 4 else (*pads, 0, 0)
+    shifts = []
+    for n, lo, hi in ((win.c.shape[-2], top, bottom), (win.c.shape[-1], left, right)):
+        out = torch.arange(n + lo + hi, device=value.device)
+        src = out - lo
+        src = (torch.where(src.abs() >= n, 2 * (n - 1) - src.abs(), src.abs()) if mode == "reflect"
+               else src.clamp(0, n - 1))
+        shifts.append(src - out)
+    padding = tuple(int(-d.min()) for d in shifts)
+    kernel = tuple(int(d.max()) + p + 1 for d, p in zip(shifts, padding))
+    rows = (shifts[0] + padding[0])[:, None] == torch.arange(kernel[0], device=value.device)  # (Ho, kh)
+    cols = (shifts[1] + padding[1])[:, None] == torch.arange(kernel[1], device=value.device)  # (Wo, kw)
+    masks = (rows.T[:, None, :, None] & cols.T[None, :, None, :]).reshape(kernel[0] * kernel[1], 1, 1,
+                                                                          *value.shape[-2:])
+    return _taps(win, value, None, kernel, (1, 1), padding, (1, 1), 1.0, masks=masks.to(value.dtype))
+
+
 def avg_pool2d(win: Window, value: torch.Tensor, kernel, stride, padding, include_pad: bool,
                divisor: int | None, ceil_mode: bool = False) -> Window:
     """Average pooling: the depthwise conv with weights 1 / divisor (kh kw, or ``divisor``); where the divisor varies
@@ -248,6 +271,8 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 _CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
 _PAD, _CAT = aten.constant_pad_nd.default, aten.cat.default
 _UNSQUEEZE, _SQUEEZE = aten.unsqueeze.default, aten.squeeze.dim
+_INDEX_PADS = (aten.reflection_pad2d.default, aten.replication_pad2d.default, aten.reflection_pad1d.default,
+               aten.replication_pad1d.default)
 
 
 def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Window:
@@ -340,6 +365,15 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         if x not in wins or len(pads) != 2 * (wins[x].c.dim() - 3) or kwargs:
             return None
         return "window", pad2d(wins[x], target(*val(args)), pads)
+    if target in _INDEX_PADS:
+        x, pads = args[0], args[1]
+        if x not in wins or kwargs or len(pads) != 2 * (wins[x].c.dim() - 3):
+            return None
+        mode = "reflect" if target in (_INDEX_PADS[0], _INDEX_PADS[2]) else "replicate"
+        value = target(*val(args))
+        if value.dim() == 3:
+            return "window", as_1d(index_pad2d(as_2d(wins[x]), value.unsqueeze(-2), pads, mode))
+        return "window", index_pad2d(wins[x], value, pads, mode)
     if target is _CAT:
         parts, dim = args[0], (args[1] if len(args) > 1 else 0)
         if kwargs or not all(isinstance(p, torch.fx.Node) and p in wins for p in parts):
@@ -394,7 +428,7 @@ def _count_windowed(traced) -> int:
         target = node.target
         if target in (_CONV, _AVG, _MAX):
             count += 1
-        elif target in (_PAD, _CAT, _UNSQUEEZE, _SQUEEZE):
+        elif target in (_PAD, _CAT, _UNSQUEEZE, _SQUEEZE, *_INDEX_PADS):
             pass
         elif target is operator.getitem:
             if getattr(node.args[0], "target", None) is not _MAX or node.args[1] != 0:

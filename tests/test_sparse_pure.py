@@ -320,6 +320,8 @@ class _RandomCNN(nn.Module):
                 x = pool(x, *spec[1:4], ceil_mode=spec[4])
             elif kind == "pad":
                 x = nn.functional.pad(x, spec[1][:2 * self.dims])
+            elif kind == "rpad":
+                x = nn.functional.pad(x, spec[2][:2 * self.dims], mode=spec[1])
             else:
                 x = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "silu": nn.functional.silu,
                      "softplus": nn.functional.softplus}[kind](x)
@@ -336,6 +338,8 @@ _SPECS = st.one_of(
     st.tuples(st.just("max"), st.integers(2, 3), st.integers(1, 3), st.integers(0, 1), st.booleans()),
     st.tuples(st.just("pad"), st.tuples(st.integers(-1, 2), st.integers(-1, 2), st.integers(-1, 2),
                                         st.integers(-1, 2))),
+    st.tuples(st.just("rpad"), st.sampled_from(["reflect", "replicate"]),
+              st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2))),
     st.tuples(st.sampled_from(["tanh", "sigmoid", "silu", "softplus"])),
 )
 
@@ -456,5 +460,23 @@ def test_ceil_mode_pooling_runs_on_windows(include_pad):
                              nn.Tanh(), nn.MaxPool1d(2, 2, ceil_mode=True), nn.Flatten(), nn.Linear(2 * 3, 1))
     s = torch.randn(2, 1, 11, dtype=torch.float64)
     sequence = sequence.double().eval()
+    assert _first_dense_op(sequence, s) == "aten.view.default"
+    assert_matches_autograd(sequence, s, 3, terms="pure")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_reflection_and_replication_padding_run_on_windows(mode):
+    """A conv net with padding_mode="reflect"/"replicate": each padded unit takes the window of the unit it copies
+    (windows grow by the largest shifts either way: a reflection's far side reaches back 2 pads), in 2-d and 1-d."""
+    torch.manual_seed(6)
+    image = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode=mode), nn.Tanh(), nn.AvgPool2d(2),
+                          nn.Conv2d(2, 2, 3, padding=1, padding_mode=mode), nn.Sigmoid(), nn.Flatten(),
+                          nn.Linear(2 * 16 * 16, 1)).double().eval()
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    assert _first_dense_op(image, x) == "aten.view.default"
+    _close(image, x, 2)
+    sequence = nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode=mode), nn.Tanh(), nn.Flatten(),
+                             nn.Linear(2 * 9, 1)).double().eval()
+    s = torch.randn(2, 1, 9, dtype=torch.float64)
     assert _first_dense_op(sequence, s) == "aten.view.default"
     assert_matches_autograd(sequence, s, 3, terms="pure")
