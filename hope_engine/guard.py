@@ -212,13 +212,14 @@ def _tensor_layout(m: nn.Module) -> tuple:
                  for name, t in list(m.named_parameters()) + list(m.named_buffers()))
 
 
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
+                 "_global_module_registration_hooks")
+
+
 def _global_state() -> tuple:
-    """Process-wide settings a traced graph depends on: global module hooks and the default dtype."""
+    """Process-wide settings a traced graph depends on: the default dtype and the global module hooks."""
     module = nn.modules.module
-    hooks = tuple(getattr(module, name, None) for name in (
-        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
-        "_global_module_registration_hooks"))
-    return torch.get_default_dtype(), hooks
+    return torch.get_default_dtype(), tuple(getattr(module, name, None) for name in _GLOBAL_HOOKS)
 
 
 def stamp(model: Any) -> Any:
@@ -267,9 +268,6 @@ _RETRY = 63
 _SPECIAL = ("_parameters", "_buffers", "_modules")
 _NONE_ID = id(None)
 _LAYOUT = operator.attrgetter("shape", "dtype", "device")
-_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
-                 "_global_module_registration_hooks")
-
 
 def _picker(positions: list[int]) -> Callable[[list], tuple]:
     """A function taking the elements at ``positions`` of a list as a tuple (itemgetter, for any count)."""
@@ -292,7 +290,7 @@ class _Witness:
 
     @classmethod
     def of(cls, model: Any) -> _Witness | None:
-        if not isinstance(model, nn.Module) or any(getattr(nn.modules.module, h, None) for h in _GLOBAL_HOOKS):
+        if not isinstance(model, nn.Module) or any(_global_state()[1]):
             return None
         modules = list(model.modules())
         kinds, keys, plain, empty, special = [], [], [], [], []
@@ -342,8 +340,8 @@ class _Witness:
 
     def holds(self) -> bool:
         try:
-            if torch.get_default_dtype() is not self.dtype or any(
-                    getattr(nn.modules.module, h, None) for h in _GLOBAL_HOOKS):
+            dtype, hooks = _global_state()
+            if dtype is not self.dtype or any(hooks):
                 return False
             modules = list(map(_deref, self.refs))
             if list(map(id, map(type, modules))) != list(map(id, map(_deref, self.kinds))) or not self.code.holds():

@@ -271,8 +271,8 @@ def densify(win: Window, height: int, width: int) -> torch.Tensor:
 _CONV, _AVG, _MAX = aten.convolution.default, aten.avg_pool2d.default, aten.max_pool2d_with_indices.default
 _PAD, _CAT = aten.constant_pad_nd.default, aten.cat.default
 _UNSQUEEZE, _SQUEEZE = aten.unsqueeze.default, aten.squeeze.dim
-_INDEX_PADS = (aten.reflection_pad2d.default, aten.replication_pad2d.default, aten.reflection_pad1d.default,
-               aten.replication_pad1d.default)
+_INDEX_PADS = {aten.reflection_pad2d.default: "reflect", aten.replication_pad2d.default: "replicate",
+               aten.reflection_pad1d.default: "reflect", aten.replication_pad1d.default: "replicate"}
 
 
 def _embed(win: Window, size: tuple[int, int], offset: tuple[int, int]) -> Window:
@@ -369,7 +369,7 @@ def _window_step(node, wins: dict, env: dict, order: int, contexts: dict, kinks:
         x, pads = args[0], args[1]
         if x not in wins or kwargs or len(pads) != 2 * (wins[x].c.dim() - 3):
             return None
-        mode = "reflect" if target in (_INDEX_PADS[0], _INDEX_PADS[2]) else "replicate"
+        mode = _INDEX_PADS[target]
         value = target(*val(args))
         if value.dim() == 3:
             return "window", as_1d(index_pad2d(as_2d(wins[x]), value.unsqueeze(-2), pads, mode))

@@ -62,6 +62,20 @@ def _mutations(model: nn.Sequential, draw) -> list:
     ], handles
 
 
+def _assert_seen(model, step) -> None:
+    """After ``step``, the stamp equals a fresh walk, the witness made for it holds, and a change of the walked stamp
+    is a change of the stamp."""
+    before = guard.walked_stamp(model)
+    step()
+    now = guard.stamp(model)
+    assert now == guard.walked_stamp(model)
+    known = guard._WITNESSES.get(model)
+    assert known is None or known[0].holds(), "a witness holds while nothing changes"
+    assert guard.stamp(model) == now  # and again, through the witness just made
+    if before != now:
+        assert guard.stamp(model) != before
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_reused_stamp_always_equals_a_fresh_walk(data):
@@ -72,15 +86,7 @@ def test_reused_stamp_always_equals_a_fresh_walk(data):
     steps, handles = _mutations(model, data.draw)
     try:
         for _ in range(data.draw(st.integers(1, 6))):
-            before = guard.walked_stamp(model)
-            steps[data.draw(st.integers(0, len(steps) - 1))]()
-            now = guard.stamp(model)
-            assert now == guard.walked_stamp(model)
-            known = guard._WITNESSES.get(model)
-            assert known is None or known[0].holds(), "a witness holds while nothing changes"
-            assert guard.stamp(model) == now  # and again, through the witness just made
-            if before != now:
-                assert guard.stamp(model) != before
+            _assert_seen(model, steps[data.draw(st.integers(0, len(steps) - 1))])
     finally:
         for h in handles:
             h.remove()
@@ -204,7 +210,7 @@ def _restore() -> None:
     g.pop("tanh", None)
     ops.act = torch.tanh
     vars(ops).pop("helper", None)
-    helper.__code__, helper.__defaults__, helper.__kwdefaults__ = _SAVED["helper"].__code__, (0.0,), None
+    helper.__code__, helper.__defaults__, helper.__kwdefaults__ = _HELPER_CODE, (0.0,), None
     helper.__module__ = Net.__module__ = __name__
     closed.__closure__[0].cell_contents = torch.tanh
     vars(helper).pop("note", None)
@@ -224,25 +230,15 @@ _HELPER_CODE = helper.__code__
 @given(data=st.data())
 def test_user_classes_functions_and_globals_are_re_read(data):
     _restore()
-    helper.__code__ = _HELPER_CODE
     model = Net().double()
     assert guard.stamp(model) == guard.walked_stamp(model)
     assert guard._WITNESSES.get(model) is not None, "a user class with plain methods has a witness"
     steps = _code_mutations(data.draw)
     try:
         for _ in range(data.draw(st.integers(1, 5))):
-            before = guard.walked_stamp(model)
-            steps[data.draw(st.integers(0, len(steps) - 1))]()
-            now = guard.stamp(model)
-            assert now == guard.walked_stamp(model)
-            known = guard._WITNESSES.get(model)
-            assert known is None or known[0].holds(), "a witness holds while nothing changes"
-            assert guard.stamp(model) == now
-            if before != now:
-                assert guard.stamp(model) != before
+            _assert_seen(model, steps[data.draw(st.integers(0, len(steps) - 1))])
     finally:
         _restore()
-        helper.__code__ = _HELPER_CODE
 
 
 def test_renamed_class_attributes_are_seen():
@@ -267,7 +263,6 @@ def _smallest(strategy):
 def test_each_kind_of_code_change_alone_is_seen(which):
     """Every mutation of the random sequences, once each from a model with a fresh witness."""
     _restore()
-    helper.__code__ = _HELPER_CODE
     model = Net().double()
     guard.stamp(model)
     assert guard._WITNESSES.get(model) is not None
@@ -276,7 +271,6 @@ def test_each_kind_of_code_change_alone_is_seen(which):
         assert guard.stamp(model) == guard.walked_stamp(model)
     finally:
         _restore()
-        helper.__code__ = _HELPER_CODE
 
 
 @pytest.mark.parametrize("which", range(len(_mutations(_tree(), _smallest)[0])))

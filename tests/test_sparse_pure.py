@@ -344,23 +344,29 @@ _SPECS = st.one_of(
 )
 
 
+def _random_case(cin: int, spatial: tuple, batch: int, specs: list, seed: int, order: int) -> None:
+    """A random chain (led by a conv or pooling) on a point of this spatial shape: windows against the dense
+    expansion; draws whose shapes the chain cannot take are rejected."""
+    if specs[0][0] not in ("conv", "avg", "max", "residual"):
+        specs = [("conv", 3, 1, 1, 1, False), *specs]
+    model = _RandomCNN(cin, specs, seed, dims=len(spatial)).double().eval()
+    x = torch.randn(batch, cin, *spatial, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 997))
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError:  # the draw shrank the input below a kernel: not a model
+        assume(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max-pool ties (kinks) warn on both paths alike
+        _close(model, x, order)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(cin=st.integers(1, 2), side=st.integers(5, 8), batch=st.integers(1, 2),
        specs=st.lists(_SPECS, min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1), order=st.integers(1, 3))
 def test_random_cnn_graphs_match_the_dense_expansion(cin, side, batch, specs, seed, order):
     """Windows against the dense pure expansion on random chains of every op the window walk covers."""
-    if specs[0][0] not in ("conv", "avg", "max", "residual"):
-        specs = [("conv", 3, 1, 1, 1, False), *specs]
-    model = _RandomCNN(cin, specs, seed).double().eval()
-    x = torch.randn(batch, cin, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 997))
-    try:
-        with torch.no_grad():
-            model(x)
-    except RuntimeError:  # the draw shrank the image below a kernel: not a model
-        assume(False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # max-pool ties (kinks) warn on both paths alike
-        _close(model, x, order)
+    _random_case(cin, (side, side), batch, specs, seed, order)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -368,18 +374,7 @@ def test_random_cnn_graphs_match_the_dense_expansion(cin, side, batch, specs, se
        specs=st.lists(_SPECS, min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1), order=st.integers(1, 3))
 def test_random_1d_cnn_graphs_match_the_dense_expansion(cin, length, batch, specs, seed, order):
     """Sequences (N, C, L): 1-d convolutions, poolings (which record as 2-d ones on an unsqueezed map), pads."""
-    if specs[0][0] not in ("conv", "avg", "max", "residual"):
-        specs = [("conv", 3, 1, 1, 1, False), *specs]
-    model = _RandomCNN(cin, specs, seed, dims=1).double().eval()
-    x = torch.randn(batch, cin, length, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 997))
-    try:
-        with torch.no_grad():
-            model(x)
-    except RuntimeError:
-        assume(False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _close(model, x, order)
+    _random_case(cin, (length,), batch, specs, seed, order)
 
 
 def test_1d_cnn_matches_nested_autograd_and_runs_on_windows_to_the_flatten():
