@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo demo-script test test-fast test-slow lint bench bundle check-bundle clean
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-$(STAMP): pyproject.toml setup.py hope_engine/kernels/_ckernels.c
+$(STAMP): pyproject.toml setup.py hope_engine/algebra/kernels/_ckernels.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
@@ -21,12 +21,12 @@ setup: $(STAMP)
 
 # The main job: print the bundled model's polynomial, then open the quickstart notebook in JupyterLab.
 demo: setup
-	$(BIN)/python -m hope_engine.demo
+	$(BIN)/python -m hope_engine.io.demo
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01_quickstart.ipynb
 
 # The same expansion in the terminal only (no browser).
 demo-script: setup
-	$(BIN)/python -m hope_engine.demo
+	$(BIN)/python -m hope_engine.io.demo
 
 test: setup
 	$(BIN)/ruff check hope_engine hope_widgets tests benchmarks

@@ -1,9 +1,9 @@
-"""Build of the compiled jet kernels (hope_engine/kernels/_ckernels.c) at install / wheel time.
+"""Build of the compiled jet kernels (hope_engine/algebra/kernels/_ckernels.c) at install / wheel time.
 
 Everything else about the package is declared in pyproject.toml. The extension uses no Python API beyond an empty
 module, so it is built against the stable ABI (one ``abi3`` wheel per platform serves CPython >= 3.10). It is optional:
 where no C compiler exists at install time the build prints a warning, the install goes on, and the engine runs its
-torch formulation (``hope_engine.kernels.backend_name()`` says which is in use).
+torch formulation (``hope_engine.algebra.kernels.backend_name()`` says which is in use).
 
 Wheels: ``cibuildwheel`` (configuration in pyproject.toml) builds portable wheels for Linux (manylinux, x86_64 and
 aarch64), macOS (x86_64 and arm64) and Windows (AMD64). ``HOPE_MARCH_NATIVE=1 pip install .`` adds -march=native (a
@@ -34,8 +34,8 @@ class BuildKernels(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "hope_engine.kernels._ckernels",
-            sources=["hope_engine/kernels/_ckernels.c"],
+            "hope_engine.algebra.kernels._ckernels",
+            sources=["hope_engine/algebra/kernels/_ckernels.c"],
             py_limited_api=True,
             define_macros=[("Py_LIMITED_API", "0x030A0000")],
             optional=os.environ.get("HOPE_REQUIRE_KERNELS") != "1",

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from hope_engine import certify, expand
+from hope_engine.api.sampling import sampled_error
 from hope_engine.models import Sine, sine_mlp
-from hope_engine.tm_sampling import sampled_error
 
 RADII = (0.01, 0.1, 0.5)
 

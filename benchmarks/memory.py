@@ -120,9 +120,10 @@ def run_case(case: Case) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from hope_engine import caches, expand, trace
-    from hope_engine.cost import estimate_cost, estimate_hope_cost
-    from hope_engine.hope_rule import _trace as hope_trace
+    from hope_engine import caches, expand
+    from hope_engine.capture import trace
+    from hope_engine.methods.paper_rule import _trace as hope_trace
+    from hope_engine.run.cost import estimate_cost, estimate_hope_cost
 
     model, x0, variables = _build(case)
     expand(model, x0, 1, terms=case.terms, variables=variables, method=case.method)  # trace, load the kernels
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:32} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'}")
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        from hope_engine.basis import basis_size
+        from hope_engine.algebra.basis import basis_size
 
         m = basis_size(case.n, case.order, case.terms)
         ratio = r["measured"] / r["estimate"]

@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hope_engine import __version__, expand, kernels, sparse_pure
-from hope_engine.baselines import autograd_tree_size, floor_inputs, nested_autograd
-from hope_engine.basis import basis_size, make_basis
+from hope_engine import __version__, expand
+from hope_engine.algebra import kernels
+from hope_engine.algebra.basis import basis_size, make_basis
+from hope_engine.methods import windows as sparse_pure
+from hope_engine.methods.baselines import autograd_tree_size, floor_inputs, nested_autograd
 
 
 # ---------------------------------------------------------------------------------------------------- models

@@ -4,9 +4,12 @@
     p = expand(model, x0, order=6)   # every mixed partial up to order 6, exact to rounding
 """
 
-from .basis import Basis, make_basis
-from .certify import certify
-from .errors import (
+from hope_engine.algebra.basis import Basis, make_basis
+from hope_engine.algebra.polynomial import TaylorPolynomial, Term
+from hope_engine.api.certify import certify
+from hope_engine.api.expand import expand
+from hope_engine.api.many import expand_many
+from hope_engine.errors import (
     ExpansionError,
     GraphEscapeError,
     KinkWarning,
@@ -15,9 +18,6 @@ from .errors import (
     TrainingModeWarning,
     UnsupportedOperationError,
 )
-from .expand import expand
-from .many import expand_many
-from .polynomial import TaylorPolynomial, Term
 
 __all__ = [
     "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",

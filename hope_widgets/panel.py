@@ -23,11 +23,11 @@ import traitlets
 from traitlets import Bool, Dict, Float, Int, List, Unicode
 
 from hope_engine import TaylorPolynomial, expand
-from hope_engine.arguments import prepare_point
-from hope_engine.basis import basis_size
+from hope_engine.algebra.basis import basis_size
+from hope_engine.capture.arguments import prepare_point
+from hope_engine.capture.guard import state_token
+from hope_engine.capture.inputs import normalize as normalize_inputs
 from hope_engine.errors import describe
-from hope_engine.guard import state_token
-from hope_engine.inputs import normalize as normalize_inputs
 
 from . import payloads, schema
 from .certified import band_text, certified_band
@@ -59,9 +59,9 @@ class PanelError(traitlets.TraitError, ValueError):
 # about a quarter of a second); ``%load_ext hope_widgets`` imports them in a background thread. Only imports: they are
 # safe next to the user's code (Python's import locks), where a trace in a second thread would not be. The panel and
 # ``%hope`` wait for the thread before their first expansion. torch._dynamo (a second more) is left out: only the
-# make_fx fallback needs it (hope_engine/record.py), and the first panel would wait for it.
+# make_fx fallback needs it (hope_engine/capture/record.py), and the first panel would wait for it.
 WARM_MODULES = ("torch.fx", "torch.fx.experimental.symbolic_shapes", "torch._functorch.eager_transforms",
-                "torch.func", "sympy", "hope_engine.record", "hope_engine.kernels")
+                "torch.func", "sympy", "hope_engine.capture.record", "hope_engine.algebra.kernels")
 _warmup_lock = threading.Lock()
 _warmup_thread: threading.Thread | None = None
 _warmup_report: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from torch import nn
 from hope_engine import TaylorPolynomial
 
 # latex_number is the engine's number format, so the browser's LaTeX equals p.latex()
-from hope_engine.polynomial import latex_number
+from hope_engine.algebra.polynomial import latex_number
 
 LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
 LINE_POINTS = 81
@@ -97,7 +97,7 @@ def term_records(poly: TaylorPolynomial) -> dict[str, list[Any]]:
 
 def latex_names(names: list[str]) -> list[str]:
     """Variable names as the engine writes them in LaTeX (x1 -> x_{1})."""
-    from hope_engine.polynomial import latex_name
+    from hope_engine.algebra.polynomial import latex_name
 
     return [latex_name(s) for s in names]
 

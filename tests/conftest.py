@@ -167,7 +167,7 @@ def assert_matches_autograd(model: Callable, x0: torch.Tensor, order: int, *, te
 
 def model_snapshot(model) -> dict:
     """What expanding must not change: every module's attributes (by identity), parameter/buffer values, mode."""
-    from hope_engine.guard import referenced_modules
+    from hope_engine.capture.guard import referenced_modules
 
     return {id(m): (m, dict(vars(m)), {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()
                                        if isinstance(v, torch.Tensor)}, m.training)

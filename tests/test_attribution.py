@@ -293,7 +293,7 @@ def test_cli_heatmap_reads_a_png_folder(tmp_path, capsys):
     image = pytest.importorskip("PIL.Image")
     import json
 
-    from hope_engine.cli import main
+    from hope_engine.io.cli import main
 
     rng = np.random.default_rng(1)
     (tmp_path / "pngs" / "4").mkdir(parents=True)

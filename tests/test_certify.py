@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from hope_engine import UnsupportedOperationError, certify, expand
-from hope_engine.cli import main
+from hope_engine.algebra.derivative_bounds import derivative_bound, derivative_polynomial
+from hope_engine.api.sampling import sampled_error
 from hope_engine.errors import ExpansionError
+from hope_engine.io.cli import main
 from hope_engine.models import sine_mlp
-from hope_engine.tm_derivatives import derivative_bound, derivative_polynomial
-from hope_engine.tm_sampling import sampled_error
 
 DT = torch.float64
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from hope_engine import expand
-from hope_engine.cli import main
-from hope_engine.loading import ModelLoadError, load_model
+from hope_engine.io.cli import main
+from hope_engine.io.loading import ModelLoadError, load_model
 from hope_engine.models import sine_mlp
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # saving TorchScript fixtures
@@ -137,7 +137,7 @@ def test_heatmap(saved, capsys, tmp_path):
 def test_console_script_subprocess(saved):
     d, _, _ = saved
     exe = shutil.which("hope", path=str(__import__("pathlib").Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "hope_engine.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "hope_engine.io.cli"]
     ok = subprocess.run(cmd + ["expand", str(d / "model.ts"), "--point", "0.5,-0.25", "--order", "2", "--format",
                                "latex"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr

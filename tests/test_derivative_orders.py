@@ -68,7 +68,7 @@ def test_float32_and_batched_polynomials_keep_their_dtype_and_shape():
 def test_basis_factorials_are_the_nearest_floats_to_the_integers(kind):
     """alpha! came from exp(lgamma) and was off by a few units in the last place from 17! on (106 of the 325
     two-variable multi-indices of degree <= 24), so derivatives() disagreed with derivative()."""
-    from hope_engine.basis import make_basis
+    from hope_engine.algebra.basis import make_basis
 
     basis = make_basis(2 if kind == "total" else 3, 24 if kind == "total" else 30, kind)
     exact = [math.prod(math.factorial(v) for v in a) for a in basis.multi_indices()]

@@ -10,7 +10,8 @@ import torch
 from conftest import assert_close_derivatives, assert_matches_autograd, autograd_derivatives
 from torch import nn
 
-from hope_engine import TrainingModeWarning, expand, trace
+from hope_engine import TrainingModeWarning, expand
+from hope_engine.capture import trace
 
 D = torch.float64
 

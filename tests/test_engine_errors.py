@@ -9,7 +9,7 @@ import torch
 from conftest import assert_matches_autograd
 from torch import nn
 
-import hope_engine.trace
+import hope_engine.run.program
 from hope_engine import (
     ExpansionError,
     KinkWarning,
@@ -114,7 +114,7 @@ def test_multi_output_model_is_refused_before_the_expansion(monkeypatch):
     def no_run(*args, **kwargs):
         raise AssertionError("the expansion ran before the error")
 
-    monkeypatch.setattr(hope_engine.trace, "run", no_run)
+    monkeypatch.setattr(hope_engine.run.program, "run", no_run)
     with pytest.raises(ExpansionError, match=r"returns 2 tensors.*lambda x: model\(x\)\[0\]"):
         expand(Two().to(D).eval(), torch.zeros(1, 3, dtype=D), 2)
 
@@ -196,7 +196,7 @@ def test_unsupported_ops_are_all_named_with_their_module_before_any_work(monkeyp
     def no_run(*args, **kwargs):
         raise AssertionError("the expansion ran before the support check")
 
-    monkeypatch.setattr(hope_engine.trace, "run", no_run)
+    monkeypatch.setattr(hope_engine.run.program, "run", no_run)
     with pytest.raises(UnsupportedOperationError) as info:
         expand(Unsupported().to(D).eval(), torch.zeros(1, 3, dtype=D), 4)
     e = info.value

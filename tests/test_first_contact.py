@@ -13,7 +13,7 @@ from IPython.testing.globalipapp import start_ipython
 from torch import nn
 
 from hope_engine import UnsupportedOperationError, expand
-from hope_engine.cli import main as cli_main
+from hope_engine.io.cli import main as cli_main
 from hope_widgets import HopePanel
 
 

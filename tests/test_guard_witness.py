@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hope_engine import guard
+from hope_engine.capture import guard
 
 
 def _tree() -> nn.Sequential:

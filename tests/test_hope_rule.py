@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hope_engine import TaylorPolynomial, UnsupportedOperationError, expand
-from hope_engine.baselines import floor, floor_inputs, nested_autograd
+from hope_engine.methods.baselines import floor, floor_inputs, nested_autograd
 
 D = torch.float64
 
@@ -432,7 +432,7 @@ def test_linear_after_linear_is_its_own_layer():
 
 
 def test_backward_table_refuses_a_second_rule_for_an_op():
-    from hope_engine import hope_rule
+    from hope_engine.methods import paper_rule as hope_rule
 
     assert hope_rule.BACKWARD[torch.ops.aten.convolution] is hope_rule._convolution
     with pytest.raises(ValueError, match="registered twice"):

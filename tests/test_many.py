@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from hope_engine import TaylorPolynomial, expand, expand_many
+from hope_engine.api.many import auto_chunk_size
 from hope_engine.errors import ExpansionError
-from hope_engine.many import auto_chunk_size
 
 
 def _model() -> nn.Module:

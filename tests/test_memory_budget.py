@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from hope_engine import MemoryBudgetError, TimeBudgetError, caches, expand, trace
-from hope_engine import basis as basis_mod
-from hope_engine import series as series_mod
-from hope_engine.basis import make_basis, product_table_bytes, product_tables, tables_cached
+from hope_engine import MemoryBudgetError, TimeBudgetError, caches, expand
+from hope_engine.algebra import basis as basis_mod
+from hope_engine.algebra import jet as series_mod
+from hope_engine.algebra.basis import make_basis, product_table_bytes, product_tables, tables_cached
 from hope_engine.caches import BoundedCache
-from hope_engine.cost import estimate_cost
+from hope_engine.capture import trace
+from hope_engine.run import program
+from hope_engine.run.cost import estimate_cost
 
 
 def mlp(n: int, width: int = 8, seed: int = 0) -> nn.Module:
@@ -119,7 +121,7 @@ def _refuse_to_run(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the expansion ran although it should have been refused")
 
-    monkeypatch.setattr(trace, "run", boom)
+    monkeypatch.setattr(program, "run", boom)
     monkeypatch.setattr(basis_mod, "_build_tables", boom)
 
 

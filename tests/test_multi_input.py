@@ -77,7 +77,7 @@ def test_keyword_inputs_fixed_mask_and_output_key():
 
 
 def test_a_new_mask_is_seen_and_the_graph_reused_for_the_same_one():
-    from hope_engine import trace
+    from hope_engine.capture import trace
 
     torch.manual_seed(1)
     model = Masked().to(D).eval()

@@ -1,4 +1,4 @@
-"""The kernel interface (hope_engine.kernels): the compiled kernels agree with the torch formulation on every
+"""The kernel interface (hope_engine.algebra.kernels): the compiled kernels agree with the torch formulation on every
 recurrence, and the native entry points reject bad arguments with a ValueError before any pointer reaches C."""
 
 import importlib.util
@@ -8,10 +8,12 @@ import shutil
 import pytest
 import torch
 
-from hope_engine import functions, kernels, series
-from hope_engine.basis import make_basis
-from hope_engine.kernels import Recurrence, native
-from hope_engine.series import Jet
+from hope_engine.algebra import basis as basis_mod
+from hope_engine.algebra import functions, kernels
+from hope_engine.algebra import jet as series
+from hope_engine.algebra.basis import make_basis
+from hope_engine.algebra.jet import Jet
+from hope_engine.algebra.kernels import Recurrence, native
 
 BASES = [(1, 7, "total"), (2, 5, "total"), (3, 4, "total"), (4, 3, "pure"), (1, 6, "pure")]
 DTYPES = [torch.float64, torch.float32]
@@ -49,7 +51,7 @@ def test_kernels_build_when_a_compiler_exists():
 
 def test_kernels_load_from_the_package_only():
     """Built at install time into the package; nothing is compiled or cached at run time."""
-    spec = importlib.util.find_spec("hope_engine.kernels._ckernels")
+    spec = importlib.util.find_spec("hope_engine.algebra.kernels._ckernels")
     if spec is None:
         pytest.skip("extension not built")
     package = os.path.dirname(os.path.abspath(kernels.__file__))
@@ -191,7 +193,7 @@ def test_prod_notices_an_index_table_changed_in_place():
 
 def _flat(n=2, order=3):
     basis = make_basis(n, order, "total")
-    return basis, list(series.flat_tables(basis))
+    return basis, list(basis_mod.flat_tables(basis))
 
 
 @pytest.mark.parametrize("broken,message", [
@@ -235,7 +237,7 @@ def test_recurrence_and_univariate_reject_wrong_shapes():
 @pytest.mark.parametrize("n,order", [(2, 4), (3, 3)])
 def test_torch_blocks_of_units_match_one_pass(rec, n, order, monkeypatch):
     """The torch formulation's CPU blocks of units (total basis, n > 1) give the one-pass result."""
-    from hope_engine.kernels import torch_backend
+    from hope_engine.algebra.kernels import torch_backend
 
     basis = make_basis(n, order, "total")
     monkeypatch.setattr(torch_backend, "BLOCK_MIN", 4)

@@ -14,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hope_engine import expand, program, rules, trace
-from hope_engine.basis import make_basis
-from hope_engine.series import Jet
+from hope_engine import expand
+from hope_engine.algebra.basis import make_basis
+from hope_engine.algebra.jet import Jet
+from hope_engine.capture import trace
+from hope_engine.ops import rules
+from hope_engine.run import program
 
 D = torch.float64
 
@@ -102,7 +105,7 @@ def test_every_start_node_gives_the_reference_values(dtype, bias_dtype):
         if start.op in ("placeholder", "output"):
             continue
         values = {n: env[n] for n in nodes[:k] if n.op != "placeholder"}
-        got = trace.run(traced, _input_jet(x0, 4), rules.Context(ctx.basis), resume_at=start, values=values)
+        got = program.run(traced, _input_jet(x0, 4), rules.Context(ctx.basis), resume_at=start, values=values)
         got = _coefficients(got)
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"start at {start}")  # the same ops, in order

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hope_engine import expand, trace
+from hope_engine import expand
+from hope_engine.capture import trace
 from hope_engine.errors import GraphEscapeError
 
 D = torch.float64
@@ -321,7 +322,7 @@ def test_in_place_programs_record_exactly(n, width, steps, seed, order):
 def test_an_op_returning_tensors_among_numbers_is_not_followed_as_constants():
     """The recorder follows tensors one by one; an op returning a tensor next to a number (flash attention's outputs
     on CUDA) would leave that tensor untracked, a constant to every later op. It declines instead (make_fx traces)."""
-    from hope_engine import record
+    from hope_engine.capture import record
 
     lib = torch.library.Library("hope_test", "FRAGMENT")
     lib.define("scaled_and_count(Tensor x) -> (Tensor, int)")

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as tF
 from conftest import assert_matches_autograd
 
-from hope_engine import rules, trace
+from hope_engine.capture import trace
+from hope_engine.ops import rules
 
 aten = torch.ops.aten
 D = torch.float64

@@ -21,8 +21,8 @@ import pytest
 import torch
 from torch import nn
 
-from hope_engine.cli import main
-from hope_engine.loading import ModelLoadError, load_model
+from hope_engine.io.cli import main
+from hope_engine.io.loading import ModelLoadError, load_model
 from hope_engine.models import sine_mlp
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # saving TorchScript fixtures

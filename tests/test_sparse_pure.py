@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hope_engine import expand, sparse_pure
+from hope_engine import expand
 from hope_engine.analysis.digits_cnn import lenet
+from hope_engine.methods import windows as sparse_pure
 
 
 def _dense(model, x, order, **kw):

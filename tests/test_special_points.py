@@ -31,9 +31,11 @@ import torch.nn.functional as tF
 from conftest import assert_close_derivatives
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from hope_engine import expand, rules, trace
-from hope_engine.basis import make_basis
+from hope_engine import expand
+from hope_engine.algebra.basis import make_basis
+from hope_engine.capture import trace
 from hope_engine.errors import KinkWarning, UnsupportedOperationError
+from hope_engine.ops import rules
 
 D = torch.float64
 ORDER = 5

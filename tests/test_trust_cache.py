@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hope_engine import expand, guard, trace
+from hope_engine import expand
+from hope_engine.capture import guard, trace
 
 D = torch.float64
 ORDER = 3

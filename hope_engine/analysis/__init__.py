@@ -4,14 +4,26 @@ convergence.
     from hope_engine.analysis import discover, surrogate, attribution, interactions, decompose, convergence
 """
 
-from .attribution import METHODS, attribution
-from .convergence import Convergence, RadiusEstimate, convergence, derivative_ratios, estimate_radius
-from .data import load_digits, load_images, load_mnist, load_png_folder, read_idx
-from .deletion import DeletionCurve, deletion_curve, insertion_curve, random_scores
-from .discovery import Discovery, TermStats, discover, local_formula
-from .figures import convergence_figure, deletion_figure, discovery_figure, heatmap_figure, interaction_figure
-from .interactions import Decomposition, InteractionMap, Pair, decompose, interactions
-from .surrogate import Surrogate, surrogate
+from hope_engine.analysis.attribution import METHODS, attribution
+from hope_engine.analysis.convergence import (
+    Convergence,
+    RadiusEstimate,
+    convergence,
+    derivative_ratios,
+    estimate_radius,
+)
+from hope_engine.analysis.data import load_digits, load_images, load_mnist, load_png_folder, read_idx
+from hope_engine.analysis.deletion import DeletionCurve, deletion_curve, insertion_curve, random_scores
+from hope_engine.analysis.discovery import Discovery, TermStats, discover, local_formula
+from hope_engine.analysis.figures import (
+    convergence_figure,
+    deletion_figure,
+    discovery_figure,
+    heatmap_figure,
+    interaction_figure,
+)
+from hope_engine.analysis.interactions import Decomposition, InteractionMap, Pair, decompose, interactions
+from hope_engine.analysis.surrogate import Surrogate, surrogate
 
 __all__ = [
     "METHODS", "Convergence", "Decomposition", "DeletionCurve", "Discovery", "InteractionMap", "Pair",

@@ -10,9 +10,9 @@ import math
 
 import torch
 
-from ..arguments import prepare_point
-from ..errors import ExpansionError
-from ..polynomial import TaylorPolynomial
+from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.capture.arguments import prepare_point
+from hope_engine.errors import ExpansionError
 
 
 def as_row(model, center) -> torch.Tensor:
@@ -123,3 +123,10 @@ def pick_output(y: torch.Tensor, output) -> torch.Tensor:
 def scalar_outputs(model, x: torch.Tensor, output) -> torch.Tensor:
     """The chosen output of ``model`` per row, with gradients if enabled: (B,)."""
     return pick_output(model(x), output)
+
+
+def truncation_values(p: TaylorPolynomial, t: torch.Tensor, orders: list[int]) -> torch.Tensor:
+    """P_k(x0 + t) for each k in ``orders``: (len(orders), N), from one monomial table and a cumulative sum."""
+    s = single(p)
+    t = t.to(s.coefficients.dtype)
+    return s.partial_sums(s.center_values.to(t.device) + t).detach()[list(orders)]

@@ -22,10 +22,10 @@ from collections.abc import Iterable
 
 import torch
 
-from ..many import expand_many
-from ._points import displacement, pick_output, prepare_rows, scalar_outputs
-from .deletion import DeletionCurve, deletion_curve, insertion_curve, random_scores
-from .path_methods import deeplift_attribution, integrated_gradients
+from hope_engine.analysis._points import displacement, pick_output, prepare_rows, scalar_outputs
+from hope_engine.analysis.deletion import DeletionCurve, deletion_curve, insertion_curve, random_scores
+from hope_engine.analysis.path_methods import deeplift_attribution, integrated_gradients
+from hope_engine.api.many import expand_many
 
 METHODS = ("taylor", "occlusion", "grad_input", "integrated_gradients", "deeplift")
 

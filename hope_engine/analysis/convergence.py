@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..polynomial import TaylorPolynomial
-from ._points import as_row, model_scalar, rows_at, single, unit_directions
+from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.analysis._points import as_row, model_scalar, rows_at, single, truncation_values, unit_directions
 
 
 def degree_norms(p: TaylorPolynomial, output=None) -> torch.Tensor:
@@ -121,20 +121,13 @@ class Convergence:
 
     def figure(self, orders=None, kind: str | None = None):
         """Error vs order (log) beside network-vs-truncations along a line (1-D) or contour panels (2-D)."""
-        from .figures import convergence_figure
+        from hope_engine.analysis.figures import convergence_figure
 
         return convergence_figure(self, orders=orders, kind=kind)
 
     def __repr__(self) -> str:
         return (f"Convergence(orders={self.orders[0]}..{self.orders[-1]}, radii={float(self.radii[0]):.3g}.."
                 f"{float(self.radii[-1]):.3g}, radius_estimate~{self.radius_estimate:.3g})")
-
-
-def truncation_values(p: TaylorPolynomial, t: torch.Tensor, orders: list[int]) -> torch.Tensor:
-    """P_k(x0 + t) for each k in ``orders``: (len(orders), N), from one monomial table and a cumulative sum."""
-    s = single(p)
-    t = t.to(s.coefficients.dtype)
-    return s.partial_sums(s.center_values.to(t.device) + t).detach()[list(orders)]
 
 
 def convergence(model, p: TaylorPolynomial, *, radius: float | None = None, radii=None, direction=None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._points import prepare_rows, scalar_outputs
+from hope_engine.analysis._points import prepare_rows, scalar_outputs
 
 
 @dataclass(frozen=True)

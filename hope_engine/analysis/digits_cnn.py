@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import digits_28
+from hope_engine.analysis.data import digits_28
 
 
 def lenet(classes: int = 10, seed: int = 0) -> nn.Sequential:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import sympy as sp
 import torch
 
-from ..arguments import variable_indices
-from ..many import expand_many
-from ..polynomial import TaylorPolynomial
-from ._points import as_row, model_scalar, rows_at, sample_offsets, scalar_polynomial, single
-from .discovery_fit import Comparison, DataDistance, fit_coefficients, network_samples, r_squared
+from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.analysis._points import as_row, model_scalar, rows_at, sample_offsets, scalar_polynomial, single
+from hope_engine.analysis.discovery_fit import Comparison, DataDistance, fit_coefficients, network_samples, r_squared
+from hope_engine.api.many import expand_many
+from hope_engine.capture.arguments import variable_indices
 
 METHODS = ("taylor", "fit")
 
@@ -174,7 +174,7 @@ class Discovery:
     def figure(self, top: int = 12, threshold: float = 0.0, include_constant: bool = True):
         """Per term: box plot of the re-centred coefficients ("taylor") or estimate +- standard error ("fit"), the local
         value marked."""
-        from .figures import discovery_figure
+        from hope_engine.analysis.figures import discovery_figure
 
         return discovery_figure(self, top=top, threshold=threshold, include_constant=include_constant)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._points import model_scalar, rows_at, sample_offsets
+from hope_engine.analysis._points import model_scalar, rows_at, sample_offsets
 
 
 @dataclass(frozen=True)

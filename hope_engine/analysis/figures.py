@@ -125,7 +125,7 @@ def _pick_orders(available, orders):
 
 
 def _line_points(conv, s: torch.Tensor, direction: torch.Tensor):
-    from ._points import as_row, model_scalar, rows_at
+    from hope_engine.analysis._points import as_row, model_scalar, rows_at
 
     p = conv.polynomial
     offsets = s[:, None] * direction[None]
@@ -136,7 +136,7 @@ def _line_points(conv, s: torch.Tensor, direction: torch.Tensor):
 
 
 def _line_panel(ax, conv, shown):
-    from .convergence import truncation_values
+    from hope_engine.analysis._points import truncation_values
 
     p = conv.polynomial
     d = conv.direction if conv.direction is not None else torch.eye(p.n, dtype=torch.float64)[0]
@@ -156,8 +156,7 @@ def _line_panel(ax, conv, shown):
 
 
 def _contour_panels(axes, conv, shown):
-    from ._points import as_row, model_scalar, rows_at
-    from .convergence import truncation_values
+    from hope_engine.analysis._points import as_row, model_scalar, rows_at, truncation_values
 
     p = conv.polynomial
     r = float(conv.radii[-1])

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..expand import expand
-from ._points import flat_output_index, prepare_rows, scalar_outputs
-from .groups import PathModel, group_names, patch_groups
+from hope_engine.analysis._points import flat_output_index, prepare_rows, scalar_outputs
+from hope_engine.analysis.groups import PathModel, group_names, patch_groups
+from hope_engine.api.expand import expand
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class InteractionMap:
 
     def figure(self, image_shape=None, pairs: int = 8):
         """The image with the top pairs drawn as lines (red: positive, blue: negative) beside the k x k matrix."""
-        from .figures import interaction_figure
+        from hope_engine.analysis.figures import interaction_figure
 
         return interaction_figure(self, image_shape=image_shape, pairs=pairs)
 

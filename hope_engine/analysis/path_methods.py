@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import Sine
+from hope_engine.models import Sine
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.GELU,
                                             nn.SiLU, nn.Hardtanh, Sine)

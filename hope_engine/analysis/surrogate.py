@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from ..polynomial import TaylorPolynomial, monomial_parents, monomial_table
-from ._points import scalar_polynomial
+from hope_engine.algebra.polynomial import TaylorPolynomial, monomial_parents, monomial_table
+from hope_engine.analysis._points import scalar_polynomial
 
 
 class Surrogate(nn.Module):
@@ -89,7 +89,7 @@ def surrogate(p: TaylorPolynomial, *, output=None, model=None, tol: float = 1e-3
     compile=True wraps the module with ``torch.compile`` (needs a working C++ compiler on CPU); the result keeps
     ``.radius``.
     """
-    from .convergence import convergence, estimate_radius
+    from hope_engine.analysis.convergence import convergence, estimate_radius
 
     if output is not None:
         p = scalar_polynomial(p, output)

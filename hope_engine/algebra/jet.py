@@ -1,0 +1,220 @@
+"""Arithmetic on jet tensors: truncated multivariate Taylor series with a leading coefficient axis.
+
+A ``Jet`` holds ``c`` of shape (M, *shape): ``c[m]`` is the coefficient of t^{a_m} (t = x - x0) of every element,
+with a_m the m-th multi-index of its ``basis``. Sums are coefficient-wise; a product keeps
+(ab)_k = sum_{a_i + a_j = a_k} a_i b_j, restricted to the basis (exact, the basis being downward closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from hope_engine.algebra import kernels
+from hope_engine.algebra.basis import Basis, euler, product_tables
+
+
+class Jet:
+    """A tensor-valued truncated Taylor series: ``c[0]`` is the value, ``c[m]`` the coefficient of monomial m."""
+
+    __slots__ = ("c", "basis")
+
+    def __init__(self, c: torch.Tensor, basis: Basis):
+        self.c = c
+        self.basis = basis
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.c[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.c.shape[1:]
+
+    @property
+    def ndim(self) -> int:
+        return self.c.dim() - 1
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.c.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.c.device
+
+    def with_coefficients(self, c: torch.Tensor) -> Jet:
+        return Jet(c, self.basis)
+
+    def __repr__(self) -> str:
+        return f"Jet(shape={tuple(self.shape)}, basis={self.basis.kind}/n={self.basis.n}/K={self.basis.order})"
+
+
+def constant_jet(value: torch.Tensor, basis: Basis) -> Jet:
+    """A series with the given value and zero higher coefficients."""
+    c = value.new_zeros((basis.size, *value.shape))
+    c[0] = value
+    return Jet(c, basis)
+
+
+def as_jet(x, basis: Basis, like: torch.Tensor | None = None) -> Jet:
+    if isinstance(x, Jet):
+        return x
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x, dtype=like.dtype if like is not None else None,
+                            device=like.device if like is not None else None)
+    return constant_jet(x, basis)
+
+
+def lift(c: torch.Tensor, ndim: int) -> torch.Tensor:
+    """View coefficients (M, *shape) as (M, 1, ..., 1, *shape) with ``ndim`` value dimensions (right alignment)."""
+    extra = ndim - (c.dim() - 1)
+    if extra <= 0:
+        return c
+    return c.reshape(c.shape[0], *([1] * extra), *c.shape[1:])
+
+
+def aligned(a: Jet, b: Jet) -> tuple[torch.Tensor, torch.Tensor]:
+    nd = max(a.ndim, b.ndim)
+    return lift(a.c, nd), lift(b.c, nd)
+
+
+# ---------------------------------------------------------------------------------------------- sums and scaling
+def add(a: Jet, b: Jet) -> Jet:
+    ca, cb = aligned(a, b)
+    return a.with_coefficients(ca + cb)
+
+
+def sub(a: Jet, b: Jet) -> Jet:
+    ca, cb = aligned(a, b)
+    return a.with_coefficients(ca - cb)
+
+
+def fits(small: torch.Size, shape: torch.Size) -> bool:
+    """Whether ``small`` broadcasts to exactly ``shape``."""
+    if len(small) > len(shape):
+        return False
+    return all(s == 1 or s == t for s, t in zip(reversed(small), reversed(shape)))
+
+
+def add_constant(a: Jet, value) -> Jet:
+    """a + value, the constant going to coefficient 0 only."""
+    v = torch.as_tensor(value, dtype=a.dtype, device=a.device)
+    if fits(v.shape, a.c.shape[1:]):  # the common case (a bias): no broadcast of the coefficients
+        out = a.c.clone()
+        out[0].add_(v)
+        return a.with_coefficients(out)
+    nd = max(a.ndim, v.dim())
+    c = lift(a.c, nd)
+    shape = torch.broadcast_shapes(c.shape[1:], v.shape)
+    out = c.expand(c.shape[0], *shape).clone()
+    out[0] = out[0] + v
+    return a.with_coefficients(out)
+
+
+def scale(a: Jet, factor) -> Jet:
+    """a * factor with a constant (tensor or scalar) factor: linear, every coefficient scaled."""
+    if isinstance(factor, torch.Tensor):
+        return a.with_coefficients(lift(a.c, factor.dim()) * factor)
+    return a.with_coefficients(a.c * factor)
+
+
+# -------------------------------------------------------------------------------------------------- products
+def degree_terms(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
+                  weights: Sequence[float] | None) -> torch.Tensor:
+    """Degree-d block of the product sum_{|a_i| = p, |a_j| = d - p} w_p a_i b_j (weights by left degree p); terms
+    of weight 0 are left out, not multiplied by 0 (an infinite value factor would give NaN). See kernels."""
+    return kernels.degree_product(a, b, basis, d, weights)
+
+
+def mul_coefficients(ca: torch.Tensor, cb: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """Product of two aligned coefficient tensors in ``basis``: (ab)_k = sum_{a_i + a_j = a_k} a_i b_j."""
+    return kernels.product(ca, cb, basis)
+
+
+def mul(a: Jet, b: Jet) -> Jet:
+    ca, cb = aligned(a, b)
+    return a.with_coefficients(mul_coefficients(ca, cb, a.basis))
+
+
+def bilinear(op: Callable, a: Jet, b: Jet) -> Jet:
+    """g(a, b) for g bilinear (matmul, bmm, einsum...): (g(a, b))_k = sum_{a_i + a_j = a_k} g(a_i, b_j)."""
+    basis = a.basis
+    g = torch.vmap(op)
+    if basis.kind == "total":
+        blocks = []
+        for d, t in enumerate(product_tables(basis, a.c.device)):
+            prod = g(a.c.index_select(0, t.left), b.c.index_select(0, t.right))
+            width = basis.offsets[d + 1] - basis.offsets[d]
+            blocks.append(prod.new_zeros((width, *prod.shape[1:])).index_add_(0, t.out, prod))
+        return a.with_coefficients(torch.cat(blocks))
+    blocks = []
+    for d in range(basis.order + 1):
+        total = None
+        for p in range(d + 1):
+            x, y = a.c[basis.block(p)], b.c[basis.block(d - p)]
+            width = max(x.shape[0], y.shape[0])
+            term = g(x.expand(width, *x.shape[1:]), y.expand(width, *y.shape[1:]))
+            total = term if total is None else total + term
+        blocks.append(total)
+    return a.with_coefficients(torch.cat(blocks))
+
+
+# -------------------------------------------------------------------- degree-by-degree recurrences (Euler operator)
+def integrate(fprime: torch.Tensor, u: torch.Tensor, value: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """Coefficients of f(u) from those of f'(u) (fully known) and f(u0): [f(u)]_d = [f'(u) E u]_d / d."""
+    out = u.new_empty(u.shape)
+    out[0] = value
+    eu = euler(u, basis)
+    for d in range(1, basis.order + 1):
+        out[basis.block(d)] = degree_terms(fprime, eu, basis, d, None) / d
+    return out
+
+
+def exp_coefficients(u: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """y = exp(u): y' = y, so y_d = [y E u]_d / d needs y below degree d only."""
+    return kernels.exp(u, basis)
+
+
+def sin_cos_coefficients(u: torch.Tensor, basis: Basis) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = sin(u), c = cos(u): s_d = [c E u]_d / d, c_d = -[s E u]_d / d."""
+    return kernels.sin_cos(u, basis)
+
+
+def riccati_coefficients(u: torch.Tensor, basis: Basis, y0: torch.Tensor, a: float, b: float,
+                         q: float) -> torch.Tensor:
+    """y with y' = a + b y + q y^2 (tanh: 1 - y^2; sigmoid: y - y^2), degree by degree."""
+    return kernels.riccati(u, basis, y0, a, b, q)
+
+
+def div_coefficients(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """q = a / b: q_d = (a_d - [q b]_d without q_d b_0) / b_0."""
+    return kernels.div(a, b, basis)
+
+
+def pow_coefficients(u: torch.Tensor, p: float, basis: Basis) -> torch.Tensor:
+    """y = u^p for u0 != 0: from u E y = p y E u, d u0 y_d = sum_{|i| < d} (p (d - |i|) - |i|) y_i u_j."""
+    y = torch.zeros_like(u)
+    u0 = u[0]
+    y[0] = torch.pow(u0, p)
+    for d in range(1, basis.order + 1):
+        w = [p * (d - q) - q for q in range(d)] + [0.0]
+        y[basis.block(d)] = degree_terms(y, u, basis, d, w) / (d * u0)
+    return y
+
+
+def int_pow_coefficients(u: torch.Tensor, p: int, basis: Basis) -> torch.Tensor:
+    """u^p for a non-negative integer p by repeated squaring (valid at u0 = 0 too)."""
+    result = None
+    base = u
+    while p:
+        if p & 1:
+            result = base if result is None else mul_coefficients(result, base, basis)
+        p >>= 1
+        if p:
+            base = mul_coefficients(base, base, basis)
+    if result is None:
+        result = torch.zeros_like(u)
+        result[0] = 1
+    return result

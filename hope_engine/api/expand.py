@@ -1,0 +1,137 @@
+"""The public entry: ``expand(model, x0, order)`` -> ``TaylorPolynomial``.
+
+Every input element (or a chosen subset) is a variable; the input becomes the jet x0 + t, is pushed through the
+model's aten graph with the rule table, and the output jet's coefficients are the Taylor coefficients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+
+import torch
+
+from hope_engine.algebra.basis import KINDS, make_basis
+from hope_engine.algebra.jet import Jet
+from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.capture import trace
+from hope_engine.capture.arguments import check_order, prepare_call, trace_model
+from hope_engine.errors import ExpansionError, warn_one_sided
+from hope_engine.methods import windows as sparse_pure
+from hope_engine.ops import rules
+from hope_engine.run import program
+from hope_engine.run.cost import check_budget, estimate_cost
+
+METHODS = ("exact", "hope")
+
+
+def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
+           method: str = "exact", batched: bool | None = None, memory_budget: int | None = None,
+           time_budget: float | None = None, wrt=None) -> TaylorPolynomial:
+    """Taylor polynomial of ``model`` at ``x0`` up to ``order``.
+
+    model: an ``nn.Module`` or a function. x0: a point shaped as the model takes it; when it has two or more
+    dimensions, axis 0 is a batch of reference points (one polynomial each) unless ``batched=False``. For a model of
+    several inputs, x0 is a tuple (positional) or a dict (keyword arguments) of them: the variables are the floating
+    tensors ``wrt`` names (positions or keys; default all), rows flattened and concatenated in input order, named
+    after the keys or the forward's parameters; other inputs (token ids, masks) are held fixed.
+    terms: "total" (every mixed partial, C(n+K, K) coefficients) or "pure" (unmixed only, 1 + nK).
+    output: select one output element per point (int into the flattened output, or index tuple); or, for a model
+    returning a tuple, dict or ModelOutput, the key/attribute name of the tensor to expand, or a callable of it.
+    variables: flat indices of the input-row elements to expand in (default: all); names: their names.
+    method: "exact" (default) or "hope" (the paper's unmixed rule, exact for one hidden layer only).
+    memory_budget: bytes; an expansion whose estimated peak (``estimate_cost``: product tables, basis, the largest
+    live set of jets with the running op's temporaries) is above it is refused before anything is allocated. Default
+    (None): half the memory available when the call starts (MemAvailable of /proc/meminfo, or psutil), 4 GiB if that
+    cannot be read (``hope_engine.caches.default_memory_budget``).
+    time_budget: seconds; an expansion estimated to run longer (multiply-adds of its products at rates calibrated by
+    benchmarks/memory.py) is refused. Default None: no time limit (the notebook panel passes 60 s).
+    """
+    order = check_order(order)
+    if terms not in KINDS:
+        raise ExpansionError(f"terms must be one of {KINDS}, got {terms!r}")
+    if method not in METHODS:
+        raise ExpansionError(f"method must be one of {METHODS}, got {method!r}")
+    call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched, wrt=wrt,
+                        verb="expanded")
+    model, x0, batched, var_index, n, names, output = (call.model, call.x0, call.batched, call.variables, call.n,
+                                                       call.names, call.output)
+
+    if method == "hope":
+        from hope_engine.methods.paper_rule import expand_hope
+
+        return expand_hope(model, x0, order, terms=terms, output=output, variables=var_index, names=names,
+                           batched=batched, memory_budget=memory_budget, time_budget=time_budget)
+
+    traced = trace_model(model, x0, call.stamp)
+    trace.check_supported(traced)
+    returned = trace.output_count(traced)
+    if returned != 1:
+        raise ExpansionError(f"the model returns {returned} tensors; expand a function that returns one, "
+                             "e.g. lambda x: model(x)[0]")
+
+    cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
+    check_budget(cost, n, order, terms, memory_budget, time_budget)  # the dense estimate bounds the windows' too
+    if sparse_pure.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows, same numbers
+        return sparse_pure.expand_windows(call, traced, order)
+
+    basis = make_basis(n, order, terms)
+    c = input_coefficients(x0, basis, var_index, batched)
+    ctx = rules.Context(basis)
+    # the graph is run, not the model: the modules' training flags (set to eval while tracing) play no part here
+    with torch.no_grad():
+        out = program.run(traced, Jet(c, basis), ctx)
+    warn_one_sided(ctx.kinks, stacklevel=2)
+    coefficients = _output_coefficients(out, basis, x0)
+    poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="exact")
+    if output is None:
+        return poly
+    try:
+        return poly.select(output)
+    except IndexError as e:
+        raise ExpansionError(str(e)) from None
+
+
+_TEMPLATES: OrderedDict = OrderedDict()  # small seeded input series, least recently used dropped first
+_TEMPLATE_BYTES = 1 << 16
+
+
+def input_coefficients(x0: torch.Tensor, basis, var_index: torch.Tensor, batched: bool) -> torch.Tensor:
+    """The input series x0 + t: coefficient 0 is x0, coefficient 1 + i is 1 at variable i's element (of every row of a
+    batch), all others 0. Small ones are copied from a cached template with the ones in place."""
+    small = basis.size * x0.numel() * x0.element_size() <= _TEMPLATE_BYTES
+    key = (basis, tuple(x0.shape), x0.dtype, x0.device, batched, tuple(var_index.tolist())) if small else None
+    template = _TEMPLATES.get(key) if small else None
+    if template is None:
+        template = x0.new_zeros((basis.size, *x0.shape))
+        flat = template.reshape(basis.size, x0.shape[0], -1) if batched else template.reshape(basis.size, -1)
+        n = var_index.numel()
+        if basis.order >= 1:  # coefficient 1 + i of variable i is 1: one scatter into rows 1..n
+            index = var_index.to(x0.device).reshape(n, *([1] * (flat.dim() - 1)))
+            flat[1:1 + n].scatter_(-1, index.expand(n, *flat.shape[1:-1], 1), 1)
+        if small:
+            _TEMPLATES[key] = template
+            while len(_TEMPLATES) > 16:
+                _TEMPLATES.popitem(last=False)
+    else:
+        with contextlib.suppress(KeyError):  # dropped meanwhile by another thread's call: still a valid template
+            _TEMPLATES.move_to_end(key)
+    c = template.clone()
+    c[0] = x0
+    return c
+
+
+def _output_coefficients(out, basis, x0) -> torch.Tensor:
+    leaves = [o for o in (out if isinstance(out, (list, tuple)) else [out])]
+    tensors = [o for o in leaves if isinstance(o, (Jet, torch.Tensor))]
+    if len(tensors) != 1:
+        raise ExpansionError(f"the model returns {len(tensors)} tensors; expand a function that returns one, "
+                             "e.g. lambda x: model(x)[0]")
+    o = tensors[0]
+    if isinstance(o, Jet):
+        return o.c
+    # the output does not depend on the input: a constant polynomial
+    c = o.new_zeros((basis.size, *o.shape)) if o.is_floating_point() else torch.zeros(
+        (basis.size, *o.shape), dtype=x0.dtype, device=x0.device)
+    c[0] = o
+    return c

@@ -1,0 +1,85 @@
+"""Empirical checks of a certified Taylor model: the largest |f(x) - P(x)| found by sampling the box and by projected
+gradient ascent from the worst samples, and the range of f seen on the way.
+
+A certified remainder must be >= every error found here (up to the rounding of evaluating f and P in floating
+point); the ratio remainder / found error measures the bound's tightness (>= 1, and the found error is itself a lower
+bound on the true maximum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hope_engine.api.certify import CertifiedTaylorModel, select_output
+
+
+@dataclass
+class SampledError:
+    """error: the largest |f - P| found per output (shaped like the remainder); low / high: the smallest and largest
+    f seen; evaluated: how many points were evaluated."""
+
+    error: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    evaluated: int
+
+
+def _model_on(model, x: torch.Tensor, batched: bool) -> torch.Tensor:
+    """model on points x (N, *point shape): along the batch axis when batched, else through vmap."""
+    if batched:
+        n, b = x.shape[:2]
+        out = model(x.reshape(n * b, *x.shape[2:]))
+        return out.reshape(n, b, *out.shape[1:])
+    return torch.func.vmap(model)(x)
+
+
+def sampled_error(model, cert: CertifiedTaylorModel, points: int = 10_000, steps: int = 30, starts: int = 32,
+                  seed: int = 0, output=None) -> SampledError:
+    """Sample ``points`` displacements in the box (a quarter of them at random vertices), then run ``steps`` of
+    projected sign-gradient ascent on |f - P| / R from the ``starts`` worst ones. ``output``: the selection the
+    certificate was made with (None for all outputs)."""
+    poly = cert.polynomial
+    r = cert.radius
+    batched = poly.batched
+    x0 = poly.center
+    lead = (x0.shape[0],) if batched else ()
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand((points, *lead, poly.n), generator=gen, dtype=x0.dtype) * 2 - 1
+    corners = points // 4
+    u[:corners] = u[:corners].sign()
+    t = u.to(x0.device) * r
+    var = poly.variables.to(x0.device)
+    scale = cert.remainder.abs() + 1e-300
+
+    def errors(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x0.expand(t.shape[0], *x0.shape).clone()
+        flat = x.reshape(t.shape[0], *lead, -1)
+        flat[..., var] = flat[..., var] + t
+        f = select_output(_model_on(model, x, batched), output, 2 if batched else 1)  # samples (, batch) first
+        return (f - poly(x)).abs(), f
+
+    with torch.no_grad():
+        err, f = errors(t)
+    best, low, high = err.amax(0), f.amin(0), f.amax(0)
+    evaluated = points
+    if steps and starts:
+        score = (err / scale).reshape(points, -1).sum(1)
+        worst = score.topk(min(starts, points)).indices
+        t = t[worst].clone()
+        for k in range(steps):
+            t.requires_grad_(True)
+            e, f = errors(t)
+            (grad,) = torch.autograd.grad((e / scale).sum(), t)
+            with torch.no_grad():
+                best = torch.maximum(best, e.amax(0))
+                low, high = torch.minimum(low, f.amin(0)), torch.maximum(high, f.amax(0))
+                step = 0.25 * (0.02 / 0.25) ** (k / max(steps - 1, 1))
+                t = torch.maximum(torch.minimum(t + step * r * grad.sign(), r), -r).detach()
+            evaluated += t.shape[0]
+        with torch.no_grad():
+            e, f = errors(t)
+            best = torch.maximum(best, e.amax(0))
+            low, high = torch.minimum(low, f.amin(0)), torch.maximum(high, f.amax(0))
+    return SampledError(best.detach(), low.detach(), high.detach(), evaluated)

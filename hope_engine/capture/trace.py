@@ -1,0 +1,440 @@
+"""Graph capture (an aten graph), the graph cache, the support check, and the interpreter that pushes jets through it.
+
+A graph is recorded from one run at the real point (``record.py``); it is reused at other points unless the run read
+a value that could change (a branch on a value, a data-dependent shape), in which case it is used at this point only.
+Where the recorder declines, ``make_fx`` traces with fake tensors (no values; a branch on a value raises), falling
+back to a real-mode trace at this point, which is not reused either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch._decomp import get_decompositions
+from torch.func import functional_call, functionalize
+
+from hope_engine.capture import escapes, guard, record
+from hope_engine.capture.guard import referenced_modules
+from hope_engine.errors import GraphEscapeError, UnsupportedOperationError
+from hope_engine.ops import rules
+
+aten = torch.ops.aten
+
+# Composite ops rewritten into ops the rule table knows (softmax, elu and the piecewise ones keep their own rules, as do
+# the smooth functions whose decompositions branch on the value: softplus, log_sigmoid, mish, sinc, xlogy, celu...).
+# No op here has a rule of its own (tests/test_rule_registry.py): ops linear in the input with an exact rule (baddbmm,
+# rsub, channel_shuffle, pixel_unshuffle, im2col, col2im, upsample_bilinear2d) keep the rule, which the "paper" variant
+# (traced without this table) reaches too.
+DECOMPOSITIONS = get_decompositions([
+    aten.native_layer_norm, aten.native_batch_norm, aten._native_batch_norm_legit_no_training,
+    aten._native_batch_norm_legit, aten._trilinear, aten.silu, aten.gelu,
+    aten.native_dropout, aten.linear, aten.addcmul, aten.addcdiv, aten.lerp, aten.logsumexp, aten.hardsigmoid,
+    aten.hardswish, aten.tanh_backward, aten.native_group_norm,
+    aten.std, aten.std_mean, aten.frac, aten.glu,
+    aten.prelu, aten.rrelu_with_noise, aten.nan_to_num, aten.cosine_similarity, aten.norm,
+    aten.linalg_vector_norm, aten.binary_cross_entropy, aten.mse_loss,
+    aten._upsample_bilinear2d_aa, aten.deg2rad, aten.rad2deg, aten.addmv, aten.addr, aten.dot,
+    aten.vdot, aten.mv, aten.outer, aten.einsum, aten.tensordot, aten.kron, aten.diag_embed,
+    aten.sigmoid_backward, aten.elu_backward, aten._scaled_dot_product_flash_attention_for_cpu,
+    aten.grid_sampler_2d,  # weights from the grid (floor: constant) times gathered pixels: exact in input and grid
+])
+
+
+def _sdpa_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
+    """Attention as its reference formula softmax(q k^T scale + mask) v, not a fused kernel (on any device)."""
+    return aten._scaled_dot_product_attention_math.default(
+        query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+
+
+def _rrelu_eval(x, noise, lower=1 / 8, upper=1 / 3, training=False, generator=None):
+    """rrelu in eval mode: leaky_relu with the mean slope (lower + upper) / 2 (training mode is random: left alone)."""
+    return NotImplemented if training else aten.leaky_relu.default(x, (lower + upper) / 2)
+
+
+def _rrelu_eval_functional(x, noise, lower=1 / 8, upper=1 / 3, training=False, generator=None):
+    out = _rrelu_eval(x, noise, lower, upper, training, generator)
+    return NotImplemented if out is NotImplemented else (out, noise)
+
+
+# recurrent layers as their cell equations (matmuls, sigmoid, tanh), not the fused (mkldnn) kernels
+DECOMPOSITIONS.update(get_decompositions([aten.lstm.input, aten.lstm.data, aten.gru.input, aten.gru.data,
+                                          aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input,
+                                          aten.rnn_relu.data]))
+DECOMPOSITIONS[aten.scaled_dot_product_attention.default] = _sdpa_math
+DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
+DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
+
+
+# "record" (default): record the graph at the real point (record.py), falling back to make_fx where the recorder
+# declines; "make_fx": always make_fx (HOPE_TRACER=make_fx; the tests compare the two).
+TRACER = os.environ.get("HOPE_TRACER", "record")
+VARIANTS = ("exact", "paper")  # exact: composites decomposed for the rule table; paper: activations kept whole
+
+
+@dataclass
+class TracedModel:
+    """An aten graph of the model, its parameter/buffer inputs, and whether it can be reused at other points."""
+
+    graph_module: torch.fx.GraphModule
+    state: dict
+    reusable: bool
+    input_index: int
+
+    def state_values(self) -> list:
+        return list(self.state.values())
+
+
+class GraphCache:
+    """Traced graphs per model (held weakly) and per (variant, input shape, dtype, device), each with the guard stamp
+    it was traced under; at most ``per_model`` graphs a model, least recently used dropped first."""
+
+    def __init__(self, per_model: int = 8):
+        self.per_model = per_model
+        self._graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, model, key: tuple, stamp) -> TracedModel | None:
+        entries = self._entries(model)
+        hit = entries.get(key) if entries is not None else None
+        if hit is None or stamp is None or hit[1] != stamp:
+            return None
+        entries.move_to_end(key)
+        return hit[0]
+
+    def put(self, model, key: tuple, stamp, traced: TracedModel) -> None:
+        if stamp is None:
+            return
+        entries = self._entries(model, create=True)
+        if entries is None:
+            return
+        entries[key] = (traced, stamp)
+        entries.move_to_end(key)
+        while len(entries) > self.per_model:
+            entries.popitem(last=False)
+
+    def discard(self, model, key: tuple) -> None:
+        entries = self._entries(model)
+        if entries is not None:
+            entries.pop(key, None)
+
+    def graphs(self, model) -> list[TracedModel]:
+        """The graphs cached for ``model`` (for inspection and tests)."""
+        entries = self._entries(model)
+        return [traced for traced, _ in entries.values()] if entries else []
+
+    def clear(self) -> None:
+        """Drop every cached graph (they are re-traced on the next call)."""
+        self._graphs = weakref.WeakKeyDictionary()
+
+    def _entries(self, model, create: bool = False) -> OrderedDict | None:
+        try:
+            if create:
+                return self._graphs.setdefault(model, OrderedDict())
+            return self._graphs.get(model)
+        except TypeError:  # not weakly referable or not hashable: never cached
+            return None
+
+
+GRAPHS = GraphCache()
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
+
+    For a plain function, the modules it reads are switched too."""
+    mha_fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel hides the ops we expand through
+    training = [m for root in referenced_modules(model) for m in root.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+        torch.backends.mha.set_fastpath_enabled(mha_fast)
+
+
+@contextlib.contextmanager
+def untouched(model):
+    """Whatever running the model does to its modules (a hook assigning ``module.weight``, a counter in forward),
+    every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards."""
+    modules = {id(m): m for root in referenced_modules(model) for m in root.modules()}
+    saved = [(m, dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if isinstance(v, dict)})
+             for m in modules.values()]
+    try:
+        yield
+    finally:
+        for m, attrs, inner in saved:
+            state = vars(m)
+            if state.keys() != attrs.keys() or any(state[k] is not v for k, v in attrs.items()):
+                state.clear()
+                state.update(attrs)
+            for k, content in inner.items():
+                d = state[k]
+                if d.keys() != content.keys() or any(d[name] is not v for name, v in content.items()):
+                    d.clear()
+                    d.update(content)
+
+
+_TORCH_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes",
+                  "torch.fx.experimental.recording", "torch._functorch", "torch.__trace")
+
+
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """Torch logs a failed shape check of a fake tensor as a long traceback before raising; the error itself is what
+    the user needs (reworded by the caller), so its loggers are silenced while tracing."""
+    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _mkldnn_off():
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
+
+
+def _functional(model) -> tuple:
+    """(function, state): the model as ``function(state, x)`` of its parameters and buffers (an ``nn.Module``), or
+    as ``function(x)`` with state None (any other callable: TorchScript, a bound method, a function of modules).
+    Functionalized: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become out-of-place ops and scatters."""
+    if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
+        state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+        def call(state, x):
+            x = x.clone()  # the model may write into its input (x /= 255): into a copy, never the caller's point
+            with escapes.watching(x, state.values()):
+                return functional_call(model, state, (x,))
+
+        fn = functionalize(call, remove="mutations")
+        fn._orig_mod = model  # make_fx records node.meta["nn_module_stack"] below this root
+        return fn, state
+
+    def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
+        x = x.clone()
+        with escapes.watching(x):
+            return model(x)
+
+    return functionalize(apply, remove="mutations"), None
+
+
+def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
+    """The graph recorded at this point (``record.record``: no dynamo import), or None where the recorder declines
+    or fails (the caller then traces with ``make_fx``, which gives the error message if the model itself fails)."""
+    fn, state = _functional(model)
+    names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
+    try:
+        recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else {}, names)
+    except GraphEscapeError:
+        raise
+    except Exception:  # Declined, or anything the model raises: make_fx decides
+        return None
+    gm = recording.graph_module
+    _read_input_directly(gm, len(state or {}))
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return TracedModel(gm, state or {}, not recording.per_point, input_index=len(state or {}))
+
+
+def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
+    """Trace with ``make_fx`` to a functional aten graph; dead nodes are dropped.
+
+    mode "fake": no values, so a branch on a value raises; "real": values at this point, branches taken baked in.
+    variant "exact" decomposes composites into the rule table's ops; "paper" keeps them (the paper's rule treats an
+    activation such as gelu as one elementwise function)."""
+    from torch.fx.experimental.proxy_tensor import make_fx  # imports torch._dynamo (~1 s): only when needed
+
+    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS if variant == "exact" else {},
+                   _allow_non_fake_inputs=True, _error_on_data_dependent_ops=mode == "fake",
+                   record_module_stack=True)
+    fn, state = _functional(model)
+    inputs: tuple = (x,) if state is None else (state, x)
+    gm = make_fx(fn, **options)(*inputs)
+    traced = TracedModel(gm, state or {}, mode == "fake", input_index=len(state or {}))
+    if any(_mutates(node) for node in gm.graph.nodes):
+        # C++ composites (circular padding...) write into fresh tensors below functionalisation: functionalise the
+        # aten graph itself once more (module paths are not kept on this rare path)
+        options.pop("record_module_stack")
+        gm = traced.graph_module = make_fx(functionalize(gm, remove="mutations"), **options)(*inputs)
+    _drop_input_writes(gm)
+    _read_input_directly(gm, traced.input_index)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return traced
+
+
+def _drop_input_writes(gm: torch.fx.GraphModule) -> None:
+    """Remove functionalization's write-back into the graph's inputs (a buffer the model updates in forward): the
+    outputs already use the updated value, and running the graph must not change the user's model."""
+    for node in list(gm.graph.nodes):
+        if (_mutates(node) and not node.users and node.args and isinstance(node.args[0], torch.fx.Node)
+                and node.args[0].op == "placeholder"):
+            gm.graph.erase_node(node)
+
+
+def _read_input_directly(gm: torch.fx.GraphModule, input_index: int) -> None:
+    """The traced function copies its input first (a model writing into its input must not touch the caller's
+    point); in a graph without writes that copy is the input itself, so its users read the input (one copy of the
+    input series less per expansion)."""
+    if any(_mutates(n) for n in gm.graph.nodes):
+        return
+    x = [n for n in gm.graph.nodes if n.op == "placeholder"][input_index]
+    for node in list(x.users):
+        if node.target is aten.clone.default and node.args == (x,) and not node.kwargs:
+            node.replace_all_uses_with(x)
+            gm.graph.erase_node(node)
+
+
+def _mutates(node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    return node.op == "call_function" and schema is not None and schema.is_mutable
+
+
+def trace(model, x: torch.Tensor, variant: str = "exact", stamp=guard.UNKNOWN) -> TracedModel:
+    """The cached value-free graph for (model, variant, input shape, dtype, device), or a fresh per-point graph.
+
+    A cached graph is used only while ``guard.stamp(model)`` is unchanged (the module tree, hooks, attributes of every
+    kind, class attributes, the globals and closures the code reads); parameters and buffers are read afresh at every
+    call. The model is left exactly as it was, whatever happens while tracing. ``stamp``: ``guard.stamp(model)`` taken
+    by the caller with nothing run since (default: taken here)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    key = (variant, tuple(x.shape), x.dtype, x.device)
+    if stamp is guard.UNKNOWN:
+        stamp = guard.stamp(model)
+    traced = GRAPHS.get(model, key, stamp)
+    if traced is not None:  # an equal stamp holds the same parameter and buffer objects: traced.state is current
+        return traced
+    GRAPHS.discard(model, key)
+    # mkldnn off: the lstm decomposition would otherwise pick the fused mkldnn_rnn_layer for float32 on CPU
+    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs(), _mkldnn_off():
+        traced = None if TRACER == "make_fx" else _record(model, x, variant)
+        try:
+            traced = traced or _make(model, x, "fake", variant)
+        except GraphEscapeError:
+            raise
+        except Exception as fake_error:  # data-dependent control flow: trace at this point, do not reuse
+            try:
+                traced = _make(model, x, "real", variant)
+            except GraphEscapeError:
+                raise
+            except Exception:
+                raise fake_error from None
+    if traced.reusable:
+        GRAPHS.put(model, key, stamp, traced)
+    return traced
+
+
+def _module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return "<top level>"
+    path, cls = list(stack.values())[-1]
+    cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+    path = path.replace("L['self'].", "").replace("L__self___", "")
+    return f"{path or '<top level>'} ({cls_name.split('.')[-1]})"
+
+
+def derived(traced: TracedModel, name, compute):
+    """A value derived from the graph alone (``name`` any hashable key), computed once per traced graph (the graph is
+    never changed after tracing)."""
+    cache = traced.__dict__.setdefault("_derived", {})
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]
+
+
+def jet_nodes(traced: TracedModel) -> set:
+    """Nodes whose value depends on the expansion variables (the others are constants)."""
+    return derived(traced, "jet_nodes", lambda: _jet_nodes(traced))
+
+
+def _jet_nodes(traced: TracedModel) -> set:
+    placeholders = [n for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
+    depends = {placeholders[traced.input_index]}
+    for node in traced.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if rules.is_value_only(node.target):
+            continue
+        if any(a in depends for a in node.all_input_nodes):
+            depends.add(node)
+    return depends
+
+
+def check_supported(traced: TracedModel) -> None:
+    """Raise one error listing every op that acts on the expansion variables and has no rule, with its module."""
+    if traced.__dict__.get("_derived", {}).get("supported"):
+        return
+    depends = jet_nodes(traced)
+    missing: dict[str, set] = {}
+    for node in traced.graph_module.graph.nodes:
+        if node.op == "call_function" and node in depends and (
+                rules.lookup(node.target) is None or not _strided_view_ok(node)):
+            missing.setdefault(str(node.target), set()).add(_module_path(node))
+    if missing:
+        lines = [f"  {op}  in {', '.join(sorted(paths))}" for op, paths in sorted(missing.items())]
+        raise UnsupportedOperationError(
+            "cannot expand this model: these operations act on the input and have no Taylor rule yet:\n"
+            + "\n".join(lines)
+            + "\nReplace them, or wrap the model so that they act only on constants.",
+            ops=sorted(missing),
+        )
+    derived(traced, "supported", lambda: True)
+
+
+def _strided_view_ok(node) -> bool:
+    """as_strided has a rule only for a contiguous input that starts its storage (the layout its strides assume)."""
+    if node.target is not aten.as_strided.default:
+        return True
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+    return isinstance(val, torch.Tensor) and val.is_contiguous() and val.storage_offset() == 0
+
+
+def output_count(traced: TracedModel) -> int:
+    """How many tensors the model returns (from the graph's output node, before anything is computed)."""
+    return derived(traced, "output_count", lambda: _output_count(traced))
+
+
+def _output_count(traced: TracedModel) -> int:
+    out = next(n for n in traced.graph_module.graph.nodes if n.op == "output")
+    leaves: list = []
+    torch.fx.node.map_aggregate(out.args[0], leaves.append)
+    return sum(1 for v in leaves if isinstance(v, torch.Tensor) or (
+        isinstance(v, torch.fx.Node) and isinstance(v.meta.get("val"), torch.Tensor)))
+
+
+def activation_numels(traced: TracedModel) -> list[int]:
+    """Element counts of the jet-carrying intermediate values (from the fake values recorded at trace time)."""
+    return derived(traced, "activation_numels", lambda: _activation_numels(traced))
+
+
+def _activation_numels(traced: TracedModel) -> list[int]:
+    depends = jet_nodes(traced)
+    sizes = []
+    for node in traced.graph_module.graph.nodes:
+        if node in depends:
+            val = node.meta.get("val")
+            vals = val if isinstance(val, (list, tuple)) else [val]
+            sizes.append(sum(v.numel() for v in vals if isinstance(v, torch.Tensor)))
+    return sizes
+

@@ -1,0 +1,1 @@
+"""Taylor models (a jet plus a remainder interval) and the certified rule of each op."""

@@ -1,0 +1,1 @@
+"""Front doors outside Python: safe model loading, the `hope` command, the demo."""
