@@ -58,7 +58,7 @@ gp = %hope g --point 0.2,0.3 --max-order 4 --order 2
 CERTIFIED_CELL = "cp = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --radius 0.5 --certify 1e-3"
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 # float64 models: the browser shows 4-digit LaTeX, and float32 rounding (threads, kernels) could flip a digit
-MAX_SHOWN = 60  # js/src/index.js: terms typeset in the formula
+MAX_SHOWN = 60  # js/src/components/formula-view.js: terms typeset in the formula
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
 

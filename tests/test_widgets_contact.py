@@ -178,7 +178,7 @@ def test_radius_is_live(net):
 
 
 def test_synced_traits_are_the_ones_the_browser_reads():
-    source = "\n".join(p.read_text() for p in (ROOT / "js" / "src").glob("*.js"))
+    source = "\n".join(p.read_text() for p in (ROOT / "js" / "src").rglob("*.js"))
     synced = set(HopePanel.class_own_traits(sync=True))
     unread = sorted(name for name in synced if f'"{name}"' not in source)
     assert unread == [], f"synced traits the front end never reads: {unread}"
@@ -217,7 +217,7 @@ thread = pm._warmup_thread
 running = thread is not None and thread.name == "hope-tracer-warmup" and thread.daemon
 thread.join()
 import sys
-loaded = all(m in sys.modules for m in ("torch.fx.experimental.symbolic_shapes", "sympy", "hope_engine.record"))
+loaded = all(m in sys.modules for m in ("torch.fx.experimental.symbolic_shapes", "sympy", "hope_engine.capture.record"))
 loaded = loaded and "torch._dynamo" not in sys.modules  # the recorder does without it: not loaded for nothing
 # the warm-up must not draw from the user's seeded random stream
 untouched = torch.rand(4).tolist() == torch.rand(4, generator=torch.Generator().manual_seed(0)).tolist()

@@ -98,7 +98,8 @@ def test_the_panel_refuses_a_payload_off_the_schema(cases):
 def test_the_front_end_reads_the_payloads_as_the_schema_says(cases, tmp_path):
     path = tmp_path / "payloads.json"
     path.write_text(json.dumps(cases, allow_nan=False))
-    run = subprocess.run(["node", "--test", str(ROOT / "js" / "test")], capture_output=True, text=True, timeout=120,
+    run = subprocess.run(["node", "--test", str(ROOT / "js" / "test" / "payloads.test.mjs")], capture_output=True,
+                         text=True, timeout=120,
                          env={"PATH": shutil.os.environ["PATH"], "HOPE_PAYLOADS_FILE": str(path)}, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "# pass 3" in run.stdout

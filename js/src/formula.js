@@ -42,7 +42,7 @@ export function derivativeLatex(alpha, namesTex) {
   return `\\frac{${top}}{${bottom}}(x_0)`;
 }
 
-// Plain-text monomial for labels: x1^2*x2.
+// Plain-text monomial for labels: x1^2*x2 (text: whoever puts it into markup escapes it).
 export function monomialText(alpha, names) {
   if (alpha.length === 0) return "1";
   return alpha.map(([v, e]) => (e > 1 ? `${names[v]}^${e}` : names[v])).join("·");
@@ -50,11 +50,14 @@ export function monomialText(alpha, names) {
 
 const cache = new Map();
 
-// KaTeX HTML of a LaTeX string, memoised: a slider move re-uses the pieces it has already typeset.
+// KaTeX HTML of a LaTeX string, memoised: a slider move re-uses the pieces it has already typeset. The LaTeX holds the
+// variable names (any dict key); KaTeX escapes every character it writes into its HTML (text and attributes, also
+// the raw TeX of a piece it cannot parse, shown as a katex-error), and trust: false keeps \href, \htmlClass and
+// the like from writing links or attributes, so a name can never become markup.
 export function typeset(tex) {
   let html = cache.get(tex);
   if (html === undefined) {
-    html = katex.renderToString(tex, { throwOnError: false, output: "htmlAndMathml" });
+    html = katex.renderToString(tex, { throwOnError: false, output: "htmlAndMathml", trust: false });
     if (cache.size > 20000) cache.clear();
     cache.set(tex, html);
   }

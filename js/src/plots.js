@@ -1,5 +1,6 @@
 // Plots as SVG strings (and one canvas for heat maps), drawn from data the kernel sent once: cheap to redraw on
 // every slider move.
+import { escapeHtml } from "./escape.js";
 
 const W = 320;
 const H = 200;
@@ -8,10 +9,9 @@ const PAD = { l: 46, r: 10, t: 20, b: 30 };
 export const COLORS = { net: "#222", poly: "#d2691e", exact: "#6a3d9a", pos: "#c0392b", neg: "#2f6db5", hi: "#f0a500", bad: "#7a7a7a", band: "#2e8b57" };
 const TITLE_CHARS = 52; // about what fits on one line of a plot at the title's font size
 export const BAR_HINT = "terms in formula order (hover a bar for its term)";
+// every string put into the SVG markup below -- text or attribute value -- goes through esc
+const esc = escapeHtml;
 
-function esc(s) {
-  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-}
 
 export function fmt(v) {
   if (Number.isNaN(v)) return "NaN";
@@ -101,7 +101,7 @@ function certifiedBand(band, line, order, x, y) {
   const r = band.remainder;
   const upper = line.t.map((tv, i) => `${x(tv).toFixed(1)},${y(poly[i] + r).toFixed(1)}`);
   const lower = line.t.map((tv, i) => `${x(tv).toFixed(1)},${y(poly[i] - r).toFixed(1)}`).reverse();
-  let s = `<polygon points="${upper.concat(lower).join(" ")}" fill="${COLORS.band}" fill-opacity="0.22" stroke="none" class="hope-band" clip-path="url(#hope-clip)"><title>certified: |f − P| ≤ ${fmt(r)} on this segment</title></polygon>`;
+  let s = `<polygon points="${upper.concat(lower).join(" ")}" fill="${COLORS.band}" fill-opacity="0.22" stroke="none" class="hope-band" clip-path="url(#hope-clip)"><title>certified: |f − P| ≤ ${esc(fmt(r))} on this segment</title></polygon>`;
   const tr = band.tol_radius;
   if (Number.isFinite(tr) && tr < line.t[line.t.length - 1]) {
     for (const tv of [-tr, tr]) s += `<line x1="${x(tv)}" y1="${PAD.t}" x2="${x(tv)}" y2="${H - PAD.b}" stroke="${COLORS.band}" stroke-dasharray="3 3" class="hope-band-radius"/>`;
@@ -140,9 +140,9 @@ export function convergencePlot(line, order, compare, dirLabel, band) {
   // points where the network or the polynomial is not a number: marked on the axis, and said in the title
   const bad = t.filter((_, i) => !Number.isFinite(net[i]) || !Number.isFinite(poly[i]));
   for (const tb of bad) s += `<rect x="${(x(tb) - 1.5).toFixed(1)}" y="${H - PAD.b - 4}" width="3" height="4" fill="${COLORS.bad}" class="hope-nonfinite-mark"/>`;
-  let legend = `<tspan fill="${COLORS.net}">— network</tspan>  <tspan fill="${COLORS.poly}">— order ${order}</tspan>`;
+  let legend = `<tspan fill="${COLORS.net}">— network</tspan>  <tspan fill="${COLORS.poly}">— order ${esc(order)}</tspan>`;
   if (compare && compare.exact_poly) legend += `  <tspan fill="${COLORS.exact}">-- exact</tspan>`;
-  if (band && band.order === order && Number.isFinite(band.remainder)) legend += `  <tspan fill="${COLORS.band}">▒ certified ±${fmt(band.remainder)}</tspan>`;
+  if (band && band.order === order && Number.isFinite(band.remainder)) legend += `  <tspan fill="${COLORS.band}">▒ certified ±${esc(fmt(band.remainder))}</tspan>`;
   s += `<text x="${W - PAD.r}" y="${PAD.t + 10}" text-anchor="end" class="hope-legend">${legend}</text>`;
   const title = bad.length ? `along the line (NaN/∞ at ${bad.length} of ${t.length} points: grey marks)` : "network and polynomial along the line";
   return frame(title, s, `t along ${dirLabel}`);
@@ -175,7 +175,7 @@ export function errorPlot(line, order) {
   logs.forEach((v, k) => {
     if (!Number.isFinite(v)) return;
     const cls = k === order ? "hope-dot hope-dot-current" : "hope-dot";
-    s += `<circle cx="${x(k)}" cy="${y(v)}" r="${k === order ? 4.5 : 2.5}" class="${cls}"><title>order ${k}: max error ${fmt(errs[k])}</title></circle>`;
+    s += `<circle cx="${x(k)}" cy="${y(v)}" r="${k === order ? 4.5 : 2.5}" class="${cls}"><title>order ${k}: max error ${esc(fmt(errs[k]))}</title></circle>`;
   });
   return frame(`max |network − P_k| on the line; order ${order}: ${fmt(errs[Math.min(order, K)])}`, s, "order k");
 }
@@ -199,7 +199,8 @@ export function barChart(terms, idx, labels, highlight) {
     const ok = Number.isFinite(logs[k]);
     const top = ok ? y(logs[k]) : PAD.t;
     const fill = i === highlight ? COLORS.hi : !ok ? COLORS.bad : terms.c[i] < 0 ? COLORS.neg : COLORS.pos;
-    s += `<rect x="${(PAD.l + k * bw + 0.5).toFixed(1)}" y="${top.toFixed(1)}" width="${Math.max(bw - 1, 1).toFixed(1)}" height="${(H - PAD.b - top).toFixed(1)}" fill="${fill}" class="hope-bar${ok ? "" : " hope-bar-nonfinite"}" data-term="${i}" data-label="${esc(barLabel(labels[k], terms.c[i]))}"><title>${esc(barLabel(labels[k], terms.c[i]))}</title></rect>`;
+    const text = barLabel(labels[k], terms.c[i]);
+    s += `<rect x="${(PAD.l + k * bw + 0.5).toFixed(1)}" y="${top.toFixed(1)}" width="${Math.max(bw - 1, 1).toFixed(1)}" height="${(H - PAD.b - top).toFixed(1)}" fill="${fill}" class="hope-bar${ok ? "" : " hope-bar-nonfinite"}" data-term="${esc(i)}" data-label="${esc(text)}"><title>${esc(text)}</title></rect>`;
   });
   // the x-axis label names the hovered bar's term
   const h = shown.indexOf(highlight);

@@ -1,7 +1,8 @@
 // The front end against the payload contract (hope_widgets/schema.py -> src/schema.json), with payloads the kernel
 // really sent (written by tests/test_widgets_schema.py; path in HOPE_PAYLOADS_FILE):
 //  1. every payload passes the browser's validator (src/schema.js), and broken ones do not;
-//  2. the keys the front end reads -- recorded while plots.js / formula.js draw them, and scanned in index.js --
+//  2. the keys the front end reads -- recorded while plots.js / formula.js draw them, and scanned in index.js and
+//     its components --
 //     are keys of the schema, and every key of the schema (but the ones marked `unread`) is read somewhere.
 // Run: node --test js/test/   (tests/test_widgets_schema.py runs it)
 import assert from "node:assert/strict";
@@ -15,7 +16,12 @@ import { decode, payloadErrors } from "../src/schema.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SCHEMA = JSON.parse(fs.readFileSync(path.join(here, "..", "src", "schema.json"), "utf8"));
-const INDEX = fs.readFileSync(path.join(here, "..", "src", "index.js"), "utf8");
+const SRC = path.join(here, "..", "src");
+// index.js and its components (src/components/): the code that reads the payloads through get("trait")
+const VIEWS = fs
+  .readdirSync(SRC, { recursive: true })
+  .filter((f) => f.endsWith(".js"))
+  .map((f) => fs.readFileSync(path.join(SRC, f), "utf8"));
 const FILE = process.env.HOPE_PAYLOADS_FILE;
 const CASES = FILE ? JSON.parse(fs.readFileSync(FILE, "utf8")) : [];
 
@@ -56,20 +62,25 @@ function fakeCanvas() {
 }
 globalThis.document = { createElement: () => fakeCanvas() };
 
-// keys of the payloads that index.js reads: get("x").key, and `const v = get("x")` ... v.key / const { a, b } = v
+// keys of the payloads that index.js and its components read: get("x").key, and `const v = get("x")` ... v.key /
+// const { a, b } = v (each file on its own: a local name means its trait in its file only)
 function indexReads() {
   const reads = {};
   const add = (trait, key) => (reads[trait] ??= new Set()).add(key);
-  for (const m of INDEX.matchAll(/get\("(\w+)"\)\.(\w+)/g)) add(m[1], m[2]);
-  for (const m of INDEX.matchAll(/const (\w+) = get\("(\w+)"\)/g)) {
+  for (const source of VIEWS) fileReads(source, add);
+  return reads;
+}
+
+function fileReads(source, add) {
+  for (const m of source.matchAll(/get\("(\w+)"\)\.(\w+)/g)) add(m[1], m[2]);
+  for (const m of source.matchAll(/const (\w+) = get\("(\w+)"\)/g)) {
     const [, name, trait] = m;
     if (!SCHEMA.payloads.includes(trait)) continue;
-    for (const r of INDEX.matchAll(new RegExp(`\\b${name}\\.(\\w+)`, "g"))) add(trait, r[1]);
-    for (const r of INDEX.matchAll(new RegExp(`const \\{([^}]+)\\} = ${name}\\b`, "g"))) {
+    for (const r of source.matchAll(new RegExp(`\\b${name}\\.(\\w+)`, "g"))) add(trait, r[1]);
+    for (const r of source.matchAll(new RegExp(`const \\{([^}]+)\\} = ${name}\\b`, "g"))) {
       for (const k of r[1].split(",")) add(trait, k.trim().split(":")[0].trim());
     }
   }
-  return reads;
 }
 
 function readersRead(cases) {
