@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import assert_image
-from conftest import autograd_derivatives
+from support.analysis import assert_image
+from support.autograd import autograd_derivatives
 from torch import nn
 
 from hope_engine.analysis import (

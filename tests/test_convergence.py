@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from analysis_helpers import assert_image
-from conftest import autograd_derivatives
 from sklearn.metrics import r2_score
+from support.analysis import assert_image
+from support.autograd import autograd_derivatives
 from torch import nn
 
 from hope_engine import expand

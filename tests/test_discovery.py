@@ -9,7 +9,7 @@ import concurrent.futures
 import pytest
 import sympy as sp
 import torch
-from analysis_helpers import assert_image
+from support.analysis import assert_image
 from torch import nn
 
 from hope_engine import expand

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_close_derivatives, assert_matches_autograd, autograd_derivatives
+from support.autograd import assert_close_derivatives, assert_matches_autograd, autograd_derivatives
 from torch import nn
 
 from hope_engine import TrainingModeWarning, expand

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_matches_autograd
+from support.autograd import assert_matches_autograd
 from torch import nn
 
 import hope_engine.run.program

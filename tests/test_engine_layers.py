@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as tF
-from conftest import assert_matches_autograd, autograd_derivatives
+from support.autograd import assert_matches_autograd, autograd_derivatives
 from torch import nn
 
 from hope_engine import expand
@@ -302,7 +302,7 @@ def test_dropout_and_batchnorm_eval():
 
 
 # Nested autograd through PyTorch's layer/group norm kernels is wrong from order 3 on (the reference differentiates
-# their formulas, see conftest.FORMULAS); the modules are also checked against their own autograd to order 2.
+# their formulas, see support.autograd.FORMULAS); the modules are also checked against their own autograd to order 2.
 def test_layernorm():
     model = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 2)).to(D).eval()
     with torch.no_grad():

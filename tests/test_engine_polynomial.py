@@ -7,7 +7,7 @@ import math
 import pytest
 import sympy as sp
 import torch
-from conftest import factorial_of, multi_indices
+from support.indices import factorial_of, multi_indices
 from torch import nn
 
 from hope_engine import expand

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_helpers import assert_image
+from support.analysis import assert_image
 from torch import nn
 
 from hope_engine.analysis import decompose, interactions

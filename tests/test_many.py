@@ -70,6 +70,8 @@ def test_progress_bar_is_optional():
     model, pts = _model(), _points(4)
     p = expand_many(model, pts, 2, chunk_size=2, progress=True)
     assert p.batch_size == 4
+    torch.testing.assert_close(p.coefficients, expand(model, pts, 2, batched=True).coefficients, rtol=1e-13,
+                               atol=1e-13)
 
 
 def test_process_pool_executor_matches_single_process():

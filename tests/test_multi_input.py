@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_derivatives, autograd_derivatives
+from support.autograd import assert_close_derivatives, autograd_derivatives
 from torch import nn
 
 from hope_engine import ExpansionError, expand

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as tF
-from conftest import assert_matches_autograd
+from support.autograd import assert_matches_autograd
 
 from hope_engine import expand
 from hope_engine.errors import ExpansionError, KinkWarning

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_matches_autograd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.autograd import assert_matches_autograd
 from torch import nn
 
 from hope_engine import expand

@@ -28,7 +28,7 @@ import mpmath
 import pytest
 import torch
 import torch.nn.functional as tF
-from conftest import assert_close_derivatives
+from support.autograd import assert_close_derivatives
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from hope_engine import expand
@@ -321,7 +321,7 @@ def test_clamp_with_tensor_bounds():
         x0 = torch.tensor(point, dtype=D)
         p = expand(f, x0, 3)
         alphas = p.basis.multi_indices()
-        from conftest import autograd_derivatives
+        from support.autograd import autograd_derivatives
 
         want = autograd_derivatives(f, x0, alphas)
         assert_close_derivatives(p.derivatives(), want, [sum(a) for a in alphas], RTOL)

@@ -11,9 +11,9 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_matches_autograd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.autograd import assert_matches_autograd
 from torch import nn
 
 from hope_engine import expand

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import pickle
 import warnings
 
@@ -67,7 +68,15 @@ def test_python_numbers_not_from_the_input_are_fine():
     def f(x):
         return torch.tanh(x * shift.item() + float(shift)).sum(-1, keepdim=True)
 
-    expand(f, torch.zeros(1, 2, dtype=D), 3)
+    p = expand(f, torch.zeros(1, 2, dtype=D), 3)
+    # f = tanh(x0 / 2 + 1/2) + tanh(x1 / 2 + 1/2): d^(k,0) f = d^(0,k) f = tanh^(k)(1/2) / 2^k, mixed ones vanish
+    t = math.tanh(0.5)
+    tanh_k = [t, 1 - t * t, -2 * t * (1 - t * t), (6 * t * t - 2) * (1 - t * t)]  # the k-th derivative of tanh at 1/2
+    alphas = sorted(tuple(int(e) for e in a) for a in p.basis.multi_indices())
+    assert alphas == sorted((i, j) for i in range(4) for j in range(4 - i))
+    for a, b in alphas:
+        want = 2 * t if a == b == 0 else (tanh_k[a + b] / 2 ** (a + b) if a == 0 or b == 0 else 0.0)
+        torch.testing.assert_close(p.derivative((a, b)), torch.full((1, 1), want, dtype=D), rtol=1e-13, atol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------- model untouched

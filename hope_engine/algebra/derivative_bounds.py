@@ -10,8 +10,14 @@ D >= sup |f^(K+1)| / (K+1)! over the enclosure of u bounds the tail by D |h|^(K+
 - tanh, sigmoid, softplus: f^(n) = P_n(y) with y = tanh(xi) or sigmoid(xi) and P_n an integer polynomial
   (tanh: P_{k+1} = P_k' (1 - y^2); sigmoid: P_{k+1} = P_k' (y - y^2); softplus^(n) = sigmoid^(n-1)), bounded over
   the image interval of y by a centred form on 6 pieces;
-- erf: erf^(n) = (2 / sqrt(pi)) (-1)^(n-1) H_{n-1}(xi) e^{-xi^2}, with Cramer's inequality
-  |H_k(x)| e^{-x^2/2} <= 1.0865 sqrt(2^k k!).
+- erf, erfc: erf^(n) = (2 / sqrt(pi)) (-1)^(n-1) H_{n-1}(xi) e^{-xi^2}, with Cramer's inequality
+  |H_k(x)| e^{-x^2/2} <= 1.0865 sqrt(2^k k!);
+- tan: P_n(tan xi) with P_{k+1} = P_k' (1 + y^2) over the image of one branch (+inf if a pole lies inside);
+- atan: |atan^(n)| <= (n-1)! / (1 + xi^2)^(n/2); atanh: (1 / (1 + xi)^n + 1 / (1 - xi)^n) (n-1)! / 2;
+- exp2, log2, log10: exp and log scaled; sinc: pi^n / (n + 1) (sinc is the mean of cos(pi x t) over t in [0, 1]);
+- erfinv: c^n Q_n(y) e^{n y^2} with y = erfinv(xi), c = sqrt(pi) / 2, Q_n a polynomial with non-negative coefficients;
+- digamma, lgamma: psi^(n) / n! = sum_k (-1)^(n+1) / (xi + k)^(n+1), bounded by Hurwitz zeta values at the distance
+  to the nearest pole 0, -1, -2, ...
 
 Outside a function's domain (log of an interval reaching 0...) the bound is +inf. Elementary functions of PyTorch are
 assumed accurate to a few ulps: endpoints are pushed outward by 8 ulps and every bound is rounded up.
@@ -113,11 +119,15 @@ def _erf(lo, hi, n):
 
 
 # ------------------------------------------------------------------------- derivative polynomials in tanh / sigmoid
+_RICCATI = {"tanh": [1, 0, -1], "sigmoid": [0, 1, -1], "tan": [1, 0, 1]}  # f' = 1 - f^2, f - f^2, 1 + f^2
+
+
 @lru_cache(maxsize=64)
 def derivative_polynomial(kind: str, n: int) -> tuple[int, ...]:
-    """Integer coefficients (increasing powers of y) of P_n with f^(n) = P_n(f): kind "tanh" or "sigmoid"."""
+    """Integer coefficients (increasing powers of y) of P_n with f^(n) = P_n(f): kind "tanh", "sigmoid" or "tan"
+    (P_{k+1} = P_k' f' with f' the kind's quadratic in f)."""
     p = [0, 1]  # P_0 = y
-    factor = [1, 0, -1] if kind == "tanh" else [0, 1, -1]  # 1 - y^2, y - y^2
+    factor = _RICCATI[kind]
     for _ in range(n):
         d = [i * p[i] for i in range(1, len(p))] or [0]
         out = [0] * (len(d) + len(factor) - 1)
@@ -170,11 +180,120 @@ def _image_bound(kind: str, squash, offset: int = 0):
     return bound
 
 
+def _tan(lo, hi, n):
+    """tan^(n) = P_n(tan) over one branch: the image [tan(lo), tan(hi)] (monotone); +inf if a pole lies inside."""
+    k = torch.floor((lo - math.pi / 2) / math.pi)
+    pole = math.pi / 2 + (k + 1) * math.pi
+    ok = (pole > hi + 1e-12 * (1 + hi.abs())) & (hi - lo < math.pi)
+    e = 8 * unit_roundoff(lo.dtype)
+    ylo, yhi = torch.tan(lo), torch.tan(hi)
+    ylo, yhi = ylo - e * ylo.abs() - TINY, yhi + e * yhi.abs() + TINY
+    val = poly_abs_sup(derivative_polynomial("tan", n), torch.where(ok, ylo, 0 * lo), torch.where(ok, yhi, 0 * hi))
+    return torch.where(ok, val / math.factorial(n), torch.full_like(lo, INF))
+
+
+def _nearest_to_zero(lo, hi):
+    """min |xi| over [lo, hi]."""
+    return torch.where((lo <= 0) & (hi >= 0), torch.zeros_like(lo), torch.minimum(lo.abs(), hi.abs()))
+
+
+def _atan(lo, hi, n):
+    """atan = Im log(1 + i x): |atan^(n)(x)| <= (n-1)! / (1 + x^2)^(n/2), largest at the xi nearest 0."""
+    m = _nearest_to_zero(lo, hi)
+    return 1 / (n * (1 + m * m) ** (n / 2))
+
+
+def _atanh(lo, hi, n):
+    """atanh = (log1p(x) - log1p(-x)) / 2: |atanh^(n)| / n! <= (1 / (1 + x)^n + 1 / (1 - x)^n) / (2n), each term
+    largest at an end of [lo, hi] (-1 < lo, hi < 1)."""
+    ok = (lo > -1) & (hi < 1)
+    a, b = (1 + lo).clamp(min=TINY), (1 - hi).clamp(min=TINY)
+    return torch.where(ok, (a ** -n + b ** -n) / (2 * n), torch.full_like(lo, INF))
+
+
+def _scaled(bound, factor: float, rate: float = 1.0):
+    """The bound of c f(r x) from f's: c r^n D_f(r lo, r hi) (r > 0)."""
+    def scaled(lo, hi, n):
+        return factor * rate ** n * bound(rate * lo, rate * hi, n)
+
+    return scaled
+
+
+def _erfc(lo, hi, n):
+    """erfc = 1 - erf: the same derivatives up to sign for n >= 1."""
+    return _erf(lo, hi, n)
+
+
+def _sinc(lo, hi, n):
+    """sinc(x) = int_0^1 cos(pi x t) dt, so |sinc^(n)| <= pi^n int_0^1 t^n dt = pi^n / (n + 1)."""
+    return torch.full_like(lo, math.pi ** n / math.factorial(n + 1))
+
+
+@lru_cache(maxsize=64)
+def _erfinv_polynomial(n: int) -> tuple[int, ...]:
+    """Q_n with erfinv^(n)(x) = c^n Q_n(y) e^(n y^2), y = erfinv(x), c = sqrt(pi) / 2: Q_1 = 1,
+    Q_{k+1} = Q_k' + 2 k y Q_k (from y' = c e^(y^2)); every coefficient is >= 0."""
+    q = [1]
+    for k in range(1, n):
+        d = [i * q[i] for i in range(1, len(q))] + [0, 0]
+        out = [0] * (len(q) + 1)
+        for i, a in enumerate(d[:len(out)]):
+            out[i] += a
+        for i, a in enumerate(q):
+            out[i + 1] += 2 * k * a
+        q = out
+    return tuple(q)
+
+
+def _erfinv(lo, hi, n):
+    """|Q_n(y)| <= Q_n(|y|) (non-negative coefficients), increasing in |y| as e^(n y^2) is: the sup over [lo, hi] is
+    at the larger |erfinv| of the two ends (+inf unless -1 < lo, hi < 1)."""
+    ok = (lo > -1) & (hi < 1)
+    y = torch.maximum(torch.erfinv(lo.clamp(-1, 1)).abs(), torch.erfinv(hi.clamp(-1, 1)).abs())
+    y = torch.where(ok, y * (1 + 16 * unit_roundoff(lo.dtype)) + TINY, torch.zeros_like(y))
+    q = sum(float(c) * y ** i for i, c in enumerate(_erfinv_polynomial(n)))
+    val = (math.sqrt(math.pi) / 2) ** n * q * torch.exp(n * y * y) / math.factorial(n)
+    return torch.where(ok, val, torch.full_like(lo, INF))
+
+
+def _polygamma_sum(lo, hi, s: int):
+    """sup over [lo, hi] of sum_{k >= 0} 1 / |x + k|^s (s >= 2), +inf if a pole 0, -1, -2, ... lies inside.
+
+    For lo > 0 it is zeta(s, lo) (Hurwitz); between two poles every |x + k| is at least d (the distance to the nearer
+    pole) plus an integer, on either side of x, so it is at most 2 zeta(s, d)."""
+    first = torch.ceil(lo)
+    pole = (first <= hi) & (first <= 0)
+    d = torch.minimum(lo - torch.floor(lo), first - hi).clamp(min=TINY)
+    inside = 2 * torch.special.zeta(torch.full_like(lo, float(s)), d)
+    positive = torch.special.zeta(torch.full_like(lo, float(s)), lo.clamp(min=TINY))
+    out = torch.where(lo > 0, positive, inside)
+    return torch.where(pole & (lo <= 0), torch.full_like(lo, INF), out)
+
+
+def _digamma(lo, hi, n):
+    """|psi^(n)(x)| / n! = |sum_k 1 / (x + k)^(n+1)| <= sum_k 1 / |x + k|^(n+1) (n >= 1)."""
+    return _polygamma_sum(lo, hi, n + 1)
+
+
+def _lgamma(lo, hi, n):
+    """lgamma^(n) = psi^(n-1): for n >= 2, / n! gives the digamma bound of n - 1 over n; for n = 1, psi is increasing
+    between poles, so sup |psi| is at an end."""
+    if n >= 2:
+        return _polygamma_sum(lo, hi, n) / n
+    first = torch.ceil(lo)
+    pole = (first <= hi) & (first <= 0)
+    val = torch.maximum(torch.special.digamma(lo).abs(), torch.special.digamma(hi).abs())
+    return torch.where(pole, torch.full_like(lo, INF), val)
+
+
 BOUNDS = {
     "exp": _exp, "expm1": _exp, "sinh": _cosh, "cosh": _cosh, "sin": _sin, "cos": _cos, "log": _log,
     "log1p": _log1p, "reciprocal": _reciprocal, "sqrt": power_bound(0.5), "rsqrt": power_bound(-0.5),
     "tanh": _image_bound("tanh", torch.tanh), "sigmoid": _image_bound("sigmoid", torch.sigmoid),
-    "softplus": _image_bound("sigmoid", torch.sigmoid, offset=1), "erf": _erf,
+    "softplus": _image_bound("sigmoid", torch.sigmoid, offset=1), "erf": _erf, "erfc": _erfc, "tan": _tan,
+    "atan": _atan, "atanh": _atanh, "exp2": _scaled(_exp, 1.0, math.log(2.0)),
+    "log2": _scaled(_log, 1 / math.log(2.0)), "log10": _scaled(_log, 1 / math.log(10.0)), "sinc": _sinc,
+    "erfinv": _erfinv, "digamma": _digamma, "lgamma": _lgamma,
 }
 
 

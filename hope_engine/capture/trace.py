@@ -72,6 +72,11 @@ DECOMPOSITIONS[aten.rrelu_with_noise.default] = _rrelu_eval
 DECOMPOSITIONS[aten.rrelu_with_noise_functional.default] = _rrelu_eval_functional
 
 
+# the "paper" variant keeps composites whole, except the elementwise ones without a rule of their own: written out,
+# they are a group of pointwise ops of one value, which the paper rule takes as one activation
+PAPER_DECOMPOSITIONS = get_decompositions([aten.hardsigmoid, aten.hardswish])
+
+
 # "record" (default): record the graph at the real point (record.py), falling back to make_fx where the recorder
 # declines; "make_fx": always make_fx (HOPE_TRACER=make_fx; the tests compare the two).
 TRACER = os.environ.get("HOPE_TRACER", "record")
@@ -243,7 +248,7 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     fn, state = _functional(model)
     names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
     try:
-        recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else {}, names)
+        recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else PAPER_DECOMPOSITIONS, names)
     except GraphEscapeError:
         raise
     except Exception:  # Declined, or anything the model raises: make_fx decides
@@ -263,7 +268,8 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     activation such as gelu as one elementwise function)."""
     from torch.fx.experimental.proxy_tensor import make_fx  # imports torch._dynamo (~1 s): only when needed
 
-    options = dict(tracing_mode=mode, decomposition_table=DECOMPOSITIONS if variant == "exact" else {},
+    table = DECOMPOSITIONS if variant == "exact" else PAPER_DECOMPOSITIONS
+    options = dict(tracing_mode=mode, decomposition_table=table,
                    _allow_non_fake_inputs=True, _error_on_data_dependent_ops=mode == "fake",
                    record_module_stack=True)
     fn, state = _functional(model)

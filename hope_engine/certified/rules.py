@@ -29,6 +29,7 @@ from hope_engine.certified import taylor_model as tm
 from hope_engine.certified.taylor_model import TM
 from hope_engine.errors import ExpansionError, UnsupportedOperationError
 from hope_engine.ops import rules
+from hope_engine.ops.spec import SPECS, DuplicateRuleError, UnknownOpError, resolve, spec_of
 
 aten = torch.ops.aten
 
@@ -62,11 +63,20 @@ class Condition:
 TM_RULES: dict = {}
 
 
+def _certify_as(op, fn) -> None:
+    """The one way into ``TM_RULES``: refuses a second certified rule for an op and an op nobody declared."""
+    if spec_of(op) is None:
+        raise UnknownOpError(f"{op} has a certified rule but no declaration in hope_engine.ops: declare it there first")
+    if op in TM_RULES:
+        raise DuplicateRuleError(f"{op} already has a certified rule ({TM_RULES[op].__name__})")
+    TM_RULES[op] = fn
+
+
 def register(*names):
+    """Decorator: the certified rule of the ops named (aten names; an unknown name or a second rule is refused)."""
     def deco(fn):
         for name in names:
-            if hasattr(aten, name):
-                TM_RULES[getattr(aten, name)] = fn
+            _certify_as(resolve(name), fn)
         return fn
 
     return deco
@@ -316,38 +326,14 @@ def _convolution(ctx, op, x, weight, bias, *rest):
 
 
 # --------------------------------------------------------------------------------------------- analytic functions
-ANALYTIC = {
-    "exp": F.exp, "expm1": F.expm1, "log": F.log, "log1p": F.log1p, "sin": F.sin, "cos": F.cos, "tanh": F.tanh,
-    "sigmoid": F.sigmoid, "erf": F.erf, "sqrt": F.sqrt, "rsqrt": F.rsqrt, "reciprocal": F.reciprocal,
-    "sinh": F.sinh, "cosh": F.cosh,
-}
-
-
-RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "sin": (-1.0, 1.0), "cos": (-1.0, 1.0), "erf": (-1.0, 1.0)}
-
-
-def _capped(ctx, out: TM, name: str) -> TM:
+def _capped(ctx, out: TM, name: str, bounds: tuple) -> TM:
     """A bounded function's Taylor model whose remainder exceeds the function's range: the range itself (hull)."""
-    lo, hi = RANGES[name]
+    lo, hi = bounds
     wide = out.r > (hi - lo) / 2
     if not bool(wide.any()):
         return out
     ctx.note(f"{name} (range cap)", wide)
     return _select(wide, _hull(torch.full_like(out.r, lo), torch.full_like(out.r, hi), out.basis), out)
-
-
-def _analytic(name):
-    fn = ANALYTIC[name]
-
-    def rule(ctx, op, x):
-        out = tm.compose(x, fn, name, ctx.box)
-        return _capped(ctx, out, name) if name in RANGES else out
-
-    return rule
-
-
-for _name in ANALYTIC:
-    TM_RULES[getattr(aten, _name)] = _analytic(_name)
 
 
 @register("pow")
@@ -630,6 +616,49 @@ def _shape_only(ctx, op, x, *args, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------- support and run
+# ------------------------------------------------------------------- rules derived from the ops' declarations
+def _overload(name: str):
+    packet = getattr(aten, name)
+    return getattr(packet, "default", None) or getattr(packet, packet.overloads()[0])
+
+
+def _from_bound(spec):
+    """f(u) for an analytic f declared with a derivative bound: ``taylor_model.compose`` (range-capped)."""
+    def rule(ctx, op, x):
+        out = tm.compose(x, spec.fn, spec.bound, ctx.box)
+        return _capped(ctx, out, spec.name, spec.range) if spec.range else out
+
+    rule.__name__ = f"certified_{spec.name}"
+    return rule
+
+
+def _from_composite(spec):
+    """An op declared as a composition of other ops: the composition run on Taylor models, each part by its own
+    certified rule (constants computed directly)."""
+    def rule(ctx, op, *args, **kwargs):
+        def call(name, *a, **k):
+            target = _overload(name)
+            if not (_has_tm(a) or _has_tm(k)):
+                return target(*_plain(a), **k)
+            part = lookup(target)
+            if part is None:
+                raise CertificationError(f"{spec.name} is certified as a composition, but its part {name} has no "
+                                         "certified rule")
+            return part(ctx, target, *a, **k)
+
+        return spec.composite(call, op, *args, **kwargs)
+
+    rule.__name__ = f"certified_{spec.name}"
+    return rule
+
+
+for _op, _spec in list(SPECS.items()):
+    if _spec.bound is not None and _spec.fn is not None:
+        _certify_as(_op, _from_bound(_spec))
+    elif _spec.composite is not None:
+        _certify_as(_op, _from_composite(_spec))
+
+
 def _depending(traced) -> set:
     """Nodes whose value depends on the input (through value-only ops too: a branch on the input is not a constant)."""
     graph = traced.graph_module.graph

@@ -55,6 +55,7 @@ from hope_engine.algebra.polynomial import TaylorPolynomial, monomial_parents
 from hope_engine.capture import trace
 from hope_engine.errors import ExpansionError, GraphEscapeError, UnsupportedOperationError, warn_one_sided
 from hope_engine.ops import rules
+from hope_engine.ops.spec import elementwise_ops
 
 aten = torch.ops.aten
 
@@ -65,8 +66,11 @@ __all__ = ["expand_hope", "SUPPORTED_MODULES"]
 SUPPORTED_MODULES = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d,
     nn.MaxPool3d, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-    nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardtanh, nn.ReLU6,
-    nn.Sequential, nn.ModuleList,
+    nn.Identity, nn.Sequential, nn.ModuleList,
+    # elementwise activations (their ops are checked one by one all the same)
+    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardtanh, nn.ReLU6, nn.Softplus, nn.Mish,
+    nn.LogSigmoid, nn.CELU, nn.SELU, nn.Softsign, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Threshold,
+    nn.Hardsigmoid, nn.Hardswish,
 )
 
 # --------------------------------------------------------------------------------------------- op families
@@ -90,9 +94,12 @@ MOVES = RESHAPES | {aten.permute, aten.transpose, aten.t, aten.slice, aten.selec
 ONE_ARGUMENT = {aten.mul: (0, 1), aten.div: (0,), aten.mm: (0, 1), aten.bmm: (0, 1), aten.matmul: (0, 1),
                 aten.addmm: (1, 2), aten.baddbmm: (1, 2), aten.convolution: (0,)}
 
-ELEMENTWISE = {aten.sin, aten.cos, aten.tanh, aten.sigmoid, aten.exp, aten.expm1, aten.log, aten.log1p, aten.erf,
-               aten.sqrt, aten.rsqrt, aten.reciprocal, aten.relu, aten.leaky_relu, aten.elu, aten.gelu, aten.silu,
-               aten.pow, aten.hardtanh, aten.abs, aten.clamp, aten.clamp_min, aten.clamp_max, aten.square}
+# activations: every op declared elementwise (hope_engine.ops), plus the paper variant's whole gelu and silu
+ELEMENTWISE = elementwise_ops() | {aten.gelu, aten.silu}
+# ops acting entry by entry: a connected group of them whose jets all come from one value s, each of s's shape, is
+# one elementwise function of s (softsign, x * sigmoid(x) written out): an activation of s for the paper rule
+POINTWISE = ELEMENTWISE | {aten.add, aten.sub, aten.rsub, aten.mul, aten.div, aten.neg, aten.where, aten.maximum,
+                           aten.minimum, aten.clone, aten.alias, aten.detach, aten._to_copy}
 
 
 def _packet(target):
@@ -316,7 +323,8 @@ def _univariate_series(node, env, jets, ctx, order: int) -> torch.Tensor:
     rule = rules.lookup(node.target)
     if rule is None:
         raise _Unsupported
-    return rule(ctx, node.target, *args, **kwargs).c
+    out = rule(ctx, node.target, *args, **kwargs)
+    return (out[0] if isinstance(out, (tuple, list)) else out).c  # (value, buffer) ops: the value
 
 
 def _faa_di_bruno(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -354,6 +362,52 @@ def _classify(node, jets) -> str:
     if p in ONE_ARGUMENT and (len(pos) != 1 or pos[0] not in ONE_ARGUMENT[p]):
         return "unsupported"  # e.g. a product of two network quantities: no unmixed rule
     return "linear" if p in BACKWARD else "unsupported"
+
+
+def _elementwise_regions(graph, env: dict, jets: set, kinds: dict) -> dict:
+    """Groups of pointwise nodes whose jets all come from one value s (of s's shape) that the paper rule cannot take
+    op by op (x / (1 + |x|): a quotient of two network quantities) are one elementwise function g(s) of s: each node of
+    the group read outside it becomes a "region" activation of s (its series g^(m)(s0) / m! from the exact rules on
+    s0 + t), the others "internal". Returns {exit node: (s, the group's nodes in graph order)}; ``kinds`` updated."""
+    source: dict = {}
+    for nd in graph.nodes:
+        if nd not in kinds or _packet(nd.target) not in POINTWISE:
+            continue
+        roots = {source.get(a, a) for a in nd.all_input_nodes if a in jets}
+        if len(roots) != 1:
+            continue
+        s = next(iter(roots))
+        if isinstance(env[nd], torch.Tensor) and isinstance(env[s], torch.Tensor) and env[nd].shape == env[s].shape:
+            source[nd] = s
+    groups: dict = {}
+    for nd, s in source.items():
+        groups.setdefault(s, []).append(nd)
+    regions = {}
+    for s, members in groups.items():
+        if not any(kinds[m] == "unsupported" for m in members):
+            continue
+        inside = set(members)
+        for m in members:
+            if any(u not in inside for u in m.users):
+                kinds[m] = "region"
+                regions[m] = (s, members)
+            else:
+                kinds[m] = "internal"
+    return regions
+
+
+def _region_series(src, members: list, regions: dict, env: dict, ctx, order: int) -> dict:
+    """{exit: g^(m)(s0) / m!} for every exit of the group over s: its nodes run by their exact rules on s0 + t."""
+    s0 = env[src]
+    c = s0.new_zeros((order + 1, *s0.shape))
+    c[0] = s0
+    c[1] = 1
+    jenv = {src: Jet(c, make_basis(1, order, "total"))}
+    for nd in members:
+        args = pytree.tree_map_only(torch.fx.Node, lambda m: jenv.get(m, env[m]), nd.args)
+        kwargs = pytree.tree_map_only(torch.fx.Node, lambda m: jenv.get(m, env[m]), nd.kwargs)
+        jenv[nd] = rules.lookup(nd.target)(ctx, nd.target, *args, **kwargs)
+    return {nd: jenv[nd].c for nd in members if regions.get(nd, (None,))[0] is src}
 
 
 def _moves_entries(node, env: dict, jets: set) -> bool:
@@ -405,8 +459,9 @@ def _unsupported_error(ops: list[str], modules: list[str]) -> UnsupportedOperati
     return UnsupportedOperationError(
         "method='hope' (the paper's rule) does not cover this model:\n  " + "\n  ".join(lines)
         + "\nIt covers Linear, Conv, AvgPool, MaxPool, Flatten/Unflatten/view, Dropout (eval), add, mul by a constant, "
-        "bmm/matmul with a constant, transpose, pow, reciprocal and the activations sin, sigmoid, tanh, relu, "
-        "leaky_relu, elu, gelu. Use method='exact' (the default), which is exact for any depth.",
+        "bmm/matmul with a constant, transpose, and every elementwise function of one value (the activations, "
+        "analytic or piecewise, and pointwise formulas of one value such as x / (1 + |x|)). Use method='exact' "
+        "(the default), which is exact for any depth.",
         ops=sorted(set(ops)) + modules)
 
 
@@ -498,6 +553,7 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
     env, input_node, out_node = _forward(traced, x0)
     jets = _derivative_nodes(graph, env, input_node)
     kinds = {nd: _classify(nd, jets) for nd in graph.nodes if nd in jets and nd is not input_node}
+    regions = _elementwise_regions(graph, env, jets, kinds)
     bad_ops = [str(nd.target) for nd, k in kinds.items() if k == "unsupported"]
     if bad_ops or bad_modules:
         raise _unsupported_error(bad_ops, bad_modules)
@@ -519,7 +575,7 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
         (seed.reshape(seed.shape[0], -1) if batched else seed.reshape(-1))[..., o] = 1
         v = {out_node: torch.cat([seed.unsqueeze(0), seed.new_zeros((order - 1, *seed.shape))])}
         with torch.no_grad():
-            _backward(graph, env, jets, kinds, layer, v, order, ctx, series_cache)
+            _backward(graph, env, jets, kinds, layer, v, order, ctx, series_cache, regions)
         d = _input_layer(basis, frontier, v, jac, batched, x0.shape[0] if batched else 1)
         d[0] = (y0.reshape(y0.shape[0], -1) if batched else y0.reshape(-1))[..., o]
         results.append(d / factorials.reshape(-1, *([1] * (d.dim() - 1))))
@@ -573,7 +629,7 @@ def _first_layer_jacobians(graph, env, layer, input_node, x0, var_index, batched
     return {nd: j.c[1:] for nd, j in jenv.items() if isinstance(j, Jet)}
 
 
-def _backward(graph, env, jets, kinds, layer, v: dict, order: int, ctx, series_cache: dict) -> None:
+def _backward(graph, env, jets, kinds, layer, v: dict, order: int, ctx, series_cache: dict, regions: dict) -> None:
     """Propagate unmixed derivative vectors from the output down to the first layer (v updated in place)."""
     for nd in reversed(graph.nodes):
         if nd not in kinds or nd in layer or nd not in v:
@@ -584,10 +640,17 @@ def _backward(graph, env, jets, kinds, layer, v: dict, order: int, ctx, series_c
             src, i = nd.args
             _accumulate(v.setdefault(src, {}), i, vo)
         elif kind == "activation":
+            if isinstance(vo, dict):  # (value, buffer) ops (log_sigmoid_forward): only the value carries derivatives
+                vo = vo[0]
             if nd not in series_cache:
                 series_cache[nd] = _univariate_series(nd, env, jets, ctx, order)
             src = next(x for x in nd.args if isinstance(x, torch.fx.Node) and x in jets)
             _accumulate(v, src, _sum_to(_faa_di_bruno(series_cache[nd], vo), env[src].shape))
+        elif kind == "region":
+            src, members = regions[nd]
+            if nd not in series_cache:
+                series_cache.update(_region_series(src, members, regions, env, ctx, order))
+            _accumulate(v, src, _faa_di_bruno(series_cache[nd], vo))
         else:
             step = _Step(nd, torch.fx.node.map_arg(nd.args, env.__getitem__),
                          torch.fx.node.map_arg(nd.kwargs, env.__getitem__), vo, jets)

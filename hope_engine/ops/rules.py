@@ -21,8 +21,12 @@ import torch
 
 from hope_engine.algebra import functions as jetfn
 from hope_engine.algebra import jet as series
+from hope_engine.algebra.derivative_bounds import BOUNDS as B
 from hope_engine.algebra.jet import Jet
 from hope_engine.errors import ExpansionError, UnsupportedOperationError
+from hope_engine.ops import composites as C
+from hope_engine.ops.composites import CELU, LOGSIGMOID, LOGSIGMOID_FORWARD, MISH, XLOGY
+from hope_engine.ops.spec import ALIAS, NO_COST, Cost, OpSpec, Rule, declare, resolve
 
 aten = torch.ops.aten
 
@@ -39,67 +43,61 @@ class Context:
             self.kinks[what] = self.kinks.get(what, 0) + int(count)
 
 
-Rule = Callable[..., object]
-RULES: dict[object, Rule] = {}  # op (an OpOverloadPacket, an OpOverload or a Python function) -> its one rule
+RULES: dict[object, Rule] = {}  # op -> its exact rule (its declaration's ``exact``, ``spec.SPECS``), kept by ``defop``
 VALUE_ONLY: set = set()  # the ops registered by ``defvalue`` (their result does not depend on the expansion variables)
 
 
-class DuplicateRuleError(RuntimeError):
-    """An op given a second rule (or an overload given a rule next to its packet's): each op has exactly one."""
-
-
-def _key(op):
-    return getattr(aten, op) if isinstance(op, str) else op
-
-
-def defop(op, rule: Rule):
-    """The one way into ``RULES``: op -> rule, refusing an op that has a rule already (also through its packet or one
-    of its overloads, which ``lookup`` would otherwise pick silently)."""
-    key = _key(op)
-    packet = getattr(key, "overloadpacket", None)
-    clash = key if key in RULES else packet if packet in RULES else next(
-        (k for k in RULES if getattr(k, "overloadpacket", None) is key), None)
-    if clash is not None:
-        raise DuplicateRuleError(f"{key} already has a rule ({getattr(RULES[clash], '__name__', RULES[clash])} for "
-                                 f"{clash}): every op has exactly one rule")
+def defop(op, rule: Rule, family: str = "rule", **declared):
+    """The one way into the registry: declares op (``spec.declare``, which refuses a second declaration and unknown
+    names) with ``rule`` as its exact rule; ``declared``: the declaration's other fields (``OpSpec``)."""
+    key = declare(OpSpec(resolve(op), family, rule, **declared))
     RULES[key] = rule
     return key
 
 
-def defrule(*ops):
-    """Decorator: the function is the rule of every op named (``rule(ctx, op, *args, **kwargs)``)."""
+def defrule(*ops, elementwise: bool = False, composite=None, cost: Cost = NO_COST):
+    """Decorator: the function is the exact rule of every op named (``rule(ctx, op, *args, **kwargs)``).
+    elementwise: one argument carries the jet and the result has its shape (the paper rule's activations);
+    composite: ``(call, *args, **kwargs)``, the op as other declared ops (the certified path runs it);
+    cost: see ``spec.Cost``."""
 
     def deco(fn: Rule) -> Rule:
         for op in ops:
-            defop(op, fn)
+            defop(op, fn, elementwise=elementwise, composite=composite, cost=cost)
         return fn
 
     return deco
 
 
-def deflinear(*ops) -> None:
+def deflinear(*ops, cost: Cost = NO_COST) -> None:
     """Ops linear in their jet arguments: applied to every coefficient at once (``linear``)."""
     for op in ops:
-        defop(op, linear)
+        defop(op, linear, "linear", cost=cost)
 
 
 def defvalue(*ops) -> None:
     """Ops whose result is piecewise constant (comparisons, rounding, argmax, *_like): computed on the values, a
     constant of the expansion; a jump the jet sits on is recorded as a kink (``value_only``)."""
     for op in ops:
-        VALUE_ONLY.add(defop(op, value_only))
+        VALUE_ONLY.add(defop(op, value_only, "value"))
 
 
-def defanalytic(op, fn: Callable[[Jet], Jet], singular: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-    """An elementwise analytic function of one jet: the rule returns ``fn(x)``. ``singular(value)``: where the function
-    is not analytic (sqrt and log at 0): an error there if the jet moves, the constant value if it does not."""
+def defanalytic(op, fn: Callable[[Jet], Jet], singular: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                cost: Cost, bound: Callable | None = None, range: tuple | None = None,
+                composite: Callable | None = None) -> None:
+    """An elementwise analytic function of one jet: the exact rule returns ``fn(x)``; the one declaration of the op.
+
+    singular(value): where the function is not analytic (sqrt and log at 0): an error there if the jet moves, the
+    constant value if it does not. bound(lo, hi, n) >= sup |f^(n)| / n! over [lo, hi] (``derivative_bounds``) or
+    composite (the function as other declared ops) gives the certified rule; range: the function's range; cost:
+    required (a recurrence's passes and temporaries, ``spec.Cost``)."""
 
     def rule(ctx, op, x):
         out = fn(x)
         return out if singular is None else _guard_singular(op, x, singular(x.value), out, lambda: op(x.value))
 
     rule.__name__ = f"analytic_{getattr(fn, '__name__', 'fn')}"
-    defop(op, rule)
+    defop(op, rule, "analytic", elementwise=True, fn=fn, bound=bound, range=range, composite=composite, cost=cost)
 
 
 def _refuse_singular(op, x: Jet, bad: torch.Tensor) -> None:
@@ -254,17 +252,19 @@ _LINEAR_FAST: dict = {
 }
 
 
-deflinear("permute", "transpose", "t", "expand", "clone", "contiguous", "alias", "detach", "slice", "select",
-    "unsqueeze", "squeeze", "flatten", "unflatten", "cat", "stack", "sum", "mean", "neg", "flip",
-    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "split", "split_with_sizes", "chunk",
-    "unbind", "_to_copy", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk", "roll", "repeat", "narrow",
-    "diagonal", "lift_fresh_copy", "unfold", "index_select", "gather", "index", "pixel_shuffle",
+# views: the result shares the argument's coefficients
+deflinear("permute", "transpose", "t", "expand", "alias", "detach", "slice", "select", "unsqueeze", "squeeze",
+    "flatten", "unflatten", "split", "split_with_sizes", "chunk", "unbind", "narrow", "diagonal", "lift_fresh_copy",
+    "movedim", "_reshape_alias", cost=ALIAS)
+deflinear("clone", "contiguous", "cat", "stack", "sum", "mean", "neg", "flip", "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "_to_copy", "unsafe_split", "unsafe_split_with_sizes",
+    "unsafe_chunk", "roll", "repeat", "unfold", "index_select", "gather", "index", "pixel_shuffle",
     "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d", "cumsum", "trace",
-    "tril", "triu", "movedim", "squeeze_copy", "view_copy", "permute_copy", "expand_copy", "t_copy",
-    "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "_reshape_alias",
-    "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
-    "replication_pad3d", "_unsafe_index", "upsample_nearest3d", "upsample_trilinear3d", "upsample_bicubic2d",
-    "im2col", "col2im", "pixel_unshuffle", "channel_shuffle")
+    "tril", "triu", "squeeze_copy", "view_copy", "permute_copy", "expand_copy", "t_copy", "transpose_copy",
+    "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "reflection_pad1d", "reflection_pad2d",
+    "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d", "_unsafe_index",
+    "upsample_nearest3d", "upsample_trilinear3d", "upsample_bicubic2d", "im2col", "col2im", "pixel_unshuffle",
+    "channel_shuffle")
 
 
 def _promoted(x, like: Jet):
@@ -313,7 +313,7 @@ def _fill(ctx, op, x, value):
     return Jet(series.lift(value.c, len(shape)).expand(value.c.shape[0], *shape).clone(), value.basis)
 
 
-@defrule("masked_fill")
+@defrule("masked_fill", cost=Cost(copies=2))
 def _masked_fill(ctx, op, x, mask, value):
     """where(mask, value, x), the mask being a constant."""
     if not is_jet(x):
@@ -323,12 +323,12 @@ def _masked_fill(ctx, op, x, mask, value):
     return jetfn.where_value(_value(mask).bool(), value, x)
 
 
-@defrule("view", "_unsafe_view", "reshape")
+@defrule("view", "_unsafe_view", "reshape", cost=ALIAS)
 def _view(ctx, op, x, size):
     return Jet(x.c.reshape(x.c.shape[0], *size), x.basis)
 
 
-@defrule("mm", "bmm", "matmul")
+@defrule("mm", "bmm", "matmul", cost=Cost(bilinear=True, gemm=True))
 def _matmul(ctx, op, a, b):
     if is_jet(a) and is_jet(b):
         return series.bilinear(op, a, b)
@@ -337,7 +337,7 @@ def _matmul(ctx, op, a, b):
     return Jet(torch.matmul(a, b.c), b.basis)
 
 
-@defrule("addmm", "baddbmm")
+@defrule("addmm", "baddbmm", cost=Cost(gemm=True, copies=2))
 def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
     prod = _matmul(ctx, aten.bmm if op.overloadpacket is aten.baddbmm else aten.mm, a, b)
     if alpha != 1:
@@ -351,7 +351,7 @@ def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
     return series.add_constant(prod, bias)
 
 
-@defrule("convolution")
+@defrule("convolution", cost=Cost(bilinear=True, gemm=True, copies=1))
 def _convolution(ctx, op, x, weight, bias, *rest):
     if is_jet(weight) or is_jet(bias):
         if is_jet(x) and is_jet(weight):
@@ -401,7 +401,7 @@ def _folded(fn, c: torch.Tensor, batch_ndim: int) -> torch.Tensor:
     return full
 
 
-@defrule("avg_pool1d", "avg_pool2d", "avg_pool3d")
+@defrule("avg_pool1d", "avg_pool2d", "avg_pool3d", cost=Cost(copies=1))
 def _avg_pool(ctx, op, x, *args):
     nd = {aten.avg_pool1d: 3, aten.avg_pool2d: 4, aten.avg_pool3d: 5}[op.overloadpacket]
     if x.ndim not in (nd - 1, nd):
@@ -409,7 +409,7 @@ def _avg_pool(ctx, op, x, *args):
     return Jet(_folded(lambda v: op(v, *args), x.c, nd), x.basis)
 
 
-@defrule("_trilinear")
+@defrule("_trilinear", cost=Cost(bilinear=True))
 def multilinear(ctx, op, *args, **kwargs):
     """op linear in each tensor argument separately (Bilinear's _trilinear): one jet is linear, two use the table."""
     jets = [i for i, a in enumerate(args) if is_jet(a)]
@@ -440,7 +440,7 @@ def _trilinear_product(i1: Jet, i2: Jet, i3: Jet, expand1, expand2, expand3, sum
     return Jet(prod.c.sum([d + 1 for d in sumdim]) if len(sumdim) else prod.c, prod.basis)
 
 
-@defrule("as_strided")
+@defrule("as_strided", cost=ALIAS)
 def _as_strided(ctx, op, x, size, stride, storage_offset=None):
     """A strided view of a contiguous value (the support check refuses others): the same view of each coefficient."""
     c = x.c.contiguous()
@@ -454,7 +454,7 @@ def _promote(x, basis, like: Jet) -> Jet:
     return series.as_jet(x, basis, like.c)
 
 
-@defrule("add")
+@defrule("add", cost=Cost(copies=1))
 def _add(ctx, op, a, b, *, alpha=1):
     if is_jet(a) and is_jet(b):
         return series.add(a, series.scale(b, alpha) if alpha != 1 else b)
@@ -463,7 +463,7 @@ def _add(ctx, op, a, b, *, alpha=1):
     return series.add_constant(series.scale(b, alpha) if alpha != 1 else b, a)
 
 
-@defrule("sub")
+@defrule("sub", cost=Cost(copies=1))
 def _sub(ctx, op, a, b, *, alpha=1):
     if is_jet(b):
         b = series.scale(b, -alpha)
@@ -477,14 +477,14 @@ def _rsub(ctx, op, a, b, *, alpha=1):
     return _sub(ctx, op, b, a, alpha=alpha)
 
 
-@defrule("mul")
+@defrule("mul", cost=Cost(product=True))
 def _mul(ctx, op, a, b):
     if is_jet(a) and is_jet(b):
         return series.mul(a, b)
     return series.scale(a, b) if is_jet(a) else series.scale(b, a)
 
 
-@defrule("div")
+@defrule("div", cost=Cost(products=1, copies=2, weighted=True))
 def _div(ctx, op, a, b, *, rounding_mode=None):
     if rounding_mode is not None:  # floor/trunc division is piecewise constant: a value and a zero series
         return value_only(ctx, op, a, b, rounding_mode=rounding_mode)
@@ -496,12 +496,12 @@ def _div(ctx, op, a, b, *, rounding_mode=None):
     return jetfn.div(a, b)
 
 
-@defrule("square")
+@defrule("square", elementwise=True, cost=Cost(product=True))
 def _square(ctx, op, x):
     return series.mul(x, x)
 
 
-@defrule("where")
+@defrule("where", cost=Cost(copies=2))
 def _where(ctx, op, cond, a, b):
     if is_jet(cond):
         cond = cond.value.bool()
@@ -510,34 +510,42 @@ def _where(ctx, op, cond, a, b):
 
 
 # ---------------------------------------------------------------------------------------------- analytic functions
-defanalytic("exp", jetfn.exp)
-defanalytic("expm1", jetfn.expm1)
-defanalytic("log", jetfn.log, singular=lambda v: v == 0)
-defanalytic("log1p", jetfn.log1p, singular=lambda v: v == -1)
-defanalytic("sin", jetfn.sin)
-defanalytic("cos", jetfn.cos)
-defanalytic("tanh", jetfn.tanh)
-defanalytic("sigmoid", jetfn.sigmoid)
-defanalytic("erf", jetfn.erf)
-defanalytic("sqrt", jetfn.sqrt, singular=lambda v: v == 0)
-defanalytic("rsqrt", jetfn.rsqrt, singular=lambda v: v == 0)
-defanalytic("reciprocal", jetfn.reciprocal, singular=lambda v: v == 0)
-defanalytic("sinh", jetfn.sinh)
-defanalytic("cosh", jetfn.cosh)
-defanalytic("tan", jetfn.tan)
-defanalytic("atan", jetfn.atan)
-defanalytic("asin", jetfn.asin, singular=lambda v: v.abs() == 1)
-defanalytic("acos", jetfn.acos, singular=lambda v: v.abs() == 1)
-defanalytic("asinh", jetfn.asinh)
-defanalytic("acosh", jetfn.acosh, singular=lambda v: v == 1)
-defanalytic("atanh", jetfn.atanh, singular=lambda v: v.abs() == 1)
-defanalytic("erfc", jetfn.erfc)
-defanalytic("exp2", jetfn.exp2)
-defanalytic("log2", jetfn.log2, singular=lambda v: v == 0)
-defanalytic("log10", jetfn.log10, singular=lambda v: v == 0)
+# One line per function: its jet recurrence, where it is singular, its derivative bound or composition (certify), its
+# range, and what its recurrence costs (products: passes over the product table, copies: temporaries).
+_at_zero, _at_one, _at_minus_one = (lambda v: v == 0), (lambda v: v == 1), (lambda v: v == -1)
+_at_unit = lambda v: v.abs() == 1  # noqa: E731
+_poles = lambda v: (v <= 0) & (v == torch.floor(v))  # noqa: E731
+_SQUASH = Cost(products=1.5, copies=1)
+defanalytic("exp", jetfn.exp, bound=B["exp"], cost=Cost(products=1))
+defanalytic("expm1", jetfn.expm1, bound=B["expm1"], cost=Cost(products=1))
+defanalytic("log", jetfn.log, _at_zero, bound=B["log"], cost=Cost(products=1, weighted=True))
+defanalytic("log1p", jetfn.log1p, _at_minus_one, bound=B["log1p"], cost=Cost(products=1, weighted=True))
+defanalytic("sin", jetfn.sin, bound=B["sin"], range=(-1.0, 1.0), cost=_SQUASH)
+defanalytic("cos", jetfn.cos, bound=B["cos"], range=(-1.0, 1.0), cost=_SQUASH)
+defanalytic("tanh", jetfn.tanh, bound=B["tanh"], range=(-1.0, 1.0), cost=_SQUASH)
+defanalytic("sigmoid", jetfn.sigmoid, bound=B["sigmoid"], range=(0.0, 1.0), cost=_SQUASH)
+defanalytic("erf", jetfn.erf, bound=B["erf"], range=(-1.0, 1.0), cost=Cost(products=3, copies=4))
+defanalytic("sqrt", jetfn.sqrt, _at_zero, bound=B["sqrt"], cost=Cost(products=1, copies=1, weighted=True))
+defanalytic("rsqrt", jetfn.rsqrt, _at_zero, bound=B["rsqrt"], cost=Cost(products=2, copies=2, weighted=True))
+defanalytic("reciprocal", jetfn.reciprocal, _at_zero, bound=B["reciprocal"],
+            cost=Cost(products=1, copies=2, weighted=True))
+defanalytic("sinh", jetfn.sinh, bound=B["sinh"], cost=Cost(products=2, copies=1, weighted=True))
+defanalytic("cosh", jetfn.cosh, bound=B["cosh"], cost=Cost(products=2, copies=1, weighted=True))
+defanalytic("tan", jetfn.tan, bound=B["tan"], cost=_SQUASH)
+defanalytic("atan", jetfn.atan, bound=B["atan"], cost=Cost(products=3, copies=4))
+defanalytic("asin", jetfn.asin, _at_unit, composite=C.ASIN, cost=Cost(products=4, copies=5))
+defanalytic("acos", jetfn.acos, _at_unit, composite=C.ACOS, cost=Cost(products=4, copies=5))
+defanalytic("asinh", jetfn.asinh, composite=C.ASINH, cost=Cost(products=4, copies=5))
+defanalytic("acosh", jetfn.acosh, _at_one, composite=C.ACOSH, cost=Cost(products=4, copies=5))
+defanalytic("atanh", jetfn.atanh, _at_unit, bound=B["atanh"], cost=Cost(products=3, copies=4))
+defanalytic("erfc", jetfn.erfc, bound=B["erfc"], range=(0.0, 2.0), cost=Cost(products=3, copies=4))
+defanalytic("exp2", jetfn.exp2, bound=B["exp2"], cost=Cost(products=1))
+defanalytic("log2", jetfn.log2, _at_zero, bound=B["log2"], cost=Cost(products=1, weighted=True))
+defanalytic("log10", jetfn.log10, _at_zero, bound=B["log10"], cost=Cost(products=1, weighted=True))
+defanalytic("sinc", jetfn.sinc, bound=B["sinc"], cost=Cost(products=10, products_per_order=0.5, copies=3))
 
 
-@defrule("pow")
+@defrule("pow", elementwise=True, cost=Cost(products=2, copies=2, weighted=True))
 def _pow(ctx, op, base, exponent):
     """base^exponent: integer powers >= 0 by products, others by the recurrence u E y = p y E u (not analytic at
     base 0: refused there if the base moves), a jet exponent as exp(exponent log base)."""
@@ -570,7 +578,7 @@ def _power(op, base: Jet, p: float) -> Jet:
     return _guard_singular(op, base, base.value == 0, out, lambda: torch.pow(base.value, p))
 
 
-@defrule("prod")
+@defrule("prod", cost=Cost(product=True, copies=2))
 def _prod(ctx, op, x, dim=None, keepdim=False, *, dtype=None):
     """prod over dim: the product of the slices, one jet product each."""
     if x.ndim == 0:  # the product of one value
@@ -585,7 +593,7 @@ def _prod(ctx, op, x, dim=None, keepdim=False, *, dtype=None):
     return Jet(out.unsqueeze(d + 1) if keepdim else out, x.basis)
 
 
-@defrule("_softmax")
+@defrule("_softmax", cost=Cost(products=2, copies=3))
 def _softmax(ctx, op, x, dim, half_to_float=False):
     shift = x.value.amax(dim=dim, keepdim=True)
     e = jetfn.exp(series.add_constant(x, -shift))
@@ -593,7 +601,7 @@ def _softmax(ctx, op, x, dim, half_to_float=False):
     return jetfn.div(e, s)
 
 
-@defrule("_safe_softmax")
+@defrule("_safe_softmax", cost=Cost(products=2, copies=4))
 def _safe_softmax(ctx, op, x, dim, dtype=None):
     """softmax, and 0 on rows that are entirely -inf (fully masked attention rows)."""
     out = _softmax(ctx, op, x, dim)
@@ -603,7 +611,7 @@ def _safe_softmax(ctx, op, x, dim, dtype=None):
     return jetfn.where_value(~masked, out, series.constant_jet(torch.zeros_like(out.value), out.basis))
 
 
-@defrule("_log_softmax")
+@defrule("_log_softmax", cost=Cost(products=2, copies=3))
 def _log_softmax(ctx, op, x, dim, half_to_float=False):
     shift = x.value.amax(dim=dim, keepdim=True)
     z = series.add_constant(x, -shift)
@@ -611,7 +619,7 @@ def _log_softmax(ctx, op, x, dim, half_to_float=False):
     return series.sub(z, jetfn.log(s))
 
 
-@defrule("var_mean", "var")
+@defrule("var_mean", "var", cost=Cost(products=1, copies=2))
 def _var_mean(ctx, op, x, dim=None, *, correction=1, keepdim=False):
     dims = list(range(x.ndim)) if dim is None else list(dim)
     mean = apply_linear(aten.mean.dim, (x, dims, True), {})
@@ -654,14 +662,14 @@ def _constant_like(x: Jet, value) -> Jet:
                                x.basis)
 
 
-@defrule("relu")
+@defrule("relu", elementwise=True)
 def _relu(ctx, op, x):
     v = x.value
     _kinks(ctx, "relu", v == 0, x)
     return _scale_by_mask(x, v > 0)
 
 
-@defrule("leaky_relu")
+@defrule("leaky_relu", elementwise=True)
 def _leaky_relu(ctx, op, x, negative_slope=0.01):
     v = x.value
     if negative_slope != 1:
@@ -687,34 +695,34 @@ def _clamp_jet(ctx, name, x: Jet, lo, hi) -> Jet:
     return Jet(out, x.basis)
 
 
-@defrule("hardtanh")
+@defrule("hardtanh", elementwise=True)
 def _hardtanh(ctx, op, x, min_val=-1.0, max_val=1.0):
     return _clamp_jet(ctx, "hardtanh", x, min_val, max_val)
 
 
-@defrule("clamp")
+@defrule("clamp", elementwise=True)
 def _clamp(ctx, op, x, min=None, max=None):
     return _clamp_jet(ctx, "clamp", x, min, max)
 
 
-@defrule("clamp_min")
+@defrule("clamp_min", elementwise=True)
 def _clamp_min(ctx, op, x, min):
     return _clamp_jet(ctx, "clamp", x, min, None)
 
 
-@defrule("clamp_max")
+@defrule("clamp_max", elementwise=True)
 def _clamp_max(ctx, op, x, max):
     return _clamp_jet(ctx, "clamp", x, None, max)
 
 
-@defrule("abs")
+@defrule("abs", elementwise=True)
 def _abs(ctx, op, x):
     v = x.value
     _kinks(ctx, "abs", v == 0, x)
     return _scale_by_mask(x, torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v)))
 
 
-@defrule("elu")
+@defrule("elu", elementwise=True, cost=Cost(copies=3))
 def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
     """scale x (x > 0), alpha scale (exp(input_scale x) - 1) (x <= 0, the branch taken at 0).
 
@@ -728,13 +736,13 @@ def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
     return jetfn.where_value(v > 0, series.scale(x, s), negative)
 
 
-@defrule("celu")
+@defrule("celu", elementwise=True, composite=CELU, cost=Cost(copies=3))
 def _celu(ctx, op, x, alpha=1.0):
     """celu(x) = max(0, x) + min(0, alpha (exp(x / alpha) - 1)): elu with input_scale 1 / alpha (C^1 at 0, not C^2)."""
     return _elu(ctx, op, x, alpha, 1.0, 1.0 / float(alpha))
 
 
-@defrule("_prelu_kernel")
+@defrule("_prelu_kernel", elementwise=True)
 def _prelu(ctx, op, x, weight):
     """x (x > 0), weight x (x <= 0): a kink at 0 where weight != 1."""
     w = _value(weight)
@@ -744,7 +752,7 @@ def _prelu(ctx, op, x, weight):
     return jetfn.where_value(v > 0, x, negative)
 
 
-@defrule("threshold")
+@defrule("threshold", elementwise=True)
 def _threshold(ctx, op, x, threshold, value):
     """x where x > threshold, else the constant ``value``: a jump at x = threshold (a kink if value = threshold)."""
     v = x.value
@@ -752,7 +760,7 @@ def _threshold(ctx, op, x, threshold, value):
     return jetfn.where_value(v > threshold, x, _constant_like(x, value))
 
 
-@defrule("hardshrink")
+@defrule("hardshrink", elementwise=True)
 def _hardshrink(ctx, op, x, lambd=0.5):
     """x where |x| > lambd, else 0: jumps at x = +-lambd, constant 0 around 0."""
     v = x.value
@@ -760,7 +768,7 @@ def _hardshrink(ctx, op, x, lambd=0.5):
     return _scale_by_mask(x, v.abs() > lambd)
 
 
-@defrule("softshrink")
+@defrule("softshrink", elementwise=True)
 def _softshrink(ctx, op, x, lambd=0.5):
     """x - lambd (x > lambd), x + lambd (x < -lambd), else 0: kinks at x = +-lambd, constant 0 around 0."""
     v = x.value
@@ -770,7 +778,7 @@ def _softshrink(ctx, op, x, lambd=0.5):
     return out
 
 
-@defrule("logit")
+@defrule("logit", elementwise=True, cost=Cost(products=2, copies=2, weighted=True))
 def _logit(ctx, op, x, eps=None):
     """log(x / (1 - x)) = log x - log1p(-x), of x clamped to [eps, 1 - eps] when eps is given."""
     if eps is not None:
@@ -816,7 +824,7 @@ def _smooth_l1_loss(ctx, op, x, target, reduction=1, beta=1.0):
     return series.scale(_huber_loss(ctx, op, x, target, reduction, beta), 1.0 / beta)
 
 
-@defrule("maximum", "minimum")
+@defrule("maximum", "minimum", cost=Cost(copies=2))
 def _maximum(ctx, op, a, b):
     ref = a if is_jet(a) else b
     a, b = _promote(a, ref.basis, ref), _promote(b, ref.basis, ref)
@@ -827,37 +835,31 @@ def _maximum(ctx, op, a, b):
 
 
 # --------------------------------------------------------- smooth functions whose PyTorch kernels branch on value
-@defrule("softplus")
+@defrule("softplus", elementwise=True, cost=Cost(products=2.5, copies=2))
 def _softplus(ctx, op, x, beta=1.0, threshold=20.0):
     """The smooth softplus log(1 + exp(beta x)) / beta at every point: PyTorch's switch to x above ``threshold`` is a
     floating-point cut (its documentation defines the smooth function), not a kink."""
     return jetfn.softplus(x, float(beta))
 
 
-@defrule("log_sigmoid_forward")
+@defrule("log_sigmoid_forward", elementwise=True, composite=LOGSIGMOID_FORWARD, cost=Cost(products=2.5, copies=2))
 def _log_sigmoid_forward(ctx, op, x):
     """(log sigmoid(x), buffer): PyTorch computes it as min(x, 0) - log1p(exp(-|x|)), smooth all the same."""
     return jetfn.logsigmoid(x), op(x.value)[1]
 
 
-@defrule("log_sigmoid")
+@defrule("log_sigmoid", elementwise=True, composite=LOGSIGMOID, cost=Cost(products=2.5, copies=2))
 def _log_sigmoid(ctx, op, x):
     return jetfn.logsigmoid(x)
 
 
-@defrule("mish")
+@defrule("mish", elementwise=True, composite=MISH, cost=Cost(products=5, copies=3))
 def _mish(ctx, op, x):
     return jetfn.mish(x)
 
 
-@defrule("sinc")
-def _sinc(ctx, op, x):
-    """sin(pi x) / (pi x), 1 at 0: entire (PyTorch's decomposition branches on x == 0, where every derivative is
-    lost)."""
-    return jetfn.sinc(x)
-
-
-@defrule("xlogy", "special_xlogy", "special_xlog1py")
+@defrule("xlogy", "special_xlogy", "special_xlog1py", elementwise=True, composite=XLOGY,
+         cost=Cost(products=2, copies=2, weighted=True))
 def _xlogy(ctx, op, x, y):
     """x log(y) (x log1p(y) for xlog1py), defined as 0 where x = 0.
 
@@ -912,7 +914,7 @@ def _max_pool(ctx, op, x, *args):
     return _gather_flat(x, idx, nd), idx
 
 
-@defrule("amax", "amin")
+@defrule("amax", "amin", cost=Cost(copies=1))
 def _amax(ctx, op, x, dim=(), keepdim=False):
     if x.ndim == 0:  # the maximum of one value
         return x
@@ -932,7 +934,7 @@ def _amax(ctx, op, x, dim=(), keepdim=False):
     return Jet(out, x.basis)
 
 
-@defrule("max", "min")
+@defrule("max", "min", cost=Cost(copies=1))
 def _max_dim(ctx, op, x, dim=None, keepdim=False):
     if dim is None:
         return _amax(ctx, aten.amax.default if op.overloadpacket is aten.max else aten.amin.default, x)
@@ -1247,12 +1249,13 @@ def _fmax(ctx, op, a, b):
 
 
 # ------------------------------------------------------------------------------------ special functions
-defanalytic("erfinv", jetfn.erfinv, singular=lambda v: v.abs() == 1)
-defanalytic("lgamma", jetfn.lgamma, singular=lambda v: (v <= 0) & (v == torch.floor(v)))
-defanalytic("digamma", lambda x: jetfn.polygamma(0, x), singular=lambda v: (v <= 0) & (v == torch.floor(v)))
+defanalytic("erfinv", jetfn.erfinv, _at_unit, bound=B["erfinv"], cost=Cost(products_per_order=3, copies=4))
+defanalytic("lgamma", jetfn.lgamma, _poles, bound=B["lgamma"], cost=Cost(products_per_order=1, copies=2))
+defanalytic("digamma", lambda x: jetfn.polygamma(0, x), _poles, bound=B["digamma"],
+            cost=Cost(products_per_order=1, copies=2))
 
 
-@defrule("polygamma")
+@defrule("polygamma", elementwise=True, cost=Cost(products_per_order=1, copies=2))
 def _polygamma(ctx, op, n, x):
     """psi^(n)(x): poles at 0, -1, -2, ..."""
     out = jetfn.polygamma(n, x)

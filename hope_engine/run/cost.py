@@ -17,6 +17,7 @@ import torch
 from hope_engine.algebra.basis import basis_size, product_table_size
 from hope_engine.capture import trace
 from hope_engine.errors import MemoryBudgetError, TimeBudgetError
+from hope_engine.ops.spec import cost_of
 
 # Calibrated on 2 shared x86-64 cores, one torch thread, float64 (benchmarks/memory.py prints estimate vs measured):
 RATE_NATIVE = 1.5e9     # triple x unit multiply-adds per second in the compiled kernels (float64; float32: 2x)
@@ -25,25 +26,6 @@ RATE_GEMM = 1.5e10      # multiply-adds per second of a linear op (matmul, convo
 RATE_TABLE = 2.5e7      # triples per second building the product table (per 10 variables)
 RATE_BASIS = 1.0e6      # basis rows per second (Python)
 OVERHEAD_BYTES = 16 * 2**20   # interpreter, dispatch and allocator slack of one expansion
-
-_ALIAS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze", "alias",
-          "detach", "slice", "select", "split", "split_with_sizes", "chunk", "unbind", "narrow", "diagonal",
-          "as_strided", "_reshape_alias", "movedim", "unflatten", "flatten", "getitem", "lift_fresh_copy"}
-_BILINEAR = {"mm", "bmm", "matmul", "convolution", "_trilinear"}
-_PRODUCT = {"mul", "square", "prod"}                      # one product: sum over the table of a_i b_j
-_RECURRENCE = {"exp": 1, "expm1": 1, "sin": 1.5, "cos": 1.5, "tanh": 1.5, "sigmoid": 1.5, "tan": 1.5, "sinh": 2,
-               "cosh": 2, "log": 1, "log1p": 1, "log2": 1, "log10": 1, "exp2": 1, "div": 1, "reciprocal": 1, "pow": 2,
-               "sqrt": 1, "rsqrt": 2, "erf": 3, "erfc": 3, "atan": 3, "asin": 4, "acos": 4, "asinh": 4,
-               "acosh": 4, "atanh": 3, "_softmax": 2, "_safe_softmax": 2, "_log_softmax": 2, "var_mean": 1,
-               "var": 1}                                   # products (passes over the table) per op
-_EXTRA_COPIES = {"tanh": 1, "sigmoid": 1, "tan": 1, "sin": 1, "cos": 1, "sinh": 1, "cosh": 1, "div": 2,
-                 "reciprocal": 2, "erf": 4, "erfc": 4, "atan": 4, "asin": 5, "acos": 5, "asinh": 5, "acosh": 5,
-                 "atanh": 4, "_softmax": 3, "_safe_softmax": 4, "_log_softmax": 3, "var_mean": 2, "var": 2,
-                 "addmm": 2, "baddbmm": 2, "convolution": 1, "pow": 2, "sqrt": 1, "rsqrt": 2, "prod": 2,
-                 "elu": 3, "where": 2, "masked_fill": 2, "maximum": 2, "minimum": 2, "amax": 1, "amin": 1,
-                 "max": 1, "min": 1, "add": 1, "sub": 1, "avg_pool2d": 1, "avg_pool1d": 1, "avg_pool3d": 1}
-_WEIGHTED = {"div", "reciprocal", "log", "log1p", "log2", "log10", "pow", "sqrt", "rsqrt", "sinh", "cosh"}
-
 
 @dataclass
 class CostEstimate:
@@ -68,7 +50,8 @@ def _op_name(node) -> str:
 
 
 def _jet_steps(traced: trace.TracedModel):
-    """(node, op name, output numel, input jet numels, inner size of a bilinear op) for every jet-carrying node."""
+    """(node, declared cost, output numel, input jet numels, inner size of a bilinear op) for every jet-carrying
+    node."""
     jets = trace.jet_nodes(traced)
     for node in traced.graph_module.graph.nodes:
         if node not in jets or node.op != "call_function":
@@ -76,7 +59,7 @@ def _jet_steps(traced: trace.TracedModel):
         ins = [a for a in node.all_input_nodes if a in jets]
         inner = 1
         name = _op_name(node)
-        if name in _BILINEAR or name in ("addmm", "baddbmm"):
+        if cost_of(node.target).gemm or cost_of(node.target).bilinear:
             vals = [a.meta.get("val") if isinstance(a, torch.fx.Node) else None for a in node.args[:3]]
             if name in ("addmm", "baddbmm"):
                 vals = vals[1:]
@@ -84,7 +67,8 @@ def _jet_steps(traced: trace.TracedModel):
                 inner = vals[1][0].numel()                 # Cin / groups x kernel
             elif isinstance(vals[0], torch.Tensor) and vals[0].dim():
                 inner = vals[0].shape[-1]
-        yield node, name, _numel(node.meta.get("val")), [_numel(a.meta.get("val")) for a in ins], len(ins), inner
+        yield node, cost_of(node.target), _numel(node.meta.get("val")), [_numel(a.meta.get("val")) for a in ins], \
+            len(ins), inner
 
 
 def estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, itemsize: int, *,
@@ -143,8 +127,8 @@ def _estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, ite
         for a in nd.all_input_nodes:
             last[a] = index[nd]
     root: dict = {}
-    for node, name, *_ in steps:
-        if name in _ALIAS:
+    for node, c, *_ in steps:
+        if c.alias:
             base = next((a for a in node.all_input_nodes if a in root), None)
             root[node] = root.get(base, node)
         else:
@@ -159,24 +143,24 @@ def _estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, ite
     jets_peak = live
     size: dict = {}
     product_ops = False
-    for node, name, numel, in_numels, n_jets, inner in steps:
+    for node, c, numel, in_numels, n_jets, inner in steps:
         out = numel * m * itemsize if root[node] is node else 0
         largest_in = max(in_numels, default=0)
         units = max(numel, largest_in)
         temp, work = 0, 0.0
-        if name in _BILINEAR and n_jets == 2:
+        if c.bilinear and n_jets == 2:
             product_ops = True
             t_units = sum(in_numels) + numel
             temp = (dmax * t_units + m * numel) * itemsize if kind == "total" else 2 * m * numel * itemsize
             work = triples * (numel * inner / RATE_GEMM + t_units / RATE_TORCH)
-        elif (name in _PRODUCT and n_jets == 2) or name in _RECURRENCE:
+        elif (c.product and n_jets == 2) or c.products or c.products_per_order:
             product_ops = True
-            passes = _RECURRENCE.get(name, 1)
-            copies = _EXTRA_COPIES.get(name, 1 if any(u < units for u in in_numels) else 0)
+            passes = (c.products or 1) + c.products_per_order * order
+            copies = c.copies if c.copies is not None else (1 if any(u < units for u in in_numels) else 0)
             temp = copies * m * units * itemsize
             if not native and (kind == "total" or n == 1):
                 temp += 3 * dmax * units * itemsize
-            if name in _WEIGHTED and kind == "total":
+            if c.weighted and kind == "total":
                 temp += 8 * dmax
             if native:  # about 4 units' worth of work per triple, slower once the jets leave the cache
                 slow = 1 + min(1.0, m * units * itemsize / 2**26)
@@ -184,9 +168,8 @@ def _estimate_cost(traced: trace.TracedModel, n: int, order: int, kind: str, ite
             else:
                 work = passes * triples * units / RATE_TORCH
         elif out:
-            temp = _EXTRA_COPIES.get(name, 0) * m * units * itemsize
-            gemm = name in ("addmm", "mm", "bmm", "matmul", "convolution", "baddbmm")
-            work = m * numel * inner / RATE_GEMM if gemm else m * units / RATE_TORCH
+            temp = (c.copies or 0) * m * units * itemsize
+            work = m * numel * inner / RATE_GEMM if c.gemm else m * units / RATE_TORCH
         seconds += work
         jets_peak = max(jets_peak, live + out + temp)
         if out:
@@ -225,7 +208,7 @@ def estimate_hope_cost(graph_module: torch.fx.GraphModule, n: int, order: int, k
             depends.add(nd)
     # the frontier (first hidden values) is computed, not a view of the input: its width I sizes the powers
     units = max((_numel(nd.meta.get("val")) for nd in depends if nd.op == "call_function"
-                 and _op_name(nd) not in _ALIAS), default=1) or 1
+                 and not cost_of(nd.target).alias), default=1) or 1
     inputs = max((_numel(nd.meta.get("val")) for nd in depends), default=1) or 1
     out = next((nd for nd in graph_module.graph.nodes if nd.op == "output"), None)
     out_numel = max(1, _numel([a.meta.get("val") for a in out.all_input_nodes])) if out is not None else 1

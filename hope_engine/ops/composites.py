@@ -1,0 +1,53 @@
+"""Ops written as other declared ops: ``composite(call, op, *args, **kwargs)``, where ``call(name, *args)`` runs the
+declared op ``name`` in whatever path evaluates the composite (the certified path on Taylor models).
+
+Each is an identity of the functions (no rounded constant enters where the op has none), so a path that is sound for
+the parts is sound for the whole."""
+
+from __future__ import annotations
+
+
+def ASINH(call, op, x):
+    """asinh x = log(x + sqrt(x^2 + 1))."""
+    return call("log", call("add", x, call("sqrt", call("add", call("mul", x, x), 1.0))))
+
+
+def ACOSH(call, op, x):
+    """acosh x = log(x + sqrt((x - 1)(x + 1))), x >= 1."""
+    return call("log", call("add", x, call("sqrt", call("mul", call("sub", x, 1.0), call("add", x, 1.0)))))
+
+
+def ASIN(call, op, x):
+    """asin x = atan(x / sqrt((1 - x)(1 + x))), |x| < 1."""
+    return call("atan", call("mul", x, call("rsqrt", call("mul", call("rsub", x, 1.0), call("add", x, 1.0)))))
+
+
+def ACOS(call, op, x):
+    """acos x = 2 atan(sqrt((1 - x) / (1 + x))), -1 < x (no rounded pi / 2 enters)."""
+    return call("mul", call("atan", call("sqrt", call("div", call("rsub", x, 1.0), call("add", x, 1.0)))), 2.0)
+
+
+def LOGSIGMOID(call, op, x):
+    """log sigmoid(x) = -softplus(-x)."""
+    return call("neg", call("softplus", call("neg", x)))
+
+
+def LOGSIGMOID_FORWARD(call, op, x):
+    """(log sigmoid(x), buffer): the buffer is PyTorch's workspace, never read by the forward computation."""
+    return LOGSIGMOID(call, op, x), None
+
+
+def MISH(call, op, x):
+    """mish(x) = x tanh(softplus(x))."""
+    return call("mul", x, call("tanh", call("softplus", x)))
+
+
+def XLOGY(call, op, x, y):
+    """x log(y) (x log1p(y) for xlog1py)."""
+    log = "log1p" if "xlog1py" in str(op) else "log"
+    return call("mul", x, call(log, y))
+
+
+def CELU(call, op, x, alpha=1.0):
+    """celu(x) = elu(x, alpha, scale 1, input scale 1 / alpha)."""
+    return call("elu", x, alpha, 1.0, 1.0 / float(alpha))
