@@ -1,4 +1,9 @@
-"""``HopePanel``: a live view of a network's Taylor polynomial (an anywidget; traitlets are the whole contract).
+"""``HopePanel``: a live view of a network's Taylor polynomial (an anywidget).
+
+Ten synced traits are the whole contract (typed once in ``contract.schema.json``): the settings ``order``,
+``point``, ``output``, ``method``, ``threshold``, ``sort``, ``direction``, ``certify_tol`` (the browser or Python sets
+them), and two payloads the kernel writes: ``view`` (everything the browser renders) and ``status`` (busy, error,
+notice, warning).
 
 The expansion is computed once at ``max_order`` for the current point and method; the order slider, the threshold
 and the sort are views of that one result (the browser filters the term records it already has), so they do no
@@ -20,7 +25,7 @@ import anywidget
 import numpy as np
 import torch
 import traitlets
-from traitlets import Bool, Dict, Float, Int, List, Unicode
+from traitlets import Dict, Float, Int, List, Unicode
 
 from hope_engine import TaylorPolynomial, expand
 from hope_engine.algebra.basis import basis_size
@@ -29,7 +34,7 @@ from hope_engine.capture.guard import state_token
 from hope_engine.capture.inputs import normalize as normalize_inputs
 from hope_engine.errors import describe
 
-from . import payloads, schema
+from . import contract, payloads
 from .certified import band_text, certified_band
 
 STATIC = Path(__file__).parent / "static"
@@ -40,7 +45,8 @@ TIME_BUDGET = 60.0  # seconds: an expansion estimated longer is refused (expand(
 METHODS = ("exact", "hope")
 SORTS = ("degree", "magnitude")
 #: traits a user sets from Python: a bad value is one short error line (``PanelError``), not a traitlets traceback
-PUBLIC_TRAITS = frozenset({"order", "point", "output", "method", "threshold", "sort", "direction", "radius", "title"})
+PUBLIC_TRAITS = frozenset({"order", "point", "output", "method", "threshold", "sort", "direction", "radius", "title",
+                           "certify_tol"})
 
 
 class PanelError(traitlets.TraitError, ValueError):
@@ -178,39 +184,30 @@ class HopePanel(anywidget.AnyWidget):
     ``wrt`` names the ones to expand in (positions or keys; default every floating tensor), as in ``expand``.
     ``terms=None`` picks "total" (every mixed partial) while that basis has at most 3003 terms, else "pure". Public
     state: ``order`` and ``point`` (set them from Python: the view follows), ``output``, ``method``, ``threshold``,
-    ``sort``; results: ``polynomial``, ``latex``, ``to_sympy()``.
+    ``sort``, ``direction``, ``certify_tol``, ``radius``, ``title``; results: ``polynomial``, ``latex``,
+    ``to_sympy()``; what the browser draws: ``view`` and ``status`` (each key also a read-only attribute:
+    ``term_records``, ``line``, ``result``, ``error``, ...).
     """
 
     _esm = STATIC / "widget.js"
     _css = STATIC / "widget.css"
 
-    title = Unicode("").tag(sync=True)
+    # ---- settings: the browser or Python sets them (synced; keys and types in contract.schema.json)
     order = Int(6).tag(sync=True)
-    max_order = Int(10).tag(sync=True)
     point = _PointTrait(Float()).tag(sync=True)
-    bounds = List(List(Float())).tag(sync=True)
-    names = List(Unicode()).tag(sync=True)
-    names_tex = List(Unicode()).tag(sync=True)
     output = Int(0).tag(sync=True)
-    n_outputs = Int(1).tag(sync=True)
     method = Unicode("exact").tag(sync=True)
     threshold = Float(0.0).tag(sync=True)
     sort = Unicode("degree").tag(sync=True)
     direction = Int(-1).tag(sync=True)
+    certify_tol = Float(0.0).tag(sync=True)  # > 0: show the certified band |f - P| <= R and where R <= this tolerance
+    # ---- what the kernel writes: everything the browser renders, and what the kernel is doing
+    view = Dict().tag(sync=True)
+    status = Dict({"busy": False, "error": "", "notice": "", "warning": ""}).tag(sync=True)
+    # ---- Python-only settings (the view follows them)
+    title = Unicode("")  # the model's name, in the header
     radius = Float(1.0)  # half-width of the point controls and of the plotted line (the browser reads bounds, line)
     terms_kind = Unicode("total")
-    mode = Unicode("line").tag(sync=True)
-    term_records = Dict().tag(sync=True)  # payloads: keys and types in hope_widgets/schema.py
-    line = Dict().tag(sync=True)
-    heat = Dict().tag(sync=True)
-    compare = Dict().tag(sync=True)
-    result = Dict().tag(sync=True)
-    busy = Bool(False).tag(sync=True)
-    error = Unicode("").tag(sync=True)
-    notice = Unicode("").tag(sync=True)
-    warning = Unicode("").tag(sync=True)  # the result holds NaN / infinity: which coefficients, and why
-    certify_tol = Float(0.0).tag(sync=True)  # > 0: show the certified band |f - P| <= R and where R <= this tolerance
-    band = Dict().tag(sync=True)  # the certificate of the line plot (``certified.certified_band``), {} when off
 
     def __init__(self, model: Callable, point: Any, *, order: int = 6, max_order: int = 10, terms: str | None = None,
                  output: int = 0, names: list[str] | None = None, method: str = "exact", radius: float = 1.0,
@@ -254,19 +251,23 @@ class HopePanel(anywidget.AnyWidget):
         n_out = payloads.output_count(full)
         if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 0 <= output < n_out:
             raise ValueError(f"output {output!r} does not exist: the model has {n_out} output(s), 0..{n_out - 1}")
+        self._n_outputs = n_out
+        self._mode = "heat" if n > MAX_POINT_CONTROLS or _is_image_like(row_shape) else "line"
+        self._parts: dict[str, Any] = {}  # the view's payloads, each kept as sent (a rebuilt view reuses them)
+        self._names_tex = payloads.latex_names(full.names)
+        self._bounds = [[v - radius, v + radius] for v in values]  # the point controls' range: follows the radius
         super().__init__(
-            title=title, max_order=max_order, order=order, point=values, names=full.names,
-            names_tex=payloads.latex_names(full.names), bounds=[[v - radius, v + radius] for v in values],
-            output=output, n_outputs=n_out, method=method, threshold=float(threshold), sort=sort,
-            direction=-1 if n > 1 else 0, radius=float(radius), terms_kind=terms,
-            mode="heat" if n > MAX_POINT_CONTROLS or _is_image_like(row_shape) else "line", notice=notice,
+            title=title, order=order, point=values, output=output, method=method, threshold=float(threshold),
+            sort=sort, direction=-1 if n > 1 else 0, radius=float(radius), terms_kind=terms,
             certify_tol=float(certify_tol),
         )
         self._bands: OrderedDict[tuple, dict] = OrderedDict()
         self._full = full
         self._result_method = method
         self._result_timing = timing
-        self._derive()
+        with self.hold_sync():
+            self._set_status(notice=notice)
+            self._derive()
         self._ready = True
         self._displayed = False  # by %hope, in the running cell (mark_displayed)
 
@@ -302,6 +303,25 @@ class HopePanel(anywidget.AnyWidget):
     def latex(self) -> str:
         """LaTeX of the polynomial shown (terms above ``threshold``, sorted by ``sort``), as the copy button gives."""
         return self.polynomial.latex(threshold=self.threshold, sort=self.sort)
+
+    # the view and the status, by name (read-only: the panel writes them; ``view`` and ``status`` hold them all)
+    max_order = property(lambda self: self._max_order, doc="the order the panel expanded to (the slider's maximum)")
+    n_outputs = property(lambda self: self._n_outputs, doc="number of output elements of the model")
+    mode = property(lambda self: self._mode, doc='"line" (point sliders, line plots) or "heat" (image-like inputs)')
+    names = property(lambda self: self.view["names"], doc="the variable names")
+    names_tex = property(lambda self: self.view["names_tex"], doc="the variable names in LaTeX")
+    bounds = property(lambda self: self.view["bounds"], doc="[low, high] of each point control")
+    term_records = property(lambda self: self.view["term_records"],
+                            doc="every nonzero term of the selected output at max_order, columnar (as sent)")
+    line = property(lambda self: self.view["line"], doc="the line plot's payload ({} in heat mode)")
+    heat = property(lambda self: self.view["heat"], doc="the heat map's payload ({} in line mode)")
+    compare = property(lambda self: self.view["compare"], doc="method='hope': the comparison with the exact expansion")
+    result = property(lambda self: self.view["result"], doc="the expansion shown: point, method, timing, basis")
+    band = property(lambda self: self.view["band"], doc="the certified band ({} while certify_tol is 0)")
+    busy = property(lambda self: self.status["busy"], doc="an expansion is running")
+    error = property(lambda self: self.status["error"], doc="why the last recompute failed, or ''")
+    notice = property(lambda self: self.status["notice"], doc="the expansion's warnings, or ''")
+    warning = property(lambda self: self.status["warning"], doc="which coefficients are NaN / infinite and why, or ''")
 
     def to_sympy(self, **kwargs: Any):
         """A sympy expression of the polynomial shown (terms with |c| <= threshold dropped, as in the view)."""
@@ -386,12 +406,12 @@ class HopePanel(anywidget.AnyWidget):
             raise traitlets.TraitError(f"direction must be -1 (diagonal) or an input index, got {v}")
         return v
 
-    @traitlets.validate(*schema.PAYLOADS)
+    @traitlets.validate(*contract.PAYLOADS)
     def _valid_payload(self, proposal: dict) -> Any:
-        """A payload that does not match hope_widgets/schema.py is refused before it is sent (``PayloadError``),
-        while ``HOPE_CHECK_PAYLOADS`` is set (the test suite sets it; the check costs a few ms per result)."""
-        if schema.checking():
-            schema.check(proposal["trait"].name, proposal["value"])
+        """A ``view`` or ``status`` off contract.schema.json is refused before it is sent (``PayloadError``), while
+        ``HOPE_CHECK_PAYLOADS`` is set (the test suite sets it: the check costs up to tens of ms per result)."""
+        if contract.checking():
+            contract.check(contract.PAYLOADS[proposal["trait"].name], proposal["value"])
         return proposal["value"]
 
     # ------------------------------------------------------------------------------------------ reactions
@@ -412,9 +432,14 @@ class HopePanel(anywidget.AnyWidget):
     def _on_radius(self, change: dict) -> None:
         if self._ready:
             r = self.radius
+            self._bounds = [[v - r, v + r] for v in self.point]
             with self.hold_sync():
-                self.bounds = [[v - r, v + r] for v in self.point]
                 self._derive()
+
+    @traitlets.observe("title")
+    def _on_title(self, change: dict) -> None:
+        if self._ready:
+            self._publish()
 
     @traitlets.validate("certify_tol")
     def _valid_certify_tol(self, proposal: dict) -> float:
@@ -436,19 +461,16 @@ class HopePanel(anywidget.AnyWidget):
 
     def recompute(self) -> None:
         """Expand at ``point`` with ``method`` (cached); on failure keep the last good result and set ``error``."""
-        self.busy = True
+        self._set_status(busy=True)
         try:
             full, notice, timing = self._expand(list(self.point), self.method)
         except Exception as e:  # noqa: BLE001 - any failure of the user's model is shown in the panel, not raised
-            self.error = describe_failure(e, self.method) + self._fallback_note()
-            self.busy = False
+            self._set_status(busy=False, error=describe_failure(e, self.method) + self._fallback_note())
             return
         with self.hold_sync():
             self._full, self._result_method, self._result_timing = full, self.method, timing
-            self.error = ""
-            self.notice = notice
             self._derive()
-            self.busy = False
+            self._set_status(busy=False, error="", notice=notice)
 
     # ---------------------------------------------------------------------------------------- internals
     def _fallback_note(self) -> str:
@@ -484,30 +506,45 @@ class HopePanel(anywidget.AnyWidget):
             self._cache.popitem(last=False)
         return full, notice, timing
 
+    def _set_status(self, **changes: Any) -> None:
+        """Change keys of ``status`` (a new dict: the browser gets the whole status, one small object)."""
+        self.status = {**self.status, **changes}
+
+    def _publish(self) -> None:
+        """Send the browser the view: the header and layout from the settings, the payloads as last derived."""
+        self.view = {
+            "title": self.title, "max_order": self._max_order, "names": self._full.names,
+            "names_tex": self._names_tex, "bounds": self._bounds, "n_outputs": self._n_outputs, "mode": self._mode,
+            **self._parts}
+
     def _derive(self) -> None:
         """Send the browser everything the current result shows, for the selected output."""
         # every payload is sanitised: NaN / infinity travel as strings the browser decodes, never as invalid JSON
         selected = self._full.select(self.output)
-        self.term_records = payloads.sanitize(payloads.term_records(selected))
+        parts: dict[str, Any] = {"term_records": payloads.sanitize(payloads.term_records(selected))}
         center = self._full.center_values.reshape(-1).tolist()
         timing = self._result_timing
-        self.result = payloads.sanitize({
+        parts["result"] = payloads.sanitize({
             "point": center, "method": self._result_method, "seconds": round(timing["seconds"], 4),
             "timing": payloads.timing_text(timing["seconds"], timing["first_call"], timing["loading"]),
             "size": self._full.basis.size, "kind": self._full.basis.kind})
-        self.warning = payloads.nonfinite_message(self._full, center)
-        if self.mode == "heat":
-            self.heat = payloads.sanitize(payloads.heat_data(selected, self._row_shape, self.radius, center))
-            self.line = {}
+        warning = payloads.nonfinite_message(self._full, center)
+        if self._mode == "heat":
+            parts["heat"] = payloads.sanitize(payloads.heat_data(selected, self._row_shape, self.radius, center))
+            parts["line"] = {}
         else:
             try:
-                self.line = payloads.sanitize(payloads.line_data(self._model, self._template, selected, self.output,
-                                                         self.direction, self.radius))
+                parts["line"] = payloads.sanitize(payloads.line_data(self._model, self._template, selected,
+                                                                     self.output, self.direction, self.radius))
             except Exception as e:  # noqa: BLE001 - a model that cannot be evaluated on the line: no plot
-                self.line = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
-            self.heat = {}
-        self.compare = payloads.sanitize(self._comparison(selected))
-        self._update_band()
+                parts["line"] = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
+            parts["heat"] = {}
+        parts["compare"] = payloads.sanitize(self._comparison(selected, parts["line"]))
+        parts["band"] = self._band()
+        self._parts = parts
+        with self.hold_sync():
+            self._publish()
+            self._set_status(warning=warning)
 
     def _point_tensor(self, values: list[float]) -> torch.Tensor:
         """The point as the model takes it (the template's shape and dtype), holding ``values`` (every element)."""
@@ -516,11 +553,17 @@ class HopePanel(anywidget.AnyWidget):
         return x0
 
     def _update_band(self) -> None:
+        """A new order or tolerance: the view again if its band changed (nothing is sent while the band is off)."""
+        band = self._band()
+        if band != self._parts.get("band"):
+            self._parts = {**self._parts, "band": band}
+            self._publish()
+
+    def _band(self) -> dict[str, Any]:
         """The certified band of the line plot at the shown order (only while ``certify_tol`` > 0: it costs a few
         certifications), cached per point, view and model state."""
-        if self.certify_tol <= 0 or self.mode != "line" or self._result_method != "exact":
-            self.band = {}
-            return
+        if self.certify_tol <= 0 or self._mode != "line" or self._result_method != "exact":
+            return {}
         values = self._full.center_values.reshape(-1).tolist()
         key = (tuple(values), self.order, self.output, self.direction, self.radius, self.certify_tol,
                state_token(self._model))
@@ -532,9 +575,9 @@ class HopePanel(anywidget.AnyWidget):
             self._bands[key] = payloads.sanitize(band)
             while len(self._bands) > CACHE_SIZE:
                 self._bands.popitem(last=False)
-        self.band = self._bands[key]
+        return self._bands[key]
 
-    def _comparison(self, selected: TaylorPolynomial) -> dict[str, Any]:
+    def _comparison(self, selected: TaylorPolynomial, line: dict[str, Any]) -> dict[str, Any]:
         if self._result_method == "exact":
             return {}
         try:
@@ -543,9 +586,9 @@ class HopePanel(anywidget.AnyWidget):
             return {"error": f"no exact expansion to compare with: {describe(e)}"}
         exact_sel = exact.select(self.output)
         out: dict[str, Any] = {"relative": payloads.relative_difference(selected, exact_sel)}
-        if self.mode == "line" and "t" in self.line:
+        if self._mode == "line" and "t" in line:
             d = payloads.direction_vector(self._n, self.direction, torch.float64)
-            ts = torch.tensor(self.line["t"], dtype=torch.float64)
+            ts = torch.tensor(line["t"], dtype=torch.float64)
             out["exact_poly"] = payloads.truncations_on_line(exact_sel, d, ts)
         return out
 

@@ -28,7 +28,7 @@ def sanitize(value: Any) -> Any:
     """``value`` with every NaN / infinity (at any depth of dicts, lists and tuples) replaced by the string "NaN",
     "Infinity" or "-Infinity", so the synced state is strict JSON: jupyter_client warns about bare NaN ("Out of range
     float values are not JSON compliant") and the browser would read it as null. The front end decodes the three
-    strings back to numbers (js/src/index.js ``decode``); hope_widgets/schema.py documents every payload."""
+    strings back to numbers (js/src/decode.js); hope_widgets/contract.schema.json types every payload."""
     if isinstance(value, float):
         return value if math.isfinite(value) else NONFINITE["nan" if math.isnan(value) else str(value)]
     if isinstance(value, dict):

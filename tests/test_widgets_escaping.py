@@ -254,5 +254,4 @@ def _check_names(page, url: str, expected) -> None:
     assert not stray, stray
     odd = {a for e in elements for a in e["attrs"] if any(ch in a for ch in "\"'<>&:;=")}
     assert odd <= {"xmlns:xlink"}, odd
-    assert panel.evaluate("p => p.parentElement.dataset.payloadErrors") is None
     panel.screenshot(path=str(ARTIFACTS / "hope_panel_names.png"))

@@ -1,6 +1,9 @@
 // The hope panel: an anywidget ESM. The kernel sends one expansion's term records, line and heat data; the order
 // slider, threshold and sort only filter them here, so a slider move is a local redraw (no kernel round trip).
 // render() puts the panel together from its components (js/src/components/) and wires the kernel's traits to them.
+// The synced state (types: contract.d.ts, generated from hope_widgets/contract.schema.json): the settings the view
+// sets (order, point, output, method, threshold, sort, direction, certify_tol), and what the kernel writes: `view`
+// (everything drawn) and `status` (busy, error, notice, warning).
 import "katex/dist/katex.css";
 import "./style.css";
 import { createControls } from "./components/controls.js";
@@ -11,35 +14,35 @@ import { createPointControls } from "./components/point.js";
 import { createStatus } from "./components/status.js";
 import { linkTerms } from "./components/term-links.js";
 import { h } from "./dom.js";
-import { decode, payloadErrors } from "./schema.js";
-import SCHEMA from "./schema.json";
+import { decode } from "./decode.js";
 
-// the dict payloads (hope_widgets/schema.py, exported to schema.json): checked and decoded as they arrive
-const DECODED = new Set(SCHEMA.payloads);
+/** @typedef {import("./contract").View} View */
+/** @typedef {import("./contract").Status} Status */
 
-// get(trait): the trait's value, a dict payload checked against the schema and decoded once per new value (a slider
-// move re-reads the same objects); a mismatch is logged and put in the element's data-payload-errors
-function traitReader(model, el) {
-  const memo = new Map();
+// get(name): a key of the status, a key of the view, or else a setting (a trait of its own); the three sets of names
+// are disjoint (tests/test_widgets_contract.py). The view is decoded once per new value -- a slider move re-reads the
+// same objects. The kernel checked both payloads against the contract before sending them: they are not checked
+// again here.
+function stateReader(model) {
+  let memo = { raw: undefined, value: /** @type {View} */ ({}) };
+  const view = () => {
+    const raw = model.get("view");
+    if (memo.raw !== raw) memo = { raw, value: decode(raw) };
+    return memo.value;
+  };
   return (k) => {
-    const raw = model.get(k);
-    if (!DECODED.has(k)) return raw;
-    const hit = memo.get(k);
-    if (hit && hit.raw === raw) return hit.value;
-    const problems = payloadErrors(SCHEMA, k, raw);
-    if (problems.length) {
-      // the kernel sent a shape this view does not know (see hope_widgets/schema.py): said, not hidden
-      el.dataset.payloadErrors = problems.slice(0, 3).join("; ");
-      console.warn(`hope panel: ${k} does not match its schema: ${el.dataset.payloadErrors}`);
-    }
-    const value = decode(raw);
-    memo.set(k, { raw, value });
-    return value;
+    const status = /** @type {Status} */ (model.get("status"));
+    if (k in status) return status[k];
+    const v = view();
+    return k in v ? v[k] : model.get(k);
   };
 }
 
+// the view's keys that lay out the point controls and the direction selector: rebuilt only when these change
+const layoutOf = (get) => JSON.stringify([get("mode"), get("names"), get("bounds")]);
+
 function render({ model, el }) {
-  const get = traitReader(model, el);
+  const get = stateReader(model);
   const root = h("div", { class: "hope-panel" });
   el.append(root);
 
@@ -101,26 +104,28 @@ function render({ model, el }) {
     for (const n of names) model.on(`change:${n}`, fn);
     return () => names.forEach((n) => model.off(`change:${n}`, fn));
   };
+  let layout = layoutOf(get);
   const offs = [
     on(["order", "threshold", "sort"], () => {
       renderHeader();
       renderView();
     }),
-    on(["term_records", "line", "heat", "compare", "result", "band"], () => {
+    on(["view"], () => {
       header.showPending(false);
+      header.settle();
+      if (layoutOf(get) !== layout) {
+        layout = layoutOf(get);
+        point.build();
+        plots.buildDirections();
+      }
       renderHeader();
       renderView();
     }),
-    on(["busy", "error", "warning", "notice", "method", "output", "n_outputs", "title", "max_order"], () => {
+    on(["status", "method", "output"], () => {
       header.settle();
       renderHeader();
     }),
     on(["point"], point.sync),
-    on(["bounds", "mode", "names"], () => {
-      point.build();
-      plots.buildDirections();
-      renderView();
-    }),
     on(["direction"], plots.syncDirection),
     on(["certify_tol"], controls.syncCertify),
   ];

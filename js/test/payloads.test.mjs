@@ -1,9 +1,11 @@
-// The front end against the payload contract (hope_widgets/schema.py -> src/schema.json), with payloads the kernel
-// really sent (written by tests/test_widgets_schema.py; path in HOPE_PAYLOADS_FILE):
-//  1. every payload passes the browser's validator (src/schema.js), and broken ones do not;
-//  2. the keys the front end reads -- recorded while plots.js / formula.js draw them, and scanned in index.js and
-//     its components --
-//     are keys of the schema, and every key of the schema (but the ones marked `unread`) is read somewhere.
+// The front end against the panel's contract (hope_widgets/contract.schema.json), with states the kernel really sent
+// (written by tests/test_widgets_contract.py; path in HOPE_PAYLOADS_FILE). The kernel validated them; here:
+//  1. decode turns the non-finite strings back into numbers, at any depth;
+//  2. every name the components ask for -- get("x") -- is a setting, a key of the view or of the status, and every
+//     one of those is read somewhere;
+//  3. the keys of the view's payloads the front end reads -- recorded while plots.js / formula.js draw them, and
+//     scanned in index.js and its components -- are keys of the schema, and every key of the schema (but the ones
+//     marked x-unread) is read somewhere.
 // Run: node --test js/test/   (tests/test_widgets_schema.py runs it)
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -12,10 +14,16 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { derivativeLatex, formulaLatex, monomialText, termPiece, visibleTerms } from "../src/formula.js";
 import { barChart, convergencePlot, drawHeat, errorPlot, heatValues } from "../src/plots.js";
-import { decode, payloadErrors } from "../src/schema.js";
+import { decode } from "../src/decode.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const SCHEMA = JSON.parse(fs.readFileSync(path.join(here, "..", "src", "schema.json"), "utf8"));
+const SCHEMA = JSON.parse(fs.readFileSync(path.join(here, "..", "..", "hope_widgets", "contract.schema.json"), "utf8"));
+const VIEW = SCHEMA.$defs.View.properties;
+const STATUS = SCHEMA.$defs.Status.properties;
+const SETTINGS = SCHEMA["x-settings"];
+const resolve = (t) => (t && t.$ref ? resolve(SCHEMA.$defs[t.$ref.split("/").pop()]) : t);
+// the view's payloads: its keys whose values are objects with keys of their own
+const PAYLOADS = Object.keys(VIEW).filter((k) => schemaKeys(VIEW[k]).all.size > 0);
 const SRC = path.join(here, "..", "src");
 // index.js and its components (src/components/): the code that reads the payloads through get("trait")
 const VIEWS = fs
@@ -25,14 +33,15 @@ const VIEWS = fs
 const FILE = process.env.HOPE_PAYLOADS_FILE;
 const CASES = FILE ? JSON.parse(fs.readFileSync(FILE, "utf8")) : [];
 
-// the keys a trait's schema knows: required, optional and unread, over every alternative
+// the keys a payload's schema knows: required, optional and unread, over every alternative
 function schemaKeys(t, out = { all: new Set(), unread: new Set() }) {
+  t = resolve(t);
   if (t && typeof t === "object") {
-    if ("record" in t) {
-      for (const k of [...Object.keys(t.record), ...Object.keys(t.optional || {})]) out.all.add(k);
-      for (const k of t.unread || []) out.unread.add(k);
+    if (t.type === "object" && t.properties) {
+      for (const k of Object.keys(t.properties)) out.all.add(k);
+      for (const k of t["x-unread"] || []) out.unread.add(k);
     }
-    for (const s of t.oneOf || []) schemaKeys(s, out);
+    for (const s of [...(t.anyOf || []), ...(t.oneOf || [])]) schemaKeys(s, out);
   }
   return out;
 }
@@ -75,7 +84,7 @@ function fileReads(source, add) {
   for (const m of source.matchAll(/get\("(\w+)"\)\.(\w+)/g)) add(m[1], m[2]);
   for (const m of source.matchAll(/const (\w+) = get\("(\w+)"\)/g)) {
     const [, name, trait] = m;
-    if (!SCHEMA.payloads.includes(trait)) continue;
+    if (!PAYLOADS.includes(trait)) continue;
     for (const r of source.matchAll(new RegExp(`\\b${name}\\.(\\w+)`, "g"))) add(trait, r[1]);
     for (const r of source.matchAll(new RegExp(`const \\{([^}]+)\\} = ${name}\\b`, "g"))) {
       for (const k of r[1].split(",")) add(trait, k.trim().split(":")[0].trim());
@@ -84,28 +93,29 @@ function fileReads(source, add) {
 }
 
 function readersRead(cases) {
-  const seen = Object.fromEntries(SCHEMA.payloads.map((k) => [k, new Set()]));
+  const seen = Object.fromEntries(PAYLOADS.map((k) => [k, new Set()]));
   for (const { state } of cases) {
-    const v = (k) => recorder(decode(state[k]), seen[k]);
+    const view = state.view;
+    const v = (k) => recorder(decode(view[k]), seen[k]);
     const terms = v("term_records");
-    for (const order of [0, state.order, state.max_order]) {
+    for (const order of [0, state.order, view.max_order]) {
       for (const sort of ["degree", "magnitude"]) {
         const idx = visibleTerms(terms, order, 0, sort);
         formulaLatex(terms, idx);
         idx.slice(0, 3).forEach((i, pos) => {
           termPiece(terms, i, pos);
-          derivativeLatex(terms.alpha[i], state.names_tex);
-          monomialText(terms.alpha[i], state.names);
+          derivativeLatex(terms.alpha[i], view.names_tex);
+          monomialText(terms.alpha[i], view.names);
         });
         barChart(terms, idx, idx.map(String), idx[0]);
       }
       const line = v("line");
-      if (decode(state.line).t) {
+      if (decode(view.line).t) {
         convergencePlot(line, order, v("compare"), "the diagonal", v("band"));
         errorPlot(line, order);
       }
       const heat = v("heat");
-      if (decode(state.heat).coef) {
+      if (decode(view.heat).coef) {
         for (const kind of ["contribution", "coefficient"]) drawHeat(fakeCanvas(), heat, heatValues(heat, order, kind));
       }
     }
@@ -113,31 +123,30 @@ function readersRead(cases) {
   return seen;
 }
 
-test("the kernel's payloads pass the browser's validator", { skip: !FILE }, () => {
-  assert.ok(CASES.length > 0);
+test("decode turns the non-finite strings back into numbers, at any depth", () => {
+  assert.deepEqual(decode({ a: ["NaN", "Infinity", ["-Infinity", "x"]] }), { a: [NaN, Infinity, [-Infinity, "x"]] });
+  assert.deepEqual(decode({ t: [0, 1], error: "" }), { t: [0, 1], error: "" });
   for (const { name, state } of CASES) {
-    for (const [trait, value] of Object.entries(state)) {
-      assert.deepEqual(payloadErrors(SCHEMA, trait, value), [], `${name}: ${trait}`);
-    }
+    const c = decode(state.view.term_records).c;
+    assert.ok(c.every((x) => typeof x === "number"), `${name}: a coefficient is not a number after decode`);
   }
 });
 
-test("the validator refuses what the browser would misread", () => {
-  const line = { t: [0, 1], net: [1, "NaN"], poly: [[1, 2]], direction: -1 };
-  assert.deepEqual(payloadErrors(SCHEMA, "line", line), []);
-  assert.notDeepEqual(payloadErrors(SCHEMA, "line", { ...line, net: [1, null] }), []); // a NaN sent raw
-  assert.notDeepEqual(payloadErrors(SCHEMA, "line", { ...line, extra: 1 }), []); // a key the schema does not know
-  assert.notDeepEqual(payloadErrors(SCHEMA, "line", { t: [0, 1], net: [1, 2], poly: [[1, 2]] }), []); // one missing
-  assert.notDeepEqual(payloadErrors(SCHEMA, "line", { ...line, net: [1] }), []); // columns of unequal length
-  assert.notDeepEqual(payloadErrors(SCHEMA, "result", {}), []);
-  assert.deepEqual(decode({ a: ["NaN", "Infinity", ["-Infinity", "x"]] }), { a: [NaN, Infinity, [-Infinity, "x"]] });
+test("the components ask for traits, view and status keys only, and for all of them", () => {
+  const names = [...Object.keys(SCHEMA.properties), ...Object.keys(VIEW), ...Object.keys(STATUS)];
+  const known = new Set(names);
+  assert.equal(known.size, names.length, "a name twice");
+  assert.ok(SETTINGS.every((k) => k in SCHEMA.properties));
+  const asked = new Set(VIEWS.flatMap((source) => [...source.matchAll(/\b(?:get|model\.set)\("(\w+)"/g)].map((m) => m[1])));
+  assert.deepEqual([...asked].filter((k) => !known.has(k)), [], "names the contract does not have");
+  assert.deepEqual([...known].filter((k) => !asked.has(k)), [], "names of the contract the front end never reads");
 });
 
 test("the front end reads exactly the keys of the schema", { skip: !FILE }, () => {
   const fromIndex = indexReads();
   const fromReaders = readersRead(CASES);
-  for (const trait of SCHEMA.payloads) {
-    const { all, unread } = schemaKeys(SCHEMA.traits[trait].type);
+  for (const trait of PAYLOADS) {
+    const { all, unread } = schemaKeys(VIEW[trait]);
     const read = new Set([...(fromIndex[trait] || []), ...fromReaders[trait]]);
     // a Proxy also sees what the engine of JS asks for itself (length of an array view, toJSON...): only names
     // that look like payload keys count, i.e. not Array / Object members
