@@ -2,8 +2,10 @@
 
 ``BoundedCache`` is an LRU mapping bounded by bytes: an entry's size is the bytes of the tensors it holds (or a size
 given at insertion); inserting past the bound releases the least recently used entries, and an entry larger than the
-bound is returned to the caller without being kept. Every engine cache is one of these, registered by name:
-``clear_all()`` empties them all, ``cache_bytes()`` says what they hold.
+bound is returned to the caller without being kept. ``WeakCache`` holds values for objects it keeps weakly (a model,
+a class): an entry goes with its key, or when more than ``max_entries`` keys are held. ``memoize`` is a function's
+``BoundedCache``. Every engine cache is one of these, registered by name: ``clear_all()`` empties them all,
+``cache_bytes()`` says what they hold (tests/test_caches.py scans hope_engine/ for any other module-level cache).
 
 Interrupt safety: a value is built completely before it is inserted, and each entry stores its own size, so a
 KeyboardInterrupt at any point leaves either no entry or a complete one, and the byte count always matches.
@@ -14,6 +16,7 @@ The default memory budget of an expansion follows the machine: ``MEMORY_FRACTION
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -120,8 +123,7 @@ class BoundedCache:
         self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.RLock()
         self.hits = self.misses = self.evictions = 0
-        with _registry_lock:
-            _REGISTRY[name] = weakref.ref(self)
+        _register(self)
 
     # ------------------------------------------------------------------------------------------------ bounds
     @property
@@ -213,7 +215,124 @@ class BoundedCache:
 _MISSING = object()
 
 
-def caches() -> dict[str, BoundedCache]:
+class WeakCache:
+    """Values for objects held weakly (a model, a wrapper, a class): an entry goes when its key is collected, and at
+    most ``max_entries`` keys are held (the one inserted or updated longest ago is dropped first: a hit does not
+    reorder, so that a lookup stays one weak dictionary read). Each entry's size is given at insertion (default 0:
+    a value holding nothing but references to what its key holds anyway); ``max_bytes`` bounds their sum.
+
+    ``get`` raises TypeError for a key that cannot be held weakly or hashed (callers then do without the cache)."""
+
+    def __init__(self, name: str, max_entries: int = 256, max_bytes: int | None = None):
+        self.name = name
+        self.max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._data: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # key -> (value, size)
+        self._lock = threading.RLock()
+        self.hits = self.misses = self.evictions = 0
+        _register(self)
+
+    @property
+    def max_bytes(self) -> int:
+        if self._max_bytes is None:
+            self._max_bytes = default_cache_bytes()
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int | None) -> None:
+        with self._lock:
+            self._max_bytes = None if value is None else int(value)
+            self._shrink(0, adding=False)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in list(self._data.values()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return key in self._data
+        except TypeError:
+            return False
+
+    def keys(self) -> list:
+        return list(self._data.keys())
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        entry = self._data.get(key)
+        if entry is None:
+            self.misses += 1
+            return default
+        self.hits += 1
+        return entry[0]
+
+    def put(self, key: Any, value: Any, nbytes: int = 0) -> Any:
+        """Insert (or replace) ``key``'s value, dropping the oldest entries past the bounds; a value larger than the
+        byte bound is not kept. Raises TypeError for a key that cannot be held weakly. Returns ``value``."""
+        size = int(nbytes)
+        with self._lock:
+            self._data.pop(key, None)
+            if size > self.max_bytes:
+                return value
+            self._shrink(size)
+            self._data[key] = (value, size)
+        return value
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            try:
+                entry = self._data.pop(key, None)
+            except TypeError:
+                entry = None
+        return default if entry is None else entry[0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def _shrink(self, incoming: int, adding: bool = True) -> None:
+        limit = self.max_bytes - incoming
+        room = self.max_entries - 1 if adding else self.max_entries
+        while len(self._data) and (len(self._data) > room
+                                   or sum(s for _, s in list(self._data.values())) > limit):
+            oldest = next(iter(self._data.keys()), None)
+            if oldest is None:
+                break
+            self._data.pop(oldest, None)
+            self.evictions += 1
+
+    def __repr__(self) -> str:
+        return (f"WeakCache({self.name!r}, {len(self)} entries, {self.nbytes} bytes, hits={self.hits}, "
+                f"misses={self.misses}, evictions={self.evictions})")
+
+
+def memoize(name: str, max_entries: int = 64) -> Callable[[Callable], Callable]:
+    """``functools.lru_cache`` for the engine: the function's results (of hashable arguments, holding no tensors) in a
+    registered ``BoundedCache`` of at most ``max_entries`` entries, so that ``clear_all`` empties it too."""
+
+    def decorate(fn: Callable) -> Callable:
+        cache = BoundedCache(name, max_entries=max_entries)
+
+        @functools.wraps(fn)
+        def memoized(*args: Hashable) -> Any:
+            hit = cache.get(args, _MISSING)
+            return hit if hit is not _MISSING else cache.put(args, fn(*args), nbytes=0)
+
+        memoized.cache = cache
+        return memoized
+
+    return decorate
+
+
+def _register(cache: BoundedCache | WeakCache) -> None:
+    with _registry_lock:
+        _REGISTRY[cache.name] = weakref.ref(cache)
+
+
+def caches() -> dict[str, BoundedCache | WeakCache]:
     """Every live engine cache by name."""
     with _registry_lock:
         live = {name: ref() for name, ref in _REGISTRY.items()}
@@ -221,7 +340,7 @@ def caches() -> dict[str, BoundedCache]:
 
 
 def clear_all() -> None:
-    """Release every engine cache (bases, product tables, degree vectors)."""
+    """Release every engine cache: bases and tables, traced graphs, guards, model facts, wrappers, memoized values."""
     for c in caches().values():
         c.clear()
 

@@ -270,3 +270,14 @@ def test_cli_certify(tmp_path, capsys):
     assert main(["certify", str(path), "--point=0.1,-0.2", "--radius", "0.05", "--order", "3"]) == 0
     out = capsys.readouterr().out
     assert "remainder" in out and "bounds" in out
+
+
+def test_a_point_without_batch_axis_certifies_through_the_fused_layers():
+    """A 1-d point runs nn.Linear as one fused linear_1d node (exact rule: a matmul; certified: its composition):
+    the certificate equals the one of the same point with a batch axis."""
+    model = mlp(3, [6, 5], ["tanh", "sigmoid"], 1, seed=2)
+    x0 = torch.tensor([0.1, -0.2, 0.3], dtype=DT)
+    flat = certify(model, x0, order=3, radius=0.05)
+    batched = certify(model, x0.unsqueeze(0), order=3, radius=0.05)
+    torch.testing.assert_close(flat.polynomial.coefficients.reshape(-1), batched.polynomial.coefficients.reshape(-1))
+    torch.testing.assert_close(flat.remainder.reshape(-1), batched.remainder.reshape(-1), rtol=1e-6, atol=1e-15)

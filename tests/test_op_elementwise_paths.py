@@ -34,6 +34,7 @@ FUNCTIONS = {
     "asinh": (-0.8, torch.asinh), "acosh": (2.0, torch.acosh), "atanh": (0.2, torch.atanh),
     "erfc": (0.3, torch.erfc), "exp2": (0.3, torch.exp2), "log2": (1.5, torch.log2), "log10": (1.5, torch.log10),
     "erfinv": (0.2, torch.erfinv), "lgamma": (1.5, torch.lgamma), "digamma": (1.5, torch.digamma),
+    "special_erfcx": (0.3, torch.special.erfcx),
     "mish": (0.3, F.mish), "log_sigmoid": (0.3, F.logsigmoid), "log_sigmoid_forward": (-0.4, F.logsigmoid),
     "celu": (-0.4, lambda h: F.celu(h, alpha=1.0)), "sinc": (0.3, torch.sinc),
     "xlogy": (1.5, lambda h: torch.xlogy(torch.tensor(0.7, dtype=D), h)),

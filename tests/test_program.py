@@ -96,7 +96,7 @@ def test_every_start_node_gives_the_reference_values(dtype, bias_dtype):
     x0 = torch.tensor([0.2, -0.4, 0.7], dtype=dtype)
     traced = trace.trace(model, x0)
     gm = traced.graph_module
-    assert len(program._linear_chains(gm)) == 4  # a, b, c (on a constant) and the hand-written one
+    assert len(program._linear_chains(gm.graph)) == 4  # a, b, c (on a constant) and the hand-written one
     ctx = rules.Context(make_basis(3, 4, "total"))
     env = _reference_run(traced, _input_jet(x0, 4), ctx)
     want = _coefficients(env[next(n for n in gm.graph.nodes if n.op == "output")])
@@ -139,7 +139,7 @@ def test_random_mlps_on_one_point_match_autograd(n, widths, bias, act, order, se
     x0 = torch.rand(n, dtype=D) - 0.5
     assert_matches_autograd(model, x0, order)
     traced = trace.trace(model, x0)
-    assert len(program._linear_chains(traced.graph_module)) == len(sizes) - 1
+    assert len(program._linear_chains(traced.graph_module.graph)) == len(sizes) - 1
     assert all(n.target is not torch.ops.aten.clone.default for n in traced.graph_module.graph.nodes)  # no input copy
 
 

@@ -336,3 +336,85 @@ def test_an_op_returning_tensors_among_numbers_is_not_followed_as_constants():
     x = torch.tensor([0.5, -0.25], dtype=D)
     with pytest.raises(record.Declined, match="tensors among other values"):
         record.record(lambda x: f(x.clone()), None, x, {}, {})
+
+
+def _spy_make_fx(monkeypatch) -> list:
+    """Record each make_fx trace the tracer falls back to."""
+    calls: list = []
+    make = trace._make
+
+    def spy(*args, **kwargs):
+        calls.append(args[2])
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(trace, "_make", spy)
+    return calls
+
+
+def test_a_recorder_bug_surfaces_instead_of_falling_back(monkeypatch):
+    """A failure of the recorder's own code is a bug: it reaches the user as ``RecorderError`` (naming the cause and
+    the way around it), where it used to be swallowed into a silent make_fx trace."""
+    from hope_engine.capture import record
+
+    monkeypatch.setattr(trace, "TRACER", "record")
+    fallbacks = _spy_make_fx(monkeypatch)
+
+    def broken(t):
+        raise KeyError("a bookkeeping bug")
+
+    monkeypatch.setattr(record, "_meta_like", broken)
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh()).to(D)
+    trace.GRAPHS.clear()
+    with pytest.raises(record.RecorderError, match="KeyError.*bookkeeping bug.*HOPE_TRACER=make_fx") as info:
+        expand(net, torch.zeros(1, 2, dtype=D), 2)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert fallbacks == []
+
+
+def test_a_decline_still_falls_back_to_make_fx(monkeypatch):
+    """What the recorder declines on purpose (here an op returning a tensor next to a number, which it could not
+    follow) is traced by make_fx, and the graph computes the model."""
+    from hope_engine.capture import record
+
+    monkeypatch.setattr(trace, "TRACER", "record")
+    fallbacks = _spy_make_fx(monkeypatch)
+    declined: list = []
+    original = record.record
+
+    def spy(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except record.Declined as e:
+            declined.append(str(e))
+            raise
+
+    monkeypatch.setattr(record, "record", spy)
+    lib = torch.library.Library("hope_test", "FRAGMENT")
+    lib.define("halved_and_count(Tensor x) -> (Tensor, int)")
+    lib.impl("halved_and_count", lambda x: (x * 0.5, 3), "CompositeExplicitAutograd")
+    op = torch.ops.hope_test.halved_and_count.default
+
+    def f(x):
+        y, k = op(x.tanh())
+        return y * k
+
+    x0 = torch.tensor([[0.3, -0.4]], dtype=D)
+    trace.GRAPHS.clear()
+    graph = trace.trace(f, x0)
+    assert declined and "tensors among other values" in declined[0]
+    assert fallbacks == ["fake"]
+    torch.testing.assert_close(graph.graph_module(x0), f(x0), rtol=0, atol=0)
+
+
+def test_the_models_own_error_is_reported_without_a_make_fx_trace(monkeypatch):
+    """A model that fails on its own (a shape mismatch) fails in the recorder's run with its own message, explained
+    as before; make_fx (and its ~1 s import) is not tried only to fail the same way."""
+    from hope_engine.errors import ExpansionError
+
+    monkeypatch.setattr(trace, "TRACER", "record")
+    fallbacks = _spy_make_fx(monkeypatch)
+    net = nn.Sequential(nn.Linear(3, 2), nn.Tanh()).to(D)
+    trace.GRAPHS.clear()
+    with pytest.raises(ExpansionError, match=r"shape \(1, 2\).*mat1 and mat2.*Linear\(3, \.\.\.\)"):
+        expand(net, torch.zeros(1, 2, dtype=D), 2)
+    assert fallbacks == []

@@ -591,6 +591,7 @@ def test_opinfo_unary_ops_at_special_points():
 # --------------------------------------------------------------------------------------- rule-table coverage
 # rule-table ops reached only by layer tests (not elementwise, or needing a module): test_engine_layers covers them
 LAYER_OPS = {
+    "linear_1d",  # the fused 1-d linear layer: tests/test_program.py (every start node, random MLPs)
     "convolution", "_convolution", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d_with_indices",
     "max_pool2d_with_indices",
     "max_pool3d_with_indices", "_softmax", "_safe_softmax", "_log_softmax", "var_mean", "var", "as_strided",

@@ -26,11 +26,11 @@ assumed accurate to a few ulps: endpoints are pushed outward by 8 ulps and every
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 
 from hope_engine.algebra.intervals import TINY, unit_roundoff
+from hope_engine.caches import memoize
 
 INF = float("inf")
 
@@ -122,7 +122,7 @@ def _erf(lo, hi, n):
 _RICCATI = {"tanh": [1, 0, -1], "sigmoid": [0, 1, -1], "tan": [1, 0, 1]}  # f' = 1 - f^2, f - f^2, 1 + f^2
 
 
-@lru_cache(maxsize=64)
+@memoize("derivative polynomials", max_entries=64)
 def derivative_polynomial(kind: str, n: int) -> tuple[int, ...]:
     """Integer coefficients (increasing powers of y) of P_n with f^(n) = P_n(f): kind "tanh", "sigmoid" or "tan"
     (P_{k+1} = P_k' f' with f' the kind's quadratic in f)."""
@@ -229,7 +229,7 @@ def _sinc(lo, hi, n):
     return torch.full_like(lo, math.pi ** n / math.factorial(n + 1))
 
 
-@lru_cache(maxsize=64)
+@memoize("erfinv derivative polynomials", max_entries=64)
 def _erfinv_polynomial(n: int) -> tuple[int, ...]:
     """Q_n with erfinv^(n)(x) = c^n Q_n(y) e^(n y^2), y = erfinv(x), c = sqrt(pi) / 2: Q_1 = 1,
     Q_{k+1} = Q_k' + 2 k y Q_k (from y' = c e^(y^2)); every coefficient is >= 0."""

@@ -165,9 +165,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     traced = trace_model(model, x0, call.stamp)
     trace.check_supported(traced)
     check_certifiable(traced)
-    if trace.output_count(traced) != 1:
-        raise ExpansionError("the model returns several tensors; certify a function that returns one, "
-                             "e.g. lambda x: model(x)[0]")
+    trace.require_one_output(traced, "certify")
     inner = order + extra_orders
     cost = estimate_cost(traced, n, inner, "total", x0.element_size(), like=x0, input_numel=x0.numel())
     check_budget(cost, n, inner, "total", memory_budget, time_budget)
@@ -191,7 +189,7 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
     ctx = CertContext(box, rules.Context(basis))
     with trace.eval_mode(model):
         out = run(traced, TM(c, basis, torch.zeros_like(x0)), ctx)
-    o = _only_tensor(out)
+    o = program.single_output(out)
     if not isinstance(o, TM):  # the output does not depend on the input
         o = constant(o.to(x0.dtype), basis)
     lower, upper = enclosure(o, box)
@@ -203,7 +201,7 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
         with warnings.catch_warnings(), trace.eval_mode(model):
             warnings.simplefilter("ignore", KinkWarning)
             jets = program.run(traced, Jet(c, basis), rules.Context(basis))
-        taylor = _only_tensor(jets)
+        taylor = program.single_output(jets)
         taylor = taylor.c[:keep] if isinstance(taylor, Jet) else _constant_coefficients(taylor, keep)
         tail[:keep] = o.c[:keep] - taylor
         tail[0] = tail[0] + 2 * unit_roundoff(tail.dtype) * (o.c[:keep].abs() + taylor.abs()).sum(0)
@@ -222,11 +220,6 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
             raise ExpansionError(str(e)) from None
         remainder, lower, upper = (select_output(t, output, int(batched)) for t in (remainder, lower, upper))
     return CertifiedTaylorModel(poly, remainder, lower, upper, radius, ctx.crossings, rebuild)
-
-
-def _only_tensor(out):
-    leaves = [o for o in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(o, (Jet, torch.Tensor))]
-    return leaves[0]
 
 
 def _constant_coefficients(value: torch.Tensor, keep: int) -> torch.Tensor:

@@ -6,14 +6,12 @@ model's aten graph with the rule table, and the output jet's coefficients are th
 
 from __future__ import annotations
 
-import contextlib
-from collections import OrderedDict
-
 import torch
 
 from hope_engine.algebra.basis import KINDS, make_basis
 from hope_engine.algebra.jet import Jet
 from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.caches import BoundedCache
 from hope_engine.capture import trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
 from hope_engine.errors import ExpansionError, warn_one_sided
@@ -65,10 +63,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
 
     traced = trace_model(model, x0, call.stamp)
     trace.check_supported(traced)
-    returned = trace.output_count(traced)
-    if returned != 1:
-        raise ExpansionError(f"the model returns {returned} tensors; expand a function that returns one, "
-                             "e.g. lambda x: model(x)[0]")
+    trace.require_one_output(traced)
 
     cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
     check_budget(cost, n, order, terms, memory_budget, time_budget)  # the dense estimate bounds the windows' too
@@ -92,7 +87,7 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         raise ExpansionError(str(e)) from None
 
 
-_TEMPLATES: OrderedDict = OrderedDict()  # small seeded input series, least recently used dropped first
+_TEMPLATES = BoundedCache("input templates", max_entries=16)  # small seeded input series
 _TEMPLATE_BYTES = 1 << 16
 
 
@@ -110,24 +105,14 @@ def input_coefficients(x0: torch.Tensor, basis, var_index: torch.Tensor, batched
             index = var_index.to(x0.device).reshape(n, *([1] * (flat.dim() - 1)))
             flat[1:1 + n].scatter_(-1, index.expand(n, *flat.shape[1:-1], 1), 1)
         if small:
-            _TEMPLATES[key] = template
-            while len(_TEMPLATES) > 16:
-                _TEMPLATES.popitem(last=False)
-    else:
-        with contextlib.suppress(KeyError):  # dropped meanwhile by another thread's call: still a valid template
-            _TEMPLATES.move_to_end(key)
+            _TEMPLATES.put(key, template)
     c = template.clone()
     c[0] = x0
     return c
 
 
 def _output_coefficients(out, basis, x0) -> torch.Tensor:
-    leaves = [o for o in (out if isinstance(out, (list, tuple)) else [out])]
-    tensors = [o for o in leaves if isinstance(o, (Jet, torch.Tensor))]
-    if len(tensors) != 1:
-        raise ExpansionError(f"the model returns {len(tensors)} tensors; expand a function that returns one, "
-                             "e.g. lambda x: model(x)[0]")
-    o = tensors[0]
+    o = program.single_output(out)
     if isinstance(o, Jet):
         return o.c
     # the output does not depend on the input: a constant polynomial

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hope_engine.capture import diagnose, guard, inputs, trace
+from hope_engine.caches import WeakCache
+from hope_engine.capture import diagnose, guard, inputs, record, trace
 from hope_engine.errors import ExpansionError, GraphEscapeError, TrainingModeWarning
 
 
@@ -56,7 +57,7 @@ class ModelFacts:
         return any(m is not None and m.training and _computes_in_training(m) for m in modules)
 
 
-_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (guard stamp, facts)
+_FACTS = WeakCache("model facts", max_entries=256)  # model -> (guard stamp, facts)
 
 
 def model_facts(model, stamp) -> ModelFacts:
@@ -74,7 +75,7 @@ def model_facts(model, stamp) -> ModelFacts:
                        tuple(weakref.ref(m) for m in modules if isinstance(m, _MODE_SENSITIVE_KINDS)))
     if stamp is not None:
         with contextlib.suppress(TypeError):
-            _FACTS[model] = (stamp, facts)
+            _FACTS.put(model, (stamp, facts))
     return facts
 
 
@@ -174,7 +175,7 @@ def trace_model(model, x0: torch.Tensor, stamp=guard.UNKNOWN) -> trace.TracedMod
     model's guard stamp taken by ``prepare_call`` (default: taken here)."""
     try:
         return trace.trace(model, x0, stamp=stamp)
-    except GraphEscapeError:
+    except (GraphEscapeError, record.RecorderError):  # (a recorder bug is not the model's: not reworded as such)
         raise
     except Exception as e:
         raise ExpansionError(diagnose.trace_failure(model, x0, e)) from e

@@ -7,6 +7,11 @@ tensors. ``stamp(model)`` walks all of it and returns a value that compares equa
 holds something the walk cannot compare cheaply (a very large container), the stamp is ``None`` and the caller
 re-traces: correctness before speed.
 
+One encoding: the walk that makes the stamp also writes its check (``_Check``), Python source that re-reads every value
+the walk read, from the same place and in the same order, and returns False at the first that differs (the objects
+the walk met by identity, weakly held; plain values, emptiness and layouts by value). While the check holds, ``stamp``
+returns the last walk's stamp itself (so comparisons downstream are identity checks); otherwise it walks again.
+
 ``state_token(model)`` adds the parameter and buffer values themselves (for caches of results, such as the panel's).
 """
 
@@ -20,15 +25,17 @@ import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from itertools import chain, repeat
 from typing import Any
 
 import torch
 from torch import nn
 
+from hope_engine.caches import WeakCache
+
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
 _PLAIN_TYPES = frozenset(_PLAIN)
 _EMPTY_CONTAINERS = frozenset({dict, OrderedDict, list, tuple, set, frozenset})
+_CONTAINERS = (list, tuple, dict, set, frozenset)
 _MAX_ITEMS = 10_000  # a container or array larger than this is not compared: the graph is re-traced instead
 # walked separately (parameters, buffers, children), or never part of what forward computes: backward and state-dict
 # hooks (a backward hook wraps values in identity autograd functions; a graph traced without it stays the function)
@@ -41,7 +48,7 @@ _IGNORED_CLASS_KEYS = frozenset({"__dict__", "__weakref__", "__doc__", "__module
 
 
 # stamps of classes whose whole MRO is library code (identity-only, so the same at every call)
-_LIBRARY_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LIBRARY_CLASSES = WeakCache("guard library classes", max_entries=4096)
 
 
 UNKNOWN = object()  # "no stamp taken yet" (None means "not comparable")
@@ -93,6 +100,19 @@ def _stable(obj: Any) -> bool:
     return mod.split(".")[0] in ("hope_engine", "hope_widgets")
 
 
+def _library_class(cls: type) -> tuple | None:
+    """The stamp of a class whose whole MRO is the library's (identity only, the same at every call), or None."""
+    try:
+        known = _LIBRARY_CLASSES.get(cls)
+    except TypeError:
+        return None
+    if known is None and all(base is object or _stable(base) for base in cls.__mro__):
+        known = ("class", tuple(Ref(base) for base in cls.__mro__))
+        with contextlib.suppress(TypeError):
+            _LIBRARY_CLASSES.put(cls, known)
+    return known
+
+
 def _code_names(code: types.CodeType) -> set[str]:
     """Global and attribute names a code object reads, nested functions and comprehensions included."""
     names = set(code.co_names)
@@ -102,115 +122,341 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
-class _Walker:
-    def __init__(self) -> None:
-        self.seen: dict[int, int] = {}
+def _picker(positions: list[int]) -> Callable[[tuple], tuple]:
+    """A function taking the elements at ``positions`` of a sequence as a tuple (itemgetter, for any count)."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        p = positions[0]
+        return lambda v: (v[p],)
+    return lambda v: ()
 
-    def __call__(self, v: Any) -> Any:
+
+class _EmptyCell:
+    pass
+
+
+_EMPTY_CELL = _EmptyCell()  # what ``_cell`` reads from a closure cell without contents
+_DEAD = weakref.ref(_EmptyCell())  # a reference whose object is gone: it gives None, standing for a None entry
+_LAYOUT = operator.attrgetter("shape", "dtype", "device")
+_MAX_LINES = 20_000  # a walk that would write a longer check leaves the model without one (walked at every call)
+
+
+def _cell(cell) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return _EMPTY_CELL
+
+
+def _array_digest(a: Any) -> tuple:
+    return a.dtype.str, a.shape, hashlib.blake2b(a.tobytes(), digest_size=16).digest()
+
+
+def _hooks() -> tuple:
+    return _global_state()[1]
+
+
+# what a check's source names besides its own constants
+_CHECK_GLOBALS = {"_cell": _cell, "_EMPTY_CELL": _EMPTY_CELL, "_deref": weakref.ref.__call__, "_layout": _LAYOUT,
+                  "_not_none": functools.partial(operator.is_not, None), "_digest": _array_digest,
+                  "_hooks": _hooks, "_dtype": torch.get_default_dtype}
+
+
+class _Check:
+    """The source of a guard check, written by a walk as it reads: each value read is read again into a local
+    (``read``), and compared (``fail_if``, ``same``). ``build`` compiles it into ``check() -> bool``, True exactly when
+    every comparison holds (an exception, such as a dead weak reference's object read, is False)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {}
+        self._named: dict[int, str] = {}
+
+    def const(self, obj: Any) -> str:
+        """The name under which the check holds ``obj`` (strongly: plain values, classes, code, dictionaries)."""
+        name = self._named.get(id(obj))
+        if name is None:
+            name = self._named[id(obj)] = f"c{len(self.names)}"
+            self.names[name] = obj
+        return name
+
+    def read(self, expr: str) -> str:
+        name = f"v{len(self.lines)}"
+        self.lines.append(f"{name} = {expr}")
+        return name
+
+    def fail_if(self, condition: str) -> None:
+        self.lines.append(f"if {condition}: return False")
+
+    def same(self, src: str, obj: Any) -> None:
+        """``src`` is ``obj`` and of its type (held weakly where Python allows: a check keeps no model alive)."""
+        try:
+            ref = f"{self.const(weakref.ref(obj))}()"
+        except TypeError:
+            ref = self.const(obj)
+        self.fail_if(f"{src} is not {ref} or type({src}) is not {self.const(type(obj))}")
+
+    def build(self) -> Callable[[], bool] | None:
+        if len(self.lines) > _MAX_LINES:
+            return None
+        body = "\n".join("        " + line for line in self.lines) or "        pass"
+        source = f"def check():\n    try:\n{body}\n    except Exception:\n        return False\n    return True\n"
+        namespace = {**_CHECK_GLOBALS, **self.names}
+        exec(compile(source, "<hope_engine guard check>", "exec"), namespace)  # noqa: S102 - our own source
+        check = namespace["check"]
+        check.source = source
+        return check
+
+
+class _Walker:
+    """One walk of what the model's code reads: ``walker(value)`` is the value's stamp. With ``emit``, the walk also
+    writes ``check`` (``_Check``): at each read, ``src`` names the local of the check holding the same value; a value
+    the check cannot re-read sets ``check`` to None (no check: the model is walked at every call)."""
+
+    def __init__(self, emit: bool = False) -> None:
+        self.seen: dict[int, int] = {}
+        self.where: dict[int, str] = {}  # id -> the check's local holding the object's first occurrence
+        self.active: set[int] = set()  # containers being walked (one that holds itself is not comparable)
+        self.check: _Check | None = _Check() if emit else None
+
+    def __call__(self, v: Any, src: str | None = None) -> Any:
+        c = self.check if src is not None else None
         kind = type(v)
         if kind in _PLAIN_TYPES or isinstance(v, _PLAIN):
+            if c is not None:  # (NaN equals nothing but itself: compared by identity, as stamps compare it)
+                c.fail_if(f"{src} is not {c.const(v)}" if v != v else
+                          f"type({src}) is not {c.const(kind)} or {src} != {c.const(v)}")
             return v
         if kind in _EMPTY_CONTAINERS and not v:  # most of a module's hook dicts: nothing to compare
+            if c is not None:
+                c.fail_if(f"type({src}) is not {c.const(kind)} or {src}")
             return kind
+        if isinstance(v, _CONTAINERS):  # by content, wherever they are met (not by identity)
+            return self._container(v, src)
         key = id(v)
         if key in self.seen:
+            if c is not None:
+                c.fail_if(f"{src} is not {self.where[key]}")
             return ("seen", self.seen[key])
         self.seen[key] = len(self.seen)
+        if c is not None:  # every other object: the same one, of the same class, before anything read from it
+            self.where[key] = src
+            c.same(src, v)
         if isinstance(v, torch.Tensor):
+            if c is not None:
+                c.fail_if(f"{src}._version != {v._version} or _layout({src}) != {c.const(_LAYOUT(v))}")
             return ("tensor", Ref(v), v._version, tuple(v.shape), v.dtype, v.device)
-        if isinstance(v, (list, tuple)):
-            self._check_size(len(v))
-            return (type(v).__name__, tuple(self(e) for e in v))
-        if isinstance(v, dict):
-            self._check_size(len(v))
-            return ("dict", Ref(type(v)), tuple((self(k), self(e)) for k, e in v.items()))
-        if isinstance(v, (set, frozenset)):
-            self._check_size(len(v))
-            return ("set", frozenset(self(e) for e in v))
         if isinstance(v, nn.Module):
-            return self._module(v)
+            return self._module(v, src)
         if isinstance(v, types.MethodType):
-            return ("method", self(v.__func__), self(v.__self__))
+            return ("method", self(v.__func__, self._read(src, ".__func__")),
+                    self(v.__self__, self._read(src, ".__self__")))
         if isinstance(v, types.FunctionType):
-            return self._function(v)
+            return self._function(v, src)
         if isinstance(v, functools.partial):
-            return ("partial", self(v.func), self(v.args), self(v.keywords))
+            return ("partial", self(v.func, self._read(src, ".func")), self(v.args, self._read(src, ".args")),
+                    self(v.keywords, self._read(src, ".keywords")))
         if isinstance(v, type):
-            return self._class(v)
+            return self._class(v, src)
         if isinstance(v, types.ModuleType):
             return ("pymodule", Ref(v))
         if type(v).__module__ == "numpy" and hasattr(v, "tobytes"):
             self._check_size(getattr(v, "size", 0))
-            return ("array", v.dtype.str, v.shape, hashlib.blake2b(v.tobytes(), digest_size=16).digest())
+            digest = _array_digest(v)
+            if c is not None:
+                c.fail_if(f"_digest({src}) != {c.const(digest)}")
+            return ("array", *digest)
         if _library(type(v)) or not hasattr(v, "__dict__"):
             return ("object", Ref(v))
-        return ("instance", self._class(type(v)), self(vars(v)))
+        return ("instance", self._class(type(v), self._read(src, "", "type({})")),
+                self(vars(v), self._read(src, ".__dict__")))
+
+    def _read(self, src: str | None, suffix: str, template: str = "{}") -> str | None:
+        """The check's local holding ``template.format(src) + suffix`` (None when not emitting)."""
+        c = self.check if src is not None else None
+        return c.read(template.format(src) + suffix) if c is not None else None
 
     @staticmethod
     def _check_size(n: int) -> None:
         if n > _MAX_ITEMS:
             raise Uncomparable(f"a container of {n} items")
 
-    def _function(self, fn: types.FunctionType) -> Any:
+    def _container(self, v: Any, src: str | None) -> Any:
+        key = id(v)
+        if key in self.active:
+            raise Uncomparable("a container that holds itself")
+        self._check_size(len(v))
+        self.active.add(key)
+        try:
+            c = self.check if src is not None else None
+            if c is not None:
+                c.fail_if(f"type({src}) is not {c.const(type(v))} or len({src}) != {len(v)}")
+            if isinstance(v, (list, tuple)):
+                return (type(v).__name__, tuple(self(e, self._read(src, f"[{i}]")) for i, e in enumerate(v)))
+            if isinstance(v, dict):
+                values = None
+                if c is not None:
+                    if all(type(k) in _PLAIN_TYPES for k in v):
+                        c.fail_if(f"tuple({src}) != {c.const(tuple(v))}")
+                        values = c.read(f"tuple({src}.values())")
+                    else:  # keys compared by more than their value: no check for this model
+                        self.check = None
+                return ("dict", Ref(type(v)), tuple((self(k), self(e, self._read(values, f"[{i}]")))
+                                                    for i, (k, e) in enumerate(v.items())))
+            if c is not None:
+                if all(type(e) in _PLAIN_TYPES for e in v):
+                    c.fail_if(f"frozenset({src}) != {c.const(frozenset(v))}")
+                else:
+                    self.check = None
+            return ("set", frozenset(self(e) for e in v))
+        finally:
+            self.active.discard(key)
+
+    def _function(self, fn: types.FunctionType, src: str | None) -> Any:
+        c = self.check if src is not None else None
+        if c is not None:  # (the module name decides whether the function is the library's)
+            c.fail_if(f"getattr({src}, '__module__', None) != {c.const(getattr(fn, '__module__', None))}")
         if _stable(fn):
             return ("function", Ref(fn))
         code = fn.__code__
         glb = fn.__globals__
         names = sorted(_code_names(code))
+        g = None
+        if c is not None:
+            c.fail_if(f"{src}.__code__ is not {c.const(code)}")
+            g = c.const(glb)  # a function's globals are always the same dictionary
         read = []
         for name in names:
             if name not in glb:
+                if c is not None:
+                    c.fail_if(f"{name!r} in {g}")
                 continue
             value = glb[name]
             if isinstance(value, types.ModuleType):  # mod.attr: the attributes this code may read, by identity
                 members = vars(value)
                 attrs = tuple((a, Ref(members[a])) for a in names if a != name and a in members)
+                if c is not None:
+                    c.same(c.read(f"{g}[{name!r}]"), value)
+                    m = c.read(f"{c.const(members)}")
+                    for a in names:
+                        if a == name:
+                            continue
+                        if a in members:
+                            c.same(c.read(f"{m}.get({a!r})"), members[a])
+                        else:
+                            c.fail_if(f"{a!r} in {m}")
                 read.append((name, Ref(value), attrs))
             else:
-                read.append((name, self(value)))
+                read.append((name, self(value, self._read(f"{g}", f"[{name!r}]") if c is not None else None)))
         cells = []
-        for cell in fn.__closure__ or ():
-            try:
-                cells.append(self(cell.cell_contents))
-            except ValueError:  # an empty cell
+        closure = fn.__closure__ or ()
+        where = self._read(src, ".__closure__ or ()") if closure else None
+        for i, cell in enumerate(closure):
+            contents = _cell(cell)
+            if contents is _EMPTY_CELL:
                 cells.append(("empty",))
-        return ("function", code, self(fn.__defaults__), self(fn.__kwdefaults__), tuple(cells), tuple(read),
-                self(vars(fn)) if vars(fn) else None)
+                if c is not None:
+                    c.fail_if(f"_cell({where}[{i}]) is not _EMPTY_CELL")
+            else:
+                cells.append(self(contents, self._read(where, "", f"_cell({{}}[{i}])")))
+        if c is not None and not vars(fn):
+            c.fail_if(f"{src}.__dict__")
+        return ("function", code, self(fn.__defaults__, self._read(src, ".__defaults__")),
+                self(fn.__kwdefaults__, self._read(src, ".__kwdefaults__")), tuple(cells), tuple(read),
+                self(vars(fn), self._read(src, ".__dict__")) if vars(fn) else None)
 
-    def _class(self, cls: type) -> Any:
-        known = _LIBRARY_CLASSES.get(cls)
-        if known is not None:
+    def _class(self, cls: type, src: str | None = None) -> Any:
+        c = self.check if src is not None else None
+        known = _library_class(cls)
+        if known is not None:  # torch's own classes: compared by identity only, every time
+            if c is not None:
+                c.fail_if(f"{src} is not {c.const(cls)}")
             return known
+        if c is not None:  # (the class itself, its bases in order)
+            c.fail_if(f"{src}.__mro__ != {c.const(cls.__mro__)}")
         parts = []
         for base in cls.__mro__:
+            if base is not object and c is not None:  # (the module name decides what is the library's)
+                c.fail_if(f"getattr({c.const(base)}, '__module__', None) != "
+                          f"{c.const(getattr(base, '__module__', None))}")
             if base is object or _stable(base):
                 parts.append(Ref(base))
                 continue
-            parts.append((Ref(base), tuple((k, self(v)) for k, v in sorted(vars(base).items())
-                                           if k not in _IGNORED_CLASS_KEYS)))
-        stamp = ("class", tuple(parts))
-        if all(isinstance(p, Ref) for p in parts):  # torch's own classes: compared by identity only, every time
-            _LIBRARY_CLASSES[cls] = stamp
-        return stamp
+            d = None
+            if c is not None:
+                d = c.read(f"{c.const(base)}.__dict__")
+                c.fail_if(f"{d}.keys() != {c.const(frozenset(vars(base)))}")
+            parts.append((Ref(base), tuple((k, self(v, self._read(d, f"[{k!r}]") if d is not None else None))
+                                           for k, v in sorted(vars(base).items()) if k not in _IGNORED_CLASS_KEYS)))
+        return ("class", tuple(parts))
 
-    def _module(self, m: nn.Module) -> Any:
+    def _module(self, m: nn.Module, src: str | None) -> Any:
+        c = self.check if src is not None else None
         if isinstance(m, torch.jit.ScriptModule):
-            return ("script", Ref(m), _tensor_layout(m))
+            layout = _tensor_layout(m)
+            if c is not None:
+                c.fail_if(f"_tensor_layout({src}) != {c.const(layout)}")
+            return ("script", Ref(m), layout)
+        kind = type(m)  # (a class of torch's own needs no more than the type check made before this)
+        klass = self._class(kind, None if _library_class(kind) else self._read(src, "", "type({})"))
+        d = vars(m)
+        values = None
+        if c is not None:  # every name, and the class of every value, in bulk
+            dv = c.read(f"{src}.__dict__")
+            c.fail_if(f"tuple({dv}) != {c.const(tuple(d))}")
+            values = c.read(f"tuple({dv}.values())")
+            c.fail_if(f"tuple(map(type, {values})) != {c.const(tuple(map(type, d.values())))}")
         # parameters and buffers by identity and layout; their values are read at every call (a plain function's
         # graph holds them as constants by reference, so a new object must re-trace, an in-place update need not)
-        state = tuple((name, t is None or (Ref(t), t.shape, t.dtype, t.device))
-                      for d in (m._parameters, m._buffers) for name, t in d.items())
-        children = tuple((name, self(c)) for name, c in m._modules.items())
-        # the two commonest cases of ``__call__`` inline (the same values, no call): plain values, empty containers
-        attrs = tuple((k, v if type(v) in _PLAIN_TYPES else type(v) if type(v) in _EMPTY_CONTAINERS and not v
-                       else self(v)) for k, v in vars(m).items() if k not in _IGNORED_MODULE_KEYS)
-        return ("module", self._class(type(m)), state, children, attrs)
+        state = []
+        for name in ("_parameters", "_buffers"):
+            tensors = d[name]
+            if c is not None:
+                held = c.read(f"{dv}[{name!r}]")
+                c.fail_if(f"tuple({held}) != {c.const(tuple(tensors))}" if tensors else held)
+                if tensors:
+                    refs = tuple(_DEAD if t is None else weakref.ref(t) for t in tensors.values())
+                    c.fail_if(f"tuple(map(id, {held}.values())) != tuple(map(id, map(_deref, {c.const(refs)})))")
+                    layouts = tuple(_LAYOUT(t) for t in tensors.values() if t is not None)
+                    c.fail_if(f"tuple(map(_layout, filter(_not_none, {held}.values()))) != {c.const(layouts)}")
+            state += [(k, t is None or (Ref(t), t.shape, t.dtype, t.device)) for k, t in tensors.items()]
+        children = d["_modules"]
+        inside = None
+        if c is not None:
+            held = c.read(f"{dv}['_modules']")
+            c.fail_if(f"tuple({held}) != {c.const(tuple(children))}" if children else held)
+            inside = c.read(f"tuple({held}.values())") if children else None
+        kids = tuple((k, self(child, self._read(inside, f"[{i}]"))) for i, (k, child) in enumerate(children.items()))
+        # attributes: plain values and empty containers in bulk, the rest walked
+        attrs, plain, empty = [], [], []
+        for i, (k, v) in enumerate(d.items()):
+            if k in _IGNORED_MODULE_KEYS:
+                continue
+            if type(v) in _PLAIN_TYPES:
+                attrs.append((k, v))
+                plain.append(i)
+            elif type(v) in _EMPTY_CONTAINERS and not v:
+                attrs.append((k, type(v)))
+                empty.append(i)
+            else:
+                attrs.append((k, self(v, self._read(values, f"[{i}]"))))
+        c = self.check if src is not None else None
+        if c is not None:  # (their classes were compared above)
+            if plain:
+                pick = _picker(plain)
+                c.fail_if(f"{c.const(pick)}({values}) != {c.const(pick(tuple(d.values())))}")
+            if empty:
+                c.fail_if(f"any({c.const(_picker(empty))}({values}))")
+        return ("module", klass, tuple(state), kids, tuple(attrs))
 
 
 def _tensor_layout(m: nn.Module) -> tuple:
     return tuple((name, tuple(t.shape), t.dtype, t.device)
                  for name, t in list(m.named_parameters()) + list(m.named_buffers()))
 
+
+_CHECK_GLOBALS["_tensor_layout"] = _tensor_layout
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
                  "_global_module_registration_hooks")
@@ -222,334 +468,80 @@ def _global_state() -> tuple:
     return torch.get_default_dtype(), tuple(getattr(module, name, None) for name in _GLOBAL_HOOKS)
 
 
+_GUARDS = WeakCache("guard checks", max_entries=256)  # model -> [check or None, stamp, calls to wait, misses]
+_RETRY = 63  # a model whose walk wrote no check is walked at every call; writing one is tried again after this many
+_MISSES = 3  # checks that failed while the stamp stayed the same: after this many in a row, none is written for a while
+
+
 def stamp(model: Any) -> Any:
     """A value equal between two calls exactly when the model's traced graph would be the same; ``None`` when that
     cannot be decided cheaply (then the caller re-traces).
 
-    For a tree of torch's own module classes with plain attributes (``_Witness``), the walk's result is reused while
-    a few bulk comparisons show that nothing it read has changed."""
+    The last walk's stamp is returned while the check that walk wrote holds; otherwise the model is walked again.
+    A check is compiled once a walk finds the stamp unchanged (a model met once, or changed at every call, is only
+    walked), and then the same stamp object is returned (comparisons downstream stay identity checks)."""
     try:
-        known = _WITNESSES.get(model)
-    except TypeError:  # not weakly referable or not hashable
-        known = None
-    if known is not None and known[0].holds():
+        known = _GUARDS.get(model)
+    except TypeError:  # not weakly referable or not hashable: no check kept
+        return walked_stamp(model)
+    if known is not None and known[0] is not None and known[0]():
         return known[1]
-    value = walked_stamp(model)
-    with contextlib.suppress(TypeError):  # not weakly referable or not hashable: no witness
-        if known is not None:
-            del _WITNESSES[model]  # stale: a failed check per call would only add cost
-        wait = _DECLINED.get(model, 0)
-        if wait:  # declined lately: retried every _RETRY calls, not on each
-            _DECLINED[model] = wait - 1
-        elif value is not None:
-            witness = _Witness.of(model)
-            if witness is not None:
-                _WITNESSES[model] = (witness, value)
-            else:
-                _DECLINED[model] = _RETRY
-    return value
+    if known is None:
+        value = walked_stamp(model)
+        if value is not None:
+            with contextlib.suppress(TypeError):
+                _GUARDS.put(model, [None, value, 0, 0])
+        return value
+    check, last, wait, misses = known
+    emit = wait <= 0
+    value, written = _walk(model, emit)
+    if value is None:
+        _GUARDS.pop(model)
+        return None
+    if value != last:  # changed: a check is written when a walk finds this stamp again
+        known[:] = [None, value, max(wait - 1, 0), 0]
+        return value
+    misses += check is not None  # the check failed, yet nothing the stamp holds changed
+    new = written.build() if written is not None and misses < _MISSES else None
+    if new is not None and not new():  # failing at once: it re-reads something that changes by itself
+        new = None
+    if emit:
+        known[:] = [new, last, 0 if new is not None else _RETRY, misses if new is not None else 0]
+    else:
+        known[2] = wait - 1
+    return last
 
 
 def walked_stamp(model: Any) -> Any:
-    """``stamp`` by a full walk of everything the model's code reads (no reuse)."""
-    walk = _Walker()
+    """``stamp`` by a full walk of everything the model's code reads (no check reused or written)."""
+    return _walk(model, False)[0]
+
+
+def _walk(model: Any, emit: bool) -> tuple[Any, _Check | None]:
+    """(the stamp, the check the walk wrote, not compiled yet: None when it could not or was not asked to)."""
+    walk = _Walker(emit)
+    c = walk.check
+    root = None
+    if c is not None:
+        try:
+            root = c.read(f"{c.const(weakref.ref(model))}()")
+        except TypeError:  # not weakly referable: the check would keep the model alive
+            walk.check = c = None
     try:
         dtype, hooks = _global_state()
-        return (dtype, walk(hooks), walk(model))
+        where = None
+        if c is not None:
+            c.fail_if(f"_dtype() is not {c.const(dtype)}")
+            if all(type(h) in _EMPTY_CONTAINERS and not h for h in hooks):  # (the usual case, in one line)
+                c.fail_if(f"tuple(map(type, _hooks())) != {c.const(tuple(map(type, hooks)))} or any(_hooks())")
+            else:
+                where = c.read("_hooks()")
+        value = (dtype, walk(hooks, where), walk(model, root))
     except (Uncomparable, RecursionError):
-        return None
+        return None, None
     except RuntimeError:  # a container changed while walked (a weak dictionary losing an entry): not comparable
-        return None
-
-
-_WITNESSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (witness, its walked stamp)
-_DECLINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> calls until a witness is tried again
-_RETRY = 63
-_SPECIAL = ("_parameters", "_buffers", "_modules")
-_NONE_ID = id(None)
-_LAYOUT = operator.attrgetter("shape", "dtype", "device")
-
-def _picker(positions: list[int]) -> Callable[[list], tuple]:
-    """A function taking the elements at ``positions`` of a list as a tuple (itemgetter, for any count)."""
-    if len(positions) > 1:
-        return operator.itemgetter(*positions)
-    if positions:
-        p = positions[0]
-        return lambda v: (v[p],)
-    return lambda v: ()
-
-
-class _Witness:
-    """What a walk read of a module tree whose attributes are plain values, tuples of them and empty containers
-    (``_Witness.of`` declines any other tree): each module's class (a user-defined one through ``_CodeFacts``),
-    attribute names and plain values, which containers are empty, and its parameters, buffers and children by identity
-    and layout, plus the default dtype and the global module hooks (none). ``holds()`` re-reads all of it in bulk
-    (C-level ``map`` and list comparisons: no walk), so it is true exactly when a walk would give the stamp it was made
-    with. Modules, tensors and classes are held weakly (a dead one never matches; ids are compared only while both
-    objects are alive)."""
-
-    @classmethod
-    def of(cls, model: Any) -> _Witness | None:
-        if not isinstance(model, nn.Module) or any(_global_state()[1]):
-            return None
-        modules = list(model.modules())
-        kinds, keys, plain, empty, special = [], [], [], [], []
-        code = _CodeFacts()
-        position = 0
-        for m in modules:
-            if isinstance(m, torch.jit.ScriptModule) or not code.klass(type(m)):
-                return None
-            for k, v in vars(m).items():
-                keys.append(k)
-                if k in _SPECIAL:
-                    special.append(position)
-                elif k in _IGNORED_MODULE_KEYS:
-                    pass
-                elif type(v) in _PLAIN_TYPES or (type(v) is tuple and all(type(e) in _PLAIN_TYPES for e in v)):
-                    plain.append(position)
-                elif type(v) in _EMPTY_CONTAINERS and not v:
-                    empty.append(position)
-                else:
-                    return None
-                position += 1
-            kinds.append(type(m))
-        self = cls()
-        values = [v for m in modules for v in vars(m).values()]
-        self.code = code.freeze()
-        if self.code is None:
-            return None
-        self.refs = [weakref.ref(m) for m in modules]
-        self.kinds, self.keys = [weakref.ref(k) for k in kinds], keys
-        self.lens = [len(vars(m)) for m in modules]
-        self.plain, self.empty, self.special = _picker(plain), _picker(empty), _picker(special)
-        self.plain_values = self.plain(values)
-        self.plain_types = tuple(map(type, self.plain_values))
-        self.empty_types = tuple(map(type, self.empty(values)))
-        containers = self.special(values)
-        self.special_keys = [k for d in containers for k in d]
-        entries = [v for d in containers for v in d.values()]
-        if any(v is not None and not isinstance(v, (torch.Tensor, nn.Module)) for v in entries):
-            return None
-        self.entry_refs = [weakref.ref(v) if v is not None else _DEAD for v in entries]
-        self.nones = sum(v is None for v in entries)
-        tensors = [i for i, v in enumerate(entries) if isinstance(v, torch.Tensor)]
-        self.tensors = _picker(tensors)
-        self.layouts = list(map(_LAYOUT, self.tensors(entries)))
-        self.dtype = torch.get_default_dtype()
-        return self
-
-    def holds(self) -> bool:
-        try:
-            dtype, hooks = _global_state()
-            if dtype is not self.dtype or any(hooks):
-                return False
-            modules = list(map(_deref, self.refs))
-            if list(map(id, map(type, modules))) != list(map(id, map(_deref, self.kinds))) or not self.code.holds():
-                return False  # (a dead module is None, whose type is no module class; a dead class is None)
-            dicts = list(map(vars, modules))
-            if list(map(len, dicts)) != self.lens or list(chain.from_iterable(dicts)) != self.keys:
-                return False
-            values = list(chain.from_iterable(map(dict.values, dicts)))
-            plain, empty = self.plain(values), self.empty(values)
-            if (tuple(map(type, plain)) != self.plain_types or plain != self.plain_values
-                    or tuple(map(type, empty)) != self.empty_types or any(map(len, empty))):
-                return False
-            containers = self.special(values)
-            if list(chain.from_iterable(containers)) != self.special_keys:
-                return False
-            entries = list(chain.from_iterable(map(dict.values, containers)))
-            ids = list(map(id, entries))
-            return (ids.count(_NONE_ID) == self.nones and ids == list(map(id, map(_deref, self.entry_refs)))
-                    and list(map(_LAYOUT, self.tensors(entries))) == self.layouts)
-        except Exception:  # noqa: BLE001 - anything unexpected (a module without __dict__...): walk instead
-            return False
-
-
-class _Gone:
-    pass
-
-
-_ABSENT = _Gone()  # what a lookup of a name that is not there gives
-
-
-def _plain(v: Any) -> bool:
-    return type(v) in _PLAIN_TYPES or (type(v) is tuple and all(type(e) in _PLAIN_TYPES for e in v))
-
-
-class _CodeFacts:
-    """What a walk read of user-defined classes: their MROs, the names and values in their own dictionaries, and for
-    each of their functions (and the user functions and classes these read through globals) the code, defaults and
-    every global name the code reads (absent ones too; a Python module's members by identity). Declines (``klass``
-    gives False, ``freeze`` None) what it would have to follow further: closures, keyword defaults, function
-    attributes, tensors, containers, module instances or other objects among those values. Re-read in bulk by
-    ``holds``; classes, functions and other objects held weakly where Python allows, strongly only when plain or
-    torch's / the standard library's own."""
-
-    def __init__(self) -> None:
-        self.ok = True
-        self.classes: list = []       # weak refs of user classes whose MRO is read
-        self.mro: list = []           # their MRO entries, weakly
-        self.bases: list = []         # weak refs of user bases whose dictionary is read
-        self.base_keys: list = []
-        self.base_expect: list = []   # (kind, expected) per value of those dictionaries
-        self.fns: list = []           # weak refs of user functions
-        self.codes: list = []         # their (code, defaults: None or a plain tuple, __module__), held
-        self.look_dicts: list = []    # (dictionary, name) of every global (and module member) the code reads
-        self.look_keys: list = []
-        self.look_expect: list = []
-        self.cell_expect: list = []   # per closure cell of those functions, in order
-        self._seen: set[int] = set()
-
-    def klass(self, cls: type) -> bool:
-        """Facts for a class a walk stamps with ``_class`` (torch's own: identity only, checked by the caller)."""
-        if id(cls) in self._seen or all(base is object or _stable(base) for base in cls.__mro__):
-            return self.ok
-        self._seen.add(id(cls))
-        self.classes.append(weakref.ref(cls))
-        self.mro += [weakref.ref(base) for base in cls.__mro__]
-        for base in cls.__mro__:
-            if base is object or _stable(base):
-                continue
-            self.bases.append(weakref.ref(base))
-            for k, v in vars(base).items():
-                self.base_keys.append(k)
-                if k in _IGNORED_CLASS_KEYS and k != "__module__":  # (__module__ decides what counts as library)
-                    self.base_expect.append(("skip", None))
-                else:
-                    self.value(v, self.base_expect)
-        return self.ok
-
-    def function(self, fn: types.FunctionType) -> None:
-        if id(fn) in self._seen:
-            return
-        self._seen.add(id(fn))
-        if fn.__kwdefaults__ is not None or vars(fn) or not (fn.__defaults__ is None or _plain(fn.__defaults__)):
-            self.ok = False
-            return
-        self.fns.append(weakref.ref(fn))
-        self.codes.append((fn.__code__, fn.__defaults__, fn.__module__))
-        for cell in fn.__closure__ or ():  # (super() gives methods a __class__ cell)
-            try:
-                self.value(cell.cell_contents, self.cell_expect)
-            except ValueError:  # an empty cell
-                self.ok = False
-                return
-        names = sorted(_code_names(fn.__code__))
-        glb = fn.__globals__
-        for name in names:
-            value = glb.get(name, _ABSENT)
-            self.look_dicts.append(glb)
-            self.look_keys.append(name)
-            if value is _ABSENT:
-                self.look_expect.append(("strong", value))
-            elif isinstance(value, types.ModuleType):  # mod.attr: the members named in this code, by identity
-                self.identity(value, self.look_expect)
-                members = vars(value)
-                for a in names:
-                    if a != name:
-                        self.look_dicts.append(members)
-                        self.look_keys.append(a)
-                        member = members.get(a, _ABSENT)
-                        if member is _ABSENT:
-                            self.look_expect.append(("strong", member))
-                        else:
-                            self.identity(member, self.look_expect)
-            else:
-                self.value(value, self.look_expect)
-
-    def identity(self, v: Any, into: list) -> None:
-        try:
-            into.append(("weak", weakref.ref(v)))
-        except TypeError:
-            if _plain(v) or _library(v) or _library(type(v)):
-                into.append(("strong", v))
-            else:
-                self.ok = False
-                into.append(("skip", None))
-
-    def value(self, v: Any, into: list) -> None:
-        """Expect ``v`` where a walk reads it with ``_Walker.__call__``."""
-        if _plain(v):
-            into.append(("plain", v))
-        elif type(v) in _EMPTY_CONTAINERS and not v:
-            into.append(("empty", type(v)))
-        elif isinstance(v, types.FunctionType):
-            self.identity(v, into)
-            if not _stable(v):
-                self.function(v)
-        elif isinstance(v, type):
-            self.identity(v, into)
-            self.klass(v)
-        elif isinstance(v, types.ModuleType) or (
-                not isinstance(v, (torch.Tensor, nn.Module, list, tuple, dict, set, frozenset, types.MethodType,
-                                   functools.partial)) and type(v).__module__ != "numpy"
-                and (_library(type(v)) or not hasattr(v, "__dict__"))):
-            self.identity(v, into)  # what the walk stamps by reference
-        else:
-            self.ok = False
-            into.append(("skip", None))
-
-    def freeze(self) -> _CodeFacts | None:
-        if not self.ok:
-            return None
-        expect = self.base_expect + self.look_expect + self.cell_expect  # the order ``holds`` re-reads them in
-        kinds = [k for k, _ in expect]
-        self.pick = {k: _picker([i for i, x in enumerate(kinds) if x == k])
-                     for k in ("plain", "empty", "weak", "strong")}
-        self.plain_values = tuple(v for k, v in expect if k == "plain")
-        self.plain_types = tuple(map(type, self.plain_values))
-        self.empty_types = tuple(v for k, v in expect if k == "empty")
-        self.weak = [v for k, v in expect if k == "weak"]
-        self.strong = [v for k, v in expect if k == "strong"]  # held, so their ids stay theirs
-        self.strong_ids = list(map(id, self.strong))
-        self.code_ids = [id(c) for c, _, _ in self.codes]
-        self.default_ids = [id(d) for _, d, _ in self.codes]
-        self.fn_modules = [m for _, _, m in self.codes]
-        return self
-
-    def holds(self) -> bool:
-        """(Exceptions, such as an emptied closure cell, reach ``_Witness.holds``, which answers False.)"""
-        if not self.classes and not self.fns:
-            return True
-        classes = map(_deref, self.classes)
-        if list(map(id, chain.from_iterable(map(_MRO, classes)))) != list(map(id, map(_deref, self.mro))):
-            return False
-        proxies = list(map(vars, map(_deref, self.bases)))
-        if list(chain.from_iterable(proxies)) != self.base_keys:
-            return False
-        fns = list(map(_deref, self.fns))
-        if (list(map(id, map(_CODE, fns))) != self.code_ids or list(map(id, map(_DEFAULTS, fns))) != self.default_ids
-                or list(map(_KWDEFAULTS, fns)).count(None) != len(fns) or any(map(len, map(vars, fns)))
-                or list(map(_MODULE, fns)) != self.fn_modules):
-            return False
-        values = list(chain.from_iterable(map(_VALUES, proxies)))
-        values += map(dict.get, self.look_dicts, self.look_keys, repeat(_ABSENT))
-        values += map(_CONTENTS, chain.from_iterable(map(_CELLS, fns)))  # (an emptied cell raises: not held)
-        plain, empty = self.pick["plain"](values), self.pick["empty"](values)
-        weak = list(map(id, self.pick["weak"](values)))
-        return (tuple(map(type, plain)) == self.plain_types and plain == self.plain_values
-                and tuple(map(type, empty)) == self.empty_types and not any(map(len, empty))
-                and _NONE_ID not in weak and weak == list(map(id, map(_deref, self.weak)))
-                and list(map(id, self.pick["strong"](values))) == self.strong_ids)
-
-
-_MRO = operator.attrgetter("__mro__")
-_CODE = operator.attrgetter("__code__")
-_DEFAULTS = operator.attrgetter("__defaults__")
-_CONTENTS = operator.attrgetter("cell_contents")
-
-
-def _CELLS(fn: types.FunctionType) -> tuple:  # noqa: N802 - one of the getters above
-    return fn.__closure__ or ()
-
-
-_KWDEFAULTS = operator.attrgetter("__kwdefaults__")
-_MODULE = operator.attrgetter("__module__")
-_VALUES = operator.methodcaller("values")
-
-
-_DEAD = weakref.ref(_Gone())  # a reference whose object is gone: it gives None, standing for a None entry
-_deref = weakref.ref.__call__  # a reference's object (None when gone), called from C by ``map``
+        return None, None
+    return value, walk.check
 
 
 def state_token(model: Any) -> Any:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from hope_engine.caches import WeakCache
 from hope_engine.errors import ExpansionError
 
-_WRAPPERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_WRAPPERS = WeakCache("input wrappers", max_entries=256)  # model -> {input layout: wrapper}
 
 
 class MultiInputModel:
@@ -161,7 +161,9 @@ def _remember(model: Callable, key: tuple, make: Callable[[], Callable]) -> Call
     """One wrapper per model and input layout (at most ``_PER_MODEL``), so the tracer's graph cache serves repeated
     calls."""
     try:
-        per_model = _WRAPPERS.setdefault(model, {})
+        per_model = _WRAPPERS.get(model)
+        if per_model is None:
+            per_model = _WRAPPERS.put(model, {})
     except TypeError:  # not weakly referable: a fresh wrapper (traced anew) each call
         return make()
     if key not in per_model:

@@ -12,13 +12,16 @@ boolean masks). Tensor methods that hand values to Python without an aten call (
 refused one level up, by ``escapes.watching``, which the caller runs the model under. A graph with any read is used
 at this point only (``per_point``), as ``make_fx``'s real-mode trace is.
 
-Anything the recorder does not handle raises ``Declined`` (a write into a tensor the run did not make, an alias of the
-input created outside the dispatcher, an op returning tensors among other values); the caller then traces with
-``make_fx``. Nothing is ever written into the caller's tensors: a mutating op on them is refused before it runs.
+What the recorder deliberately does not handle raises ``Declined`` (a write into a tensor the run did not make, an alias
+of the input created outside the dispatcher, an op returning tensors among other values, a tensor without strides);
+the caller then traces with ``make_fx``, and only then. What the model raises (its own code, or an op it calls) passes
+through unchanged; anything else raised by the recorder's own code is a bug and raises ``RecorderError``. Nothing is
+ever written into the caller's tensors: a mutating op on them is refused before it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 import weakref
@@ -44,6 +47,42 @@ class Declined(Exception):
     """The recorder cannot capture this model faithfully; trace it with ``make_fx`` instead."""
 
 
+class RecorderError(RuntimeError):
+    """The recorder's own code failed (a bug in hope_engine, not in the model): never hidden by a fallback."""
+
+
+def _model_error(e: BaseException) -> bool:
+    return getattr(e, "_hope_model_error", False)
+
+
+def _run_model_op(fn, *args, **kwargs):
+    """Run an op of the model (or its decomposition): what it raises is the model's error, marked as such and passed
+    through unchanged (a shape mismatch must read as the model's, not as a recorder failure)."""
+    try:
+        return fn(*args, **kwargs)
+    except (Declined, RecorderError):
+        raise
+    except Exception as e:
+        with contextlib.suppress(AttributeError):  # (an exception without attributes reads as a recorder failure)
+            e._hope_model_error = True
+        raise
+
+
+@contextlib.contextmanager
+def _own_code(what: str, op=None):
+    """The recorder's bookkeeping: an unexpected exception there is a ``RecorderError``."""
+    try:
+        yield
+    except (Declined, RecorderError):
+        raise
+    except Exception as e:
+        if _model_error(e):
+            raise
+        where = f"{what} {op}" if op is not None else what
+        raise RecorderError(f"the recorder failed {where} ({type(e).__name__}: {e}); this is a bug in hope_engine "
+                            "(HOPE_TRACER=make_fx traces without the recorder)") from e
+
+
 class Recording:
     """The recorded graph module, and whether a value read ties it to this point."""
 
@@ -54,6 +93,9 @@ class Recording:
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
     """A value-free stand-in with t's shape, strides, storage offset and dtype (what ``meta["val"]`` is read for)."""
+    if t.layout is not torch.strided or t.is_quantized or t.is_nested:
+        raise Declined(f"a {t.layout} tensor (quantized: {t.is_quantized}, nested: {t.is_nested}) has no strides "
+                       "to record")
     m = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
     return m.as_strided(t.shape, t.stride(), t.storage_offset()) if t.storage_offset() else m
 
@@ -156,13 +198,16 @@ class _Recorder(TorchDispatchMode):
 
     # -- the mode
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        with _own_code("on", func):
+            return self._dispatch(func, args, kwargs or {})
+
+    def _dispatch(self, func, args, kwargs):
         leaves = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
         varying = any(self.varies(a) for a in leaves)
         decomposition = self.decompositions.get(func)
         if decomposition is not None:  # before the in-place check: rrelu_with_noise (eval) writes nothing
             with self:
-                out = decomposition(*args, **kwargs)
+                out = _run_model_op(decomposition, *args, **kwargs)
             if out is not NotImplemented:
                 return out
         if func._schema.is_mutable:
@@ -171,10 +216,10 @@ class _Recorder(TorchDispatchMode):
             self.per_point = True
         if autograd_would_have_decomposed(func, leaves):  # a composite called below autograd (from a decomposition)
             with self:
-                out = func.decompose(*args, **kwargs)
+                out = _run_model_op(func.decompose, *args, **kwargs)
             if out is not NotImplemented:
                 return out
-        out = func(*args, **kwargs)
+        out = _run_model_op(func, *args, **kwargs)
         if isinstance(out, torch.Tensor):
             node = self._call(func, args, kwargs)
             node.meta["val"] = _meta_like(out)
@@ -214,7 +259,7 @@ class _Recorder(TorchDispatchMode):
             raise Declined(f"{func} writes into a tensor the run did not make")
         functional = _out_of_place(func)
         if functional is not None and not self._shares_storage(target):
-            out = func(*args, **kwargs)
+            out = _run_model_op(func, *args, **kwargs)
             new = self._call(functional, args, kwargs)
             new.meta["val"] = _meta_like(target)
             self._track(target, new, varying)
@@ -222,7 +267,7 @@ class _Recorder(TorchDispatchMode):
         # a write into a tensor the run made, seen through other views of it (a decomposition's in-place steps on
         # chunks of one buffer): run and record it as it is; ``record`` then functionalizes the recorded graph
         layout = (target.shape, target.stride(), target.storage_offset())
-        out = func(*args, **kwargs)
+        out = _run_model_op(func, *args, **kwargs)
         moved = layout != (target.shape, target.stride(), target.storage_offset())  # squeeze_, transpose_...
         if functional is not None and not moved:  # the value and a copy_ into the buffer (functionalized natively)
             value = self._call(functional, args, kwargs)
@@ -294,15 +339,17 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
 
     Placeholders: the state tensors in order, then ``x``. ``module_names`` maps id(module) to its path. Value reads
     the dispatcher does not see (``.tolist()``, ``.numpy()``) are the caller's to refuse (``escapes.watching``)."""
-    stack = _ModuleStack(module_names)
-    recorder = _Recorder(decompositions, stack.stack)
-    for name, t in (state or {}).items():
-        recorder.placeholder("p_" + re.sub(r"\W", "_", name), t)
-    recorder.placeholder("x", x)
-    with stack, recorder:
+    with _own_code("setting up"):
+        stack = _ModuleStack(module_names)
+        recorder = _Recorder(decompositions, stack.stack)
+        for name, t in (state or {}).items():
+            recorder.placeholder("p_" + re.sub(r"\W", "_", name), t)
+        recorder.placeholder("x", x)
+    with stack, recorder:  # the model's run: what its code raises passes through
         out = fn(x) if state is None else fn(state, x)
-    recorder.output(out)
-    gm = torch.fx.GraphModule(recorder.root, recorder.graph)
+    with _own_code("building the graph"):
+        recorder.output(out)
+        gm = torch.fx.GraphModule(recorder.root, recorder.graph)
     if not recorder.mutated:
         return Recording(gm, recorder.per_point)
     # in-place ops below functionalization (inside a decomposition): functionalize the recorded graph and record it
@@ -312,7 +359,14 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
     def replay(*inputs):
         return gm(*(inputs[0].values() if state is not None else ()), inputs[-1])
 
-    again = record(functionalize(replay, remove="mutations"), state, x, {}, {})
+    with _own_code("replaying the recorded graph"):  # (the recorded graph failing to run is the recorder's fault)
+        try:
+            again = record(functionalize(replay, remove="mutations"), state, x, {}, {})
+        except (Declined, RecorderError):
+            raise
+        except Exception as e:
+            raise RecorderError(f"the recorded graph failed to replay ({type(e).__name__}: {e}); this is a bug in "
+                                "hope_engine (HOPE_TRACER=make_fx traces without the recorder)") from e
     if any(n.op == "call_function" and getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable
            for n in again.graph_module.graph.nodes):
         raise Declined("in-place ops remain after functionalizing the recorded graph")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -20,9 +19,10 @@ from torch import nn
 from torch._decomp import get_decompositions
 from torch.func import functional_call, functionalize
 
+from hope_engine.caches import WeakCache
 from hope_engine.capture import escapes, guard, record
 from hope_engine.capture.guard import referenced_modules
-from hope_engine.errors import GraphEscapeError, UnsupportedOperationError
+from hope_engine.errors import ExpansionError, GraphEscapeError, UnsupportedOperationError
 from hope_engine.ops import rules
 
 aten = torch.ops.aten
@@ -97,12 +97,14 @@ class TracedModel:
 
 
 class GraphCache:
-    """Traced graphs per model (held weakly) and per (variant, input shape, dtype, device), each with the guard stamp
-    it was traced under; at most ``per_model`` graphs a model, least recently used dropped first."""
+    """Traced graphs per model (held weakly, at most ``max_models``) and per (variant, input shape, dtype, device), each
+    with the guard stamp it was traced under; at most ``per_model`` graphs a model, least recently used dropped first.
+    Held in the registered ``WeakCache`` "traced graphs" (``caches.clear_all`` empties it), each model's entry sized
+    by the constant tensors its graphs own."""
 
-    def __init__(self, per_model: int = 8):
+    def __init__(self, per_model: int = 8, max_models: int = 256):
         self.per_model = per_model
-        self._graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._graphs = WeakCache("traced graphs", max_entries=max_models)  # model -> OrderedDict key -> entry
 
     def get(self, model, key: tuple, stamp) -> TracedModel | None:
         entries = self._entries(model)
@@ -115,13 +117,13 @@ class GraphCache:
     def put(self, model, key: tuple, stamp, traced: TracedModel) -> None:
         if stamp is None:
             return
-        entries = self._entries(model, create=True)
-        if entries is None:
-            return
-        entries[key] = (traced, stamp)
+        entries = OrderedDict(self._entries(model) or ())
+        entries[key] = (traced, stamp, _constant_bytes(traced.graph_module))
         entries.move_to_end(key)
         while len(entries) > self.per_model:
             entries.popitem(last=False)
+        with contextlib.suppress(TypeError):  # not weakly referable or not hashable: never cached
+            self._graphs.put(model, entries, nbytes=sum(size for _, _, size in entries.values()))
 
     def discard(self, model, key: tuple) -> None:
         entries = self._entries(model)
@@ -131,19 +133,28 @@ class GraphCache:
     def graphs(self, model) -> list[TracedModel]:
         """The graphs cached for ``model`` (for inspection and tests)."""
         entries = self._entries(model)
-        return [traced for traced, _ in entries.values()] if entries else []
+        return [entry[0] for entry in entries.values()] if entries else []
 
     def clear(self) -> None:
         """Drop every cached graph (they are re-traced on the next call)."""
-        self._graphs = weakref.WeakKeyDictionary()
+        self._graphs.clear()
 
-    def _entries(self, model, create: bool = False) -> OrderedDict | None:
+    def _entries(self, model) -> OrderedDict | None:
         try:
-            if create:
-                return self._graphs.setdefault(model, OrderedDict())
             return self._graphs.get(model)
         except TypeError:  # not weakly referable or not hashable: never cached
             return None
+
+
+def _constant_bytes(gm: torch.fx.GraphModule) -> int:
+    """Bytes of the tensors a graph holds as constants (its parameters and buffers are the model's, not counted)."""
+    seen: dict[int, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            value = getattr(gm, node.target, None)
+            if isinstance(value, torch.Tensor):
+                seen[id(value)] = value.numel() * value.element_size()
+    return sum(seen.values())
 
 
 GRAPHS = GraphCache()
@@ -244,14 +255,13 @@ def _functional(model) -> tuple:
 
 def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     """The graph recorded at this point (``record.record``: no dynamo import), or None where the recorder declines
-    or fails (the caller then traces with ``make_fx``, which gives the error message if the model itself fails)."""
+    (``record.Declined``: the caller then traces with ``make_fx``). What the model raises propagates (make_fx would
+    raise it too), and so does a failure of the recorder's own code (``record.RecorderError``: a bug, never hidden)."""
     fn, state = _functional(model)
     names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
     try:
         recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else PAPER_DECOMPOSITIONS, names)
-    except GraphEscapeError:
-        raise
-    except Exception:  # Declined, or anything the model raises: make_fx decides
+    except record.Declined:
         return None
     gm = recording.graph_module
     _read_input_directly(gm, len(state or {}))
@@ -416,13 +426,26 @@ def _strided_view_ok(node) -> bool:
     return isinstance(val, torch.Tensor) and val.is_contiguous() and val.storage_offset() == 0
 
 
+def output_node(traced: TracedModel):
+    """The graph's output node."""
+    return next(n for n in traced.graph_module.graph.nodes if n.op == "output")
+
+
+def require_one_output(traced: TracedModel, verb: str = "expand") -> None:
+    """Refuse a model that returns other than one tensor (checked from the graph, before anything is computed)."""
+    returned = output_count(traced)
+    if returned != 1:
+        raise ExpansionError(f"the model returns {returned} tensors; {verb} a function that returns one, "
+                             "e.g. lambda x: model(x)[0]")
+
+
 def output_count(traced: TracedModel) -> int:
     """How many tensors the model returns (from the graph's output node, before anything is computed)."""
     return derived(traced, "output_count", lambda: _output_count(traced))
 
 
 def _output_count(traced: TracedModel) -> int:
-    out = next(n for n in traced.graph_module.graph.nodes if n.op == "output")
+    out = output_node(traced)
     leaves: list = []
     torch.fx.node.map_aggregate(out.args[0], leaves.append)
     return sum(1 for v in leaves if isinstance(v, torch.Tensor) or (

@@ -29,7 +29,8 @@ from hope_engine.certified import taylor_model as tm
 from hope_engine.certified.taylor_model import TM
 from hope_engine.errors import ExpansionError, UnsupportedOperationError
 from hope_engine.ops import rules
-from hope_engine.ops.spec import SPECS, DuplicateRuleError, UnknownOpError, resolve, spec_of
+from hope_engine.ops.spec import SPECS, DuplicateRuleError, UnknownOpError, caller, resolve, spec_of
+from hope_engine.run import program
 
 aten = torch.ops.aten
 
@@ -139,20 +140,6 @@ def _pair(out, rem):
 
 
 # ------------------------------------------------------------------------------------------------- data movement
-MOVE_OPS = [
-    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "clone", "contiguous", "alias",
-    "detach", "slice", "select", "unsqueeze", "squeeze", "flatten", "unflatten", "cat", "stack", "flip", "split",
-    "split_with_sizes", "chunk", "unbind", "roll", "repeat", "narrow", "diagonal", "lift_fresh_copy", "unfold",
-    "index_select", "gather", "index", "_unsafe_index", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "movedim", "squeeze_copy", "view_copy",
-    "permute_copy", "expand_copy", "t_copy", "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy",
-    "alias_copy", "_reshape_alias", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
-    "replication_pad1d", "replication_pad2d", "replication_pad3d", "tril", "triu", "im2col", "as_strided",
-    "select_scatter", "slice_scatter", "diagonal_scatter",
-]
-
-
-@register(*MOVE_OPS)
 def _move(ctx, op, *args, **kwargs):
     """Entries moved, copied or set to 0: the same op on the remainders (constants contribute 0)."""
     args = _plain(args)
@@ -181,11 +168,6 @@ def _neg(ctx, op, x):
 
 
 # ------------------------------------------------------------------------------------------ non-negative sums
-SUM_OPS = ["sum", "mean", "avg_pool1d", "avg_pool2d", "avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
-           "adaptive_avg_pool1d", "cumsum", "trace", "upsample_bilinear2d", "upsample_linear1d",
-           "upsample_trilinear3d", "col2im"]
-
-
 def _terms_per_output(op, args, out) -> int:
     """An upper bound on how many terms one output of a non-negative sum adds (for the rounding slack)."""
     x = next(a for a in args if is_tm(a))
@@ -198,7 +180,6 @@ def _terms_per_output(op, args, out) -> int:
     return n
 
 
-@register(*SUM_OPS)
 def _summing(ctx, op, *args, **kwargs):
     """Sums with weights in [0, 1]: the op on R + gamma_N (mass of the summed coefficients), rounded up."""
     args = _plain(args)
@@ -617,11 +598,6 @@ def _shape_only(ctx, op, x, *args, **kwargs):
 
 # ------------------------------------------------------------------------------------------- support and run
 # ------------------------------------------------------------------- rules derived from the ops' declarations
-def _overload(name: str):
-    packet = getattr(aten, name)
-    return getattr(packet, "default", None) or getattr(packet, packet.overloads()[0])
-
-
 def _from_bound(spec):
     """f(u) for an analytic f declared with a derivative bound: ``taylor_model.compose`` (range-capped)."""
     def rule(ctx, op, x):
@@ -636,24 +612,18 @@ def _from_composite(spec):
     """An op declared as a composition of other ops: the composition run on Taylor models, each part by its own
     certified rule (constants computed directly)."""
     def rule(ctx, op, *args, **kwargs):
-        def call(name, *a, **k):
-            target = _overload(name)
-            if not (_has_tm(a) or _has_tm(k)):
-                return target(*_plain(a), **k)
-            part = lookup(target)
-            if part is None:
-                raise CertificationError(f"{spec.name} is certified as a composition, but its part {name} has no "
-                                         "certified rule")
-            return part(ctx, target, *a, **k)
-
-        return spec.composite(call, op, *args, **kwargs)
+        return spec.composite(caller(lookup, _has_tm, ctx), op, *_plain(args), **kwargs)
 
     rule.__name__ = f"certified_{spec.name}"
     return rule
 
 
 for _op, _spec in list(SPECS.items()):
-    if _spec.bound is not None and _spec.fn is not None:
+    if _spec.linear == "move":
+        _certify_as(_op, _move)
+    elif _spec.linear == "sum":
+        _certify_as(_op, _summing)
+    elif _spec.bound is not None and _spec.fn is not None:
         _certify_as(_op, _from_bound(_spec))
     elif _spec.composite is not None:
         _certify_as(_op, _from_composite(_spec))
@@ -691,34 +661,10 @@ def _has_tm(x) -> bool:
     return False
 
 
+CERTIFIED = program.RuleTable("certified", lookup, _has_tm)
+
+
 def run(traced, input_tm: TM, ctx: CertContext):
-    """Push the input Taylor model through the graph; the output structure holds Taylor models."""
-    graph = traced.graph_module.graph
-    env: dict = {}
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    state = traced.state_values()
-    for i, node in enumerate(placeholders):
-        env[node] = input_tm if i == traced.input_index else state[i]
-    last_use = {}
-    for node in graph.nodes:
-        for a in node.all_input_nodes:
-            last_use[a] = node
-    lookup_env = env.__getitem__
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            continue
-        if node.op == "get_attr":
-            env[node] = getattr(traced.graph_module, node.target)
-            continue
-        if node.op == "output":
-            return torch.fx.node.map_arg(node.args[0], lookup_env)
-        args = torch.fx.node.map_arg(node.args, lookup_env) if node.args else ()
-        kwargs = torch.fx.node.map_arg(node.kwargs, lookup_env) if node.kwargs else {}
-        if _has_tm(args) or _has_tm(kwargs):
-            env[node] = lookup(node.target)(ctx, node.target, *args, **kwargs)
-        else:
-            env[node] = node.target(*args, **kwargs)
-        for a in node.all_input_nodes:
-            if last_use.get(a) is node and a.op != "placeholder":
-                env.pop(a, None)
-    raise RuntimeError("graph has no output node")
+    """Push the input Taylor model through the graph (the one runner, ``program.run``, on the certified rules); the
+    output structure holds Taylor models."""
+    return program.run(traced, input_tm, ctx, table=CERTIFIED)

@@ -56,6 +56,7 @@ from hope_engine.capture import trace
 from hope_engine.errors import ExpansionError, GraphEscapeError, UnsupportedOperationError, warn_one_sided
 from hope_engine.ops import rules
 from hope_engine.ops.spec import elementwise_ops
+from hope_engine.run import program
 
 aten = torch.ops.aten
 
@@ -477,24 +478,13 @@ def _trace(model, x0: torch.Tensor) -> trace.TracedModel:
 
 @torch.no_grad()
 def _forward(traced: trace.TracedModel, x0: torch.Tensor) -> tuple[dict, object, object]:
-    """Every intermediate value at x0 (activations need their inputs, transposes their shapes); input and output
-    nodes."""
+    """Every intermediate value at x0 (activations need their inputs, transposes their shapes), by the one runner on
+    plain values; input and output nodes."""
     gm = traced.graph_module
+    trace.require_one_output(traced)
+    _, env = program.run(traced, x0, None, table=program.PLAIN, keep=True)
     placeholders = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
-    state = traced.state_values()
-    env: dict = {nd: x0 if i == traced.input_index else state[i] for i, nd in enumerate(placeholders)}
-    output_node = None
-    for nd in gm.graph.nodes:
-        if nd.op == "get_attr":
-            env[nd] = getattr(gm, nd.target)
-        elif nd.op == "output":
-            output_node = nd
-        elif nd.op == "call_function":
-            env[nd] = nd.target(*torch.fx.node.map_arg(nd.args, env.__getitem__),
-                                **torch.fx.node.map_arg(nd.kwargs, env.__getitem__))
-    outs = [o for o in pytree.tree_leaves(output_node.args[0]) if isinstance(o, torch.fx.Node)]
-    if len(outs) != 1:
-        raise ExpansionError(f"the model returns {len(outs)} tensors; expand a function that returns one")
+    outs = [o for o in pytree.tree_leaves(trace.output_node(traced).args[0]) if isinstance(o, torch.fx.Node)]
     return env, placeholders[traced.input_index], outs[0]
 
 

@@ -223,14 +223,6 @@ def max_pool2d(win: Window, value: torch.Tensor, idx: torch.Tensor, kernel, stri
     return _taps(win, value, None, kernel, stride, padding, dilation, 1.0, masks=masks)
 
 
-def _single(out):
-    """The one tensor or jet a traced graph returns (its output structure holds exactly one)."""
-    leaves = [o for o in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(o, (Jet, torch.Tensor))]
-    if len(leaves) != 1:
-        raise ExpansionError(f"the model returns {len(leaves)} tensors; expand a function that returns one")
-    return leaves[0]
-
-
 def _constant(value: torch.Tensor, rows: int) -> torch.Tensor:
     """A series with the given value and ``rows - 1`` zero coefficients."""
     c = value.new_zeros((rows, *value.shape))
@@ -530,7 +522,7 @@ def expand_windows(call: PreparedCall, traced, order: int, stacklevel: int = 2) 
     if input_node in needed:
         input_jet = Jet(densify(input_window(x0, order), height, width), basis)
     with torch.no_grad():
-        out = _single(program.run(traced, input_jet, ctx, resume_at=stop, values=values))
+        out = program.single_output(program.run(traced, input_jet, ctx, resume_at=stop, values=values))
     for key, count in ctx.kinks.items():
         kinks[key] = kinks.get(key, 0) + count
     c = out.c if isinstance(out, Jet) else _constant(out, basis.size)

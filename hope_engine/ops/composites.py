@@ -27,6 +27,11 @@ def ACOS(call, op, x):
     return call("mul", call("atan", call("sqrt", call("div", call("rsub", x, 1.0), call("add", x, 1.0)))), 2.0)
 
 
+def ERFCX(call, op, x):
+    """erfcx x = exp(x^2) erfc(x)."""
+    return call("mul", call("exp", call("mul", x, x)), call("erfc", x))
+
+
 def LOGSIGMOID(call, op, x):
     """log sigmoid(x) = -softplus(-x)."""
     return call("neg", call("softplus", call("neg", x)))

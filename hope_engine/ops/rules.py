@@ -26,7 +26,7 @@ from hope_engine.algebra.jet import Jet
 from hope_engine.errors import ExpansionError, UnsupportedOperationError
 from hope_engine.ops import composites as C
 from hope_engine.ops.composites import CELU, LOGSIGMOID, LOGSIGMOID_FORWARD, MISH, XLOGY
-from hope_engine.ops.spec import ALIAS, NO_COST, Cost, OpSpec, Rule, declare, resolve
+from hope_engine.ops.spec import ALIAS, NO_COST, Cost, OpSpec, Rule, caller, declare, resolve
 
 aten = torch.ops.aten
 
@@ -55,24 +55,25 @@ def defop(op, rule: Rule, family: str = "rule", **declared):
     return key
 
 
-def defrule(*ops, elementwise: bool = False, composite=None, cost: Cost = NO_COST):
+def defrule(*ops, elementwise: bool = False, composite=None, linear: str | None = None, cost: Cost = NO_COST):
     """Decorator: the function is the exact rule of every op named (``rule(ctx, op, *args, **kwargs)``).
     elementwise: one argument carries the jet and the result has its shape (the paper rule's activations);
     composite: ``(call, *args, **kwargs)``, the op as other declared ops (the certified path runs it);
-    cost: see ``spec.Cost``."""
+    linear: "move" or "sum" for an op linear in the jet (see ``spec.OpSpec``); cost: see ``spec.Cost``."""
 
     def deco(fn: Rule) -> Rule:
         for op in ops:
-            defop(op, fn, elementwise=elementwise, composite=composite, cost=cost)
+            defop(op, fn, elementwise=elementwise, composite=composite, linear=linear, cost=cost)
         return fn
 
     return deco
 
 
-def deflinear(*ops, cost: Cost = NO_COST) -> None:
-    """Ops linear in their jet arguments: applied to every coefficient at once (``linear``)."""
+def deflinear(*ops, kind: str | None = None, cost: Cost = NO_COST) -> None:
+    """Ops linear in their jet arguments: applied to every coefficient at once (``linear``). kind: "move" (entries
+    moved, copied or set to 0), "sum" (non-negative weights at most 1), None (any other linear map)."""
     for op in ops:
-        defop(op, linear, "linear", cost=cost)
+        defop(op, linear, "linear", linear=kind, cost=cost)
 
 
 def defvalue(*ops) -> None:
@@ -82,15 +83,23 @@ def defvalue(*ops) -> None:
         VALUE_ONLY.add(defop(op, value_only, "value"))
 
 
-def defanalytic(op, fn: Callable[[Jet], Jet], singular: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
-                cost: Cost, bound: Callable | None = None, range: tuple | None = None,
-                composite: Callable | None = None) -> None:
-    """An elementwise analytic function of one jet: the exact rule returns ``fn(x)``; the one declaration of the op.
+def defanalytic(op, fn: Callable[[Jet], Jet] | None = None,
+                singular: Callable[[torch.Tensor], torch.Tensor] | None = None, *, cost: Cost,
+                bound: Callable | None = None, range: tuple | None = None, composite: Callable | None = None) -> None:
+    """An elementwise analytic function of one jet: the one declaration of the op, from which every path derives.
 
-    singular(value): where the function is not analytic (sqrt and log at 0): an error there if the jet moves, the
-    constant value if it does not. bound(lo, hi, n) >= sup |f^(n)| / n! over [lo, hi] (``derivative_bounds``) or
-    composite (the function as other declared ops) gives the certified rule; range: the function's range; cost:
+    fn: its jet recurrence (the exact rule returns ``fn(x)``); without one, the exact rule runs ``composite`` (the
+    function as other declared ops) on jets. singular(value): where the function is not analytic (sqrt and log at 0):
+    an error there if the jet moves, the constant value if it does not. bound(lo, hi, n) >= sup |f^(n)| / n! over
+    [lo, hi] (``derivative_bounds``) or composite gives the certified rule; range: the function's range; cost:
     required (a recurrence's passes and temporaries, ``spec.Cost``)."""
+    if fn is None and composite is None:
+        raise ValueError(f"defanalytic({op!r}) needs fn (a jet recurrence) or composite (other declared ops)")
+    if fn is None:
+        target = resolve(op)
+
+        def fn(x):
+            return composite(caller(lookup, is_jet, None), target, x)
 
     def rule(ctx, op, x):
         out = fn(x)
@@ -255,16 +264,19 @@ _LINEAR_FAST: dict = {
 # views: the result shares the argument's coefficients
 deflinear("permute", "transpose", "t", "expand", "alias", "detach", "slice", "select", "unsqueeze", "squeeze",
     "flatten", "unflatten", "split", "split_with_sizes", "chunk", "unbind", "narrow", "diagonal", "lift_fresh_copy",
-    "movedim", "_reshape_alias", cost=ALIAS)
-deflinear("clone", "contiguous", "cat", "stack", "sum", "mean", "neg", "flip", "_adaptive_avg_pool2d",
-    "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "_to_copy", "unsafe_split", "unsafe_split_with_sizes",
-    "unsafe_chunk", "roll", "repeat", "unfold", "index_select", "gather", "index", "pixel_shuffle",
-    "upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_linear1d", "cumsum", "trace",
-    "tril", "triu", "squeeze_copy", "view_copy", "permute_copy", "expand_copy", "t_copy", "transpose_copy",
-    "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "reflection_pad1d", "reflection_pad2d",
-    "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d", "_unsafe_index",
-    "upsample_nearest3d", "upsample_trilinear3d", "upsample_bicubic2d", "im2col", "col2im", "pixel_unshuffle",
-    "channel_shuffle")
+    "movedim", "_reshape_alias", kind="move", cost=ALIAS)
+# entries moved, copied or set to 0
+deflinear("clone", "contiguous", "cat", "stack", "flip", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
+    "roll", "repeat", "unfold", "index_select", "gather", "index", "pixel_shuffle", "upsample_nearest1d",
+    "upsample_nearest2d", "tril", "triu", "squeeze_copy", "view_copy", "permute_copy", "expand_copy", "t_copy",
+    "transpose_copy", "unsqueeze_copy", "slice_copy", "select_copy", "alias_copy", "reflection_pad1d",
+    "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d",
+    "_unsafe_index", "upsample_nearest3d", "im2col", "pixel_unshuffle", "channel_shuffle", kind="move")
+# non-negative weights at most 1
+deflinear("sum", "mean", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
+    "upsample_bilinear2d", "upsample_linear1d", "cumsum", "trace", "upsample_trilinear3d", "col2im", kind="sum")
+# other linear maps (a cast, a sign, bicubic weights of either sign)
+deflinear("neg", "_to_copy", "upsample_bicubic2d")
 
 
 def _promoted(x, like: Jet):
@@ -276,13 +288,15 @@ def _promoted(x, like: Jet):
     return x
 
 
-@defrule("select_scatter", "slice_scatter", "diagonal_scatter", "index_put", "masked_scatter",
-          "index_add", "index_copy", "scatter_add")
+@defrule("select_scatter", "slice_scatter", "diagonal_scatter", linear="move")
 def affine(ctx, op, *args, **kwargs):
     """An op linear in all its floating tensor arguments together (writing src into self): a constant argument is a
     constant jet, so it reaches coefficient 0 only."""
     like = next(a for a in args if is_jet(a))
     return apply_linear(op, tuple(a if is_jet(a) else _promoted(a, like) for a in args), kwargs)
+
+
+defrule("index_put", "masked_scatter", "index_add", "index_copy", "scatter_add")(affine)  # entries may add up
 
 
 @defrule("copy")
@@ -323,7 +337,7 @@ def _masked_fill(ctx, op, x, mask, value):
     return jetfn.where_value(_value(mask).bool(), value, x)
 
 
-@defrule("view", "_unsafe_view", "reshape", cost=ALIAS)
+@defrule("view", "_unsafe_view", "reshape", linear="move", cost=ALIAS)
 def _view(ctx, op, x, size):
     return Jet(x.c.reshape(x.c.shape[0], *size), x.basis)
 
@@ -401,7 +415,7 @@ def _folded(fn, c: torch.Tensor, batch_ndim: int) -> torch.Tensor:
     return full
 
 
-@defrule("avg_pool1d", "avg_pool2d", "avg_pool3d", cost=Cost(copies=1))
+@defrule("avg_pool1d", "avg_pool2d", "avg_pool3d", linear="sum", cost=Cost(copies=1))
 def _avg_pool(ctx, op, x, *args):
     nd = {aten.avg_pool1d: 3, aten.avg_pool2d: 4, aten.avg_pool3d: 5}[op.overloadpacket]
     if x.ndim not in (nd - 1, nd):
@@ -440,7 +454,7 @@ def _trilinear_product(i1: Jet, i2: Jet, i3: Jet, expand1, expand2, expand3, sum
     return Jet(prod.c.sum([d + 1 for d in sumdim]) if len(sumdim) else prod.c, prod.basis)
 
 
-@defrule("as_strided", cost=ALIAS)
+@defrule("as_strided", linear="move", cost=ALIAS)
 def _as_strided(ctx, op, x, size, stride, storage_offset=None):
     """A strided view of a contiguous value (the support check refuses others): the same view of each coefficient."""
     c = x.c.contiguous()
@@ -543,6 +557,8 @@ defanalytic("exp2", jetfn.exp2, bound=B["exp2"], cost=Cost(products=1))
 defanalytic("log2", jetfn.log2, _at_zero, bound=B["log2"], cost=Cost(products=1, weighted=True))
 defanalytic("log10", jetfn.log10, _at_zero, bound=B["log10"], cost=Cost(products=1, weighted=True))
 defanalytic("sinc", jetfn.sinc, bound=B["sinc"], cost=Cost(products=10, products_per_order=0.5, copies=3))
+# declared by a composition alone: every path (exact, certify, the paper rule) runs it on its own values
+defanalytic("special_erfcx", composite=C.ERFCX, cost=Cost(products=5, copies=5))
 
 
 @defrule("pow", elementwise=True, cost=Cost(products=2, copies=2, weighted=True))

@@ -6,6 +6,8 @@ entry instead of keeping tables of their own:
 - certified (Taylor models, ``hope_engine.certified.rules``): an analytic op with a derivative ``bound`` is composed
   with the Lagrange remainder bound f^(K+1)(xi) / (K+1)! <= bound(lo, hi, K+1); an op with a ``composite`` runs that
   composition of other declared ops on Taylor models; other ops need a certified rule registered by name there;
+- certified, linear ops: a "move" (entries moved, copied or set to 0) applies itself to the remainders; a "sum" (weights
+  in [0, 1]) too, plus the rounding of its sums;
 - the paper's rule (``hope_engine.methods.paper_rule``): an ``elementwise`` op (one argument carries the jet, the result
   has its shape) is an activation, whose univariate series f^(m)(u0) / m! is its exact rule on u0 + t;
 - the cost model (``hope_engine.run.cost``): the declaration's ``cost``.
@@ -71,6 +73,7 @@ class OpSpec:
     bound: Callable | None = None    # analytic: (lo, hi, n) -> D >= sup |f^(n)| / n! over [lo, hi]
     range: tuple | None = None       # analytic: the function's range (a certified remainder is capped to it)
     composite: Callable | None = None  # (call, *args, **kwargs) -> value: the op as other declared ops
+    linear: str | None = None        # linear ops: "move" (entries moved, copied or zeroed), "sum" (weights in [0, 1])
     cost: Cost = NO_COST
 
     @property
@@ -137,3 +140,28 @@ def spec_of(target) -> OpSpec | None:
 def elementwise_ops() -> set:
     """The declared ops that act elementwise on one jet argument (packets)."""
     return {op for op, s in SPECS.items() if s.elementwise}
+
+
+def overload(name: str):
+    """The aten op ``name`` ("squeeze.dim", or "exp" for its ``default``, else its first overload), which every rule
+    accepts as ``op``."""
+    base, _, which = name.partition(".")
+    packet = resolve(base)
+    if which:
+        return getattr(packet, which)
+    return getattr(packet, "default", None) or getattr(packet, packet.overloads()[0])
+
+
+def caller(lookup: Callable, carries: Callable, ctx) -> Callable:
+    """``call(name, *args, **kwargs)`` for a composite: the declared op's rule from ``lookup`` where an argument
+    carries the expansion (``carries``), the op itself on plain values otherwise."""
+    def call(name, *args, **kwargs):
+        target = overload(name)
+        if not (any(carries(a) for a in args) or any(carries(v) for v in kwargs.values())):
+            return target(*args, **kwargs)
+        rule = lookup(target)
+        if rule is None:
+            raise UnknownOpError(f"a composite calls {name}, which has no rule on this path")
+        return rule(ctx, target, *args, **kwargs)
+
+    return call

@@ -326,21 +326,19 @@ def _run_own(kind: CKind, u: torch.Tensor, y: torch.Tensor, g: torch.Tensor | No
                          float(p0), float(p1), float(p2))
 
 
-_VERIFIED: dict = {}  # id(tables) -> (tables, order, rows, versions, pointers) of flat tables checked unchanged
-
-
 def _checked_pointers(tables: tuple, order: int, rows: int) -> tuple:
     """(left, right, out, rdeg, start, offsets) data pointers of flat tables that ``_check_tables`` accepted; the
-    check is redone when the tables' versions (an in-place write) or the order and rows change."""
-    known = _VERIFIED.get(id(tables))
-    versions = tuple(t._version for t in tables)
-    if known is None or known[0] is not tables or known[1:4] != (order, rows, versions):
+    check is redone when the tables' versions (an in-place write) or the order and rows change. Kept on the tables'
+    out-row tensor (so it lives and goes with the tables: no module-level cache)."""
+    key = (order, rows, *((id(t), t._version) for t in tables))
+    outk = tables[2] if len(tables) == 6 else None
+    known = getattr(outk, "_hope_pointers", None) if isinstance(outk, torch.Tensor) else None
+    if known is None or known[0] != key:
         _check_tables(tables, order, rows)
         left, right, outk, start, off, rdeg = tables
-        pointers = tuple(t.data_ptr() for t in (left, right, outk, rdeg, start, off))
-        _VERIFIED.clear()  # one entry: the tables in use (a stale entry would keep evicted tables alive)
-        known = _VERIFIED[id(tables)] = (tables, order, rows, versions, pointers)
-    return known[4]
+        known = (key, tuple(t.data_ptr() for t in (left, right, outk, rdeg, start, off)))
+        outk._hope_pointers = known
+    return known[1]
 
 
 def exp(u: torch.Tensor, basis: Basis) -> torch.Tensor:

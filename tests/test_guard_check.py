@@ -1,9 +1,11 @@
-"""The guard's bulk re-check (``guard._Witness``) against a full walk: after any change a notebook user makes to a tree
-of torch's own modules, ``stamp`` (which reuses the last walk while its witness holds) equals ``walked_stamp`` (a
-fresh walk). A witness that missed a change would return the old stamp, and a stale graph would be reused."""
+"""The guard's check (the code the stamp's walk writes, ``guard._Check``) against a full walk: after any change a
+notebook user makes to a model (its module tree, its classes, the functions, globals and closures its code reads),
+``stamp`` (which reuses the last walk while its check holds) equals ``walked_stamp`` (a fresh walk). A check that
+missed a change would return the old stamp, and a stale graph would be reused."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import types
 
@@ -44,7 +46,15 @@ def _mutations(model: nn.Sequential, draw) -> list:
         lambda: setattr(norm, "extra", 3),
         lambda: delattr(norm, "extra") if "extra" in vars(norm) else None,
         lambda: setattr(norm, "other", vars(norm).pop("extra")) if "extra" in vars(norm) else None,  # renamed
-        lambda: setattr(norm, "eps", [1e-5]),                           # a list: no witness, a walk every call
+        lambda: setattr(norm, "eps", [1e-5]),                           # a list: compared by content
+        lambda: norm.eps.append(2.0) if isinstance(norm.eps, list) else None,  # ... written in place
+        lambda: setattr(conv, "table", {"a": (1, [2.0]), "b": None}),    # nested containers
+        lambda: conv.table["a"][1].__setitem__(0, 3.0) if hasattr(conv, "table") else None,
+        lambda: conv.table.__setitem__("c", lin) if hasattr(conv, "table") else None,  # a module reached twice
+        lambda: setattr(lin, "mask", torch.ones(2, dtype=torch.float64)),  # a tensor attribute ...
+        lambda: lin.mask.add_(1.0) if hasattr(lin, "mask") else None,   # ... written in place (its version)
+        lambda: setattr(inner[1], "negative_slope", float("nan")),      # equal to nothing, not even itself
+        lambda: setattr(norm, "act", functools.partial(torch.clamp, min=draw(st.floats(-1.0, 0.0)))),
         lambda: handles.append(inner[1].register_forward_hook(hook)),
         lambda: handles.append(lin.register_forward_pre_hook(lambda m, a: None)),
         lambda: handles.pop().remove() if handles else None,
@@ -62,16 +72,25 @@ def _mutations(model: nn.Sequential, draw) -> list:
     ], handles
 
 
+def _check(model):
+    """The check written for ``model`` (None: not yet, a model is walked until met unchanged twice, or not possible)."""
+    known = guard._GUARDS.get(model)
+    return None if known is None else known[0]
+
+
 def _assert_seen(model, step) -> None:
-    """After ``step``, the stamp equals a fresh walk, the witness made for it holds, and a change of the walked stamp
+    """After ``step``, the stamp equals a fresh walk, the check written for it holds, and a change of the walked stamp
     is a change of the stamp."""
     before = guard.walked_stamp(model)
     step()
     now = guard.stamp(model)
     assert now == guard.walked_stamp(model)
-    known = guard._WITNESSES.get(model)
-    assert known is None or known[0].holds(), "a witness holds while nothing changes"
-    assert guard.stamp(model) == now  # and again, through the witness just made
+    check = _check(model)
+    assert check is None or check(), "a check holds while nothing changes"
+    assert guard.stamp(model) == now  # and again: met unchanged, the walk's check is written ...
+    check = _check(model)
+    assert check is None or check(), "a check holds while nothing changes"
+    assert guard.stamp(model) is guard.stamp(model) == now  # ... and serves the same stamp object
     if before != now:
         assert guard.stamp(model) != before
 
@@ -82,7 +101,8 @@ def test_reused_stamp_always_equals_a_fresh_walk(data):
     default = torch.get_default_dtype()
     model = _tree()
     assert guard.stamp(model) == guard.walked_stamp(model)
-    assert guard._WITNESSES.get(model) is not None, "a tree of torch's modules with plain attributes has a witness"
+    guard.stamp(model)  # met unchanged a second time: the walk's check is written
+    assert _check(model) is not None, "a tree of torch's modules has a check"
     steps, handles = _mutations(model, data.draw)
     try:
         for _ in range(data.draw(st.integers(1, 6))):
@@ -102,7 +122,7 @@ def test_a_replaced_module_is_seen_even_when_its_id_is_reused():
     assert (first == guard.stamp(model)) == isinstance(model[1], nn.Tanh)
 
 
-def test_the_witness_holds_no_strong_reference_to_the_model():
+def test_the_check_holds_no_strong_reference_to_the_model():
     import weakref
 
     model = _tree()
@@ -184,10 +204,10 @@ def _code_mutations(draw) -> list:
         lambda: setattr(ops, "helper", helper),                        # a member the code names, absent before
         lambda: setattr(helper, "__code__", _other_helper.__code__),
         lambda: setattr(helper, "__defaults__", (draw(st.floats(-1.0, 1.0)),)),
-        lambda: setattr(helper, "note", "x"),                          # a function attribute: no witness
+        lambda: setattr(helper, "note", "x"),                          # a function attribute
         lambda: setattr(Net, "forward", _other_forward),
         lambda: setattr(Base, "k", draw(st.floats(0.5, 2.0))),
-        lambda: setattr(Net, "extra", [1]),                            # a list: no witness, a walk every call
+        lambda: setattr(Net, "extra", [1]),                            # a list: compared by content
         lambda: delattr(Net, "extra") if "extra" in vars(Net) else None,
         lambda: setattr(Net, "k", 3.0),                                # shadows the base's
         lambda: g.__setitem__("helper", _other_helper),
@@ -232,7 +252,8 @@ def test_user_classes_functions_and_globals_are_re_read(data):
     _restore()
     model = Net().double()
     assert guard.stamp(model) == guard.walked_stamp(model)
-    assert guard._WITNESSES.get(model) is not None, "a user class with plain methods has a witness"
+    guard.stamp(model)
+    assert _check(model) is not None, "a user class with plain methods has a check"
     steps = _code_mutations(data.draw)
     try:
         for _ in range(data.draw(st.integers(1, 5))):
@@ -261,11 +282,12 @@ def _smallest(strategy):
 
 @pytest.mark.parametrize("which", range(len(_code_mutations(_smallest))))
 def test_each_kind_of_code_change_alone_is_seen(which):
-    """Every mutation of the random sequences, once each from a model with a fresh witness."""
+    """Every mutation of the random sequences, once each from a model with a fresh check."""
     _restore()
     model = Net().double()
     guard.stamp(model)
-    assert guard._WITNESSES.get(model) is not None
+    guard.stamp(model)
+    assert _check(model) is not None
     try:
         _code_mutations(_smallest)[which]()
         assert guard.stamp(model) == guard.walked_stamp(model)
@@ -278,7 +300,8 @@ def test_each_kind_of_module_change_alone_is_seen(which):
     default = torch.get_default_dtype()
     model = _tree()
     guard.stamp(model)
-    assert guard._WITNESSES.get(model) is not None
+    guard.stamp(model)
+    assert _check(model) is not None
     steps, handles = _mutations(model, _smallest)
     try:
         steps[which]()
