@@ -22,6 +22,7 @@ from torch import nn
 
 from hope_engine import expand
 from hope_engine.errors import describe
+from hope_engine.options import METHODS, TERMS
 
 from .panel import HopePanel, traced_call
 
@@ -45,11 +46,11 @@ def _options(f: Callable) -> Callable:
                  help="order shown first (default 6, or max-order if lower); the slider goes 0..max-order"),
         argument("--max-order", dest="max_order", default="10",
                  help="order of the one expansion the slider truncates (default 10)"),
-        argument("--terms", default=None, choices=("total", "pure"),
+        argument("--terms", default=None, choices=TERMS,
                  help="total: every mixed partial; pure: unmixed only (default: total unless it is large)"),
         argument("--output", default="0", help="output element to show, for models with several outputs (default 0)"),
         argument("--names", default=None, metavar="X,Y,...", help="names of the inputs, comma-separated"),
-        argument("--method", default="exact", choices=("exact", "hope"),
+        argument("--method", default="exact", choices=METHODS,
                  help="exact (default) or hope, the paper's unmixed rule (exact for one hidden layer only)"),
         argument("--radius", default="1.0", help="half-width of the point controls and of the plotted line (1.0)"),
         argument("--certify", default=None, metavar="TOL",

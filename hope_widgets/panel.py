@@ -33,6 +33,7 @@ from hope_engine.capture.arguments import prepare_point
 from hope_engine.capture.guard import state_token
 from hope_engine.capture.inputs import normalize as normalize_inputs
 from hope_engine.errors import describe
+from hope_engine.options import METHODS, TERMS
 
 from . import contract, payloads
 from .certified import band_text, certified_band
@@ -42,7 +43,6 @@ MAX_POINT_CONTROLS = 12  # more inputs than this (or an image-shaped input): hea
 MAX_TOTAL_TERMS = 3003  # automatic basis: every mixed partial while the total basis stays this small, else unmixed
 CACHE_SIZE = 8
 TIME_BUDGET = 60.0  # seconds: an expansion estimated longer is refused (expand(..., time_budget=None) runs it)
-METHODS = ("exact", "hope")
 SORTS = ("degree", "magnitude")
 #: traits a user sets from Python: a bad value is one short error line (``PanelError``), not a traitlets traceback
 PUBLIC_TRAITS = frozenset({"order", "point", "output", "method", "threshold", "sort", "direction", "radius", "title",
@@ -237,7 +237,7 @@ class HopePanel(anywidget.AnyWidget):
             names = payloads.pixel_names(row_shape)  # p[row][col]: a pixel's term says where the pixel is
         if terms is None:
             terms = "total" if basis_size(n, max_order, "total") <= MAX_TOTAL_TERMS else "pure"
-        if terms not in ("total", "pure"):
+        if terms not in TERMS:
             raise ValueError(f"terms must be 'total' or 'pure', got {terms!r}")
         self._ready = False
         self._quiet = False

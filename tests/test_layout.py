@@ -13,7 +13,7 @@ ROOT_DOC = PACKAGE.parent / "docs" / "ARCHITECTURE.md"
 
 # Bottom to top: a module may import modules of its own layer or of a layer below, never above.
 LAYERS = ["base", "algebra", "ops", "capture", "run", "certified", "methods", "api", "analysis", "io", "package"]
-BASE = {"errors", "caches", "models"}
+BASE = {"errors", "caches", "models", "options"}
 
 
 def _module_name(path: Path) -> str:

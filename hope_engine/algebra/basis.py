@@ -17,8 +17,9 @@ from itertools import combinations_with_replacement
 import torch
 
 from hope_engine.caches import BoundedCache
+from hope_engine.options import TERMS
 
-KINDS = ("total", "pure")
+KINDS = TERMS
 
 
 def total_size(n: int, order: int) -> int:

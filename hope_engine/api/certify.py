@@ -28,6 +28,7 @@ from hope_engine.certified.rules import CertContext, check_certifiable, run
 from hope_engine.certified.taylor_model import TM, constant, enclosure
 from hope_engine.errors import ExpansionError, KinkWarning
 from hope_engine.ops import rules
+from hope_engine.options import TERMS
 from hope_engine.run import program
 from hope_engine.run.cost import check_budget, estimate_cost
 
@@ -152,7 +153,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     order = check_order(order)
     if isinstance(extra_orders, bool) or not isinstance(extra_orders, int) or extra_orders < 0:
         raise ExpansionError(f"extra_orders must be a non-negative integer, got {extra_orders!r}")
-    if terms not in ("total", "pure"):
+    if terms not in TERMS:
         raise ExpansionError(f"terms must be 'total' or 'pure', got {terms!r}")
     call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched,
                         verb="certified")

@@ -17,10 +17,9 @@ from hope_engine.capture.arguments import check_order, prepare_call, trace_model
 from hope_engine.errors import ExpansionError, warn_one_sided
 from hope_engine.methods import windows as sparse_pure
 from hope_engine.ops import rules
+from hope_engine.options import METHODS
 from hope_engine.run import program
 from hope_engine.run.cost import check_budget, estimate_cost
-
-METHODS = ("exact", "hope")
 
 
 def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
@@ -59,7 +58,8 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         from hope_engine.methods.paper_rule import expand_hope
 
         return expand_hope(model, x0, order, terms=terms, output=output, variables=var_index, names=names,
-                           batched=batched, memory_budget=memory_budget, time_budget=time_budget)
+                           batched=batched, memory_budget=memory_budget, time_budget=time_budget,
+                           stamp=call.stamp)
 
     traced = trace_model(model, x0, call.stamp)
     trace.check_supported(traced)

@@ -34,7 +34,7 @@ aten = torch.ops.aten
 # (traced without this table) reaches too.
 DECOMPOSITIONS = get_decompositions([
     aten.native_layer_norm, aten.native_batch_norm, aten._native_batch_norm_legit_no_training,
-    aten._native_batch_norm_legit, aten._trilinear, aten.silu, aten.gelu,
+    aten._native_batch_norm_legit, aten.silu, aten.gelu,
     aten.native_dropout, aten.linear, aten.addcmul, aten.addcdiv, aten.lerp, aten.logsumexp, aten.hardsigmoid,
     aten.hardswish, aten.tanh_backward, aten.native_group_norm,
     aten.std, aten.std_mean, aten.frac, aten.glu,

@@ -23,6 +23,7 @@ import torch
 
 from hope_engine.errors import ExpansionError, describe
 from hope_engine.io.loading import LoadedModel, ModelLoadError, load_model
+from hope_engine.options import METHODS, TERMS
 
 
 class CLIError(ValueError):
@@ -332,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
     e.add_argument("--point", required=True, help="comma-separated values (use --point=-1,2 for negatives)")
     e.add_argument("--order", type=int, default=6)
-    e.add_argument("--terms", choices=("total", "pure"), default="total")
-    e.add_argument("--method", choices=("exact", "hope"), default="exact")
+    e.add_argument("--terms", choices=TERMS, default="total")
+    e.add_argument("--method", choices=METHODS, default="exact")
     e.add_argument("--names", help="comma-separated variable names")
     e.add_argument("--top", type=int)
     e.add_argument("--threshold", type=float, default=0.0)
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--order", type=int, default=4)
     d.add_argument("--radius", type=float, default=0.5)
     d.add_argument("--points", type=int, default=64)
-    d.add_argument("--terms", choices=("total", "pure"), default="total")
+    d.add_argument("--terms", choices=TERMS, default="total")
     d.add_argument("--names")
     d.add_argument("--top", type=int)
     d.add_argument("--threshold", type=float, default=0.0)

@@ -466,10 +466,10 @@ def _unsupported_error(ops: list[str], modules: list[str]) -> UnsupportedOperati
         ops=sorted(set(ops)) + modules)
 
 
-def _trace(model, x0: torch.Tensor) -> trace.TracedModel:
+def _trace(model, x0: torch.Tensor, stamp=None) -> trace.TracedModel:
     """The shared tracer's graph with activations kept whole (cached, re-traced when the model's code changes)."""
     try:
-        return trace.trace(model, x0, variant="paper")
+        return trace.trace(model, x0, variant="paper") if stamp is None else trace.trace(model, x0, "paper", stamp)
     except GraphEscapeError:
         raise
     except Exception as e:
@@ -521,18 +521,19 @@ def _selected_outputs(output, per_point) -> tuple[list[int], bool]:
 
 def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", output=None, variables=None,
                 names=None, batched: bool = False, memory_budget: int | None = None,
-                time_budget: float | None = None) -> TaylorPolynomial:
+                time_budget: float | None = None, stamp=None) -> TaylorPolynomial:
     """Taylor polynomial of ``model`` at ``x0`` by the paper's unmixed back-propagation rule (see the module text).
 
     Exact for networks with one hidden (nonlinear) layer; an approximation for deeper ones. Arguments as ``expand``:
-    ``variables`` is a LongTensor of flat indices into one input row, ``x0`` is already validated.
+    ``variables`` is a LongTensor of flat indices into one input row, ``x0`` is already validated; ``stamp``: the
+    model's guard stamp, taken once by ``prepare_call``.
     """
     if variables is None:
         variables = torch.arange(x0[0].numel() if batched else x0.numel())
     var_index = variables.to(torch.long)
     n = var_index.numel()
     bad_modules = _module_check(model)
-    traced = _trace(model, x0)
+    traced = _trace(model, x0, stamp)
     gm = traced.graph_module
     from hope_engine.run.cost import (
         check_hope_budget,  # refuse over the memory/time budget before anything of size M exists
