@@ -40,7 +40,7 @@ from torch import nn
 from hope_engine import __version__, expand
 from hope_engine.algebra import kernels
 from hope_engine.algebra.basis import basis_size, make_basis
-from hope_engine.methods import windows as sparse_pure
+from hope_engine.methods import windows
 from hope_engine.methods.baselines import autograd_tree_size, floor_inputs, nested_autograd
 
 
@@ -194,12 +194,12 @@ class Case:
 @contextlib.contextmanager
 def windows_off():
     """expand(terms="pure") without the receptive-field windows (the dense path, for comparison)."""
-    applies = sparse_pure.applies
-    sparse_pure.applies = lambda *a: False
+    applies = windows.applies
+    windows.applies = lambda *a: False
     try:
         yield
     finally:
-        sparse_pure.applies = applies
+        windows.applies = applies
 
 
 def run_case(case: Case, repeats: int, log) -> dict:

@@ -29,9 +29,9 @@ from traitlets import Dict, Float, Int, List, Unicode
 
 from hope_engine import TaylorPolynomial, expand
 from hope_engine.algebra.basis import basis_size
+from hope_engine.capture.arguments import normalize as normalize_inputs
 from hope_engine.capture.arguments import prepare_point
 from hope_engine.capture.guard import state_token
-from hope_engine.capture.inputs import normalize as normalize_inputs
 from hope_engine.errors import describe
 from hope_engine.options import METHODS, TERMS
 

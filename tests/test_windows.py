@@ -13,28 +13,28 @@ from torch import nn
 
 from hope_engine import expand
 from hope_engine.analysis.digits_cnn import lenet
-from hope_engine.methods import windows as sparse_pure
+from hope_engine.methods import windows
 
 
 def _dense(model, x, order, **kw):
     """The dense pure expansion (the window path switched off)."""
-    applies = sparse_pure.applies
-    sparse_pure.applies = lambda *a: False
+    applies = windows.applies
+    windows.applies = lambda *a: False
     try:
         return expand(model, x, order, terms="pure", **kw)
     finally:
-        sparse_pure.applies = applies
+        windows.applies = applies
 
 
 def _windows_used(model, x, order, **kw):
     """expand(terms="pure") and whether it ran on windows."""
     ran = []
-    inner = sparse_pure.expand_windows
-    sparse_pure.expand_windows = lambda *a, **k: ran.append(1) or inner(*a, **k)
+    inner = windows.expand_windows
+    windows.expand_windows = lambda *a, **k: ran.append(1) or inner(*a, **k)
     try:
         return expand(model, x, order, terms="pure", **kw), bool(ran)
     finally:
-        sparse_pure.expand_windows = inner
+        windows.expand_windows = inner
 
 
 def _close(model, x, order, windows: bool = True, **kw) -> None:
@@ -128,12 +128,12 @@ def test_window_path_follows_the_graph_and_matches_autograd(case):
     variables = [0, 7, 14] if case in ("some-variables", "total") else None
     handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: out) if case == "global-hook" else None
     used = []
-    inner = sparse_pure.expand_windows
-    sparse_pure.expand_windows = lambda *a, **k: used.append(1) or inner(*a, **k)
+    inner = windows.expand_windows
+    windows.expand_windows = lambda *a, **k: used.append(1) or inner(*a, **k)
     try:
         assert_matches_autograd(model, x, 2, terms=terms, variables=variables)
     finally:
-        sparse_pure.expand_windows = inner
+        windows.expand_windows = inner
         if handle is not None:
             handle.remove()
     assert bool(used) == (variables is None)
@@ -172,12 +172,12 @@ def test_heat_map_entry_points_take_the_window_path():
     model = _cnn()
     x = torch.randn(2, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     used = []
-    inner = sparse_pure.expand_windows
-    sparse_pure.expand_windows = lambda *a, **k: used.append(1) or inner(*a, **k)
+    inner = windows.expand_windows
+    windows.expand_windows = lambda *a, **k: used.append(1) or inner(*a, **k)
     try:
         assert_matches_autograd(model, x, 3, terms="pure")
     finally:
-        sparse_pure.expand_windows = inner
+        windows.expand_windows = inner
     assert used
 
 
@@ -402,7 +402,7 @@ class _Inception(nn.Module):
 def _first_dense_op(model, x) -> str:
     """The op at which the window walk hands over to the dense interpreter."""
     stops = []
-    inner = sparse_pure._window_step
+    inner = windows._window_step
 
     def spy(node, *a, **k):
         out = inner(node, *a, **k)
@@ -410,11 +410,11 @@ def _first_dense_op(model, x) -> str:
             stops.append(str(node.target))
         return out
 
-    sparse_pure._window_step = spy
+    windows._window_step = spy
     try:
         expand(model, x, 1, terms="pure")
     finally:
-        sparse_pure._window_step = inner
+        windows._window_step = inner
     return stops[0]
 
 

@@ -15,7 +15,7 @@ from hope_engine.caches import BoundedCache
 from hope_engine.capture import trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
 from hope_engine.errors import ExpansionError, warn_one_sided
-from hope_engine.methods import windows as sparse_pure
+from hope_engine.methods import windows
 from hope_engine.ops import rules
 from hope_engine.options import METHODS
 from hope_engine.run import program
@@ -67,8 +67,8 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
 
     cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
     check_budget(cost, n, order, terms, memory_budget, time_budget)  # the dense estimate bounds the windows' too
-    if sparse_pure.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows, same numbers
-        return sparse_pure.expand_windows(call, traced, order)
+    if windows.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows, same numbers
+        return windows.expand_windows(call, traced, order)
 
     basis = make_basis(n, order, terms)
     c = input_coefficients(x0, basis, var_index, batched)
