@@ -275,6 +275,14 @@ def _digamma(lo, hi, n):
     return _polygamma_sum(lo, hi, n + 1)
 
 
+def polygamma_bound(order: int):
+    """The bound of psi^(order): |psi^(order + n)| / n! <= (order + n)! / n! sum_k 1 / |x + k|^(order + n + 1)."""
+    def bound(lo, hi, n):
+        return math.factorial(order + n) / math.factorial(n) * _polygamma_sum(lo, hi, order + n + 1)
+
+    return bound
+
+
 def _lgamma(lo, hi, n):
     """lgamma^(n) = psi^(n-1): for n >= 2, / n! gives the digamma bound of n - 1 over n; for n = 1, psi is increasing
     between poles, so sup |psi| is at an end."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hope_engine.algebra import functions as F
-from hope_engine.algebra.derivative_bounds import power_bound
+from hope_engine.algebra.derivative_bounds import polygamma_bound, power_bound
 from hope_engine.algebra.intervals import Box, gamma, unit_roundoff, up
 from hope_engine.algebra.jet import Jet
 from hope_engine.certified import taylor_model as tm
@@ -335,6 +335,12 @@ def _pow(ctx, op, base, exponent):
         e = float(values)
     p = float(e)
     return tm.compose(base, lambda j: F.power(j, p), power_bound(p), box)
+
+
+@register("polygamma")
+def _polygamma(ctx, op, n, x):
+    n = int(n)
+    return tm.compose(x, lambda j: F.polygamma(n, j), polygamma_bound(n), ctx.box)
 
 
 @register("softplus")

@@ -56,3 +56,20 @@ def XLOGY(call, op, x, y):
 def CELU(call, op, x, alpha=1.0):
     """celu(x) = elu(x, alpha, scale 1, input scale 1 / alpha)."""
     return call("elu", x, alpha, 1.0, 1.0 / float(alpha))
+
+
+def LOGIT(call, op, x, eps=None):
+    """logit x = log x - log1p(-x), of x clamped to [eps, 1 - eps] when eps is given (as torch clamps it)."""
+    if eps is not None:
+        x = call("clamp", x, float(eps), 1.0 - float(eps))
+    return call("sub", call("log", x), call("log1p", call("neg", x)))
+
+
+def SOFTSHRINK(call, op, x, lambd=0.5):
+    """softshrink x = x - clamp(x, -lambd, lambd)."""
+    return call("sub", x, call("clamp", x, -float(lambd), float(lambd)))
+
+
+def PRELU(call, op, x, weight):
+    """prelu x = relu(x) + weight min(x, 0)."""
+    return call("add", call("relu", x), call("mul", call("clamp_max", x, 0.0), weight))

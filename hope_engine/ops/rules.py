@@ -758,7 +758,7 @@ def _celu(ctx, op, x, alpha=1.0):
     return _elu(ctx, op, x, alpha, 1.0, 1.0 / float(alpha))
 
 
-@defrule("_prelu_kernel", elementwise=True)
+@defrule("_prelu_kernel", elementwise=True, composite=C.PRELU)
 def _prelu(ctx, op, x, weight):
     """x (x > 0), weight x (x <= 0): a kink at 0 where weight != 1."""
     w = _value(weight)
@@ -784,7 +784,7 @@ def _hardshrink(ctx, op, x, lambd=0.5):
     return _scale_by_mask(x, v.abs() > lambd)
 
 
-@defrule("softshrink", elementwise=True)
+@defrule("softshrink", elementwise=True, composite=C.SOFTSHRINK)
 def _softshrink(ctx, op, x, lambd=0.5):
     """x - lambd (x > lambd), x + lambd (x < -lambd), else 0: kinks at x = +-lambd, constant 0 around 0."""
     v = x.value
@@ -794,7 +794,7 @@ def _softshrink(ctx, op, x, lambd=0.5):
     return out
 
 
-@defrule("logit", elementwise=True, cost=Cost(products=2, copies=2, weighted=True))
+@defrule("logit", elementwise=True, composite=C.LOGIT, cost=Cost(products=2, copies=2, weighted=True))
 def _logit(ctx, op, x, eps=None):
     """log(x / (1 - x)) = log x - log1p(-x), of x clamped to [eps, 1 - eps] when eps is given."""
     if eps is not None:
