@@ -57,7 +57,7 @@ def _shifted_sin_sup(lo, hi, phase: float) -> torch.Tensor:
     a, b = lo + phase, hi + phase
     k = torch.ceil((a - math.pi / 2) / math.pi - 1e-9)
     crest = (math.pi / 2 + k * math.pi) <= b + 1e-9 * (1 + b.abs())
-    ends = torch.maximum(torch.sin(a).abs(), torch.sin(b).abs())
+    ends = torch.sin(a).abs().maximum(torch.sin(b).abs()) + 4 * unit_roundoff(a.dtype) * (a.abs() + b.abs() + phase)
     return torch.where(crest | (b - a >= math.pi), torch.ones_like(a), ends.clamp(max=1.0))
 
 

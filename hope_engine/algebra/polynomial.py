@@ -279,22 +279,8 @@ class TaylorPolynomial:
 
     def select(self, output) -> TaylorPolynomial:
         """One output element (an int into the flattened per-point output, or an index tuple)."""
-        c = self.coefficients
         lead = 2 if self.batched else 1
-        per_point = c.shape[lead:]
-        if isinstance(output, int):
-            numel = math.prod(per_point)
-            if not -numel <= output < numel:
-                raise IndexError(f"output {output} out of range: the model has {numel} outputs per point")
-            flat = c.reshape(*c.shape[:lead], -1)
-            return self.replace(coefficients=flat[..., output])
-        index = tuple(output) if isinstance(output, (tuple, list)) else None
-        if index is None or len(index) != len(per_point) or not all(
-                isinstance(i, int) and -s <= i < s for i, s in zip(index, per_point)):
-            raise IndexError(f"output {output!r} does not name one element of the per-point output of shape "
-                             f"{tuple(per_point)}: give an index tuple of {len(per_point)} ints in range, "
-                             "or a flat int")
-        return self.replace(coefficients=c[(slice(None),) * lead + index])
+        return self.replace(coefficients=select_output(self.coefficients, output, lead))
 
     def point(self, i: int) -> TaylorPolynomial:
         """The polynomial of reference point i of a batch (kept batched with batch size 1)."""
@@ -462,3 +448,31 @@ def latex_name(name: str) -> str:
     if head and tail and "\\" not in name and "_" not in name:
         return f"{head}_{{{tail}}}"
     return name
+
+
+def output_index(per_point_shape, output) -> int:
+    """The flat index into one point's output of ``output``: an int into the flattened output (negative from the end)
+    or an index tuple; the one way every entry point reads ``output=`` (IndexError when it names no element)."""
+    per_point = tuple(per_point_shape)
+    numel = math.prod(per_point)
+    if isinstance(output, int) and not isinstance(output, bool):
+        if not -numel <= output < numel:
+            raise IndexError(f"output {output} out of range: the model has {numel} outputs per point")
+        return output % numel
+    index = tuple(output) if isinstance(output, (tuple, list)) else None
+    if index is None or len(index) != len(per_point) or not all(
+            isinstance(i, int) and -s <= i < s for i, s in zip(index, per_point)):
+        raise IndexError(f"output {output!r} does not name one element of the per-point output of shape "
+                         f"{per_point}: give an index tuple of {len(per_point)} ints in range, or a flat int")
+    flat = 0
+    for i, s in zip(index, per_point):
+        flat = flat * s + i % s
+    return flat
+
+
+def select_output(t, output, lead: int):
+    """``t`` at the output element ``output`` (``output_index``) of the per-point output after its first ``lead``
+    axes (coefficients, batch, samples); ``t`` itself when ``output`` is None."""
+    if output is None:
+        return t
+    return t.reshape(*t.shape[:lead], -1)[..., output_index(t.shape[lead:], output)]

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.algebra.polynomial import TaylorPolynomial, output_index
 from hope_engine.capture.arguments import prepare_point
 from hope_engine.errors import ExpansionError
 
@@ -58,11 +58,10 @@ def flat_output_index(per_point_shape, output) -> int | None:
         if numel != 1:
             raise ExpansionError(f"the model has {numel} outputs per point; pick one with output=i")
         return None
-    if isinstance(output, int):
-        if not -numel <= output < numel:
-            raise ExpansionError(f"output {output} out of range: the model has {numel} outputs per point")
-        return output % numel
-    return int(torch.arange(numel).reshape(tuple(per_point_shape))[tuple(output)])
+    try:
+        return output_index(per_point_shape, output)
+    except IndexError as e:
+        raise ExpansionError(str(e)) from None
 
 
 def model_scalar(model, rows: torch.Tensor, output=None, chunk: int = 65536) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from hope_engine.algebra.basis import make_basis
 from hope_engine.algebra.intervals import make_box, poly_range, unit_roundoff, up
 from hope_engine.algebra.jet import Jet
-from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.algebra.polynomial import TaylorPolynomial, select_output
 from hope_engine.capture import trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
 from hope_engine.certified.rules import CertContext, check_certifiable, run
@@ -128,16 +128,6 @@ def _radius(radius, n: int, like: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(r).all() or (r < 0).any():
         raise ExpansionError("radius must be finite and non-negative")
     return r
-
-
-def select_output(t: torch.Tensor, output, lead: int) -> torch.Tensor:
-    """``t`` at the output element ``output`` (a flat int or an index tuple, as TaylorPolynomial.select) of the
-    per-point output that follows its first ``lead`` axes (batch, samples)."""
-    if output is None:
-        return t
-    if isinstance(output, int):
-        return t.reshape(*t.shape[:lead], -1)[..., output]
-    return t[(slice(None),) * lead + tuple(output)]
 
 
 def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", output=None, variables=None,

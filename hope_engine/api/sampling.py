@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hope_engine.api.certify import CertifiedTaylorModel, select_output
+from hope_engine.algebra.polynomial import select_output
+from hope_engine.api.certify import CertifiedTaylorModel
 
 
 @dataclass

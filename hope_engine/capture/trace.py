@@ -381,16 +381,23 @@ def derived(traced: TracedModel, name, compute):
 
 def jet_nodes(traced: TracedModel) -> set:
     """Nodes whose value depends on the expansion variables (the others are constants)."""
-    return derived(traced, "jet_nodes", lambda: _jet_nodes(traced))
+    return input_dependents(traced)
 
 
-def _jet_nodes(traced: TracedModel) -> set:
+def input_dependents(traced: TracedModel, through_values: bool = False) -> set:
+    """The input placeholder and the nodes that depend on it: the one walk every path uses. A value-only op's result
+    (a comparison, an argmax) is a constant of the expansion and ends the walk, unless ``through_values`` (certify:
+    a branch on the input is not a constant over a box)."""
+    return derived(traced, ("dependents", through_values), lambda: _dependents(traced, through_values))
+
+
+def _dependents(traced: TracedModel, through_values: bool) -> set:
     placeholders = [n for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
     depends = {placeholders[traced.input_index]}
     for node in traced.graph_module.graph.nodes:
         if node.op != "call_function":
             continue
-        if rules.is_value_only(node.target):
+        if not through_values and rules.is_value_only(node.target):
             continue
         if any(a in depends for a in node.all_input_nodes):
             depends.add(node)

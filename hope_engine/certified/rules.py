@@ -25,6 +25,7 @@ from hope_engine.algebra import functions as F
 from hope_engine.algebra.derivative_bounds import polygamma_bound, power_bound
 from hope_engine.algebra.intervals import Box, gamma, unit_roundoff, up
 from hope_engine.algebra.jet import Jet
+from hope_engine.capture import trace
 from hope_engine.certified import taylor_model as tm
 from hope_engine.certified.taylor_model import TM
 from hope_engine.errors import ExpansionError, UnsupportedOperationError
@@ -635,20 +636,9 @@ for _op, _spec in list(SPECS.items()):
         _certify_as(_op, _from_composite(_spec))
 
 
-def _depending(traced) -> set:
-    """Nodes whose value depends on the input (through value-only ops too: a branch on the input is not a constant)."""
-    graph = traced.graph_module.graph
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    depends = {placeholders[traced.input_index]}
-    for node in graph.nodes:
-        if node.op == "call_function" and any(a in depends for a in node.all_input_nodes):
-            depends.add(node)
-    return depends
-
-
 def check_certifiable(traced) -> None:
     """Refuse, listing them all, the ops acting on the input that have no Taylor-model rule."""
-    missing = sorted({str(node.target) for node in _depending(traced)
+    missing = sorted({str(node.target) for node in trace.input_dependents(traced, through_values=True)
                       if node.op == "call_function" and lookup(node.target) is None})
     if missing:
         raise UnsupportedOperationError(

@@ -51,7 +51,7 @@ from hope_engine.algebra import functions as F
 from hope_engine.algebra import jet as series
 from hope_engine.algebra.basis import make_basis
 from hope_engine.algebra.jet import Jet
-from hope_engine.algebra.polynomial import TaylorPolynomial, monomial_parents
+from hope_engine.algebra.polynomial import TaylorPolynomial, monomial_parents, output_index
 from hope_engine.capture import trace
 from hope_engine.errors import ExpansionError, GraphEscapeError, UnsupportedOperationError, warn_one_sided
 from hope_engine.ops import rules
@@ -509,10 +509,9 @@ def _derivative_nodes(graph, env: dict, input_node) -> set:
 def _selected_outputs(output, per_point) -> tuple[list[int], bool]:
     """Flat indices of the scalar outputs to back-propagate, and whether ``output`` chose one."""
     numel = math.prod(per_point)
-    if isinstance(output, int):
-        return [output % numel], True
-    if isinstance(output, tuple) and all(isinstance(o, int) for o in output):
-        return [_ravel(output, per_point)], True
+    if output is not None and (isinstance(output, int) or (
+            isinstance(output, tuple) and all(isinstance(o, int) for o in output))):
+        return [output_index(per_point, output)], True
     if numel > 4096:
         raise ExpansionError(f"method='hope' back-propagates one scalar output at a time and this model has {numel} "
                              "outputs per point: choose one with output=")
@@ -589,13 +588,6 @@ def _constant(basis, y0, x0, var_index, batched, names, output) -> TaylorPolynom
 
 def _warn_kinks(ctx: rules.Context) -> None:
     warn_one_sided(ctx.kinks, stacklevel=4)
-
-
-def _ravel(index: tuple, shape) -> int:
-    flat = 0
-    for i, s in zip(index, shape):
-        flat = flat * s + (i % s)
-    return flat
 
 
 @torch.no_grad()
