@@ -80,11 +80,6 @@ class OpSpec:
     def name(self) -> str:
         return op_name(self.op)
 
-    def paths(self) -> dict[str, bool]:
-        """Which paths derive a rule from this declaration alone (certified: or from a registered rule)."""
-        return {"exact": True, "certified_by_declaration": self.bound is not None or self.composite is not None,
-                "paper": self.elementwise}
-
 
 SPECS: dict[object, OpSpec] = {}
 
