@@ -3,23 +3,24 @@ elementwise functions near their domain edges.
 
 derivative_bound(f, lo, hi, n) claims D >= sup_{xi in [lo, hi]} |f^(n)(xi)| / n!. The reference is the largest
 |f^(n)(xi)| / n! over the two ends and an even grid of [lo, hi], the derivatives taken by mpmath at 30 digits
-(mpmath.taylor, polygamma for digamma / lgamma, series reversion of erf's Taylor series for erfinv): a grid
-underestimates the sup, so a reference above the bound is a definite bug. Intervals are drawn by seed in every regime a
-bound has to survive: near poles (tan, digamma, lgamma, the negative powers), near the ends of the domain (atanh,
-erfinv, log), far out (exp2 to 50, sinc and sin at large |x|); an interval that holds a pole or leaves the domain must
-get +inf. Looseness (bound / reference) is asserted only loosely on small intervals away from singularities; run this
-file as a script to print the table.
+(mpmath.taylor; polygamma for digamma / lgamma, Hermite polynomials for erf / erfc, series reversion of erf's series
+for erfinv): a grid underestimates the sup, so a reference above the bound is a definite bug. Intervals are drawn by
+seed in every regime a bound has to survive: near poles (tan, digamma, lgamma, the negative powers), near the ends of
+the domain (atanh, erfinv, log), far out (exp2 to 50, sinc and sin at large |x|), tiny (sin near 0), in float64 and
+float32; an interval that holds a pole or leaves the domain must get +inf. Looseness (bound / reference) is asserted
+only loosely, on small intervals away from singularities; run this file as a script to print the table.
 
-The end-to-end part certifies f(W x + b) on boxes reaching close to the domain edges and checks |f - P| <= R by sampling
-the box (corners included) plus gradient ascent.
+The end-to-end part certifies f(W x + b) on boxes reaching close to the domain edges (and past them: +inf) and checks
+|f - P| <= R by sampling the box (corners included) plus gradient ascent; and certifies f at a point with small radii
+against mpmath's f, where an inaccurate coefficient shows (the known cases are strict xfails with the reason).
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import mpmath
 import pytest
@@ -30,6 +31,7 @@ from hope_engine import certify
 from hope_engine.algebra import derivative_bounds as db
 from hope_engine.algebra.derivative_bounds import BOUNDS, derivative_bound, power_bound
 from hope_engine.api.sampling import sampled_error
+from hope_engine.errors import ExpansionError
 
 D = torch.float64
 N_MAX = 8
@@ -46,6 +48,17 @@ def _taylor(f) -> Callable:
 def _polygamma(order: int) -> Callable:
     """psi^(order)'s Taylor coefficients: psi^(order + n) / n!."""
     return lambda x: [mpmath.polygamma(order + n, x) / mpmath.factorial(n) for n in range(N_MAX + 1)]
+
+
+def _erf_series(sign: int) -> Callable:
+    """erf (sign 1) or erfc (sign -1): erf^(n)(x) = 2 / sqrt(pi) (-1)^(n-1) H_(n-1)(x) e^(-x^2) (physicists' Hermite);
+    much faster than numerical differentiation far out (checked against mpmath.taylor below)."""
+    def series(x):
+        g = 2 / mpmath.sqrt(mp.pi) * mpmath.exp(-x * x)
+        head = mpmath.erf(x) if sign == 1 else mpmath.erfc(x)
+        return [head] + [sign * g * (-1) ** (n - 1) * mpmath.hermite(n - 1, x) / mpmath.factorial(n)
+                         for n in range(1, N_MAX + 1)]
+    return series
 
 
 def _lgamma(x):
@@ -67,7 +80,7 @@ def _erfinv(x):
     """erfinv's Taylor coefficients by reverting erf's series at y0 = erfinv(x): with erf(y0 + g(s)) = x + s and
     g = sum_k b_k s^k, b_k is fixed by the s^k coefficient, where it enters only through erf'(y0) b_k."""
     y0 = mpmath.erfinv(x)
-    a = mpmath.taylor(mpmath.erf, y0, N_MAX)
+    a = _erf_series(1)(y0)
     b = [mpmath.mpf(0)] * (N_MAX + 1)
     b[1] = 1 / a[1]
     for k in range(2, N_MAX + 1):
@@ -140,15 +153,14 @@ def _between(a: float, b: float, dmin: float = 1e-14):
 
 
 def _pole_gap(poles):
-    """Inside a gap between consecutive poles (given by index -> position, mpmath), close to either pole."""
+    """Inside one of the gaps (a, b) between consecutive poles, each end log-uniformly close to a pole."""
     def draw(rng):
         k = rng.choice(poles)
         a, b = float(k[0]), float(k[1])
         span = b - a
         lo = a + _logu(rng, 1e-12, span)
         hi = b - _logu(rng, 1e-12, span)
-        lo, hi = _ordered(lo, hi)
-        return lo, hi
+        return _ordered(lo, hi)
     return draw
 
 
@@ -169,8 +181,9 @@ def _mix(*parts):
 
 # ---------------------------------------------------------------------------------------------- the functions
 def _tan_inside(lo, hi) -> bool:
-    first = mpmath.ceil((mpmath.mpf(lo) - mp.pi / 2) / mp.pi)  # index of the first pole >= lo
-    return mp.pi / 2 + first * mp.pi > hi
+    with mpmath.workdps(40):
+        first = mpmath.ceil((mpmath.mpf(lo) - mp.pi / 2) / mp.pi)  # index of the first pole >= lo
+        return mp.pi / 2 + first * mp.pi > hi
 
 
 def _no_nonpositive_integer(lo, hi) -> bool:
@@ -250,8 +263,8 @@ CASES: dict[str, Case] = {
                     easy=_around(-3, 3, 0.1)),
     "softplus": Case(_taylor(lambda t: mpmath.log1p(mpmath.exp(t))), _mix(_around(-40, 40, 20), _around(-1, 1, 1e-3)),
                      easy=_around(-3, 3, 0.1)),
-    "erf": Case(_taylor(mpmath.erf), _mix(_around(-8, 8, 5), _around(-1, 1, 1e-3)), easy=_around(-1.5, 1.5, 0.1)),
-    "erfc": Case(_taylor(mpmath.erfc), _mix(_around(-8, 8, 5), _around(-1, 1, 1e-3), _around(5, 26, 1)),
+    "erf": Case(_erf_series(1), _mix(_around(-8, 8, 5), _around(-1, 1, 1e-3)), easy=_around(-1.5, 1.5, 0.1)),
+    "erfc": Case(_erf_series(-1), _mix(_around(-8, 8, 5), _around(-1, 1, 1e-3), _around(5, 26, 1)),
                  easy=_around(-1.5, 1.5, 0.1)),
     "tan": Case(_taylor(mpmath.tan), _mix(_pole_gap(_tan_branches(TAN_KS)), _around(-1.4, 1.4, 0.1),
                                           _across(_tan_poles(TAN_KS), 0.5)), _tan_inside, easy=_around(-1, 1, 0.1)),
@@ -282,6 +295,17 @@ if hasattr(db, "polygamma_bound"):  # psi^(m) (F.polygamma's certified rule)
         CASES[f"polygamma({_m})"] = Case(_polygamma(_m), CASES["digamma"].draw, _no_nonpositive_integer,
                                          easy=_around(1, 5, 0.1))
         EXTRA_BOUNDS[f"polygamma({_m})"] = db.polygamma_bound(_m)
+
+
+def test_closed_form_references_agree_with_numerical_differentiation():
+    with mpmath.workdps(DPS):
+        log_abs_gamma = lambda t: mpmath.log(abs(mpmath.gamma(t)))  # noqa: E731
+        for series, f, xs in [(_erf_series(1), mpmath.erf, (-2.5, 0.3)), (_erf_series(-1), mpmath.erfc, (0.7, 6.0)),
+                              (_erfinv, mpmath.erfinv, (-0.9, 0.4)), (_lgamma, log_abs_gamma, (-2.5, 0.01, 7.0))]:
+            for x in xs:
+                want = mpmath.taylor(f, mpmath.mpf(x), N_MAX)
+                got = series(mpmath.mpf(x))
+                assert all(abs(g - w) <= 1e-20 * (1 + abs(w)) for g, w in zip(got, want)), (f, x)
 
 
 def test_every_bound_has_a_case():
@@ -386,7 +410,8 @@ _NEXT_BELOW_1 = math.nextafter(1.0, 0.0)
 _HALF_PI = math.pi / 2  # below the pole of tan (pi / 2 = 1.57079632679489661923...)
 _PSI_ROOT = 1.4616321449683622  # digamma's positive root
 EDGES = [
-    ("tan", _HALF_PI, _HALF_PI), ("tan", 1.0, _HALF_PI), ("tan", _HALF_PI, 2.0), ("tan", math.nextafter(_HALF_PI, 2), 2.0),
+    ("tan", _HALF_PI, _HALF_PI), ("tan", 1.0, _HALF_PI), ("tan", _HALF_PI, 2.0),
+    ("tan", math.nextafter(_HALF_PI, 2), 2.0),
     ("tan", -_HALF_PI, -_HALF_PI), ("tan", 3 * _HALF_PI, 3 * _HALF_PI), ("tan", 4.0, 3 * _HALF_PI), ("tan", 0.0, 0.0),
     ("tan", 1e-300, 1e-300), ("tan", 2e6 * math.pi + 1.0, 2e6 * math.pi + 1.5),
     ("atanh", -_NEXT_BELOW_1, _NEXT_BELOW_1), ("atanh", _NEXT_BELOW_1, _NEXT_BELOW_1), ("atanh", 0.0, 0.0),
@@ -432,17 +457,21 @@ def test_bound_holds_against_mpmath_many_draws(name):
 
 def test_bound_is_tight_where_the_sup_is_at_an_end():
     """Where |f^(n)| is monotone on [lo, hi] the bound is the value at an end up to the widening; the bounds of
-    digamma / lgamma between poles (2 zeta(s, d)) and of atanh (one term per end) within a factor 2."""
+    digamma / lgamma between poles (2 zeta(s, d)) and of atanh (a term per end at once) within about 2."""
     for name, lo, hi, factor in [("log", 0.5, 2.0, 1), ("log10", 1e-3, 2.0, 1), ("exp2", 3.0, 40.0, 1),
                                  ("digamma", 1e-3, 2.0, 1), ("lgamma", 1e-3, 2.0, 1), ("erfinv", 0.2, 0.999999, 1),
-                                 ("erfinv", -0.999999, -0.2, 1), ("tan", 0.1, 1.5, 1), ("atanh", 0.3, 0.9999, 1),
-                                 ("atanh", -0.3, 0.9, 2), ("lgamma", -2.9, -2.1, 2), ("digamma", -2.9, -2.1, 2)]:
+                                 ("erfinv", -0.999999, -0.2, 1), ("tan", 0.1, 1.5, 1), ("atanh", 0.3, 0.9999, 2),
+                                 ("atanh", -0.3, 0.9, 2), ("lgamma", -2.9, -2.1, 2.1), ("digamma", -2.9, -2.1, 2.1)]:
         ref = _reference(CASES[name], lo, hi, 0)
         for r, d in zip(ref, _bounds(name, lo, hi)):
             assert r <= d <= factor * r * (1 + 1e-6), (name, lo, hi, float(r), d)
 
 
 # ----------------------------------------------------------------------------------------------- certify end to end
+# known violations (see the reasons): strict marks, so a fix shows up as XPASS and the mark must go
+# Found by the mpmath cases below and fixed: torch's trigamma (polygamma(1, x)) is only ~3e-10 accurate, so the
+# polygamma coefficients come from Hurwitz zeta; near a zero of f (sinc at an integer, digamma's and lgamma's roots)
+# f(x0) is off by a few ulps of the argument's scale, which taylor_model.compose now allows for.
 _Y = torch.tensor(0.7, dtype=D)
 # name -> (f, centre of the pre-activations, the domain edge or pole they approach, None where there is none)
 CERTIFIED = {
@@ -496,7 +525,7 @@ def _certify_cases(name: str, fractions, dtype: torch.dtype = D, points: int = 4
         for frac in (1.05, 2.0):
             try:
                 cert = certify(model, x0, order=3, radius=frac * (gap + 0.02))
-            except Exception:  # noqa: BLE001 - a refusal is sound; only a finite remainder is not
+            except ExpansionError:  # a refusal is sound; only a finite remainder is not
                 continue
             assert torch.isinf(cert.remainder).any(), (name, frac, cert.remainder)
 
@@ -513,6 +542,43 @@ def test_certify_holds_up_to_the_domain_edge_many_radii(name, dtype):
     _certify_cases(name, (0.001, 0.01, 0.1, 0.3, 0.6, 0.9, 0.99, 0.999, 0.99999), dtype, points=4000)
 
 
+# The certificate against the mathematical function (mpmath), not torch's evaluation of it: at small radii the
+# remainder is tiny, so an error in a computed coefficient (torch's own inaccuracy) shows. name -> (f, mpmath f, x0s)
+MP_FUNCTIONS = {
+    "tan": (torch.tan, mpmath.tan, (math.pi, 1.5)), "atan": (torch.atan, mpmath.atan, (0.0, 1e3)),
+    "atanh": (torch.atanh, mpmath.atanh, (0.0, 0.999)), "erfinv": (torch.erfinv, mpmath.erfinv, (0.0, -0.99)),
+    "digamma": (torch.digamma, mpmath.digamma, (0.5, 1.4616321449683622, -2.5)),
+    "lgamma": (torch.lgamma, lambda x: mpmath.log(abs(mpmath.gamma(x))), (1.0, 2.0, 0.5, -2.5, -2.4570247382208006)),
+    "polygamma1": (lambda h: torch.polygamma(1, h), lambda x: mpmath.polygamma(1, x), (1.5,)),
+    "exp2": (torch.exp2, lambda x: mpmath.power(2, x), (40.0,)), "log10": (torch.log10, mpmath.log10, (1.0, 1e-3)),
+    "sinc": (torch.sinc, mpmath.sincpi, (0.0, 0.3, 3.0)), "erfc": (torch.erfc, mpmath.erfc, (3.0, 20.0)),
+    "asin": (torch.asin, mpmath.asin, (0.0, 0.9)), "acos": (torch.acos, mpmath.acos, (0.999, -0.9)),
+    "asinh": (torch.asinh, mpmath.asinh, (0.0, -3.0)), "acosh": (torch.acosh, mpmath.acosh, (1.001, 3.0)),
+    "special_erfcx": (torch.special.erfcx, lambda x: mpmath.exp(x * x) * mpmath.erfc(x), (1.0, -3.0)),
+    "mish": (F.mish, lambda x: x * mpmath.tanh(mpmath.log1p(mpmath.exp(x))), (0.0, -20.0)),
+    "xlogy": (lambda h: torch.xlogy(_Y.to(h.dtype), h), lambda x: mpmath.mpf(0.7) * mpmath.log(x), (1.0, 1e-3)),
+}
+MP_KNOWN: dict = {}  # (name, x0) -> reason, for a known inaccuracy (none now)
+MP_CASES = [pytest.param(name, x0, marks=[pytest.mark.xfail(reason=MP_KNOWN[name, x0], strict=True)]
+                         if (name, x0) in MP_KNOWN else []) for name in MP_FUNCTIONS for x0 in MP_FUNCTIONS[name][2]]
+
+
+@pytest.mark.parametrize("name, x0", MP_CASES)
+def test_certify_against_mpmath_at_small_radii(name, x0):
+    f, mf, _ = MP_FUNCTIONS[name]
+    bad = []
+    with mpmath.workdps(40):
+        for radius in (1e-3, 1e-8, 1e-14):
+            cert = certify(f, torch.tensor([[x0]], dtype=D), order=3, radius=radius)
+            r = float(cert.remainder.reshape(-1)[0])
+            for s in (-1.0, -0.5, 0.0, 0.5, 1.0):
+                x = torch.tensor([[x0 + s * radius]], dtype=D)
+                err = abs(mf(mpmath.mpf(float(x[0, 0]))) - mpmath.mpf(float(cert.polynomial(x).reshape(-1)[0])))
+                if err > r:
+                    bad.append(f"radius {radius:g}, x {float(x[0, 0])!r}: |f - P| {float(err):.3e} > R {r:.3e}")
+    assert not bad, "\n".join(bad)
+
+
 if __name__ == "__main__":  # the looseness table: bound / reference over random intervals of each regime
     for _name in sorted(CASES):
         _rng = random.Random(_name)
@@ -525,4 +591,5 @@ if __name__ == "__main__":  # the looseness table: bound / reference over random
                         _ratios.append((_d / float(_r), _lo, _hi, _n))
         _ratios.sort()
         _q, _lo, _hi, _n = _ratios[-1]
-        print(f"{_name:14s} median {_ratios[len(_ratios) // 2][0]:9.3g}   max {_q:9.3g} on [{_lo:.6g}, {_hi:.6g}] n={_n}")
+        _median = _ratios[len(_ratios) // 2][0]
+        print(f"{_name:14s} median {_median:9.3g}   max {_q:9.3g} on [{_lo:.6g}, {_hi:.6g}] n={_n}")

@@ -110,12 +110,18 @@ REFERENCES = {  # PyTorch has no derivative of _cdist_backward: the defining for
 }
 
 
+# autograd's derivatives of these pass through torch's trigamma (polygamma(1, x)), only ~3e-10 accurate; the
+# expansion's come from Hurwitz zeta (against mpmath: tests/test_special_points.py, tests/test_derivative_bounds.py)
+TRIGAMMA_REFERENCE = {"lgamma", "digamma"}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_op_matches_autograd(name):
     f, ref = CASES[name]
     with warnings.catch_warnings():
         warnings.simplefilter("error", KinkWarning)
-        assert_matches_autograd(f, X0, 3, variables=VARS, reference=ref or REFERENCES.get(name))
+        assert_matches_autograd(f, X0, 3, variables=VARS, reference=ref or REFERENCES.get(name),
+                                rtol=1e-8 if name in TRIGAMMA_REFERENCE else 1e-10)
 
 
 # ------------------------------------------------------------------------------------------ ties and jumps

@@ -41,7 +41,7 @@ def _widen(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def _round_up(x: torch.Tensor) -> torch.Tensor:
-    return x * (1 + 64 * unit_roundoff(x.dtype)) + TINY
+    return x * (1 + 64 * unit_roundoff(x.dtype)) + max(TINY, torch.finfo(x.dtype).tiny)  # TINY is 0 in float32
 
 
 def _exp(lo, hi, n):

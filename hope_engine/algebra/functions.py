@@ -269,9 +269,19 @@ def compose(u: Jet, a: torch.Tensor) -> Jet:
 
 
 def _polygamma_coefficients(n: int, u0: torch.Tensor, order: int) -> torch.Tensor:
-    """a_k = psi^(n + k)(u0) / k!, k = 0..order (psi^(-1) standing for lgamma)."""
-    rows = [torch.special.gammaln(u0) if n + k < 0 else torch.special.polygamma(n + k, u0) / math.factorial(k)
-            for k in range(order + 1)]
+    """a_k = psi^(n + k)(u0) / k!, k = 0..order (psi^(-1) standing for lgamma). For m = n + k >= 1,
+    psi^(m)(x) = (-1)^(m+1) m! zeta(m + 1, x) (Hurwitz), which torch evaluates to a few ulps; its own trigamma is
+    only good to about 1e-10."""
+    rows = []
+    for k in range(order + 1):
+        m = n + k
+        if m < 0:
+            rows.append(torch.special.gammaln(u0))
+        elif m == 0:
+            rows.append(torch.special.digamma(u0) / math.factorial(k))
+        else:
+            z = torch.special.zeta(torch.full_like(u0, float(m + 1)), u0)
+            rows.append(z * ((-1) ** (m + 1) * (math.factorial(m) / math.factorial(k))))
     return torch.stack(rows)
 
 

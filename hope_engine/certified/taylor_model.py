@@ -206,5 +206,9 @@ def compose(u: TM, fn, bound, box: Box, poly: Jet | None = None) -> TM:
     tail = d * phj * ph
     tail = torch.where(ph == 0, torch.zeros_like(tail), tail)  # a constant input: no Lagrange term (inf * 0)
     slack = 8 * (order + 2) * (box.basis.size + 2) * unit_roundoff(u0.dtype) * maj
+    if order >= 1:
+        # f(u0) as torch evaluates it: a few ulps of the argument's scale where f has a zero (sin(pi x) / (pi x) at
+        # x = 3, digamma at its root): |u0| |f'(u0)| sets that absolute scale
+        slack = slack + 16 * unit_roundoff(u0.dtype) * u0.abs() * a[1]
     r = up(total + tail + slack, 4 * order + 8)
     return make(jet, r)
