@@ -10,30 +10,21 @@ the shipped quickstart notebook opened WITHOUT running it: its saved widget stat
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from support.browser import jupyterlab, launch, run_all
 
 from hope_engine import expand
 from hope_widgets.payloads import latex_terms, pixel_names
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 MODEL_SOURCE = """\
@@ -63,15 +54,6 @@ MAX_SHOWN = 60  # js/src/components/formula-view.js: terms typeset in the formul
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
 
 
-def _chromium() -> str:
-    if not os.path.exists(CHROMIUM) and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && apt-get install -y -qq chromium", shell=True, check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed (apt-get install chromium)")
-    return CHROMIUM
-
-
 def _expected(order: int) -> str:
     scope: dict = {}
     exec(MODEL_SOURCE, scope)  # the same seeded model the notebook builds
@@ -96,84 +78,13 @@ def _notebook() -> dict:
             "nbformat": 4, "nbformat_minor": 5}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "root"
-    root.mkdir()
-    (root / "hope.ipynb").write_text(json.dumps(_notebook()))
-    shutil.copy(QUICKSTART, root / "quickstart.ipynb")
-    env = dict(os.environ)
-    # the kernel imports this working tree's packages, however the environment was installed
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                     ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
-        (tmp / sub).mkdir()
-        env[var] = str(tmp / sub)
-    news = tmp / "settings" / "@jupyterlab" / "apputils-extension"
-    news.mkdir(parents=True)
-    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    # JupyterLab renders widget outputs of trusted notebooks only: trust the shipped one, as a user does once
-    # (`jupyter trust notebooks/01_quickstart.ipynb`); it is not run
-    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(root / "quickstart.ipynb")], env=env, check=True,
-                   capture_output=True, timeout=120)
-    port, token = _free_port(), secrets.token_hex(16)
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
-         f"--IdentityProvider.token={token}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.time() > deadline:
-                log.close()
-                pytest.fail(f"JupyterLab did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-    try:
-        yield {"url": f"{base}/lab/tree/hope.ipynb?token={token}",
-               "quickstart": f"{base}/lab/tree/quickstart.ipynb?token={token}", "log": tmp / "server.log"}
-    finally:
-        try:
-            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(req, timeout=5)
-            server.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - fall back to signals, always by PID
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        log.close()
-
-
-def _run_all(page) -> None:
-    kernel = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
-    deadline = time.time() + 60
-    while True:
-        name = (kernel.text_content() or "").strip()
-        if name and name != "No Kernel":
-            break
-        assert time.time() < deadline, "the kernel did not start"
-        page.wait_for_timeout(200)
-    for _ in range(4):
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
-        page.wait_for_timeout(1500)
-        if (page.locator(".jp-InputPrompt").first.text_content() or "").strip() != "[ ]:":
-            return
-    pytest.fail("Run All did not start the cells")
+def lab(tmp_path_factory) -> Iterator[dict]:
+    notebooks = {"hope.ipynb": _notebook(), "quickstart.ipynb": QUICKSTART}
+    # the shipped quickstart is trusted, as a user does once (`jupyter trust notebooks/01_quickstart.ipynb`); not run
+    with jupyterlab(tmp_path_factory.mktemp("lab"), notebooks, trusted=("quickstart.ipynb",)) as server:
+        yield {"url": server["url"]["hope.ipynb"], "quickstart": server["url"]["quickstart.ipynb"],
+               "log": server["log"]}
 
 
 def _rendered_latex(panel) -> str:
@@ -196,12 +107,9 @@ MOVE_JS = """([order]) => new Promise((resolve) => {
 
 
 def test_panel_in_jupyterlab(lab):
-    executable = _chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(60_000)
@@ -230,7 +138,7 @@ def test_panel_in_jupyterlab(lab):
 def _drive(page, url: str) -> None:
     page.goto(url)
     page.wait_for_selector(".jp-NotebookPanel-toolbar .jp-KernelName")
-    _run_all(page)
+    run_all(page)
 
     # 1. the polynomial appears, typeset by KaTeX, equal to the engine's order-4 LaTeX
     page.wait_for_selector(".hope-formula .hope-term .katex", timeout=45_000)

@@ -10,24 +10,17 @@ no element or attribute was made from a name.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.browser import jupyterlab, launch, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 KEYS = ['a"b', "<x>", "c'd&e"]
 TITLE = "f<\"&'>"
 # the model and the panel, as the notebook cell builds them (and this process, for the expected LaTeX)
@@ -75,92 +68,16 @@ def test_the_escaping_function_and_the_plots_markup():
 # ---- in the browser
 
 
-def _chromium() -> str:
-    if not os.path.exists(CHROMIUM) and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && apt-get install -y -qq chromium", shell=True, check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed (apt-get install chromium)")
-    return CHROMIUM
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[dict]:
-    """JupyterLab on 127.0.0.1 with a notebook that shows the panel (as in tests/test_browser.py)."""
+    """JupyterLab on 127.0.0.1 with a notebook that shows the panel."""
     pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "root"
-    root.mkdir()
     notebook = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
                            "source": MODEL_SOURCE + "panel"}],
                 "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
                 "nbformat": 4, "nbformat_minor": 5}
-    (root / "names.ipynb").write_text(json.dumps(notebook))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                     ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")]:
-        (tmp / sub).mkdir()
-        env[var] = str(tmp / sub)
-    news = tmp / "settings" / "@jupyterlab" / "apputils-extension"
-    news.mkdir(parents=True)
-    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    port, token = _free_port(), secrets.token_hex(16)
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
-         f"--IdentityProvider.token={token}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.time() > deadline:
-                log.close()
-                pytest.fail(f"JupyterLab did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-    try:
-        yield {"url": f"{base}/lab/tree/names.ipynb?token={token}", "log": tmp / "server.log"}
-    finally:
-        try:
-            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(req, timeout=5)
-            server.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - fall back to signals, always by PID
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        log.close()
-
-
-def _run_all(page) -> None:
-    kernel = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
-    deadline = time.time() + 60
-    while True:
-        name = (kernel.text_content() or "").strip()
-        if name and name != "No Kernel":
-            break
-        assert time.time() < deadline, "the kernel did not start"
-        page.wait_for_timeout(200)
-    for _ in range(4):
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
-        page.wait_for_timeout(1500)
-        if (page.locator(".jp-InputPrompt").first.text_content() or "").strip() != "[ ]:":
-            return
-    pytest.fail("Run All did not start the cells")
+    with jupyterlab(tmp_path_factory.mktemp("lab"), {"names.ipynb": notebook}) as server:
+        yield {"url": server["url"]["names.ipynb"], "log": server["log"]}
 
 
 # every element of the panel: its tag, its attribute names, and whether it is inside KaTeX's output
@@ -177,13 +94,10 @@ TERMS_JS = """panel => [...panel.querySelectorAll('.hope-formula .hope-term')].m
 def test_names_with_quotes_and_angle_brackets_in_the_browser(lab):
     from playwright.sync_api import sync_playwright
 
-    executable = _chromium()
     expected = _panel()
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(60_000)
@@ -203,7 +117,7 @@ def test_names_with_quotes_and_angle_brackets_in_the_browser(lab):
 def _check_names(page, url: str, expected) -> None:
     page.goto(url)
     page.wait_for_selector(".jp-NotebookPanel-toolbar .jp-KernelName")
-    _run_all(page)
+    run_all(page)
     page.wait_for_selector(".hope-panel .hope-formula .hope-term", timeout=45_000)
     panel = page.locator(".hope-panel").first
     # the line along <x> (direction 1) is drawn once the kernel's line for it has arrived
