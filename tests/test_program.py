@@ -16,7 +16,7 @@ from torch import nn
 
 from hope_engine import expand
 from hope_engine.algebra.basis import make_basis
-from hope_engine.algebra.jet import Jet
+from hope_engine.algebra.jet import Jet, holds
 from hope_engine.capture import trace
 from hope_engine.ops import rules
 from hope_engine.run import program
@@ -42,7 +42,7 @@ def _reference_run(traced, input_jet, ctx) -> dict:
             kwargs = torch.fx.node.map_arg(node.kwargs, env.__getitem__)
             if node.target is operator.getitem:
                 env[node] = args[0][args[1]]
-            elif any(program.holds_jet(env[a]) for a in node.all_input_nodes):
+            elif any(holds(env[a]) for a in node.all_input_nodes):
                 env[node] = rules.lookup(node.target)(ctx, node.target, *args, **kwargs)
             else:
                 env[node] = node.target(*args, **kwargs)

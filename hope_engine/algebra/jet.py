@@ -51,6 +51,17 @@ class Jet:
         return f"Jet(shape={tuple(self.shape)}, basis={self.basis.kind}/n={self.basis.n}/K={self.basis.order})"
 
 
+def holds(value, kinds=Jet) -> bool:
+    """Whether ``value`` is an instance of ``kinds`` (default: a jet) or a container holding one (a split's outputs)."""
+    if isinstance(value, kinds):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(holds(e, kinds) for e in value)
+    if isinstance(value, dict):
+        return any(holds(e, kinds) for e in value.values())
+    return False
+
+
 def constant_jet(value: torch.Tensor, basis: Basis) -> Jet:
     """A series with the given value and zero higher coefficients."""
     c = value.new_zeros((basis.size, *value.shape))

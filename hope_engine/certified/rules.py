@@ -24,7 +24,7 @@ import torch
 from hope_engine.algebra import functions as F
 from hope_engine.algebra.derivative_bounds import polygamma_bound, power_bound
 from hope_engine.algebra.intervals import Box, gamma, unit_roundoff, up
-from hope_engine.algebra.jet import Jet
+from hope_engine.algebra.jet import Jet, holds
 from hope_engine.capture import trace
 from hope_engine.certified import taylor_model as tm
 from hope_engine.certified.taylor_model import TM
@@ -648,13 +648,8 @@ def check_certifiable(traced) -> None:
 
 
 def _has_tm(x) -> bool:
-    if isinstance(x, (TM, Condition)):
-        return True
-    if isinstance(x, (list, tuple)):
-        return any(_has_tm(e) for e in x)
-    if isinstance(x, dict):
-        return any(_has_tm(e) for e in x.values())
-    return False
+    """Whether x carries the expansion over the box: a Taylor model or a comparison of one, or a container of them."""
+    return holds(x, (TM, Condition))
 
 
 CERTIFIED = program.RuleTable("certified", lookup, _has_tm)

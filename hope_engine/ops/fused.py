@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from hope_engine.algebra.jet import Jet, add_constant, fits
+from hope_engine.algebra.jet import Jet, add_constant, fits, holds
 from hope_engine.ops.rules import defrule, lookup
 from hope_engine.ops.spec import Cost, caller
 
@@ -39,12 +39,8 @@ def vector_linear(x: Jet, w: torch.Tensor, bias: torch.Tensor | None, bias_fits:
     return add_constant(out, bias)
 
 
-def _holds_jet(v) -> bool:
-    return isinstance(v, Jet) or (isinstance(v, (list, tuple)) and any(_holds_jet(e) for e in v))
-
-
 @defrule(linear_1d, composite=_composite, cost=Cost(gemm=True))
 def _linear_1d(ctx, op, x, w, bias=None, *, transposed=False, fits=False):
     if type(x) is Jet and isinstance(w, torch.Tensor) and (bias is None or isinstance(bias, torch.Tensor)):
         return vector_linear(x, w.t() if transposed else w, bias, fits)
-    return _composite(caller(lookup, _holds_jet, ctx), op, x, w, bias, transposed=transposed, fits=fits)
+    return _composite(caller(lookup, holds, ctx), op, x, w, bias, transposed=transposed, fits=fits)

@@ -25,24 +25,13 @@ from itertools import count
 
 import torch
 
-from hope_engine.algebra.jet import Jet
+from hope_engine.algebra.jet import Jet, holds
 from hope_engine.capture import trace
 from hope_engine.errors import ExpansionError
 from hope_engine.ops import rules
 from hope_engine.ops.fused import linear_1d
 
 aten = torch.ops.aten
-
-
-def holds_jet(v) -> bool:
-    """Whether v is a jet or a container holding one (a split's outputs)."""
-    if isinstance(v, Jet):
-        return True
-    if isinstance(v, (list, tuple)):
-        return any(holds_jet(e) for e in v)
-    if isinstance(v, dict):
-        return any(holds_jet(e) for e in v.values())
-    return False
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,7 @@ class RuleTable:
     fuse: bool = True
 
 
-EXACT = RuleTable("exact", rules.lookup, holds_jet)
+EXACT = RuleTable("exact", rules.lookup, holds)
 PLAIN = RuleTable("plain", lambda target: None, lambda value: False, fuse=False)  # the model's own values
 
 
