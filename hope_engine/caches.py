@@ -108,24 +108,20 @@ _REGISTRY: dict[str, weakref.ref] = {}
 _registry_lock = threading.Lock()
 
 
-class BoundedCache:
-    """An LRU mapping with at most ``max_bytes`` bytes (and at most ``max_entries`` entries).
+class _Limited:
+    """What both cache kinds share: a registered name, entries (value, size) in ``_data`` bounded by ``max_entries``
+    and ``max_bytes`` (None follows ``default_cache_bytes()``, read when first needed), hit/miss/eviction counts, and
+    ``clear()``. Subclasses say how entries are held and which goes first (``_shrink``)."""
 
-    ``get_or_build(key, build, nbytes=None)`` returns the cached value or builds, inserts and returns it. The value
-    is inserted only once ``build`` has returned, so an interrupted build leaves the cache as it was. ``clear()``
-    releases everything. ``max_bytes=None`` follows ``default_cache_bytes()`` (read when first needed).
-    """
-
-    def __init__(self, name: str, max_bytes: int | None = None, max_entries: int | None = 64):
+    def __init__(self, name: str, data, max_bytes: int | None, max_entries: int | None):
         self.name = name
         self._max_bytes = max_bytes
         self.max_entries = max_entries
-        self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._data = data
         self._lock = threading.RLock()
         self.hits = self.misses = self.evictions = 0
         _register(self)
 
-    # ------------------------------------------------------------------------------------------------ bounds
     @property
     def max_bytes(self) -> int:
         if self._max_bytes is None:
@@ -142,16 +138,36 @@ class BoundedCache:
     def nbytes(self) -> int:
         """Bytes held now: the sum of the sizes stored with the entries."""
         with self._lock:
-            return sum(size for _, size in self._data.values())
+            return sum(size for _, size in list(self._data.values()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        """Release every entry (the memory returns once nothing elsewhere still references it)."""
+        with self._lock:
+            self._data.clear()
+
+    def _shrink(self, incoming: int, adding: bool = True) -> None:
+        raise NotImplementedError
+
+
+class BoundedCache(_Limited):
+    """An LRU mapping with at most ``max_bytes`` bytes (and at most ``max_entries`` entries).
+
+    ``get_or_build(key, build, nbytes=None)`` returns the cached value or builds, inserts and returns it. The value
+    is inserted only once ``build`` has returned, so an interrupted build leaves the cache as it was. ``clear()``
+    releases everything. ``max_bytes=None`` follows ``default_cache_bytes()`` (read when first needed).
+    """
+
+    def __init__(self, name: str, max_bytes: int | None = None, max_entries: int | None = 64):
+        super().__init__(name, OrderedDict(), max_bytes, max_entries)  # key -> (value, size), least recent first
 
     def fits(self, nbytes: int) -> bool:
         """Whether an entry of ``nbytes`` would be kept."""
         return nbytes <= self.max_bytes
 
     # ----------------------------------------------------------------------------------------------- mapping
-    def __len__(self) -> int:
-        return len(self._data)
-
     def __contains__(self, key: Hashable) -> bool:
         return key in self._data
 
@@ -193,11 +209,6 @@ class BoundedCache:
             entry = self._data.pop(key, None)
         return default if entry is None else entry[0]
 
-    def clear(self) -> None:
-        """Release every entry (the memory returns once no jet or table elsewhere still references it)."""
-        with self._lock:
-            self._data.clear()
-
     def _shrink(self, incoming: int, adding: bool = True) -> None:
         """Evict least recently used entries until ``incoming`` more bytes (and, if ``adding``, one more entry) fit."""
         limit = self.max_bytes - incoming
@@ -215,7 +226,7 @@ class BoundedCache:
 _MISSING = object()
 
 
-class WeakCache:
+class WeakCache(_Limited):
     """Values for objects held weakly (a model, a wrapper, a class): an entry goes when its key is collected, and at
     most ``max_entries`` keys are held (the one inserted or updated longest ago is dropped first: a hit does not
     reorder, so that a lookup stays one weak dictionary read). Each entry's size is given at insertion (default 0:
@@ -224,33 +235,7 @@ class WeakCache:
     ``get`` raises TypeError for a key that cannot be held weakly or hashed (callers then do without the cache)."""
 
     def __init__(self, name: str, max_entries: int = 256, max_bytes: int | None = None):
-        self.name = name
-        self.max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._data: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # key -> (value, size)
-        self._lock = threading.RLock()
-        self.hits = self.misses = self.evictions = 0
-        _register(self)
-
-    @property
-    def max_bytes(self) -> int:
-        if self._max_bytes is None:
-            self._max_bytes = default_cache_bytes()
-        return self._max_bytes
-
-    @max_bytes.setter
-    def max_bytes(self, value: int | None) -> None:
-        with self._lock:
-            self._max_bytes = None if value is None else int(value)
-            self._shrink(0, adding=False)
-
-    @property
-    def nbytes(self) -> int:
-        with self._lock:
-            return sum(size for _, size in list(self._data.values()))
-
-    def __len__(self) -> int:
-        return len(self._data)
+        super().__init__(name, weakref.WeakKeyDictionary(), max_bytes, max_entries)  # key -> (value, size)
 
     def __contains__(self, key: Any) -> bool:
         try:
@@ -288,10 +273,6 @@ class WeakCache:
             except TypeError:
                 entry = None
         return default if entry is None else entry[0]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
     def _shrink(self, incoming: int, adding: bool = True) -> None:
         limit = self.max_bytes - incoming
