@@ -17,6 +17,10 @@ class UnsupportedOperationError(ExpansionError):
         self.ops = ops or []
 
 
+class RandomOperationError(UnsupportedOperationError):
+    """The model draws random numbers in forward: each call is a different function, so no expansion is exact."""
+
+
 class GraphEscapeError(ExpansionError):
     """The model turns an input-dependent value into a Python number or a NumPy array, out of the traced graph."""
 

@@ -605,6 +605,8 @@ LAYER_OPS = {
     # never in a traced graph of torch functions: torch.square traces as pow, special_xlogy is traced as xlogy,
     # F.logsigmoid as log_sigmoid_forward
     "square", "special_xlogy", "log_sigmoid",
+    # casts (to floating dtypes: linear; to integer and bool dtypes: constants): tests/test_torch_semantics.py
+    "_to_copy",
 }
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from hope_engine.caches import WeakCache
 from hope_engine.capture import diagnose, guard, record, trace
-from hope_engine.errors import ExpansionError, GraphEscapeError, TrainingModeWarning
+from hope_engine.errors import ExpansionError, GraphEscapeError, RandomOperationError, TrainingModeWarning
 
 
 def check_order(order) -> int:
@@ -185,7 +185,8 @@ def trace_model(model, x0: torch.Tensor, stamp=guard.UNKNOWN) -> trace.TracedMod
     model's guard stamp taken by ``prepare_call`` (default: taken here)."""
     try:
         return trace.trace(model, x0, stamp=stamp)
-    except (GraphEscapeError, record.RecorderError):  # (a recorder bug is not the model's: not reworded as such)
+    # (a recorder bug is not the model's, and a refused graph says why itself: neither is reworded)
+    except (GraphEscapeError, RandomOperationError, record.RecorderError):
         raise
     except Exception as e:
         raise ExpansionError(diagnose.trace_failure(model, x0, e)) from e

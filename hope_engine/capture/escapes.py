@@ -28,6 +28,7 @@ _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 
 # Bulk reads the tracer cannot serve: under functionalization they see no values (an error, or garbage for .numpy()).
 _UNREADABLE = {"numpy", "tolist", "__array__"}
+_DATA = torch._C.TensorBase.__dict__["data"]  # the ``.data`` descriptor: its __get__ reaches __torch_function__
 
 
 class _Tracker(TorchFunctionMode):
@@ -62,7 +63,10 @@ class _Tracker(TorchFunctionMode):
             raise GraphEscapeError(_message(name))
         if varying and name in _UNREADABLE and args and self.marked(args[0], self._varying):
             raise GraphEscapeError(_unreadable(name))
-        out = func(*args, **kwargs)
+        if getattr(func, "__self__", None) is _DATA and varying:  # .data: autograd's constant, as a detach
+            out = args[0].detach()
+        else:
+            out = func(*args, **kwargs)
         if varying:
             table = None if tainted else self._varying
             for t in pytree.tree_leaves(out):

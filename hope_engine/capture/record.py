@@ -220,10 +220,11 @@ class _Recorder(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
         out = _run_model_op(func, *args, **kwargs)
+        constant = varying and not torch.is_grad_enabled()  # under no_grad / inference_mode: autograd's constant
         if isinstance(out, torch.Tensor):
             node = self._call(func, args, kwargs)
             node.meta["val"] = _meta_like(out)
-            self._track(out, node, varying)
+            self._track(out, self._stopped(node) if constant else node, varying)
         elif isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) or o is None for o in out):
             node = self._call(func, args, kwargs)
             node.meta["val"] = [None if o is None else _meta_like(o) for o in out]
@@ -232,7 +233,7 @@ class _Recorder(TorchDispatchMode):
                     item = self.graph.call_function(operator.getitem, (node, i))
                     item.meta["val"] = node.meta["val"][i]
                     item.meta.update({k: v for k, v in node.meta.items() if k == "nn_module_stack"})
-                    self._track(o, item, varying)
+                    self._track(o, self._stopped(item) if constant else item, varying)
         elif any(isinstance(o, torch.Tensor) for o in pytree.tree_leaves(out)):
             # tensors among numbers or in nested lists: they could not be followed (they would become constants)
             raise Declined(f"{func} returns tensors among other values")
@@ -280,6 +281,16 @@ class _Recorder(TorchDispatchMode):
         if varying:
             self._varying.add(id(target))
         return out
+
+    def _stopped(self, node: torch.fx.Node) -> torch.fx.Node:
+        """``detach(node)`` for a floating value computed where autograd records nothing (its value still follows
+        the point; its derivatives are 0, as autograd's)."""
+        val = node.meta["val"]
+        if not (isinstance(val, torch.Tensor) and (val.is_floating_point() or val.is_complex())):
+            return node
+        stop = self.graph.call_function(torch.ops.aten.detach.default, (node,))
+        stop.meta.update(node.meta)
+        return stop
 
     def _is_protected(self, t) -> bool:
         return isinstance(t, torch.Tensor) and self._protected.get(_storage_key(t)) is t

@@ -22,7 +22,7 @@ from torch.func import functional_call, functionalize
 from hope_engine.caches import WeakCache
 from hope_engine.capture import escapes, guard, record
 from hope_engine.capture.guard import referenced_modules
-from hope_engine.errors import ExpansionError, GraphEscapeError, UnsupportedOperationError
+from hope_engine.errors import ExpansionError, GraphEscapeError, RandomOperationError, UnsupportedOperationError
 from hope_engine.ops import rules
 
 aten = torch.ops.aten
@@ -259,8 +259,14 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     raise it too), and so does a failure of the recorder's own code (``record.RecorderError``: a bug, never hidden)."""
     fn, state = _functional(model)
     names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
+    # recorded with autograd on (so the model's own no_grad / inference_mode blocks show) on tensors that do not
+    # require grad (so autograd saves nothing)
+    plain_state = {k: v.detach() for k, v in state.items()} if state is not None else None
     try:
-        recording = record.record(fn, state, x, DECOMPOSITIONS if variant == "exact" else PAPER_DECOMPOSITIONS, names)
+        # (TorchScript's optimizing executor would run autodiff subgraphs, whose outputs come back detached)
+        with torch.enable_grad(), torch.jit.optimized_execution(False):
+            recording = record.record(fn, plain_state, x, DECOMPOSITIONS if variant == "exact"
+                                      else PAPER_DECOMPOSITIONS, names)
     except record.Declined:
         return None
     gm = recording.graph_module
@@ -355,9 +361,27 @@ def trace(model, x: torch.Tensor, variant: str = "exact", stamp=guard.UNKNOWN) -
                 raise
             except Exception:
                 raise fake_error from None
+    refuse_random(traced)
     if traced.reusable:
         GRAPHS.put(model, key, stamp, traced)
     return traced
+
+
+def refuse_random(traced: TracedModel) -> None:
+    """Raise ``RandomOperationError`` naming every random op in the graph (tagged ``nondeterministic_seeded``: a
+    dropout in training mode, randn...): each call of such a model is a different function."""
+    found: dict[str, set] = {}
+    for node in traced.graph_module.graph.nodes:
+        tags = getattr(node.target, "tags", ()) if node.op == "call_function" else ()
+        if torch.Tag.nondeterministic_seeded in tags:
+            found.setdefault(str(node.target), set()).add(_module_path(node))
+    if found:
+        lines = [f"  {op}  in {', '.join(sorted(paths))}" for op, paths in sorted(found.items())]
+        raise RandomOperationError(
+            "cannot expand this model: it draws random numbers in forward, so each call is a different function "
+            "and no expansion of it is exact:\n" + "\n".join(lines)
+            + "\nRemove the random op, pass the noise in as a constant, or call dropout with training=False "
+            "(modules are expanded in eval mode).", ops=sorted(found))
 
 
 def _module_path(node) -> str:

@@ -163,6 +163,13 @@ def _to_copy(ctx, op, x, **kwargs):
     return _move(ctx, op, x, **kwargs)
 
 
+@register("detach")
+def _detach(ctx, op, x):
+    """detach(x) has x's values: over the box it is x (autograd's stop-gradient is a convention of derivatives at one
+    point, which ``expand`` follows; a bound on f's values over the box must follow x)."""
+    return x
+
+
 @register("neg")
 def _neg(ctx, op, x):
     return tm.make(_jet_rule(ctx, op, x), x.r)

@@ -75,7 +75,7 @@ SUPPORTED_MODULES = (
 )
 
 # --------------------------------------------------------------------------------------------- op families
-RESHAPES = {aten.view, aten._unsafe_view, aten.reshape, aten.clone, aten.contiguous, aten.alias, aten.detach,
+RESHAPES = {aten.view, aten._unsafe_view, aten.reshape, aten.clone, aten.contiguous, aten.alias,
             aten._to_copy, aten.lift_fresh_copy, aten.flatten, aten.unflatten, aten.squeeze, aten.unsqueeze,
             aten.view_copy, aten.alias_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten._reshape_alias,
             aten.dropout, aten.feature_dropout, aten.alpha_dropout}
@@ -100,7 +100,7 @@ ELEMENTWISE = elementwise_ops() | {aten.gelu, aten.silu}
 # ops acting entry by entry: a connected group of them whose jets all come from one value s, each of s's shape, is
 # one elementwise function of s (softsign, x * sigmoid(x) written out): an activation of s for the paper rule
 POINTWISE = ELEMENTWISE | {aten.add, aten.sub, aten.rsub, aten.mul, aten.div, aten.neg, aten.where, aten.maximum,
-                           aten.minimum, aten.clone, aten.alias, aten.detach, aten._to_copy}
+                           aten.minimum, aten.clone, aten.alias, aten._to_copy}
 
 
 def _packet(target):

@@ -262,7 +262,7 @@ _LINEAR_FAST: dict = {
 
 
 # views: the result shares the argument's coefficients
-deflinear("permute", "transpose", "t", "expand", "alias", "detach", "slice", "select", "unsqueeze", "squeeze",
+deflinear("permute", "transpose", "t", "expand", "alias", "slice", "select", "unsqueeze", "squeeze",
     "flatten", "unflatten", "split", "split_with_sizes", "chunk", "unbind", "narrow", "diagonal", "lift_fresh_copy",
     "movedim", "_reshape_alias", kind="move", cost=ALIAS)
 # entries moved, copied or set to 0
@@ -275,8 +275,8 @@ deflinear("clone", "contiguous", "cat", "stack", "flip", "unsafe_split", "unsafe
 # non-negative weights at most 1
 deflinear("sum", "mean", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
     "upsample_bilinear2d", "upsample_linear1d", "cumsum", "trace", "upsample_trilinear3d", "col2im", kind="sum")
-# other linear maps (a cast, a sign, bicubic weights of either sign)
-deflinear("neg", "_to_copy", "upsample_bicubic2d")
+# other linear maps (a sign, bicubic weights of either sign)
+deflinear("neg", "upsample_bicubic2d")
 
 
 def _promoted(x, like: Jet):
@@ -968,6 +968,8 @@ def _max_dim(ctx, op, x, dim=None, keepdim=False):
 
 # ----------------------------------------------------------------------------------- value-only (zero series)
 def value_only(ctx, op, *args, **kwargs):
+    """A result autograd does not differentiate through (a comparison, rounding, an integer cast, ``detach``): its
+    value at the point, a constant of the expansion."""
     _note_branch(ctx, op.overloadpacket, args, kwargs)
     return op(*_value(args), **{k: _value(v) for k, v in kwargs.items()})
 
@@ -1001,7 +1003,23 @@ def _note_branch(ctx, packet, args, kwargs) -> None:
 defvalue("gt", "lt", "ge", "le", "eq", "ne", "sign", "argmax", "argmin", "isnan", "isinf", "isfinite",
     "logical_not", "logical_and", "logical_or", "floor", "ceil", "round", "trunc", "zeros_like", "ones_like",
     "empty_like", "full_like", "new_zeros", "new_ones", "new_empty", "new_full", "bitwise_not", "heaviside",
-    "argsort", "floor_divide", "empty_strided", "scalar_tensor", "sgn", "isposinf", "isneginf", "signbit")
+    "argsort", "floor_divide", "empty_strided", "scalar_tensor", "sgn", "isposinf", "isneginf", "signbit",
+    "detach")
+
+
+@defrule("_to_copy")
+def _to_copy(ctx, op, x, **kwargs):
+    """A cast: to a floating dtype, linear (every coefficient cast); to an integer or bool dtype, what autograd sees
+    as a constant (the cast value; a jump where the value is an integer, for bool at 0)."""
+    dtype = kwargs.get("dtype")
+    if dtype is None or dtype.is_floating_point or dtype.is_complex:
+        return linear(ctx, op, x, **kwargs)
+    if is_jet(x):
+        v = x.value
+        _kinks(ctx, f"a cast to {dtype}", v == 0 if dtype is torch.bool else v == torch.trunc(v), x)
+    return op(_value(x), **kwargs)
+
+
 defop(operator.getitem, lambda ctx, op, seq, i: seq[i])
 
 
