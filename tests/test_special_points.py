@@ -151,9 +151,10 @@ CASES: dict[str, Case] = {
     "gelu_tanh": Case(lambda x: tF.gelu(x, approximate="tanh"), REAL),
     "tanhshrink": Case(tF.tanhshrink, REAL), "glu": Case(lambda x: tF.glu(torch.stack([x, 0.5 * x]), 0)[0], REAL),
     # smooth functions whose PyTorch kernels branch: the smooth function everywhere
-    "softplus": Case(tF.softplus, [*REAL, 20.0, 20.5, 30.0, -30.0], ref=_softplus_formula(1.0)),
-    "softplus_threshold": Case(lambda x: tF.softplus(x, beta=2.0, threshold=1.0), [0.5, 0.75, 0.25, 0.0, -1.0],
-                               ref=_softplus_formula(2.0), ops=("softplus",)),
+    # torch's branch: x past the threshold (beta x > threshold), the smooth side at it
+    "softplus": Case(tF.softplus, [*REAL, 19.5, 20.5, 30.0, -30.0], kinks=[(20.0, _softplus_formula(1.0))]),
+    "softplus_threshold": Case(lambda x: tF.softplus(x, beta=2.0, threshold=1.0), [0.75, 0.25, 0.0, -1.0],
+                               kinks=[(0.5, _softplus_formula(2.0))], ops=("softplus",)),
     "logsigmoid": Case(tF.logsigmoid, [*REAL, 30.0, -30.0], ops=("log_sigmoid_forward",)),
     "mish": Case(tF.mish, [*REAL, 20.0, 20.5, -25.0], ref=lambda x: x * torch.tanh(torch.log1p(torch.exp(x)))),
     "sinc": Case(torch.sinc, [0.0, 1.0, -1.0, 1 / math.pi, -1 / math.pi, 0.5, 1e-3, *RANDOM],
@@ -331,8 +332,6 @@ def test_clamp_with_tensor_bounds():
 # ------------------------------------------------------------------------------------------------ OpInfo sweeps
 # OpInfo ops whose float64 nested autograd is not the function the engine expands (reference: a defining formula)
 OPINFO_REFERENCES: dict[str, Callable] = {
-    # the documented smooth function; PyTorch's kernel (and so its autograd) switches to x above the threshold
-    "nn.functional.softplus": lambda x, beta=1.0, threshold=20.0: torch.log1p(torch.exp(beta * x)) / beta,
     # PyTorch's celu backward rounds 1/alpha to float32
     "nn.functional.celu": lambda x, alpha=1.0: torch.where(x > 0, x, alpha * torch.expm1(x / alpha)),
     # hardsigmoid's backward has no derivative

@@ -353,11 +353,22 @@ def _polygamma(ctx, op, n, x):
 
 @register("softplus")
 def _softplus(ctx, op, x, beta=1.0, threshold=20.0):
-    beta = float(beta)
+    """torch's softplus: x where beta x > threshold, else log(1 + exp(beta x)) / beta. Where the box straddles the
+    threshold, the smooth function's model with its remainder widened by the jump, log(1 + exp(-threshold)) / |beta|
+    (|smooth - x| = log(1 + exp(-beta x)) / |beta| is below that past the threshold)."""
+    beta, threshold = float(beta), float(threshold)
     box = ctx.box
     z = tm.scale(x, beta, box) if beta != 1 else x
     out = tm.compose(z, lambda j: F.softplus(j, 1.0), "softplus", box)
-    return tm.scale(out, 1.0 / beta, box, roundings=2) if beta != 1 else out
+    out = tm.scale(out, 1.0 / beta, box, roundings=2) if beta != 1 else out
+    lo, hi = tm.enclosure(z, box)
+    above, straddle = lo > threshold, (hi > threshold) & ~(lo > threshold)
+    if not bool(above.any() or straddle.any()):
+        return out
+    ctx.note("softplus (its threshold)", straddle)
+    jump = up(torch.tensor(-threshold, dtype=torch.float64).exp().log1p().div(abs(beta)).to(out.r.dtype), 4)
+    widened = tm.make(out, torch.where(straddle, up(out.r + jump, 3), out.r))
+    return _select(above, x, widened) if bool(above.any()) else widened
 
 
 @register("_softmax", "_safe_softmax")

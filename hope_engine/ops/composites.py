@@ -6,6 +6,8 @@ the parts is sound for the whole."""
 
 from __future__ import annotations
 
+import math
+
 
 def ASINH(call, op, x):
     """asinh x = log(x + sqrt(x^2 + 1))."""
@@ -34,7 +36,7 @@ def ERFCX(call, op, x):
 
 def LOGSIGMOID(call, op, x):
     """log sigmoid(x) = -softplus(-x)."""
-    return call("neg", call("softplus", call("neg", x)))
+    return call("neg", call("softplus", call("neg", x), 1.0, math.inf))  # (smooth: torch's has no threshold)
 
 
 def LOGSIGMOID_FORWARD(call, op, x):
@@ -44,7 +46,7 @@ def LOGSIGMOID_FORWARD(call, op, x):
 
 def MISH(call, op, x):
     """mish(x) = x tanh(softplus(x))."""
-    return call("mul", x, call("tanh", call("softplus", x)))
+    return call("mul", x, call("tanh", call("softplus", x, 1.0, math.inf)))
 
 
 def XLOGY(call, op, x, y):

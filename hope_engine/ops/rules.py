@@ -853,9 +853,13 @@ def _maximum(ctx, op, a, b):
 # --------------------------------------------------------- smooth functions whose PyTorch kernels branch on value
 @defrule("softplus", elementwise=True, cost=Cost(products=2.5, copies=2))
 def _softplus(ctx, op, x, beta=1.0, threshold=20.0):
-    """The smooth softplus log(1 + exp(beta x)) / beta at every point: PyTorch's switch to x above ``threshold`` is a
-    floating-point cut (its documentation defines the smooth function), not a kink."""
-    return jetfn.softplus(x, float(beta))
+    """torch's softplus: x where beta x > threshold, else log(1 + exp(beta x)) / beta (a kink where beta x equals
+    the threshold: torch takes the smooth side there)."""
+    smooth = jetfn.softplus(x, float(beta))
+    z = float(beta) * x.value
+    _kinks(ctx, "softplus (its threshold)", z == threshold, x)
+    above = z > threshold
+    return Jet(torch.where(above, x.c, smooth.c), x.basis) if bool(above.any()) else smooth
 
 
 @defrule("log_sigmoid_forward", elementwise=True, composite=LOGSIGMOID_FORWARD, cost=Cost(products=2.5, copies=2))
