@@ -6,6 +6,7 @@
     python benchmarks/run.py --case mnist    # only the cases whose name contains "mnist"
     python benchmarks/run.py --case backends --case cold-start   # only the kernel-backend and cold-start rows
     python benchmarks/run.py --case small-nets   # per-call time on small nets (and JAX jet / jacfwd if installed)
+    python benchmarks/run.py --case self-check   # the self-check's cost: expand with and without verify
 
 Per case and order: time (median of --repeats runs after one warm-up), peak memory (growth of the process's peak
 resident memory during one run), and the error of every derivative against nested autograd in float64:
@@ -663,6 +664,50 @@ def small_nets(quick: bool, repeats: int, log) -> list[dict]:
     return rows
 
 
+def self_check(quick: bool, repeats: int, log) -> list[dict]:
+    """The cost of the self-check (``verify``: one forward and one backward of the model at the point): expand with
+    and without it, medians of interleaved repeats, on the paper's nets, a heat map and the panel's small nets."""
+    cnn, img, _ = trained_mnist_cnn(epochs=1)
+    width = 32 if quick else 1024
+    configs = [(f"paper 1->{width}x5 sine", sine_mlp(1, width, 5), torch.zeros(1, 1, dtype=torch.float64), 10,
+                "total"),
+               ("paper 2->64x3 sine", sine_mlp(2, 64, 3), torch.tensor([[0.3, -0.2]], dtype=torch.float64), 8,
+                "total"),
+               ("paper conv 2d", sine_conv(8 if quick else 32, 4 if quick else 16),
+                torch.tensor([[0.3, -0.2]], dtype=torch.float64), 2 if quick else 8, "total"),
+               ("MNIST CNN heat map", cnn, img, 2, "pure"),
+               ("panel 2->16x16->1 tanh", tanh_mlp(2, 16, 2), torch.tensor([0.3, -0.2], dtype=torch.float64), 6,
+                "total"),
+               ("tiny 2->16->1 tanh", tanh_mlp(2, 16, 1), torch.tensor([0.3, -0.2], dtype=torch.float64), 6,
+                "total")]
+    rounds = 3 if quick else max(7, repeats)
+    log(f"\n== self-check: expand with verify=True (default) vs verify=False, float64, {torch.get_num_threads()} "
+        f"threads, median of {rounds} interleaved rounds")
+    rows = []
+    for name, net, x0, order, terms in configs:
+        fns = {flag: (lambda flag=flag, net=net, x0=x0, order=order, terms=terms:
+                      expand(net, x0, order, terms=terms, verify=flag)) for flag in (True, False)}
+        for fn in fns.values():
+            fn()
+        calls = {}
+        for flag, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            calls[flag] = max(1, min(200, int(0.05 / max(time.perf_counter() - t, 1e-7))))
+        times: dict = {flag: [] for flag in fns}
+        for _ in range(rounds):
+            for flag, fn in fns.items():
+                t = time.perf_counter()
+                for _ in range(calls[flag]):
+                    fn()
+                times[flag].append((time.perf_counter() - t) / calls[flag])
+        on, off = statistics.median(times[True]), statistics.median(times[False])
+        log(f"  {name:24s} order {order:2d} {terms:5s}  verify {on * 1e3:9.3f} ms   no verify {off * 1e3:9.3f} ms   "
+            f"overhead {100 * (on / off - 1):5.1f} %")
+        rows.append(dict(net=name, order=order, terms=terms, verify=on, no_verify=off, overhead=on / off - 1))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and low orders (a smoke run)")
@@ -694,6 +739,7 @@ def main(argv=None) -> int:
     backend_rows = backends(args.quick, repeats, log) if not args.case or "backends" in args.case else []
     cold = cold_start(args.quick, log) if not args.case or "cold-start" in args.case else []
     small = small_nets(args.quick, repeats, log) if not args.case or "small-nets" in args.case else []
+    verify_rows = self_check(args.quick, repeats, log) if not args.case or "self-check" in args.case else []
     checks = targets(results, small, cold, backend_rows)
     if checks:
         log("")
@@ -708,7 +754,7 @@ def main(argv=None) -> int:
                              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                              cpu_count=os.cpu_count()),
                    cases=results, scaling=sweep, targets=checks, backends=backend_rows, cold_start=cold,
-                   small_nets=small)
+                   small_nets=small, self_check=verify_rows)
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         log(f"results written to {args.json}")

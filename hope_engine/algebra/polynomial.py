@@ -128,7 +128,7 @@ class TaylorPolynomial:
     """
 
     def __init__(self, basis: Basis, coefficients: torch.Tensor, center: torch.Tensor, variables: torch.Tensor,
-                 batched: bool, names: list[str] | None = None, method: str = "exact"):
+                 batched: bool, names: list[str] | None = None, method: str = "exact", checks: tuple = ()):
         if coefficients.shape[0] != basis.size:
             raise ValueError(f"coefficients have {coefficients.shape[0]} rows, basis has {basis.size}")
         self.basis = basis
@@ -138,6 +138,7 @@ class TaylorPolynomial:
         self.batched = batched
         self.names = list(names) if names is not None else [f"x{i + 1}" for i in range(basis.n)]
         self.method = method
+        self.checks = tuple(checks)  # what was checked against the model's own torch run: "value", "gradient"
 
     # ------------------------------------------------------------------------------------------- shape facts
     @property
@@ -178,9 +179,10 @@ class TaylorPolynomial:
         return math.prod(self.coefficients.shape[lead:])
 
     def replace(self, **changes) -> TaylorPolynomial:
-        """A copy with some fields changed (basis, coefficients, center, variables, batched, names, method)."""
+        """A copy with some fields changed (basis, coefficients, center, variables, batched, names, method, checks)."""
         fields = dict(basis=self.basis, coefficients=self.coefficients, center=self.center,
-                      variables=self.variables, batched=self.batched, names=self.names, method=self.method)
+                      variables=self.variables, batched=self.batched, names=self.names, method=self.method,
+                      checks=self.checks)
         fields.update(changes)
         return TaylorPolynomial(**fields)
 

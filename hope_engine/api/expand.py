@@ -6,15 +6,21 @@ model's aten graph with the rule table, and the output jet's coefficients are th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import warnings
+
 import torch
 
 from hope_engine.algebra.basis import KINDS, make_basis
 from hope_engine.algebra.jet import Jet
 from hope_engine.algebra.polynomial import TaylorPolynomial
+from hope_engine.api.verify import VerificationError
+from hope_engine.api.verify import verify as check
 from hope_engine.caches import BoundedCache
-from hope_engine.capture import trace
+from hope_engine.capture import guard, trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
-from hope_engine.errors import ExpansionError, warn_one_sided
+from hope_engine.errors import ExpansionError, KinkWarning, warn_one_sided
 from hope_engine.methods import windows
 from hope_engine.ops import rules
 from hope_engine.options import METHODS
@@ -24,11 +30,12 @@ from hope_engine.run.cost import check_budget, estimate_cost
 
 def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
            method: str = "exact", batched: bool | None = None, memory_budget: int | None = None,
-           time_budget: float | None = None, wrt=None) -> TaylorPolynomial:
+           time_budget: float | None = None, wrt=None, verify: bool = True) -> TaylorPolynomial:
     """Taylor polynomial of ``model`` at ``x0`` up to ``order``.
 
     model: an ``nn.Module`` or a function. x0: a point shaped as the model takes it; when it has two or more
-    dimensions, axis 0 is a batch of reference points (one polynomial each) unless ``batched=False``. For a model of
+    dimensions, axis 0 is a batch of reference points (one polynomial each, the expansion of that row's output in
+    that row's input with the other rows held fixed) unless ``batched=False``. For a model of
     several inputs, x0 is a tuple (positional) or a dict (keyword arguments) of them: the variables are the floating
     tensors ``wrt`` names (positions or keys; default all), rows flattened and concatenated in input order, named
     after the keys or the forward's parameters; other inputs (token ids, masks) are held fixed.
@@ -43,6 +50,9 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     cannot be read (``hope_engine.caches.default_memory_budget``).
     time_budget: seconds; an expansion estimated to run longer (multiply-adds of its products at rates calibrated by
     benchmarks/memory.py) is refused. Default None: no time limit (the notebook panel passes 60 s).
+    verify: check the result against the model's own torch run at the point before returning it (``api.verify``:
+    the value, and the first derivatives by one pass of torch's autograd); a mismatch raises ``VerificationError``.
+    ``verify=False`` skips the check, and with it the guarantee (for benchmarks); ``poly.checks`` says what ran.
     """
     order = check_order(order)
     if terms not in KINDS:
@@ -51,40 +61,116 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         raise ExpansionError(f"method must be one of {METHODS}, got {method!r}")
     call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched, wrt=wrt,
                         verb="expanded")
-    model, x0, batched, var_index, n, names, output = (call.model, call.x0, call.batched, call.variables, call.n,
-                                                       call.names, call.output)
+    cached = bool(trace.GRAPHS.graphs(call.model))
+    poly, kinked, interact = _expand_call(call, order, terms, method, memory_budget, time_budget)
+    if not verify:
+        return poly
+    try:
+        checks = check(call.model, call.x0, poly, call.output, gradient=not kinked, rows_interact=interact)
+    except VerificationError:
+        if not cached:
+            raise
+        # a cached graph the guard did not see go stale: once more on a fresh trace, checked again
+        trace.GRAPHS.forget(call.model)
+        call = dataclasses.replace(call, stamp=guard.UNKNOWN)
+        poly, kinked, interact = _expand_call(call, order, terms, method, memory_budget, time_budget)
+        checks = check(call.model, call.x0, poly, call.output, gradient=not kinked, rows_interact=interact)
+    poly.checks = checks
+    return poly
 
+
+def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_budget) -> tuple:
+    """(the polynomial, with the output selected; whether the point sits on a kink; whether the batch's rows
+    interact, so that each was expanded with the others held fixed)."""
     if method == "hope":
         from hope_engine.methods.paper_rule import expand_hope
 
-        return expand_hope(model, x0, order, terms=terms, output=output, variables=var_index, names=names,
-                           batched=batched, memory_budget=memory_budget, time_budget=time_budget,
-                           stamp=call.stamp)
-
+        with _kink_warnings() as kinks:
+            poly = expand_hope(call.model, call.x0, order, terms=terms, output=call.output, variables=call.variables,
+                               names=call.names, batched=call.batched, memory_budget=memory_budget,
+                               time_budget=time_budget, stamp=call.stamp)
+        return poly, bool(kinks), False
+    model, x0, batched, var_index, n, names, output = (call.model, call.x0, call.batched, call.variables, call.n,
+                                                       call.names, call.output)
     traced = trace_model(model, x0, call.stamp)
     trace.check_supported(traced)
     trace.require_one_output(traced)
 
     cost = estimate_cost(traced, n, order, terms, x0.element_size(), like=x0, input_numel=x0.numel())
-    check_budget(cost, n, order, terms, memory_budget, time_budget)  # the dense estimate bounds the windows' too
-    if windows.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows, same numbers
-        return windows.expand_windows(call, traced, order)
+    interact = batched and rows_interact(traced, x0)
+    if interact:  # one run per row
+        cost = dataclasses.replace(cost, seconds=cost.seconds * x0.shape[0])
+    check_budget(cost, n, order, terms, memory_budget, time_budget)
+    if not interact and windows.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows
+        with _kink_warnings() as kinks:
+            poly = windows.expand_windows(call, traced, order)  # (the output selected there)
+        return poly, bool(kinks), False
 
     basis = make_basis(n, order, terms)
     c = input_coefficients(x0, basis, var_index, batched)
     ctx = rules.Context(basis)
     # the graph is run, not the model: the modules' training flags (set to eval while tracing) play no part here
     with torch.no_grad():
-        out = program.run(traced, Jet(c, basis), ctx)
-    warn_one_sided(ctx.kinks, stacklevel=2)
-    coefficients = _output_coefficients(out, basis, x0)
+        if interact:  # rows that interact: each row's expansion with the others held fixed, one run per row
+            coefficients = torch.stack([_output_coefficients(program.run(traced, Jet(_row_only(c, i, n), basis),
+                                                                         ctx), basis, x0)[:, i]
+                                        for i in range(x0.shape[0])], 1)
+        else:
+            coefficients = _output_coefficients(program.run(traced, Jet(c, basis), ctx), basis, x0)
+    warn_one_sided(ctx.kinks, stacklevel=3)
     poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="exact")
+    return _selected(poly, output), bool(ctx.kinks), interact
+
+
+def _selected(poly: TaylorPolynomial, output) -> TaylorPolynomial:
     if output is None:
         return poly
     try:
         return poly.select(output)
     except IndexError as e:
         raise ExpansionError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _kink_warnings():
+    """Collects the KinkWarnings raised inside (for the self-check) and passes every warning on."""
+    kinks: list = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield kinks
+    for w in caught:
+        if issubclass(w.category, KinkWarning):
+            kinks.append(w)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def rows_interact(traced: trace.TracedModel, x0: torch.Tensor) -> bool:
+    """Whether the graph's output rows read other rows of its input (batch statistics, a norm or softmax over the
+    batch axis): row 0 of the input moved, does any other output row change? Once per graph (its structure)."""
+    if x0.dim() < 1 or x0.shape[0] < 2:
+        return False
+    return trace.derived(traced, "rows interact", lambda: _rows_interact(traced, x0))
+
+
+def _rows_interact(traced: trace.TracedModel, x0: torch.Tensor) -> bool:
+    noise = torch.rand(x0[0].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    moved = x0.clone()
+    moved[0] = x0[0] + ((x0[0].abs() + 1) * (0.25 + 0.5 * noise).to(x0.dtype)).to(x0.dtype)
+    with torch.no_grad():
+        a = program.single_output(program.run(traced, x0, None, table=program.PLAIN))
+        b = program.single_output(program.run(traced, moved, None, table=program.PLAIN))
+    if a.dim() < 1 or a.shape[0] != x0.shape[0] or a.shape != b.shape:
+        return False
+    same = (a[1:] == b[1:]) | (torch.isnan(a[1:]) & torch.isnan(b[1:]))
+    return not bool(same.all())
+
+
+def _row_only(c: torch.Tensor, i: int, n: int) -> torch.Tensor:
+    """The batched input series with the variables seeded in row i only (the other rows held at their values)."""
+    c = c.clone()
+    c[1:1 + n, :i] = 0
+    c[1:1 + n, i + 1:] = 0
+    return c
 
 
 _TEMPLATES = BoundedCache("input templates", max_entries=16)  # small seeded input series
@@ -112,6 +198,7 @@ def input_coefficients(x0: torch.Tensor, basis, var_index: torch.Tensor, batched
 
 
 def _output_coefficients(out, basis, x0) -> torch.Tensor:
+    """The coefficients of the run's one output (a constant polynomial for an output that does not move)."""
     o = program.single_output(out)
     if isinstance(o, Jet):
         return o.c

@@ -105,9 +105,10 @@ def concatenate(parts: list[TaylorPolynomial]) -> TaylorPolynomial:
         if p.basis is not first.basis and (p.basis.n, p.basis.order, p.basis.kind) != (
                 first.basis.n, first.basis.order, first.basis.kind):
             raise ExpansionError("expand_many: chunks were expanded in different bases")
+    checks = tuple(c for c in first.checks if all(c in p.checks for p in parts))  # what every chunk had checked
     return TaylorPolynomial(first.basis, torch.cat([p.coefficients for p in parts], 1),
                             torch.cat([p.center for p in parts], 0), first.variables, True, names=first.names,
-                            method=first.method)
+                            method=first.method, checks=checks)
 
 
 def expand_many(model, points, order: int = 6, *, chunk_size: int | None = None,
@@ -134,6 +135,11 @@ def expand_many(model, points, order: int = 6, *, chunk_size: int | None = None,
                              "dask.distributed client's executor with processes=True): while tracing, the model is "
                              "switched to eval mode and module hooks are set, which threads sharing it would see")
     chunks, total = _chunks(points, chunk_size, model, order, options)
+    first = next(chunks, None)
+    if first is not None:
+        _refuse_interacting_rows(model, first if first.shape[0] >= 2 or not isinstance(points, torch.Tensor)
+                                 else points[:2], options)
+        chunks = itertools.chain([first], chunks)
     bar = _progress(progress, total)
     results: list[TaylorPolynomial] = []
     try:
@@ -148,6 +154,24 @@ def expand_many(model, points, order: int = 6, *, chunk_size: int | None = None,
         if bar is not None:
             bar.close()
     return concatenate(results) if concat else results
+
+
+def _refuse_interacting_rows(model, sample: torch.Tensor, options: dict) -> None:
+    """A model whose batch rows read each other (batch statistics, a norm over the batch) has no per-point expansion
+    independent of how the points are grouped: refused, so that every chunk size gives the same answer."""
+    from hope_engine.api.expand import rows_interact
+    from hope_engine.capture.arguments import prepare_call, trace_model
+
+    if sample.dim() < 2 or sample.shape[0] < 2:
+        return
+    keys = ("output", "variables", "names", "wrt")
+    call = prepare_call(model, sample[:2], batched=True, **{k: options[k] for k in keys if k in options})
+    if rows_interact(trace_model(call.model, call.x0, call.stamp), call.x0):
+        raise ExpansionError("expand_many: the model's rows interact (an output row changes when another row of "
+                             "its batch moves: batch statistics, a norm or softmax over axis 0), so a point's "
+                             "expansion depends on which points share its chunk. Expand the batch you mean with "
+                             "expand(model, batch, order) (each row with the others held fixed), or make the model "
+                             "treat rows independently (eval mode for batch norm).")
 
 
 def _run_on(executor: concurrent.futures.Executor, chunks: Iterator[torch.Tensor], model, order: int, options: dict,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -130,6 +131,12 @@ class GraphCache:
         if entries is not None:
             entries.pop(key, None)
 
+    def forget(self, model) -> None:
+        """Drop every graph cached for ``model``."""
+        entries = self._entries(model)
+        if entries is not None:
+            entries.clear()
+
     def graphs(self, model) -> list[TracedModel]:
         """The graphs cached for ``model`` (for inspection and tests)."""
         entries = self._entries(model)
@@ -160,11 +167,21 @@ def _constant_bytes(gm: torch.fx.GraphModule) -> int:
 GRAPHS = GraphCache()
 
 
+# Tracing and the self-check switch modules' modes, set process-wide module hooks and snapshot module attributes:
+# one thread at a time (reentrant: the self-check runs under the same modes as tracing).
+_MODEL_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def eval_mode(model):
     """Run in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
 
-    For a plain function, the modules it reads are switched too."""
+    For a plain function, the modules it reads are switched too. Serialized across threads (``_MODEL_LOCK``)."""
+    with _MODEL_LOCK:
+        yield from _eval_mode(model)
+
+
+def _eval_mode(model):
     mha_fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel hides the ops we expand through
     training = [m for root in referenced_modules(model) for m in root.modules() if m.training]
@@ -181,7 +198,13 @@ def eval_mode(model):
 @contextlib.contextmanager
 def untouched(model):
     """Whatever running the model does to its modules (a hook assigning ``module.weight``, a counter in forward),
-    every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards."""
+    every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards.
+    Serialized across threads: another thread's eval_mode must not be what this snapshot records."""
+    with _MODEL_LOCK:
+        yield from _untouched(model)
+
+
+def _untouched(model):
     modules = {id(m): m for root in referenced_modules(model) for m in root.modules()}
     saved = [(m, dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if isinstance(v, dict)})
              for m in modules.values()]

@@ -1,0 +1,166 @@
+"""Every expansion checks itself against the model's own torch run at the point, before it is returned.
+
+Two checks, on the polynomial P as returned (after the output selection):
+
+- value: P(x0) = f(x0), f run as torch runs it (a plain forward, in eval mode as the expansion is);
+- gradient: for a random weighting w of the outputs, sum_o w_o dP_o/dx = d(sum_o w_o f_o)/dx at x0, the right side by
+  one reverse-mode pass of torch's autograd (so detach, no_grad blocks and integer casts are constants there too).
+  For a batch, P holds each row's derivatives in its own row's input; autograd's gradient of row b's input collects
+  every row that reads it, so rows that interact (batch statistics, a norm over the batch) show as a mismatch.
+
+Both agree up to rounding whenever the traced graph computes what the model computes near x0, so a stale graph, an
+op whose torch semantics the engine does not follow, randomness or batch coupling raise ``VerificationError`` instead
+of returning a number. Where torch's autograd cannot run the model (an op without a derivative), the value check runs
+alone; ``TaylorPolynomial.checks`` says which ran. The residual risk: a wrong graph that still matches the value and
+the first derivatives at x0 (only higher orders differ); the guard (``capture.guard``) covers stale state there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from hope_engine.algebra.polynomial import TaylorPolynomial, select_output
+from hope_engine.capture import trace
+from hope_engine.capture.guard import referenced_modules
+from hope_engine.errors import ExpansionError
+
+# relative tolerance by dtype (the graph's decomposed ops and the model's fused kernels round differently; torch's
+# own backward of a few kernels rounds constants to float32), and an absolute one of 256 ulps of 1 (cancellation of
+# values of order 1 to a tiny output)
+_RTOL = {torch.float64: 1e-6, torch.float32: 5e-4}
+_RTOL_LOW = 5e-2  # half, bfloat16
+_ATOL_ULPS = 256
+
+
+class VerificationError(ExpansionError):
+    """The expansion disagrees with the model's own torch run at the point; ``check`` is "value" or "gradient"."""
+
+    def __init__(self, message: str, check: str):
+        super().__init__(message)
+        self.check = check
+
+
+def verify(model, x0: torch.Tensor, poly: TaylorPolynomial, output=None, gradient: bool = True,
+           rows_interact: bool = False) -> tuple[str, ...]:
+    """The checks that ran (``("value", "gradient")`` or ``("value",)``); raises ``VerificationError`` on a mismatch.
+
+    model: the one-tensor function the expansion traced (``PreparedCall.model``); output: the selection applied to
+    the polynomial (None: the whole output). gradient: False where the point sits on a kink (one-sided: autograd's
+    convention there need not be the branch the expansion took). rows_interact: the batch's rows read each other
+    (expanded row by row): each row's gradient is taken in its own input alone, one backward pass per row."""
+    lead = 1 if poly.batched else 0
+    dtype = poly.coefficients.dtype
+    x = x0.detach().clone().requires_grad_(gradient and x0.is_floating_point())
+    with _model_modes(model):
+        try:
+            with torch.enable_grad():
+                y = model(x.clone())  # (a clone: the model may write into its input)
+        except RuntimeError:  # the model does not run under autograd (inference tensors saved for backward...)
+            x.requires_grad_(False)
+            with torch.no_grad():
+                y = model(x.clone())
+    y = _one_tensor(y)
+    if y is None or not y.is_floating_point():
+        return ()
+    y = select_output(y, output, lead)
+    p0 = poly.coefficients[0]
+    if y.shape != p0.shape:
+        return ()  # (a reshaped output: nothing to compare element by element)
+    rtol = _RTOL.get(dtype, _RTOL_LOW)
+    _compare(p0, y.detach().to(dtype), rtol, "value")
+    if not (gradient and x.requires_grad and y.requires_grad and poly.order >= 1):
+        return ("value",)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(y.dtype)
+    try:
+        g = _row_gradients(y, x, w.to(y.device)) if rows_interact else _gradient(y, x, w.to(y.device))
+    except RuntimeError:  # an op torch cannot differentiate: the value check stands alone
+        return ("value",)
+    mine = _weighted_gradient(poly, w.to(dtype).to(p0.device))
+    theirs = g.reshape(g.shape[0], -1) if poly.batched else g.reshape(-1)
+    theirs = theirs[..., poly.variables.to(theirs.device)]
+    _compare(mine, theirs.detach().to(dtype), rtol, "gradient", batched=poly.batched)
+    return ("value", "gradient")
+
+
+@contextlib.contextmanager
+def _model_modes(model):
+    """The modes the expansion ran the model in (eval, the model left untouched; serialized with tracing)."""
+    with trace.untouched(model), trace.eval_mode(model), torch.jit.optimized_execution(False), _buffers_kept(model):
+        yield
+
+
+@contextlib.contextmanager
+def _buffers_kept(model):
+    """Buffers a forward writes into (a counter, running statistics) get their values back afterwards: checking an
+    expansion must not change the user's model."""
+    saved = [(b, b._version, b.detach().clone()) for root in referenced_modules(model) for b in root.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, version, value in saved:
+                if b._version != version:
+                    b.copy_(value)
+
+
+def _one_tensor(y):
+    if isinstance(y, torch.Tensor):
+        return y
+    leaves = [t for t in (y if isinstance(y, (list, tuple)) else [y]) if isinstance(t, torch.Tensor)]
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def _gradient(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, retain: bool = False) -> torch.Tensor:
+    """d(sum w y)/dx by torch's autograd."""
+    (g,) = torch.autograd.grad(y, x, grad_outputs=w, allow_unused=True, retain_graph=retain)
+    return torch.zeros_like(x) if g is None else g
+
+
+def _row_gradients(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Row b of the result: d(sum_o w_bo y_bo)/dx_b, the other rows' outputs left out."""
+    rows = []
+    for b in range(x.shape[0]):
+        wb = torch.zeros_like(w)
+        wb[b] = w[b]
+        rows.append(_gradient(y, x, wb, retain=b + 1 < x.shape[0])[b])
+    return torch.stack(rows)
+
+
+def _weighted_gradient(poly: TaylorPolynomial, w: torch.Tensor) -> torch.Tensor:
+    """sum_o w_o dP_o/dx_i at x0 for each variable i: (n,), or (B, n) for a batch (coefficients 1..n are degree 1)."""
+    first = poly.coefficients[1:1 + poly.n]  # (n, [B,] *out)
+    if poly.batched:
+        return (first * w.unsqueeze(0)).reshape(poly.n, first.shape[1], -1).sum(-1).T
+    return (first * w.unsqueeze(0)).reshape(poly.n, -1).sum(-1)
+
+
+def _compare(mine: torch.Tensor, theirs: torch.Tensor, rtol: float, check: str, batched: bool = False) -> None:
+    # entries not finite on either side are not compared: the engine keeps a constant where autograd's chain rule
+    # gives 0 * inf (a singular point that does not move), and a NaN is reported by the polynomial itself
+    finite = torch.isfinite(mine) & torch.isfinite(theirs)
+    mine, theirs = torch.where(finite, mine, 0), torch.where(finite, theirs, 0)
+    diff = (mine - theirs).abs()
+    scale = torch.maximum(mine.abs().amax(), theirs.abs().amax()) if mine.numel() else mine.new_zeros(())
+    bad = diff > rtol * scale + _ATOL_ULPS * torch.finfo(mine.dtype).eps
+    if not bool(bad.any()):
+        return
+    where = int(bad.reshape(-1).nonzero()[0])
+    raise VerificationError(_message(check, float(mine.reshape(-1)[where]), float(theirs.reshape(-1)[where]),
+                                     int(bad.sum()), bad.numel(), batched), check)
+
+
+def _message(check: str, mine: float, theirs: float, count: int, total: int, batched: bool) -> str:
+    what = ("the value P(x0)" if check == "value" else
+            "a first derivative (sum of output-weighted gradients)")
+    causes = ["state the forward reads changed in a way the graph cache did not see (the expansion was retried "
+              "on a fresh trace and still differs)",
+              "an op whose torch semantics the engine does not follow",
+              "randomness in forward"]
+    if check == "gradient" and batched:
+        causes.insert(0, "rows of the batch interact (batch statistics, a norm or softmax over the batch axis)")
+    return (f"the expansion does not match the model's own torch run at the point: {what} is {mine:.10g}, torch "
+            f"gives {theirs:.10g} ({count} of {total} entries differ beyond rounding). Likely causes: "
+            + "; ".join(causes) + ". No result is returned rather than a wrong one; please report the model if "
+            "none applies. verify=False skips this check (and the guarantee).")
