@@ -9,6 +9,7 @@ shows the archives are not harmless by accident.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -291,3 +292,96 @@ def test_torchscript_pickles_cannot_name_python_callables(tmp_path, member):
     with pytest.raises(ModelLoadError, match="TorchScript archive could not be loaded"):
         load_model(evil)
     assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def dynamic(tmp_path_factory):
+    """A normal export with a dynamic batch axis: its JSON holds a symbolic-shape expression (``expr_str``)."""
+    path = tmp_path_factory.mktemp("dynamic") / "model.pt2"
+    model = sine_mlp([2, 8, 1], seed=0)
+    batch = {0: torch.export.Dim("batch", min=1, max=64)}
+    torch.export.save(torch.export.export(model, (X0.repeat(3, 1),), dynamic_shapes=(batch,)), str(path))
+    return path
+
+
+def _with_program_text(edit: Callable[[dict], None]) -> Callable[[Members], None]:
+    def rewrite(members: Members) -> None:
+        key = _member(members, "/models/model.json")
+        program = json.loads(members[key])
+        edit(program)
+        members[key] = json.dumps(program).encode()
+    return rewrite
+
+
+def _payload_expression(marker: pathlib.Path) -> Callable[[Members], None]:
+    """Prefix every symbolic-shape expression with Python that touches ``marker`` (sympy.sympify evaluates it)."""
+    def edit(program: dict) -> None:
+        stack: list = [program]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if isinstance(item.get("expr_str"), str):
+                    item["expr_str"] = f"0*(__import__('pathlib').Path('{marker}').touch() or 1) + {item['expr_str']}"
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return _with_program_text(edit)
+
+
+def _payload_guard(marker: pathlib.Path) -> Callable[[Members], None]:
+    """A guard (compiled with exec by ExportedProgram.module(), run on each call) that touches ``marker``."""
+    def edit(program: dict) -> None:
+        program["guards_code"] = [f"__import__('pathlib').Path('{marker}').touch() is None"]
+    return _with_program_text(edit)
+
+
+def _payload_name(marker: pathlib.Path) -> Callable[[Members], None]:
+    """Rename the first parameter (in the graph signature and the weights config) to a name that closes the string
+    torch.fx quotes it in (``getattr(self.lin, "<name>")`` in the code it generates) and touches ``marker``."""
+    path = '"' + str(marker).replace(".", '"+chr(46)+"') + '"'  # (an attribute name holds no dot)
+    payload = f'w")if getattr(getattr(__import__("pathlib"),"Path")({path}),"touch")()else(0,"w'
+
+    def rewrite(members: Members) -> None:
+        key = _member(members, "/models/model.json")
+        program = json.loads(members[key])
+        spec = next(s["parameter"] for s in program["graph_module"]["signature"]["input_specs"] if "parameter" in s)
+        old = spec["parameter_name"]
+        spec["parameter_name"] = new = old.rpartition(".")[0] + "." + payload
+        members[key] = json.dumps(program).encode()
+        key = _member(members, "/data/weights/model_weights_config.json")
+        config = json.loads(members[key])
+        config["config"][new] = config["config"].pop(old)
+        members[key] = json.dumps(config).encode()
+    return rewrite
+
+
+@pytest.mark.parametrize("craft, what", [(_payload_expression, "shape expression"), (_payload_guard, "guard"),
+                                         (_payload_name, "not a plain name")])
+def test_shape_expressions_and_guards_holding_code_are_refused(dynamic, tmp_path, capsys, craft, what):
+    """torch.export.load reads ``expr_str`` with sympy.sympify (an eval), ``.module()`` compiles ``guards_code`` with
+    exec and writes parameter names into the forward it generates: expressions and guards must be plain arithmetic
+    over shape symbols and input sizes, names plain names."""
+    marker = tmp_path / "pwned"
+    evil = _rewrite(dynamic, tmp_path / "evil.pt2", craft(marker))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(evil)
+    assert not marker.exists()
+    _one_line_refusal(str(info.value), what)
+    assert main(["expand", str(evil), "--point", "0,0"]) == 1 and not marker.exists()
+    _one_line_refusal(capsys.readouterr().err.removeprefix("hope: error: "), what)
+
+    loaded = load_model(evil, trust_pickle=True)  # the positive control: trusted, the code runs
+    with contextlib.suppress(Exception):  # (what the injected code leaves behind may not compute)
+        loaded(X0.repeat(3, 1))
+    assert marker.exists()
+
+
+def test_dynamic_exports_with_guards_still_load(dynamic, tmp_path):
+    """torch's own expressions (``Symbol('s0', positive=True, integer=True)``) and guards
+    (``L['input'].size()[0] >= 2``) are plain arithmetic: a normal dynamic export, and one with guards, load."""
+    def edit(program: dict) -> None:  # (``input``: the name of nn.Sequential.forward's argument)
+        program["guards_code"] = ["L['input'].size()[0] >= 1", "L['input'].size()[1] == 2"]
+
+    guarded = _rewrite(dynamic, tmp_path / "guarded.pt2", _with_program_text(edit))
+    for path in (dynamic, guarded):
+        assert load_model(path)(X0.repeat(5, 1)).shape == (5, 1)
