@@ -172,19 +172,25 @@ GRAPHS = GraphCache()
 _MODEL_LOCK = threading.RLock()
 
 
+def modules_of(model) -> list:
+    """Every module ``model`` runs: its own tree, or for a function the trees of the modules it reads."""
+    return list({id(m): m for root in referenced_modules(model) for m in root.modules()}.values())
+
+
 @contextlib.contextmanager
-def eval_mode(model):
+def eval_mode(model, modules: list | None = None):
     """Run in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
 
-    For a plain function, the modules it reads are switched too. Serialized across threads (``_MODEL_LOCK``)."""
+    For a plain function, the modules it reads are switched too (``modules``: ``modules_of(model)`` if taken
+    already). Serialized across threads (``_MODEL_LOCK``)."""
     with _MODEL_LOCK:
-        yield from _eval_mode(model)
+        yield from _eval_mode(modules_of(model) if modules is None else modules)
 
 
-def _eval_mode(model):
+def _eval_mode(modules: list):
     mha_fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel hides the ops we expand through
-    training = [m for root in referenced_modules(model) for m in root.modules() if m.training]
+    training = [m for m in modules if m.training]
     for m in training:
         m.training = False
     try:
@@ -196,18 +202,19 @@ def _eval_mode(model):
 
 
 @contextlib.contextmanager
-def untouched(model):
+def untouched(model, modules: list | None = None):
     """Whatever running the model does to its modules (a hook assigning ``module.weight``, a counter in forward),
     every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards.
     Serialized across threads: another thread's eval_mode must not be what this snapshot records."""
     with _MODEL_LOCK:
-        yield from _untouched(model)
+        yield from _untouched(modules_of(model) if modules is None else modules)
 
 
-def _untouched(model):
-    modules = {id(m): m for root in referenced_modules(model) for m in root.modules()}
-    saved = [(m, dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if isinstance(v, dict)})
-             for m in modules.values()]
+def _untouched(modules: list):
+    saved = []
+    for m in modules:
+        state = vars(m)  # (an empty dict, most hook tables, is kept as None: it must stay empty)
+        saved.append((m, dict(state), {k: dict(v) if v else None for k, v in state.items() if isinstance(v, dict)}))
     try:
         yield
     finally:
@@ -218,7 +225,10 @@ def _untouched(model):
                 state.update(attrs)
             for k, content in inner.items():
                 d = state[k]
-                if d.keys() != content.keys() or any(d[name] is not v for name, v in content.items()):
+                if content is None:
+                    if d:
+                        d.clear()
+                elif d.keys() != content.keys() or any(d[name] is not v for name, v in content.items()):
                     d.clear()
                     d.update(content)
 
