@@ -17,11 +17,12 @@ from hope_engine.errors import (
     TimeBudgetError,
     TrainingModeWarning,
     UnsupportedOperationError,
+    VerificationError,
 )
 
 __all__ = [
     "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",
-    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "certify", "expand", "expand_many",
-    "make_basis",
+    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "VerificationError", "certify", "expand",
+    "expand_many", "make_basis",
 ]
 __version__ = "0.1.0"

@@ -21,6 +21,15 @@ class RandomOperationError(UnsupportedOperationError):
     """The model draws random numbers in forward: each call is a different function, so no expansion is exact."""
 
 
+class VerificationError(ExpansionError):
+    """The expansion disagrees with the model's own torch run at the point (``api.verify``); ``check`` is "value" or
+    "gradient"."""
+
+    def __init__(self, message: str, check: str):
+        super().__init__(message)
+        self.check = check
+
+
 class GraphEscapeError(ExpansionError):
     """The model turns an input-dependent value into a Python number or a NumPy array, out of the traced graph."""
 

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hope_engine import expand, expand_many
-from hope_engine.api.verify import VerificationError
+from hope_engine import VerificationError, expand, expand_many
 from hope_engine.capture import trace
 from hope_engine.ops import rules
 

@@ -15,12 +15,11 @@ import torch
 from hope_engine.algebra.basis import KINDS, make_basis
 from hope_engine.algebra.jet import Jet
 from hope_engine.algebra.polynomial import TaylorPolynomial
-from hope_engine.api.verify import VerificationError
 from hope_engine.api.verify import verify as check
 from hope_engine.caches import BoundedCache
 from hope_engine.capture import guard, trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
-from hope_engine.errors import ExpansionError, KinkWarning, warn_one_sided
+from hope_engine.errors import ExpansionError, KinkWarning, VerificationError, warn_one_sided
 from hope_engine.methods import windows
 from hope_engine.ops import rules
 from hope_engine.options import METHODS

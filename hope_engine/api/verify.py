@@ -25,7 +25,7 @@ import torch
 
 from hope_engine.algebra.polynomial import TaylorPolynomial, select_output
 from hope_engine.capture import trace
-from hope_engine.errors import ExpansionError
+from hope_engine.errors import VerificationError
 
 # relative tolerance by dtype (the graph's decomposed ops and the model's fused kernels round differently; torch's
 # own backward of a few kernels rounds constants to float32), and an absolute one of 256 ulps of 1 (cancellation of
@@ -33,14 +33,6 @@ from hope_engine.errors import ExpansionError
 _RTOL = {torch.float64: 1e-6, torch.float32: 5e-4}
 _RTOL_LOW = 5e-2  # half, bfloat16
 _ATOL_ULPS = 256
-
-
-class VerificationError(ExpansionError):
-    """The expansion disagrees with the model's own torch run at the point; ``check`` is "value" or "gradient"."""
-
-    def __init__(self, message: str, check: str):
-        super().__init__(message)
-        self.check = check
 
 
 def verify(model, x0: torch.Tensor, poly: TaylorPolynomial, output=None, gradient: bool = True,
