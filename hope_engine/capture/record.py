@@ -84,11 +84,13 @@ def _own_code(what: str, op=None):
 
 
 class Recording:
-    """The recorded graph module, and whether a value read ties it to this point."""
+    """The recorded graph module, whether a value read ties it to this point, and whether that value depends on the
+    input (then the graph is valid at this point only: not over a box around it)."""
 
-    def __init__(self, graph_module: torch.fx.GraphModule, per_point: bool):
+    def __init__(self, graph_module: torch.fx.GraphModule, per_point: bool, input_read: bool = False):
         self.graph_module = graph_module
         self.per_point = per_point
+        self.input_read = input_read
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
@@ -139,6 +141,7 @@ class _Recorder(TorchDispatchMode):
         self.decompositions = decompositions
         self.module_stack = module_stack
         self.per_point = False
+        self.input_read = False  # a value computed from the input was read into Python
         self._nodes: dict[int, tuple[weakref.ref, torch.fx.Node]] = {}
         self._varying: set[int] = set()  # ids of tensors whose values differ between calls (input, state, derived)
         self._protected: dict[int, torch.Tensor] = {}  # storage -> a caller's tensor (input or parameter)
@@ -213,7 +216,7 @@ class _Recorder(TorchDispatchMode):
         if func._schema.is_mutable:
             return self._in_place(func, args, kwargs, varying)
         if varying and any(tag in func.tags for tag in _DATA_DEPENDENT) and _reads_values(func, args):
-            self.per_point = True
+            self._read(leaves)
         if autograd_would_have_decomposed(func, leaves):  # a composite called below autograd (from a decomposition)
             with self:
                 out = _run_model_op(func.decompose, *args, **kwargs)
@@ -238,8 +241,25 @@ class _Recorder(TorchDispatchMode):
             # tensors among numbers or in nested lists: they could not be followed (they would become constants)
             raise Declined(f"{func} returns tensors among other values")
         elif varying:  # a Python number or bool read from a value that changes: this graph holds at this point only
-            self.per_point = True
+            self._read(leaves)
         return out
+
+    def _read(self, tensors: list) -> None:
+        """A value read into Python (or a shape taken from values): the graph holds at this point only; and if the
+        value depends on the input, not over any neighbourhood of it either (``input_read``)."""
+        self.per_point = True
+        if self.input_read:
+            return
+        seen, todo = set(), [n for n in (self._node_of(t) for t in tensors) if n is not None]
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node.op == "placeholder" and node.name == "x":
+                self.input_read = True
+                return
+            todo.extend(node.all_input_nodes)
 
     def _in_place(self, func, args, kwargs, varying: bool):
         """An in-place op that functionalization left (C++ composites and decompositions write into tensors they just
@@ -362,7 +382,7 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
         recorder.output(out)
         gm = torch.fx.GraphModule(recorder.root, recorder.graph)
     if not recorder.mutated:
-        return Recording(gm, recorder.per_point)
+        return Recording(gm, recorder.per_point, recorder.input_read)
     # in-place ops below functionalization (inside a decomposition): functionalize the recorded graph and record it
     # once more (as make_fx does; module paths are not kept on this path). No dead-code pass before: the in-place
     # nodes have no users, and the replay must run them.
@@ -381,4 +401,5 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
     if any(n.op == "call_function" and getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable
            for n in again.graph_module.graph.nodes):
         raise Declined("in-place ops remain after functionalizing the recorded graph")
-    return Recording(again.graph_module, recorder.per_point or again.per_point)
+    return Recording(again.graph_module, recorder.per_point or again.per_point,
+                     recorder.input_read or again.input_read)

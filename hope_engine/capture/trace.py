@@ -86,12 +86,15 @@ VARIANTS = ("exact", "paper")  # exact: composites decomposed for the rule table
 
 @dataclass
 class TracedModel:
-    """An aten graph of the model, its parameter/buffer inputs, and whether it can be reused at other points."""
+    """An aten graph of the model, its parameter/buffer inputs, whether it can be reused at other points, and whether
+    it holds at this point only because the model read a value computed from its input into Python (a branch on the
+    input: then no neighbourhood of the point is covered either)."""
 
     graph_module: torch.fx.GraphModule
     state: dict
     reusable: bool
     input_index: int
+    branches_on_input: bool = False
 
     def state_values(self) -> list:
         return list(self.state.values())
@@ -306,7 +309,8 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     _read_input_directly(gm, len(state or {}))
     gm.graph.eliminate_dead_code()
     gm.recompile()
-    return TracedModel(gm, state or {}, not recording.per_point, input_index=len(state or {}))
+    return TracedModel(gm, state or {}, not recording.per_point, input_index=len(state or {}),
+                       branches_on_input=recording.input_read)
 
 
 def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
@@ -324,7 +328,9 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     fn, state = _functional(model)
     inputs: tuple = (x,) if state is None else (state, x)
     gm = make_fx(fn, **options)(*inputs)
-    traced = TracedModel(gm, state or {}, mode == "fake", input_index=len(state or {}))
+    # (a real-mode trace is the fallback of a branch on a value: which value, make_fx does not say)
+    traced = TracedModel(gm, state or {}, mode == "fake", input_index=len(state or {}),
+                         branches_on_input=mode == "real")
     if any(_mutates(node) for node in gm.graph.nodes):
         # C++ composites (circular padding...) write into fresh tensors below functionalisation: functionalise the
         # aten graph itself once more (module paths are not kept on this rare path)
