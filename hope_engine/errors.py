@@ -52,6 +52,10 @@ class TimeBudgetError(ExpansionError):
         self.budget = budget
 
 
+class ModelLoadError(ValueError):
+    """The file could not be loaded as a model; the message says why and what to do."""
+
+
 class KinkWarning(UserWarning):
     """The reference point lies exactly on a kink (relu, max pool tie...): the expansion there is one-sided."""
 

@@ -32,7 +32,8 @@ from torch import nn
 
 from hope_engine import expand
 from hope_engine.io.cli import main
-from hope_engine.io.loading import _UNKNOWN, ModelLoadError, _op_refusal, load_model
+from hope_engine.io.loading import ModelLoadError, load_model
+from hope_engine.io.pure_graphs import UNKNOWN, op_refusal
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # saving TorchScript fixtures
 
@@ -438,10 +439,10 @@ def test_the_allow_list_follows_op_properties():
     """The rule, applied to every operator TorchScript knows: file arguments, random draws without a switch that is
     off, and ops returning nothing (bar checks) are refused; other namespaces too; pure math and switched-off
     dropout, RNNs and attention pass."""
-    unknown = lambda name: _UNKNOWN  # noqa: E731 - nothing known before running
+    unknown = lambda name: UNKNOWN  # noqa: E731 - nothing known before running
     refused: dict[str, str] = {}
     for schema in torch._C._jit_get_all_schemas():
-        why = _op_refusal(schema, _tags(schema), unknown)
+        why = op_refusal(schema, _tags(schema), unknown)
         if why is not None:
             refused[f"{schema.name}.{schema.overload_name}"] = why
         if not schema.name.startswith("aten::"):
@@ -465,8 +466,8 @@ def test_the_allow_list_follows_op_properties():
     off = {"train": False, "training": False, "dropout_p": 0.0}.get
     for op in (torch.ops.aten.dropout.default, torch.ops.aten.lstm.input, torch.ops.aten.rrelu.default,
                torch.ops.aten.scaled_dot_product_attention.default):
-        assert _op_refusal(op._schema, op.tags, unknown) == "which draws random numbers", op
-        assert _op_refusal(op._schema, op.tags, lambda name: off(name, _UNKNOWN)) is None, op
+        assert op_refusal(op._schema, op.tags, unknown) == "which draws random numbers", op
+        assert op_refusal(op._schema, op.tags, lambda name: off(name, UNKNOWN)) is None, op
 
 
 def _tags(schema) -> tuple:
