@@ -128,9 +128,7 @@ def run_case(case: Case) -> dict:
     model, x0, variables = _build(case)
     expand(model, x0, 1, terms=case.terms, variables=variables, method=case.method)  # trace, load the kernels
     if case.method == "hope":
-        traced = hope_trace(model, x0)
-        gm = traced.graph_module if hasattr(traced, "graph_module") else traced[0]
-        cost = estimate_hope_cost(gm, len(variables), case.order, case.terms, x0.element_size(), tuple(x0.shape))
+        cost = estimate_hope_cost(hope_trace(model, x0), len(variables), case.order, case.terms, x0.element_size())
     else:
         cost = estimate_cost(trace.trace(model, x0), len(variables), case.order, case.terms, x0.element_size(),
                              like=x0, input_numel=x0.numel())

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hope_engine import TaylorPolynomial, UnsupportedOperationError, expand
@@ -461,3 +462,51 @@ def test_avgpool_entries_are_raised_to_the_kth_power(pool):
                                 _tanh_derivatives(x0.reshape(-1), 4))
     got = hope.derivatives()[1:].reshape(4, 25)          # pure basis: order by order, variable by variable
     assert rel(got, torch.stack(v)) < 1e-12
+
+
+# ops the rule takes from their declarations alone (a "move" op: its 0/1 matrix; a pointwise op in a group of one
+# value): between a first layer and one activation, the rule is exact
+DECLARED = {
+    "reflection_pad1d": lambda z: F.pad(z.reshape(1, 2, 4), (2, 1), mode="reflect"),
+    "replication_pad2d": lambda z: F.pad(z.reshape(1, 1, 2, 4), (1, 1, 1, 1), mode="replicate"),
+    "upsample_nearest1d": lambda z: F.interpolate(z.reshape(1, 2, 4), scale_factor=2, mode="nearest"),
+    "unfold": lambda z: z.reshape(8).unfold(0, 3, 2),
+    "pixel_unshuffle": lambda z: F.pixel_unshuffle(z.reshape(1, 2, 2, 2), 2),
+    "im2col": lambda z: F.unfold(z.reshape(1, 2, 2, 2), 2),
+    "slice_scatter": lambda z: torch.slice_scatter(z.reshape(2, 4), z.reshape(2, 4)[:, :2], 1, 2, 4),
+    "as_strided": lambda z: z.reshape(8).as_strided((3, 3), (2, 1)),
+    "atan2 of one value": lambda z: torch.atan2(z, 1.0 + z * z),
+    "masked_fill of one value": lambda z: z.masked_fill(z > 0.3, 0.2) / (1 + z.abs()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECLARED))
+def test_ops_taken_from_their_declarations_are_exact_on_one_hidden_layer(name):
+    torch.manual_seed(2)
+    first = nn.Linear(3, 8).to(D)
+
+    def f(x):
+        u = torch.tanh(DECLARED[name](first(x)))
+        return (u * torch.linspace(0.3, 1.2, u.numel(), dtype=D).reshape(u.shape)).sum().reshape(1, 1)
+
+    exact, hope = both(f, torch.tensor([[0.3, -0.2, 0.5]], dtype=D), 4)
+    assert rel(hope.derivatives(), exact.derivatives()) < 1e-10
+
+
+def test_op_families_come_from_the_declarations():
+    from hope_engine.methods import paper_rule
+    from hope_engine.ops.spec import SPECS
+
+    aten = torch.ops.aten
+    for op, spec in SPECS.items():
+        assert (op in paper_rule.RESHAPES) == (spec.entries == "reshape"), op
+        if spec.linear == "move":
+            assert op in paper_rule.BACKWARD, op
+        if spec.entries is not None:
+            assert op in paper_rule.MOVES, op
+    # the reshapes, 0/1 matrices and first-layer ops the rule had by hand before they were declared
+    assert {aten.view, aten.reshape, aten.flatten, aten.clone, aten._to_copy} <= paper_rule.RESHAPES
+    assert {aten.permute, aten.expand, aten.cat, aten.gather, aten.sum, aten.max_pool2d_with_indices,
+            aten.constant_pad_nd} <= paper_rule.STRUCTURAL
+    assert {aten.transpose, aten.slice, aten.select, aten.flip, aten.neg} <= paper_rule.MOVES
+    assert not {aten.expand, aten.cat, aten.diagonal, aten.detach} & paper_rule.MOVES

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as tF
 from support.autograd import assert_matches_autograd
 
 from hope_engine.capture import trace
-from hope_engine.ops import rules
+from hope_engine.ops import analytic, linear, rules, value_only
 from hope_engine.ops.spec import Cost, DuplicateRuleError
 
 aten = torch.ops.aten
@@ -27,12 +28,12 @@ def _dummy(ctx, op, *args, **kwargs):
 
 
 @pytest.mark.parametrize("register", [
-    lambda: rules.deflinear("view"),
-    lambda: rules.defvalue("gt"),
-    lambda: rules.defanalytic("exp", lambda x: x, cost=Cost()),
+    lambda: linear.deflinear("view"),
+    lambda: value_only.defvalue("gt"),
+    lambda: analytic.defanalytic("exp", lambda x: x, cost=Cost()),
     lambda: rules.defrule("relu")(_dummy),
     lambda: rules.defop(aten.add.Tensor, _dummy),  # an overload next to its packet's rule
-    lambda: rules.deflinear("permute", "permute"),
+    lambda: linear.deflinear("permute", "permute"),
 ])
 def test_registering_an_op_twice_raises(register):
     before = dict(rules.RULES)
@@ -48,8 +49,8 @@ def test_a_new_op_is_one_line_and_found_by_lookup():
         return x
 
     try:
-        rules.deflinear(my_op)
-        assert rules.lookup(my_op) is rules.linear
+        linear.deflinear(my_op)
+        assert rules.lookup(my_op) is linear.linear
         with pytest.raises(DuplicateRuleError):
             rules.defrule(my_op)(_dummy)
     finally:
@@ -71,11 +72,13 @@ def test_a_packet_after_one_of_its_overloads_raises():
 
 
 def test_rules_py_writes_the_table_in_one_place():
-    """Only ``defop`` assigns into RULES (no loops or lists writing it on the side)."""
-    source = inspect.getsource(rules)
-    writes = re.findall(r"RULES\[[^\]]*\]\s*=", source)
-    assert writes == ["RULES[key] ="], writes
-    assert "VALUE_ONLY.add(defop(" in source and source.count("VALUE_ONLY.add") == 1
+    """Only ``defop`` assigns into RULES (no loops or lists writing it on the side), in any module of the ops package;
+    only ``defvalue`` adds to VALUE_ONLY, through ``defop``."""
+    sources = {p.name: p.read_text() for p in Path(inspect.getfile(rules)).parent.glob("*.py")}
+    writes = {name: re.findall(r"RULES\[[^\]]*\]\s*=", s) for name, s in sources.items()}
+    assert {name: w for name, w in writes.items() if w} == {"rules.py": ["RULES[key] ="]}, writes
+    adds = {name: s.count("VALUE_ONLY.add") for name, s in sources.items() if "VALUE_ONLY.add" in s}
+    assert adds == {"value_only.py": 1} and "VALUE_ONLY.add(defop(" in sources["value_only.py"], adds
 
 
 def test_no_op_is_both_ruled_and_decomposed():
@@ -118,7 +121,7 @@ def test_every_rule_is_reachable():
 
 def test_value_only_ops_are_those_defvalue_registered():
     for key in rules.VALUE_ONLY:
-        assert rules.RULES[key] is rules.value_only
+        assert rules.RULES[key] is value_only.value_only
         assert all(rules.is_value_only(o) for o in _overloads(key))
     assert not rules.is_value_only(aten.add.Tensor)
 

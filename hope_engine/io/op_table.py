@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from hope_engine.certified import rules as certified_rules
 from hope_engine.methods import paper_rule
-from hope_engine.ops.spec import SPECS, OpSpec, op_name
+from hope_engine.ops.spec import SPECS, OpSpec, op_name, pointwise
 
 HEADER = """# Declared ops
 
@@ -44,12 +42,7 @@ def _paper_path(spec: OpSpec) -> str:
 
 
 def _windows(spec: OpSpec) -> str:
-    op = spec.op
-    tags = getattr(op, "tags", None)
-    if tags is None and isinstance(op, torch._ops.OpOverloadPacket):
-        overloads = [getattr(op, name) for name in op.overloads()]
-        tags = set().union(*(o.tags for o in overloads)) if overloads else ()
-    return "yes" if torch.Tag.pointwise in (tags or ()) else "-"
+    return "yes" if pointwise(spec.op) else "-"
 
 
 def _cost(spec: OpSpec) -> str:

@@ -55,7 +55,7 @@ from hope_engine.algebra.polynomial import TaylorPolynomial, monomial_parents, o
 from hope_engine.capture import trace
 from hope_engine.errors import ExpansionError, GraphEscapeError, UnsupportedOperationError, warn_one_sided
 from hope_engine.ops import rules
-from hope_engine.ops.spec import elementwise_ops
+from hope_engine.ops.spec import declared, elementwise_ops, pointwise
 from hope_engine.run import program
 
 aten = torch.ops.aten
@@ -75,32 +75,35 @@ SUPPORTED_MODULES = (
 )
 
 # --------------------------------------------------------------------------------------------- op families
-RESHAPES = {aten.view, aten._unsafe_view, aten.reshape, aten.clone, aten.contiguous, aten.alias,
-            aten._to_copy, aten.lift_fresh_copy, aten.flatten, aten.unflatten, aten.squeeze, aten.unsqueeze,
-            aten.view_copy, aten.alias_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten._reshape_alias,
-            aten.dropout, aten.feature_dropout, aten.alpha_dropout}
-# 0/1 matrices (max pooling: at this point, the selection of each window's maximum)
-STRUCTURAL = {aten.permute, aten.transpose, aten.t, aten.expand, aten.slice, aten.select, aten.cat, aten.stack,
-              aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.narrow, aten.movedim, aten.flip,
-              aten.roll, aten.repeat, aten.index_select, aten.gather, aten.index, aten.constant_pad_nd, aten.sum,
-              aten.permute_copy, aten.transpose_copy, aten.t_copy, aten.expand_copy, aten.slice_copy,
-              aten.select_copy, aten.diagonal, aten.pixel_shuffle, aten.upsample_nearest2d, aten.tril, aten.triu,
-              aten.max_pool1d_with_indices, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices}
-# each output entry is one input entry (times a number), each input entry used at most once: for such an S,
-# (W S)^{o k} = W^{o k} S, so these compose with the first layer W (as do mul/add by a constant of the input's shape)
-MOVES = RESHAPES | {aten.permute, aten.transpose, aten.t, aten.slice, aten.select, aten.split, aten.split_with_sizes,
-                    aten.chunk, aten.unbind, aten.narrow, aten.movedim, aten.flip, aten.roll, aten.permute_copy,
-                    aten.transpose_copy, aten.t_copy, aten.slice_copy, aten.select_copy, aten.neg}
-# ops linear in one argument only: the argument positions that may carry derivatives
+# Derived from the op declarations (hope_engine/ops, ``spec.OpSpec``): an op declared with the fact a list needs is
+# taken without an edit here. What stays here is the paper rule's own: the ops of its trace variant that are not
+# declared (dropout, the whole gelu and silu), the ops it treats as 0/1 matrices beyond the "move" ops, and the limits
+# of its backward rules (ONE_ARGUMENT); every other op acting on the input is refused by name (``_classify``).
+
+# the same entries in the same order, another shape or a copy (declared entries="reshape"; dropout: the identity in
+# eval mode, not declared): v_k reshaped back
+RESHAPES = declared(lambda s: s.entries == "reshape") | {aten.dropout, aten.feature_dropout, aten.alpha_dropout}
+# 0/1 matrices, v_k passed back through the transpose: the "move" ops (entries moved, copied or set to 0), and the
+# paper rule's own: sum (the one "sum" op whose weights are all 1), constant_pad_nd (a move plus a constant) and max
+# pooling (at this point, the selection of each window's maximum)
+STRUCTURAL = (declared(lambda s: s.linear == "move") - RESHAPES) | {
+    aten.sum, aten.constant_pad_nd, aten.max_pool1d_with_indices, aten.max_pool2d_with_indices,
+    aten.max_pool3d_with_indices}
+# each output entry is one input entry (times a number), each input entry used at most once (declared entries=
+# "reshape" or "injective"): for such an S, (W S)^{o k} = W^{o k} S, so these compose with the first layer W (as do
+# mul/add by a constant of the input's shape)
+MOVES = RESHAPES | declared(lambda s: s.entries == "injective")
+# ops linear in one argument only: the argument positions that may carry derivatives (the backward rules below take
+# one factor with derivatives, the other constant)
 ONE_ARGUMENT = {aten.mul: (0, 1), aten.div: (0,), aten.mm: (0, 1), aten.bmm: (0, 1), aten.matmul: (0, 1),
                 aten.addmm: (1, 2), aten.baddbmm: (1, 2), aten.convolution: (0,)}
 
 # activations: every op declared elementwise (hope_engine.ops), plus the paper variant's whole gelu and silu
 ELEMENTWISE = elementwise_ops() | {aten.gelu, aten.silu}
-# ops acting entry by entry: a connected group of them whose jets all come from one value s, each of s's shape, is
-# one elementwise function of s (softsign, x * sigmoid(x) written out): an activation of s for the paper rule
-POINTWISE = ELEMENTWISE | {aten.add, aten.sub, aten.rsub, aten.mul, aten.div, aten.neg, aten.where, aten.maximum,
-                           aten.minimum, aten.clone, aten.alias, aten._to_copy}
+# ops acting entry by entry (declared ops torch tags pointwise; alias and _to_copy, copies torch does not tag): a
+# connected group of them whose jets all come from one value s, each of s's shape, is one elementwise function of s
+# (softsign, x * sigmoid(x) written out): an activation of s for the paper rule
+POINTWISE = ELEMENTWISE | declared(lambda s: pointwise(s.op)) | {aten.alias, aten._to_copy}
 
 
 def _packet(target):
@@ -538,7 +541,7 @@ def expand_hope(model, x0: torch.Tensor, order: int, *, terms: str = "total", ou
         check_hope_budget,  # refuse over the memory/time budget before anything of size M exists
     )
 
-    check_hope_budget(gm, x0, n, order, terms, memory_budget, time_budget)
+    check_hope_budget(traced, x0, n, order, terms, memory_budget, time_budget)
     graph = gm.graph
     env, input_node, out_node = _forward(traced, x0)
     jets = _derivative_nodes(graph, env, input_node)

@@ -40,7 +40,7 @@ from hope_engine.algebra.polynomial import TaylorPolynomial
 from hope_engine.capture import trace
 from hope_engine.capture.arguments import PreparedCall
 from hope_engine.errors import ExpansionError, warn_one_sided
-from hope_engine.ops import rules
+from hope_engine.ops import rules, selections
 from hope_engine.run import program
 
 aten = torch.ops.aten
@@ -210,7 +210,7 @@ def max_pool2d(win: Window, value: torch.Tensor, idx: torch.Tensor, kernel, stri
     dense rule)."""
     kernel, stride, padding, dilation = _pair(kernel), _pair(stride), _pair(padding), _pair(dilation)
     v = win.c[0]
-    ties = rules.pool_ties(v, value, idx, 2, _MAX, (kernel, stride, padding, dilation, ceil_mode))
+    ties = selections.pool_ties(v, value, idx, 2, _MAX, (kernel, stride, padding, dilation, ceil_mode))
     if ties:
         kinks["max_pool"] = kinks.get("max_pool", 0) + ties
     ho, wo = value.shape[2:]

@@ -9,7 +9,10 @@ entry instead of keeping tables of their own:
 - certified, linear ops: a "move" (entries moved, copied or set to 0) applies itself to the remainders; a "sum" (weights
   in [0, 1]) too, plus the rounding of its sums;
 - the paper's rule (``hope_engine.methods.paper_rule``): an ``elementwise`` op (one argument carries the jet, the result
-  has its shape) is an activation, whose univariate series f^(m)(u0) / m! is its exact rule on u0 + t;
+  has its shape) is an activation, whose univariate series f^(m)(u0) / m! is its exact rule on u0 + t; a "move" is a
+  0/1 matrix (v_k passes back through its transpose), ``entries`` "reshape" passes v_k back reshaped, and "reshape" or
+  "injective" ops may sit in the first layer (where the mixed partials are formed); ops torch tags pointwise (and
+  the elementwise ones) make up the groups of pointwise ops of one value it takes as one activation;
 - the cost model (``hope_engine.run.cost``): the declaration's ``cost``.
 
 An op missing what a path needs is refused by name in that path. ``declare`` refuses an op declared twice (also
@@ -74,6 +77,10 @@ class OpSpec:
     range: tuple | None = None       # analytic: the function's range (a certified remainder is capped to it)
     composite: Callable | None = None  # (call, *args, **kwargs) -> value: the op as other declared ops
     linear: str | None = None        # linear ops: "move" (entries moved, copied or zeroed), "sum" (weights in [0, 1])
+    entries: str | None = None       # "reshape": the jet argument's entries in the same order (views of all of it,
+    #                                  copies, float casts); "injective": each result entry one argument entry times a
+    #                                  number, each argument entry in at most one result entry (transposes, slices,
+    #                                  flips, negation); None: not claimed (the paper rule's reshapes and first layer)
     cost: Cost = NO_COST
 
     @property
@@ -132,9 +139,22 @@ def spec_of(target) -> OpSpec | None:
     return spec
 
 
+def declared(predicate: Callable[[OpSpec], bool]) -> set:
+    """The declared ops (packets, or the Python functions graphs hold) whose declaration satisfies ``predicate``."""
+    return {op for op, s in SPECS.items() if predicate(s)}
+
+
 def elementwise_ops() -> set:
     """The declared ops that act elementwise on one jet argument (packets)."""
-    return {op for op, s in SPECS.items() if s.elementwise}
+    return declared(lambda s: s.elementwise)
+
+
+def pointwise(op) -> bool:
+    """Whether torch tags ``op`` (an overload, or any overload of a packet) pointwise: it acts entry by entry."""
+    tags = getattr(op, "tags", None)
+    if tags is None and isinstance(op, torch._ops.OpOverloadPacket):
+        tags = set().union(*(getattr(op, name).tags for name in op.overloads()))
+    return torch.Tag.pointwise in (tags or ())
 
 
 def overload(name: str):

@@ -189,29 +189,18 @@ def estimate_memory(traced: trace.TracedModel, n: int, order: int, kind: str, it
     return estimate_cost(traced, n, order, kind, itemsize).memory
 
 
-def estimate_hope_cost(graph_module: torch.fx.GraphModule, n: int, order: int, kind: str, itemsize: int,
-                       input_shape: tuple = (), outputs: int | None = None) -> CostEstimate:
+def estimate_hope_cost(traced: trace.TracedModel, n: int, order: int, kind: str, itemsize: int,
+                       outputs: int | None = None) -> CostEstimate:
     """Peak bytes and seconds of ``method="hope"`` from its traced graph's shapes (nothing is run).
 
     With I the largest value's size: basis (and its build) + Jacobians (1 + n) I + two consecutive degree blocks of
     the Kronecker powers (w_{k-1} + w_k) I + the coefficients of every output (M per output, twice while stacked);
-    seconds: about 6 M I element operations per output (powers, products, sums)."""
+    seconds: about 6 M I element operations per output (powers, products, sums). The values are the input's
+    dependents (``trace.input_dependents``), their sizes and declared costs those ``estimate_cost`` reads."""
     from hope_engine.algebra.basis import basis_nbytes, cached_basis
 
     m = basis_size(n, order, kind)
-    nodes = list(graph_module.graph.nodes)
-    placeholders = [nd for nd in nodes if nd.op == "placeholder"]
-    like = [nd for nd in placeholders if getattr(nd.meta.get("val"), "shape", None) == tuple(input_shape)]
-    depends = set(like or placeholders)                   # the input: the placeholder(s) shaped as x0
-    for nd in nodes:                                      # values that depend on the input (not the parameters)
-        if nd.op == "call_function" and any(a in depends for a in nd.all_input_nodes):
-            depends.add(nd)
-    # the frontier (first hidden values) is computed, not a view of the input: its width I sizes the powers
-    units = max((_numel(nd.meta.get("val")) for nd in depends if nd.op == "call_function"
-                 and not cost_of(nd.target).alias), default=1) or 1
-    inputs = max((_numel(nd.meta.get("val")) for nd in depends), default=1) or 1
-    out = next((nd for nd in graph_module.graph.nodes if nd.op == "output"), None)
-    out_numel = max(1, _numel([a.meta.get("val") for a in out.all_input_nodes])) if out is not None else 1
+    units, inputs, out_numel = trace.derived(traced, "hope widths", lambda: _hope_widths(traced))
     outputs = min(out_numel, 4096) if outputs is None else outputs
     widest = basis_size(n, order, kind) - basis_size(n, order - 1, kind) if order else 1
     parts = {"basis": 0 if cached_basis(n, order, kind) else 2 * basis_nbytes(n, order, kind),
@@ -223,10 +212,20 @@ def estimate_hope_cost(graph_module: torch.fx.GraphModule, n: int, order: int, k
     return CostEstimate(memory=int(sum(parts.values())), seconds=seconds, parts=parts)
 
 
-def check_hope_budget(graph_module: torch.fx.GraphModule, x0: torch.Tensor, n: int, order: int, kind: str,
+def _hope_widths(traced: trace.TracedModel) -> tuple[int, int, int]:
+    """(I: the largest computed value that depends on the input, the largest such value or the input itself, the
+    number of output values). The frontier (first hidden values) is computed, not a view of the input: its width I
+    sizes the powers."""
+    units = max((numel for _, c, numel, *_ in _jet_steps(traced) if not c.alias), default=1) or 1
+    inputs = max((_numel(nd.meta.get("val")) for nd in trace.input_dependents(traced)), default=1) or 1
+    out_numel = max(1, _numel([a.meta.get("val") for a in trace.output_node(traced).all_input_nodes]))
+    return units, inputs, out_numel
+
+
+def check_hope_budget(traced: trace.TracedModel, x0: torch.Tensor, n: int, order: int, kind: str,
                       memory_budget: int | None, time_budget: float | None) -> None:
     """``check_budget`` for ``method="hope"`` (called by ``expand_hope`` once its graph is traced)."""
-    cost = estimate_hope_cost(graph_module, n, order, kind, x0.element_size(), tuple(x0.shape))
+    cost = estimate_hope_cost(traced, n, order, kind, x0.element_size())
     check_budget(cost, n, order, kind, memory_budget, time_budget, method="hope")
 
 
