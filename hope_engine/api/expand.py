@@ -49,11 +49,15 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     cannot be read (``hope_engine.caches.default_memory_budget``).
     time_budget: seconds; an expansion estimated to run longer (multiply-adds of its products at rates calibrated by
     benchmarks/memory.py) is refused. Default None: no time limit (the notebook panel passes 60 s).
-    verify: check the result against the model's own torch run at the point before returning it (``api.verify``:
-    the value, and the first derivatives by one pass of torch's autograd); a mismatch raises ``VerificationError``.
-    ``verify=False`` skips the check, and with it the guarantee (for benchmarks); ``poly.checks`` says what ran.
+    verify: check the result against the model's own torch run at the point before returning it (``api.verify``);
+    a mismatch raises ``VerificationError``. True (default): the value P(x0) against a forward at every call, the
+    first derivatives against one pass of torch's autograd on the first expansion of each traced graph (whether the
+    engine differentiates the graph as torch does) and again whenever the graph is traced afresh; "full": the first
+    derivatives at every call too; False: no check, and no guarantee (for benchmarks). ``poly.checks`` says what ran.
     """
     order = check_order(order)
+    if verify not in (True, False, "full"):
+        raise ExpansionError(f"verify must be True, False or 'full', got {verify!r}")
     if terms not in KINDS:
         raise ExpansionError(f"terms must be one of {KINDS}, got {terms!r}")
     if method not in METHODS:
@@ -61,26 +65,36 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched, wrt=wrt,
                         verb="expanded")
     cached = bool(trace.GRAPHS.graphs(call.model))
-    poly, kinked, interact = _expand_call(call, order, terms, method, memory_budget, time_budget)
-    if not verify:
+    poly, kinked, interact, traced = _expand_call(call, order, terms, method, memory_budget, time_budget)
+    if verify is False:
         return poly
     try:
-        checks = check(call.model, call.x0, poly, call.output, gradient=not kinked, rows_interact=interact)
+        checks = _checked(call, poly, kinked, interact, traced, verify == "full")
     except VerificationError:
         if not cached:
             raise
         # a cached graph the guard did not see go stale: once more on a fresh trace, checked again
         trace.GRAPHS.forget(call.model)
         call = dataclasses.replace(call, stamp=guard.UNKNOWN)
-        poly, kinked, interact = _expand_call(call, order, terms, method, memory_budget, time_budget)
-        checks = check(call.model, call.x0, poly, call.output, gradient=not kinked, rows_interact=interact)
+        poly, kinked, interact, traced = _expand_call(call, order, terms, method, memory_budget, time_budget)
+        checks = _checked(call, poly, kinked, interact, traced, True)
     poly.checks = checks
     return poly
 
 
+def _checked(call, poly: TaylorPolynomial, kinked: bool, interact: bool, traced, full: bool) -> tuple[str, ...]:
+    """Run the self-check: the first derivatives where asked (``full``), where no graph records having passed it, or
+    where the graph is not cached (the paper rule, a per-point graph); the value always. Off a kink only."""
+    gradient = not kinked and (full or traced is None or not traced.reusable or not traced.gradient_checked)
+    checks = check(call.model, call.x0, poly, call.output, gradient=gradient, rows_interact=interact)
+    if "gradient" in checks and traced is not None:
+        traced.gradient_checked = True
+    return checks
+
+
 def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_budget) -> tuple:
     """(the polynomial, with the output selected; whether the point sits on a kink; whether the batch's rows
-    interact, so that each was expanded with the others held fixed)."""
+    interact, so that each was expanded with the others held fixed; the traced graph, None for the paper rule)."""
     if method == "hope":
         from hope_engine.methods.paper_rule import expand_hope
 
@@ -88,7 +102,7 @@ def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_
             poly = expand_hope(call.model, call.x0, order, terms=terms, output=call.output, variables=call.variables,
                                names=call.names, batched=call.batched, memory_budget=memory_budget,
                                time_budget=time_budget, stamp=call.stamp)
-        return poly, bool(kinks), False
+        return poly, bool(kinks), False, None
     model, x0, batched, var_index, n, names, output = (call.model, call.x0, call.batched, call.variables, call.n,
                                                        call.names, call.output)
     traced = trace_model(model, x0, call.stamp)
@@ -103,7 +117,7 @@ def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_
     if not interact and windows.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows
         with _kink_warnings() as kinks:
             poly = windows.expand_windows(call, traced, order)  # (the output selected there)
-        return poly, bool(kinks), False
+        return poly, bool(kinks), False, traced
 
     basis = make_basis(n, order, terms)
     c = input_coefficients(x0, basis, var_index, batched)
@@ -118,7 +132,7 @@ def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_
             coefficients = _output_coefficients(program.run(traced, Jet(c, basis), ctx), basis, x0)
     warn_one_sided(ctx.kinks, stacklevel=3)
     poly = TaylorPolynomial(basis, coefficients, x0, var_index, batched, names=names, method="exact")
-    return _selected(poly, output), bool(ctx.kinks), interact
+    return _selected(poly, output), bool(ctx.kinks), interact, traced
 
 
 def _selected(poly: TaylorPolynomial, output) -> TaylorPolynomial:

@@ -18,12 +18,13 @@ the first derivatives at x0 (only higher orders differ); the guard (``capture.gu
 from __future__ import annotations
 
 import contextlib
-import functools
+import math
 
 import numpy as np
 import torch
 
 from hope_engine.algebra.polynomial import TaylorPolynomial, select_output
+from hope_engine.caches import memoize
 from hope_engine.capture import trace
 from hope_engine.errors import VerificationError
 
@@ -48,7 +49,7 @@ def verify(model, x0: torch.Tensor, poly: TaylorPolynomial, output=None, gradien
     x = x0.detach().clone().requires_grad_(gradient and x0.is_floating_point())
     with _model_modes(model):
         try:
-            with torch.enable_grad():
+            with torch.enable_grad() if x.requires_grad else torch.no_grad():
                 y = model(x.clone())  # (a clone: the model may write into its input)
         except RuntimeError:  # the model does not run under autograd (inference tensors saved for backward...)
             x.requires_grad_(False)
@@ -100,7 +101,7 @@ def _buffers_kept(modules: list):
                     b.copy_(value)
 
 
-@functools.lru_cache(maxsize=16)
+@memoize("self-check output weights", max_entries=16)
 def _weights(shape: tuple) -> torch.Tensor:
     """Fixed random output weights of a shape (standard normal, seed 0): the same for every call."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -141,6 +142,10 @@ def _compare(mine: torch.Tensor, theirs: torch.Tensor, rtol: float, check: str, 
     """Raise unless |mine - theirs| <= rtol max|.| + atol entrywise. Entries not finite on either side are not
     compared: the engine keeps a constant where autograd's chain rule gives 0 * inf (a singular point that does not
     move), and a NaN is the polynomial's own to report. (NumPy: a dozen tiny torch ops cost more than the check.)"""
+    if mine.numel() <= 64:  # (plain floats: faster than any array library at this size)
+        _compare_few(mine.reshape(-1).tolist(), theirs.reshape(-1).tolist(), rtol, check, batched,
+                     _ATOL_ULPS * torch.finfo(mine.dtype).eps)
+        return
     a = mine.detach().cpu().double().numpy().reshape(-1)
     b = theirs.detach().cpu().double().numpy().reshape(-1)
     with np.errstate(invalid="ignore"):
@@ -154,6 +159,16 @@ def _compare(mine: torch.Tensor, theirs: torch.Tensor, rtol: float, check: str, 
     where = int(np.flatnonzero(bad)[0])
     raise VerificationError(_message(check, float(a[where]), float(b[where]), int(bad.sum()), bad.size, batched),
                             check)
+
+
+def _compare_few(a: list, b: list, rtol: float, check: str, batched: bool, atol: float) -> None:
+    pairs = [(u, v) for u, v in zip(a, b) if math.isfinite(u) and math.isfinite(v)]
+    if not pairs:
+        return
+    tol = rtol * max(max(abs(u), abs(v)) for u, v in pairs) + atol
+    bad = [(u, v) for u, v in pairs if abs(u - v) > tol]
+    if bad:
+        raise VerificationError(_message(check, bad[0][0], bad[0][1], len(bad), len(a), batched), check)
 
 
 def _message(check: str, mine: float, theirs: float, count: int, total: int, batched: bool) -> str:

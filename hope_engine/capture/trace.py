@@ -95,6 +95,7 @@ class TracedModel:
     reusable: bool
     input_index: int
     branches_on_input: bool = False
+    gradient_checked: bool = False  # an expansion through it passed the self-check of its first derivatives
 
     def state_values(self) -> list:
         return list(self.state.values())
