@@ -234,6 +234,31 @@ def test_certified_radius():
         assert float(beyond.remainder) > tol
 
 
+@pytest.mark.parametrize("extra_orders", [0, 1, 2])
+def test_order_zero_keeps_the_variation_of_the_input(extra_orders):
+    """f = x1 + x2 at (0.05, 0.05), radius 1: P = f(x0), so R must hold sup |t1 + t2| = 2 (closed form) and the
+    bounds the range [-1.9, 2.1] (f at the box's extreme corners); certified_radius(1e-6) is then at most 5e-7."""
+    def f(x):
+        return x[..., :1] + x[..., 1:]
+
+    x0 = torch.tensor([[0.05, 0.05]], dtype=DT)
+    cert = certify(f, x0, order=0, radius=1.0, extra_orders=extra_orders)
+    low, high = f(x0 + torch.tensor([[-1.0, -1.0], [1.0, 1.0]], dtype=DT)).reshape(-1)
+    lower, upper = cert.bounds()
+    assert float(lower) <= float(low) and float(high) <= float(upper)
+    assert float(cert.remainder) >= 2.0
+    assert float(cert.certified_radius(1e-6)) <= 1e-6
+    check_sound(f, cert, points=2000, steps=4)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "sin"])
+def test_order_zero_without_extra_orders_is_sound(act):
+    model = mlp(2, [6], [act], 2, seed=11)
+    x0 = torch.tensor([[0.2, -0.3]], dtype=DT)
+    for r in (0.01, 0.3):
+        check_sound(model, certify(model, x0, order=0, radius=r, extra_orders=0), points=2000, steps=4)
+
+
 def test_refusals():
     model = mlp(2, [4], ["tanh"], 1, seed=0)
     x0 = torch.zeros(1, 2, dtype=DT)

@@ -174,12 +174,16 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
     c = x0.new_zeros((basis.size, *x0.shape))
     c[0] = x0
     flat = c.reshape(basis.size, x0.shape[0], -1) if batched else c.reshape(basis.size, -1)
+    r_in = torch.zeros_like(x0)
     if basis.order >= 1:
         flat[1 + torch.arange(basis.n, device=x0.device), ..., var_index.to(x0.device)] = 1
+    else:  # degree 0 holds no t: x0 + t is the constant x0 with remainder |t_i| <= r_i
+        r_flat = r_in.reshape(x0.shape[0], -1) if batched else r_in.reshape(-1)
+        r_flat[..., var_index.to(x0.device)] = radius.to(x0.dtype)
     box = make_box(basis, radius)
     ctx = CertContext(box, rules.Context(basis))
     with trace.eval_mode(model):
-        out = run(traced, TM(c, basis, torch.zeros_like(x0)), ctx)
+        out = run(traced, TM(c, basis, r_in), ctx)
     o = program.single_output(out)
     if not isinstance(o, TM):  # the output does not depend on the input
         o = constant(o.to(x0.dtype), basis)
@@ -188,6 +192,7 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
     coefficients = o.c[:keep].clone()
     tail = o.c.clone()
     tail[:keep] = 0
+    slack = torch.zeros_like(o.r)
     if ctx.crossings:  # relaxed or hulled values: the polynomial is not the Taylor polynomial any more; expand's is
         with warnings.catch_warnings(), trace.eval_mode(model):
             warnings.simplefilter("ignore", KinkWarning)
@@ -195,13 +200,18 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
         taylor = program.single_output(jets)
         taylor = taylor.c[:keep] if isinstance(taylor, Jet) else _constant_coefficients(taylor, keep)
         tail[:keep] = o.c[:keep] - taylor
-        tail[0] = tail[0] + 2 * unit_roundoff(tail.dtype) * (o.c[:keep].abs() + taylor.abs()).sum(0)
+        # the rounding of those differences over the box (added to R: a shift of the signed constant tail[0] could
+        # move the range towards 0 instead of widening it)
+        w = box.weights[:keep].reshape(-1, *([1] * (tail.dim() - 1)))
+        slack = 2 * unit_roundoff(tail.dtype) * ((o.c[:keep].abs() + taylor.abs()) * w).sum(0)
         coefficients = taylor.clone()
     lo, hi = poly_range(tail, box)  # what P leaves out of the Taylor model's polynomial, bounded over the box
-    remainder = up(o.r + torch.maximum((tail[0] + lo).abs(), (tail[0] + hi).abs()), 4)
-    remainder = torch.where(torch.isnan(remainder), torch.inf, remainder)
-    lower = torch.where(torch.isnan(lower), -torch.inf, lower)
-    upper = torch.where(torch.isnan(upper), torch.inf, upper)
+    remainder = up(o.r + torch.maximum((tail[0] + lo).abs(), (tail[0] + hi).abs()) + slack, 4 + keep)
+    # a NaN or infinite coefficient (a NaN weight, an op outside its domain at x0): no bound, never a finite number
+    bad = ~(torch.isfinite(coefficients).all(0) & torch.isfinite(o.c).all(0))
+    remainder = torch.where(torch.isnan(remainder) | bad, torch.inf, remainder)
+    lower = torch.where(torch.isnan(lower) | bad, -torch.inf, lower)
+    upper = torch.where(torch.isnan(upper) | bad, torch.inf, upper)
     poly = TaylorPolynomial(basis.truncate(order), coefficients, x0, var_index, batched, names=names,
                             method="exact")
     if output is not None:

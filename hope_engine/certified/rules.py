@@ -3,12 +3,17 @@
 The polynomial part of an op is what the jet rule table (``rules``) computes; a rule here adds the remainder:
 
 - data movement (views, slices, cat, padding...): the same op on R (it moves entries and fills zeros);
-- sums with non-negative weights (sum, mean, average pooling...): the op on R plus the rounding of the sums;
+- sums with weights of one sign (sum, mean, average pooling, a negative divisor_override...): the op with |weights|
+  on R plus the rounding of the sums;
 - linear maps with constant weights (mm, addmm, convolution): centre through W, radius through |W|;
 - products, quotients, analytic functions: ``taylor_model``;
 - piecewise functions: exact where the value's enclosure lies in one piece; where it straddles a kink, a sound linear
   relaxation (relu, leaky relu, abs) or the interval hull (clamp, max pooling, branches of ``where``), each counted in
-  ``CertContext.crossings``.
+  ``CertContext.crossings``;
+- a value whose model is unbounded (an infinite remainder or coefficient: it may be NaN somewhere in the box) stays
+  unbounded through clamps and range caps, as torch's NaN does.
+
+An argument a rule cannot follow as torch does is refused naming the op and the argument (``CertificationError``).
 
 Ops without a rule here are refused by name before anything is computed (``check_certifiable``).
 """
@@ -30,7 +35,7 @@ from hope_engine.certified import taylor_model as tm
 from hope_engine.certified.taylor_model import TM
 from hope_engine.errors import ExpansionError, UnsupportedOperationError
 from hope_engine.ops import rules
-from hope_engine.ops.spec import SPECS, DuplicateRuleError, UnknownOpError, caller, resolve, spec_of
+from hope_engine.ops.spec import SPECS, DuplicateRuleError, UnknownOpError, caller, op_name, resolve, spec_of
 from hope_engine.run import program
 
 aten = torch.ops.aten
@@ -140,6 +145,18 @@ def _pair(out, rem):
     return out
 
 
+def _bounded(x: TM) -> torch.Tensor:
+    """Where a Taylor model bounds its value: a finite remainder and finite coefficients. Elsewhere the value may be
+    NaN somewhere in the box (an op outside its domain, a NaN weight), which torch propagates through clamps and
+    bounded functions: they must not turn it into a finite range."""
+    return torch.isfinite(x.r) & torch.isfinite(x.c).all(0)
+
+
+def _unbounded_where(x: TM, mask: torch.Tensor) -> TM:
+    """x with an infinite remainder where ``mask`` holds."""
+    return tm.make(x, torch.where(mask, torch.full_like(x.r, torch.inf), x.r))
+
+
 # ------------------------------------------------------------------------------------------------- data movement
 def _move(ctx, op, *args, **kwargs):
     """Entries moved, copied or set to 0: the same op on the remainders (constants contribute 0)."""
@@ -188,13 +205,35 @@ def _terms_per_output(op, args, out) -> int:
     return n
 
 
+_DIVISOR = 6  # avg_pool2d / avg_pool3d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def _absolute_weights(op, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The arguments of the same sum with every weight replaced by its absolute value: an average pooling's
+    ``divisor_override`` d < 0 gives weights 1 / d < 0 (all of one sign), so the op with |d| gives |weights|."""
+    if op.overloadpacket not in (aten.avg_pool2d, aten.avg_pool3d):
+        return args, kwargs
+    if len(args) > _DIVISOR and args[_DIVISOR] is not None:
+        return (*args[:_DIVISOR], abs(args[_DIVISOR]), *args[_DIVISOR + 1:]), kwargs
+    if kwargs.get("divisor_override") is not None:
+        return args, {**kwargs, "divisor_override": abs(kwargs["divisor_override"])}
+    return args, kwargs
+
+
 def _summing(ctx, op, *args, **kwargs):
-    """Sums with weights in [0, 1]: the op on R + gamma_N (mass of the summed coefficients), rounded up."""
+    """Sums with weights w of one sign per output: the op with |w| on R + gamma_N (mass of the summed coefficients),
+    rounded up."""
     args = _plain(args)
+    x = next(a for a in args if is_tm(a))
+    dtype = kwargs.get("dtype")
+    if dtype is not None and dtype != x.dtype:
+        raise CertificationError(f"{op_name(op)}(dtype={dtype}) of a {x.dtype} value rounds every sum to {dtype}; "
+                                 "certify a model that computes in one floating dtype (drop dtype=)")
     out = _jet_rule(ctx, op, *args, **kwargs)
     n = _terms_per_output(op, args, out)
     g = gamma(n, ctx.box.weights.dtype)
-    rem = op(*_remainders(args, lambda a: g * tm.full_mass(a, ctx.box)), **kwargs)
+    rem_args, rem_kwargs = _absolute_weights(op, _remainders(args, lambda a: g * tm.full_mass(a, ctx.box)), kwargs)
+    rem = op(*rem_args, **rem_kwargs)
     return _pair(out, up(rem, n + 2))
 
 
@@ -315,10 +354,11 @@ def _convolution(ctx, op, x, weight, bias, *rest):
 
 
 # --------------------------------------------------------------------------------------------- analytic functions
-def _capped(ctx, out: TM, name: str, bounds: tuple) -> TM:
-    """A bounded function's Taylor model whose remainder exceeds the function's range: the range itself (hull)."""
+def _capped(ctx, out: TM, name: str, bounds: tuple, arg: TM) -> TM:
+    """A bounded function's Taylor model whose remainder exceeds the function's range: the range itself (hull), except
+    where the argument ``arg`` is unbounded (it may be NaN there, and f(NaN) is NaN, in no range)."""
     lo, hi = bounds
-    wide = out.r > (hi - lo) / 2
+    wide = (out.r > (hi - lo) / 2) & _bounded(arg)
     if not bool(wide.any()):
         return out
     ctx.note(f"{name} (range cap)", wide)
@@ -400,7 +440,9 @@ def _var_mean(ctx, op, x, dim=None, *, correction=1, keepdim=False):
     dev = tm.add(x, mean, box, -1.0)
     count = math.prod(x.shape[d] for d in dims)
     ss = _summing(ctx, aten.sum.dim_IntList, tm.mul(dev, dev, box), dims, keepdim)
-    var = tm.scale(ss, 1.0 / max(count - (correction if correction is not None else 1), 0), box, roundings=2)
+    dof = count - (correction if correction is not None else 1)
+    # torch divides by max(dof, 0): 0 / 0 or s / 0, NaN or inf (with a warning): no bound
+    var = tm.scale(ss, 1.0 / dof if dof > 0 else math.inf, box, roundings=2)
     if op.overloadpacket is aten.var:
         return var
     if not keepdim:
@@ -427,8 +469,11 @@ def _slope_relaxation(ctx, x: TM, alpha: float, name: str) -> TM:
     slope = alpha + (1 - alpha) * s
     c = _per_element(x.c, slope)
     c[0] = c[0] + (1 - alpha) * gmax / 2
+    # rounding: of the slope (relative to |alpha| + |1 - alpha|, which any sign or size of alpha may make large),
+    # of the products with it and of the shift
+    k = 1 + abs(alpha) + abs(1 - alpha)
     u = unit_roundoff(x.dtype)
-    r = slope.abs() * x.r + abs(1 - alpha) * gmax / 2 + 4 * u * (tm.full_mass(x, box) + gmax)
+    r = slope.abs() * x.r + abs(1 - alpha) * gmax / 2 + 4 * k * u * (tm.full_mass(x, box) + x.r + gmax)
     return tm.make(Jet(c, x.basis), up(r, 8))
 
 
@@ -462,62 +507,97 @@ def _select(cond: torch.Tensor, a: TM, b: TM) -> TM:
     return tm.make(out, torch.where(cond, a.r, b.r))
 
 
-def _clamp_scalar(ctx, x: TM, lo_c, hi_c, name: str) -> TM:
-    """clamp(v, lo_c, hi_c): v where the enclosure lies inside, the bound where it lies beyond it, else the hull."""
+def _broadcast(x: TM, shape: torch.Size) -> TM:
+    """x expanded to ``shape`` (a bound of clamp may broadcast the value to a larger shape)."""
+    if x.shape == shape:
+        return x
+    c = x.c.reshape(x.c.shape[0], *([1] * (len(shape) - x.ndim)), *x.shape)
+    return tm.make(Jet(c.expand(c.shape[0], *shape).clone(), x.basis), x.r.expand(shape).clone())
+
+
+def _clamp_rule(ctx, x, lo_c, hi_c, name: str) -> TM:
+    """clamp(v, a, b) = min(max(v, a), b), as torch computes it: b wherever a > b, NaN wherever v, a or b is NaN.
+
+    Constant bounds (numbers or tensors): v where the enclosure lies inside [min(a, b), b], the bound where it lies
+    beyond, else the hull. Bounds that vary with the input: max(v, a) = a + relu(v - a), min(w, b) = b - relu(b - w)."""
     box = ctx.box
-    if isinstance(lo_c, (TM, torch.Tensor)) or isinstance(hi_c, (TM, torch.Tensor)):
-        raise CertificationError(f"{name} with tensor bounds has no certified rule; use scalar bounds")
-    if lo_c is not None and hi_c is None:
-        return tm.add_constant(_slope_relaxation(ctx, tm.add_constant(x, -lo_c, box), 0.0, name), lo_c, box)
-    if hi_c is not None and lo_c is None:  # min(v, h) = h - relu(h - v)
-        inner = tm.add_constant(tm.scale(x, -1.0, box), hi_c, box)
-        return tm.add_constant(tm.scale(_slope_relaxation(ctx, inner, 0.0, name), -1.0, box), hi_c, box)
-    lo, hi = tm.enclosure(x, box)
-    a, b = float(lo_c), float(hi_c)
-    inside = (lo >= a) & (hi <= b)
-    below, above = hi <= a, lo >= b
-    ctx.note(name, ~(inside | below | above))
-    hull = _hull(lo.clamp(a, b), hi.clamp(a, b), x.basis)
-    out = _select(inside, x, hull)
-    return _select(below, tm.constant(torch.full_like(lo, a), x.basis), _select(above, tm.constant(
-        torch.full_like(lo, b), x.basis), out))
+    ref = next(t for t in (x, lo_c, hi_c) if is_tm(t))
+    if is_tm(lo_c) or is_tm(hi_c):
+        out = _as_tm(x, ctx, ref)
+        if lo_c is not None:
+            a = _as_tm(lo_c, ctx, ref)
+            out = tm.add(a, _slope_relaxation(ctx, tm.add(out, a, box, -1.0), 0.0, name), box)
+        if hi_c is not None:
+            b = _as_tm(hi_c, ctx, ref)
+            out = tm.add(b, _slope_relaxation(ctx, tm.add(b, out, box, -1.0), 0.0, name), box, -1.0)
+        return out
+
+    def bound(v):
+        return None if v is None else torch.as_tensor(_plain(v), dtype=x.dtype, device=x.device)
+
+    a, b = bound(lo_c), bound(hi_c)
+    shape = torch.broadcast_shapes(x.shape, *(t.shape for t in (a, b) if t is not None))
+    x = _broadcast(x, shape)
+    a, b = (None if t is None else t.expand(shape) for t in (a, b))
+    nan = ~_bounded(x)
+    for t in (a, b):
+        if t is not None:
+            nan = nan | torch.isnan(t)
+    if b is None:  # max(v, a) = a + relu(v - a)
+        out = tm.add_constant(_slope_relaxation(ctx, tm.add_constant(x, -a, box), 0.0, name), a, box)
+    elif a is None:  # min(v, b) = b - relu(b - v)
+        inner = tm.add_constant(tm.scale(x, -1.0, box), b, box)
+        out = tm.add_constant(tm.scale(_slope_relaxation(ctx, inner, 0.0, name), -1.0, box), b, box)
+    else:
+        a = torch.minimum(a, b)  # min(max(v, a), b) = b for every v where a > b: the same as clamp(v, b, b)
+        lo, hi = tm.enclosure(x, box)
+        inside = (lo >= a) & (hi <= b)
+        below, above = (hi <= a) & ~inside, (lo >= b) | (a == b)
+        ctx.note(name, ~(inside | below | above | nan))
+        out = _select(inside, x, _hull(torch.clamp(lo, a, b), torch.clamp(hi, a, b), x.basis))
+        out = _select(below, tm.constant(a.clone(), x.basis), _select(above, tm.constant(b.clone(), x.basis), out))
+    return _unbounded_where(out, nan)
 
 
 @register("hardtanh")
 def _hardtanh(ctx, op, x, min_val=-1.0, max_val=1.0):
-    return _clamp_scalar(ctx, x, min_val, max_val, "hardtanh")
+    return _clamp_rule(ctx, x, min_val, max_val, "hardtanh")
 
 
 @register("clamp")
 def _clamp(ctx, op, x, min=None, max=None):
-    return _clamp_scalar(ctx, x, min, max, "clamp")
+    return _clamp_rule(ctx, x, min, max, "clamp")
 
 
 @register("clamp_min")
 def _clamp_min(ctx, op, x, min):
-    return _clamp_scalar(ctx, x, min, None, "clamp")
+    return _clamp_rule(ctx, x, min, None, "clamp")
 
 
 @register("clamp_max")
 def _clamp_max(ctx, op, x, max):
-    return _clamp_scalar(ctx, x, None, max, "clamp")
+    return _clamp_rule(ctx, x, None, max, "clamp")
 
 
 @register("elu")
 def _elu(ctx, op, x, alpha=1.0, scale=1.0, input_scale=1.0):
     """scale v (v > 0), alpha scale (exp(input_scale v) - 1) (v <= 0): each piece where the enclosure lies in it,
-    else the hull [elu(lo), elu(hi)] (elu is monotone for alpha, scale, input_scale >= 0)."""
+    else the hull of the two pieces' ranges. Each piece is monotone whatever the parameters' signs (celu passes
+    input_scale = 1 / alpha < 0 for alpha < 0) and both are 0 at 0, so the hull is [min, max] of elu(lo), 0, elu(hi)."""
     box = ctx.box
     a, s, i = float(alpha), float(scale), float(input_scale)
-    if min(a, s, i) < 0:
-        raise CertificationError("elu with negative parameters has no certified rule")
     lo, hi = tm.enclosure(x, box)
     positive = tm.scale(x, s, box)
     negative = tm.scale(tm.compose(tm.scale(x, i, box), F.expm1, "expm1", box), a * s, box, roundings=2)
     cross = (lo < 0) & (hi > 0)
     ctx.note("elu", cross)
-    hull = _hull(op(lo, a, s, i), op(hi, a, s, i), x.basis)
-    hull.r = up(hull.r + 8 * unit_roundoff(lo.dtype) * (hull.c[0].abs() + 1), 4)  # elu's own rounding at the ends
+    at_lo, at_hi = op(lo, a, s, i), op(hi, a, s, i)
+    zero = torch.zeros_like(lo)
+    hull = _hull(torch.minimum(torch.minimum(at_lo, at_hi), zero), torch.maximum(torch.maximum(at_lo, at_hi), zero),
+                 x.basis)
+    # elu's own rounding at the ends: a few ulps of the value and of alpha scale (exp(.) - 1 cancels near 0)
+    slack = 8 * unit_roundoff(lo.dtype) * (at_lo.abs() + at_hi.abs() + abs(a * s))
+    hull.r = up(hull.r + slack, 4)
     return _select(cross, hull, _select(lo >= 0, positive, negative))
 
 
@@ -627,17 +707,34 @@ def _from_bound(spec):
     """f(u) for an analytic f declared with a derivative bound: ``taylor_model.compose`` (range-capped)."""
     def rule(ctx, op, x):
         out = tm.compose(x, spec.fn, spec.bound, ctx.box)
-        return _capped(ctx, out, spec.name, spec.range) if spec.range else out
+        return _capped(ctx, out, spec.name, spec.range, x) if spec.range else out
 
     rule.__name__ = f"certified_{spec.name}"
     return rule
 
 
+def _logit_arguments(x, eps=None) -> None:
+    if eps is not None and float(eps) > 0.5:
+        raise CertificationError(
+            f"logit with eps={float(eps):g} > 0.5 has no certified rule: torch then maps x < eps to logit(eps) and "
+            "every other x to logit(1 - eps), a jump at x = eps (not the clamp to [eps, 1 - eps] the rule follows); "
+            "use eps <= 0.5 or None")
+
+
+# op name -> a check that refuses the arguments its composition does not follow as torch does
+ARGUMENT_CHECKS = {"logit": _logit_arguments}
+
+
 def _from_composite(spec):
     """An op declared as a composition of other ops: the composition run on Taylor models, each part by its own
     certified rule (constants computed directly)."""
+    check = ARGUMENT_CHECKS.get(spec.name)
+
     def rule(ctx, op, *args, **kwargs):
-        return spec.composite(caller(lookup, _has_tm, ctx), op, *_plain(args), **kwargs)
+        args = _plain(args)
+        if check is not None:
+            check(*args, **kwargs)
+        return spec.composite(caller(lookup, _has_tm, ctx), op, *args, **kwargs)
 
     rule.__name__ = f"certified_{spec.name}"
     return rule
