@@ -22,6 +22,8 @@ from hope_engine.algebra.basis import make_basis
 from hope_engine.algebra.intervals import make_box, poly_range, unit_roundoff, up
 from hope_engine.algebra.jet import Jet
 from hope_engine.algebra.polynomial import TaylorPolynomial, select_output
+from hope_engine.api.expand import rows_interact
+from hope_engine.api.verify import verify
 from hope_engine.capture import trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
 from hope_engine.certified.rules import CertContext, check_certifiable, run
@@ -157,6 +159,7 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
     trace.check_supported(traced)
     check_certifiable(traced)
     trace.require_one_output(traced, "certify")
+    refuse_point_only(traced, x0, batched)
     inner = order + extra_orders
     cost = estimate_cost(traced, n, inner, "total", x0.element_size(), like=x0, input_numel=x0.numel())
     check_budget(cost, n, inner, "total", memory_budget, time_budget)
@@ -166,7 +169,27 @@ def certify(model, x0, order: int = 4, radius=0.1, *, terms: str = "total", outp
         return _certify_traced(model, traced, x0, basis, order, var_index, batched, radius_vector, names, output,
                                build)
 
-    return build(r)
+    tm = build(r)
+    # relaxed or hulled somewhere in the box, or no finite certificate (a NaN in the model): the value check alone
+    value_only = bool(tm.crossings) or not bool(torch.isfinite(tm.remainder).all())
+    tm.polynomial.checks = verify(model, x0, tm.polynomial, output, gradient=not value_only)
+    return tm
+
+
+def refuse_point_only(traced, x0: torch.Tensor, batched: bool) -> None:
+    """Refuse a graph that holds at x0 only (the model read a value computed from its input into Python: a branch,
+    max(a, b), int(t)) and a batch whose rows read each other: no certificate over a box could follow either."""
+    if traced.branches_on_input:
+        raise ExpansionError(
+            "certify: the model branches in Python on a value computed from its input (if t > 0, Python max/min, "
+            "int(t) or .item() steering the computation), so the traced graph holds at x0 only, not over the box, "
+            "and no certificate of it would be sound. Write the branch as a tensor op (torch.where, torch.maximum, "
+            "torch.clamp) and certify again.")
+    if batched and rows_interact(traced, x0):
+        raise ExpansionError(
+            "certify: the rows of this batch read each other (batch statistics, a norm or softmax over axis 0), so "
+            "each row's box would move the others; certify one point at a time (x0[i:i + 1]) or make the model "
+            "treat rows independently (eval mode for batch norm).")
 
 
 @torch.no_grad()
