@@ -481,7 +481,10 @@ class HopePanel(anywidget.AnyWidget):
     def _expand(self, values: list[float], method: str) -> tuple[TaylorPolynomial, str, dict[str, Any]]:
         """The expansion at ``values`` (cached), its warnings, and its timing (seconds, first call, warm-up wait)."""
         global _tracer_ready, _unreported_loading
-        # the model's state is part of the key: retraining in place, new parameters or swapped submodules are seen
+        # the model's state is part of the key, by the engine's own notion of "the model changed": its guard stamp
+        # (everything the code reads) plus the values of every tensor the stamp's walk met, so retraining in place
+        # (of a child, a global module or a module in a plain list), new parameters, swapped submodules and any change
+        # that re-traces the graph are seen (None: not comparable, never cached)
         token = state_token(self._model)
         key = (tuple(values), method, token)
         if token is not None and key in self._cache:

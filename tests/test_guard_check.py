@@ -5,6 +5,9 @@ missed a change would return the old stamp, and a stale graph would be reused.""
 
 from __future__ import annotations
 
+import array
+import collections
+import dataclasses
 import functools
 import gc
 import types
@@ -310,3 +313,106 @@ def test_each_kind_of_module_change_alone_is_seen(which):
         for h in handles:
             h.remove()
         torch.set_default_dtype(default)
+
+
+# ------------------------------------------- descriptors, slots, buffers, torch's classes patched, autocast state
+@dataclasses.dataclass(slots=True)
+class _Config:
+    gain: float = 1.0
+
+
+@functools.cache
+def _cached(h):
+    return h * SCALE
+
+
+class Kinds(nn.Module):
+    """Reads state of every kind the walk once took by identity only."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.gelu = nn.Linear(2, 3), nn.SiLU(), nn.GELU()
+        self.cfg = _Config()
+        self.gains = collections.deque([1.0])
+        self.table = array.array("d", [1.0])
+        self.ops = ops  # a user's module held as a value
+
+    @staticmethod
+    def scaled(h):
+        return h * SCALE
+
+    @classmethod
+    def shifted(cls, h):
+        return h + SCALE
+
+    @property
+    def gain(self):
+        return SCALE
+
+    def forward(self, x):
+        h = self.gelu(self.act(self.a(x))) * self.cfg.gain * self.gains[-1] * self.table[0] * self.gain
+        return _cached(self.ops.act(self.shifted(self.scaled(h)))) * globals()["SCALE"]
+
+
+_SILU_FORWARD = nn.SiLU.forward
+_GELU = torch.nn.functional.gelu
+
+
+def _kind_mutations(model: Kinds, draw) -> list:
+    g = globals()
+    return [
+        lambda: g.__setitem__("SCALE", draw(st.floats(0.5, 2.0))),     # read by descriptors, lru_cache, globals()
+        lambda: setattr(model.cfg, "gain", draw(st.floats(0.5, 2.0))),
+        lambda: model.gains.append(draw(st.floats(0.5, 2.0))),
+        lambda: model.table.__setitem__(0, draw(st.floats(0.5, 2.0))),
+        lambda: setattr(ops, "act", draw(st.sampled_from([torch.tanh, torch.sin]))),
+        lambda: setattr(nn.SiLU, "forward", draw(st.sampled_from([_SILU_FORWARD, lambda self, h: h * SCALE]))),
+        lambda: setattr(torch.nn.functional, "gelu", draw(st.sampled_from([_GELU, lambda h, approximate="none": h]))),
+        lambda: torch.set_autocast_enabled("cpu", not torch.is_autocast_enabled("cpu")),
+        lambda: (torch.set_autocast_enabled("cpu", True),
+                 torch.set_autocast_dtype("cpu", draw(st.sampled_from([torch.bfloat16, torch.float16])))),
+    ]
+
+
+def _restore_kinds() -> None:
+    _restore()
+    nn.SiLU.forward, torch.nn.functional.gelu = _SILU_FORWARD, _GELU
+    torch.set_autocast_enabled("cpu", False)
+    torch.set_autocast_dtype("cpu", torch.bfloat16)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_descriptors_slots_buffers_patches_and_autocast_are_re_read(data):
+    _restore_kinds()
+    model = Kinds().double()
+    assert guard.stamp(model) == guard.walked_stamp(model)
+    guard.stamp(model)
+    assert _check(model) is not None, "these kinds of state keep the guard's check (and its cost)"
+    steps = _kind_mutations(model, data.draw)
+    try:
+        for _ in range(data.draw(st.integers(1, 5))):
+            _assert_seen(model, steps[data.draw(st.integers(0, len(steps) - 1))])
+    finally:
+        _restore_kinds()
+
+
+@pytest.mark.parametrize("which", range(len(_kind_mutations(Kinds(), _smallest))))
+def test_each_kind_of_descriptor_buffer_patch_or_autocast_change_alone_is_seen(which):
+    _restore_kinds()
+    model = Kinds().double()
+    guard.stamp(model)
+    first = guard.stamp(model)
+    assert _check(model) is not None
+    try:
+        _kind_mutations(model, lambda s: _changed_value(s))[which]()
+        now = guard.stamp(model)
+        assert now == guard.walked_stamp(model) and now != first
+    finally:
+        _restore_kinds()
+
+
+def _changed_value(strategy):
+    """A draw that differs from every value the model starts with: the last of a sampled list, or 1.5."""
+    values = getattr(strategy, "elements", None)
+    return values[-1] if values is not None else 1.5

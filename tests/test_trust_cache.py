@@ -6,7 +6,15 @@ autograd of the model as it is now (an independent reference), so a stale graph 
 
 from __future__ import annotations
 
+import array
+import collections
+import dataclasses
+import functools
+import importlib
+import inspect
 import math
+import sys
+import types
 import warnings
 
 import pytest
@@ -33,12 +41,12 @@ def _mlp() -> nn.Sequential:
     return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).to(D).eval()
 
 
-def _changed(model, mutate, x0=None) -> None:
+def _changed(model, mutate, x0=None, **expand_kwargs) -> None:
     """Expand, mutate, and check the next expansion follows the mutation."""
     x0 = _x0() if x0 is None else x0
-    before = assert_matches_autograd(model, x0, ORDER)
+    before = assert_matches_autograd(model, x0, ORDER, **expand_kwargs)
     mutate()
-    after = assert_matches_autograd(model, x0, ORDER)
+    after = assert_matches_autograd(model, x0, ORDER, **expand_kwargs)
     assert not torch.allclose(before.coefficients, after.coefficients), "the mutation should change the function"
 
 
@@ -445,3 +453,227 @@ def test_the_model_inside_an_engine_wrapper_is_still_walked(change):
     assert not torch.allclose(first, again)
     want = expand(lambda x: model(x[:, :2], x[:, 2:]), torch.cat(point, -1), ORDER).coefficients
     torch.testing.assert_close(again, want)
+
+
+# ------------------------------------------------------------- state read through descriptors, helpers, buffers
+# The guard alone: expand's self-check against the model's own torch run would retrace a stale graph whose value or
+# first derivative moved; these tests check that the guard sees the change by itself.
+GUARD_ONLY = {"verify": False} if "verify" in inspect.signature(expand).parameters else {}
+GAIN = 1.0  # read by the classes below through a descriptor, a cached helper or a globals() lookup
+
+
+def _set_gain(value: float) -> None:
+    global GAIN
+    GAIN = value
+
+
+@pytest.fixture
+def set_gain():
+    """``_set_gain``, and ``GAIN`` restored after the test."""
+    yield _set_gain
+    _set_gain(1.0)
+
+
+class _StaticAct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+
+    @staticmethod
+    def act(h):
+        return torch.tanh(GAIN * h)
+
+    def forward(self, x):
+        return self.act(self.lin(x)).sum(-1, keepdim=True)
+
+
+class _ClassAct(_StaticAct):
+    @classmethod
+    def act(cls, h):
+        return torch.sin(GAIN * h)
+
+
+class _PropertyGain(_StaticAct):
+    @property
+    def gain(self):
+        return GAIN
+
+    def forward(self, x):
+        return torch.tanh(self.gain * self.lin(x)).sum(-1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_act(h):  # keyed by the tensor's identity: every call computes, reading GAIN
+    return torch.tanh(GAIN * h)
+
+
+class _CachedAct(_StaticAct):
+    def forward(self, x):
+        return _cached_act(self.lin(x)).sum(-1, keepdim=True)
+
+
+class _GlobalsLookup(_StaticAct):
+    def forward(self, x):
+        return torch.tanh(globals()["GAIN"] * self.lin(x)).sum(-1, keepdim=True)
+
+
+class _ComputedGlobalsLookup(_StaticAct):
+    def forward(self, x):
+        return torch.tanh(globals()["".join(("GA", "IN"))] * self.lin(x)).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("model_class", [_StaticAct, _ClassAct, _PropertyGain, _CachedAct, _GlobalsLookup,
+                                         _ComputedGlobalsLookup])
+def test_a_global_read_through_a_descriptor_a_cached_helper_or_globals_is_followed(model_class, set_gain):
+    torch.manual_seed(8)
+    model = model_class().to(D).eval()
+    expand(model, _x0(), ORDER, **GUARD_ONLY)  # (the guard writes its check, then serves the stamp from it)
+    _changed(model, lambda: set_gain(2.5), **GUARD_ONLY)
+
+
+def test_a_helper_modules_function_reading_its_global_is_followed(tmp_path, monkeypatch):
+    """``helpers.act(x)``, helpers a module of the user's (imported by the model's module, and held as an attribute)
+    whose global changes."""
+    (tmp_path / "guard_helpers_t.py").write_text("import torch\n\nK = 1.0\n\n\ndef act(h):\n"
+                                                  "    return torch.tanh(K * h)\n")
+    (tmp_path / "guard_net_t.py").write_text(
+        "import torch\nfrom torch import nn\n\nimport guard_helpers_t as helpers\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, hold):\n        super().__init__()\n        self.lin = nn.Linear(2, 3)\n"
+        "        self.held = helpers if hold else None\n\n    def forward(self, x):\n"
+        "        act = self.held.act if self.held is not None else helpers.act\n"
+        "        return act(self.lin(x)).sum(-1, keepdim=True)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("guard_helpers_t", "guard_net_t"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    helpers = importlib.import_module("guard_helpers_t")
+    net = importlib.import_module("guard_net_t")
+    for hold in (False, True):
+        torch.manual_seed(9)
+        model = net.Net(hold).to(D).eval()
+        expand(model, _x0(), ORDER, **GUARD_ONLY)
+        _changed(model, lambda: setattr(helpers, "K", helpers.K * 2), **GUARD_ONLY)
+
+
+@dataclasses.dataclass(slots=True)
+class _SlotsConfig:
+    gain: float = 1.0
+
+
+class _WithBuffers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+        self.cfg = _SlotsConfig()
+        self.gains = collections.deque([1.0])
+        self.table = array.array("d", [1.0])
+
+    def forward(self, x):
+        k = self.cfg.gain * self.gains[-1] * self.table[0]
+        return torch.tanh(k * self.lin(x)).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("change", ["slots", "deque", "array"])
+def test_slots_configs_deques_and_arrays_changed_in_place_are_followed(change):
+    torch.manual_seed(10)
+    model = _WithBuffers().to(D).eval()
+    expand(model, _x0(), ORDER, **GUARD_ONLY)
+    mutate = {"slots": lambda: setattr(model.cfg, "gain", 2.0), "deque": lambda: model.gains.append(-1.5),
+              "array": lambda: model.table.__setitem__(0, 0.5)}[change]
+    _changed(model, mutate, **GUARD_ONLY)
+
+
+def test_a_class_level_patch_of_a_torch_module_is_followed():
+    """``nn.SiLU.forward = ...`` after a first expansion, and ``F.gelu`` replaced while ``nn.GELU`` is used."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(11)
+    silu = nn.Sequential(nn.Linear(2, 3), nn.SiLU(), nn.Linear(3, 1)).to(D).eval()
+    gelu = nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.Linear(3, 1)).to(D).eval()
+    saved_forward, saved_gelu = nn.SiLU.forward, F.gelu
+    try:
+        expand(silu, _x0(), ORDER, **GUARD_ONLY)
+        _changed(silu, lambda: setattr(nn.SiLU, "forward", lambda self, h: torch.sin(h) * 2), **GUARD_ONLY)
+        expand(gelu, _x0(), ORDER, **GUARD_ONLY)
+        _changed(gelu, lambda: setattr(F, "gelu", lambda h, approximate="none": torch.tanh(h) * 3), **GUARD_ONLY)
+    finally:
+        nn.SiLU.forward, F.gelu = saved_forward, saved_gelu
+    assert_matches_autograd(silu, _x0(), ORDER, **GUARD_ONLY)  # and restored: followed too
+
+
+class _ScriptScaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+        self.k = 1.0
+
+    def forward(self, x):
+        return torch.tanh(self.k * self.lin(x)).sum(-1, keepdim=True)
+
+
+class _HoldsScript(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.jit.script(_ScriptScaled())
+
+    def forward(self, x):
+        return self.inner(x) * 2
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_attributes_changed_are_followed():
+    torch.manual_seed(12)
+    scripted = torch.jit.script(_ScriptScaled().to(D).eval())
+    expand(scripted, _x0(), ORDER, **GUARD_ONLY)
+    _changed(scripted, lambda: setattr(scripted, "k", 2.5), **GUARD_ONLY)
+    holder = _HoldsScript().to(D).eval()
+    expand(holder, _x0(), ORDER, **GUARD_ONLY)
+    _changed(holder, lambda: setattr(holder.inner, "k", -1.5), **GUARD_ONLY)
+    _changed(holder, lambda: setattr(holder.inner.lin, "weight", nn.Parameter(torch.randn(3, 2, dtype=D))),
+             **GUARD_ONLY)
+
+
+def test_a_graph_recorded_under_autocast_is_never_served_outside_it():
+    """torch's semantics: under ``torch.autocast`` the model's output (and so its expansion) is in the autocast dtype;
+    outside it, in the model's own. A graph recorded under autocast holds its casts: never reused outside."""
+    torch.manual_seed(13)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).eval()
+    x0 = _x0().float()
+    fresh = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).eval()
+    fresh.load_state_dict(model.state_dict())
+    outside = expand(fresh, x0, ORDER).coefficients
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = expand(model, x0, ORDER).coefficients
+            assert inside.dtype == model(x0).dtype == torch.bfloat16
+        again = expand(model, x0, ORDER).coefficients
+        assert again.dtype == torch.float32
+        torch.testing.assert_close(again, outside, rtol=0, atol=0)
+
+
+_INSTALLED_PKG = None  # set by the test below: a package "installed under site-packages"
+
+
+def test_an_installed_packages_internals_are_compared_by_identity(monkeypatch):
+    """A package installed under site-packages (``einops.rearrange``-like) is library code: its functions by identity,
+    so a cache it fills at every call does not re-trace; the user's own modules are walked (the test above)."""
+    pkg = types.ModuleType("guard_installed_pkg")
+    pkg.__file__ = "/opt/venv/lib/python3/site-packages/guard_installed_pkg/__init__.py"
+    exec("CALLS = []\n\ndef act(h):\n    CALLS.append(1)\n    return h * 2\n", vars(pkg))  # noqa: S102
+    monkeypatch.setitem(sys.modules, "guard_installed_pkg", pkg)
+    monkeypatch.setattr(sys.modules[__name__], "_INSTALLED_PKG", pkg)
+    lin = nn.Linear(2, 1).to(D)
+    held = pkg
+
+    def through_global(x):
+        return _INSTALLED_PKG.act(lin(x))
+
+    def through_closure(x):
+        return held.act(lin(x))
+
+    x0 = _x0()
+    for f in (through_global, through_closure):
+        expand(f, x0, ORDER)
+        first = trace.trace(f, x0)
+        pkg.CALLS.append(1)  # (its state changes between calls, as a cache filled at every call does)
+        expand(f, x0, ORDER)
+        assert trace.trace(f, x0) is first

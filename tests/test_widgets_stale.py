@@ -77,3 +77,57 @@ def test_an_unchanged_model_is_served_from_the_panel_cache(monkeypatch):
     monkeypatch.setattr(panel_module, "expand", forbidden)
     panel.point = [0.2, -0.3]
     assert panel.error == ""
+
+
+ENCODER = nn.Linear(2, 6)  # a global module the model's forward reads (not one of its children)
+
+
+class _GlobalEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(6, 1)
+
+    def forward(self, x):
+        return self.head(torch.tanh(ENCODER(x)))
+
+
+class _ListedLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = [nn.Linear(2, 6), nn.Linear(6, 1)]  # a plain list: not children, not in parameters()
+
+    def forward(self, x):
+        return self.layers[1](torch.tanh(self.layers[0](x)))
+
+
+def _step(module: nn.Module, model: nn.Module) -> None:
+    """One in-place optimizer step on ``module``'s weights (a module ``model``'s forward reads)."""
+    opt = torch.optim.SGD(module.parameters(), lr=0.5)
+    opt.zero_grad()
+    x = torch.rand(16, 2, dtype=D)
+    ((model(x) - torch.sin(3 * x[:, :1])) ** 2).mean().backward()
+    opt.step()
+
+
+def test_a_global_module_or_a_module_in_a_plain_list_retrained_in_place_is_seen():
+    """The panel's cache key is the engine's guard stamp plus the values of every tensor its walk met: one notion of
+    "the model changed", which reaches modules outside the model's children."""
+    global ENCODER
+    torch.manual_seed(7)
+    ENCODER = nn.Linear(2, 6).to(D)
+    encoded = _GlobalEncoder().to(D).eval()
+    listed = _ListedLayers().eval()
+    for layer in listed.layers:
+        layer.to(D)
+    for model, retrained in ((encoded, ENCODER), (listed, listed.layers[0])):
+        panel = HopePanel(model, [0.2, -0.3], order=4, max_order=6)
+        before = panel.full_polynomial.coefficients.clone()
+        _step(retrained, model)
+        panel.recompute()
+        assert not torch.allclose(panel.full_polynomial.coefficients, before)
+        torch.testing.assert_close(panel.full_polynomial.coefficients, _fresh(model, [0.2, -0.3]), rtol=0, atol=0)
+        panel.point = [0.5, 0.5]  # and after moving away and back
+        with torch.no_grad():
+            next(iter(retrained.parameters())).data.mul_(0.5)  # (.data: no version counter moves)
+        panel.point = [0.2, -0.3]
+        torch.testing.assert_close(panel.full_polynomial.coefficients, _fresh(model, [0.2, -0.3]), rtol=0, atol=0)

@@ -7,24 +7,37 @@ tensors. ``stamp(model)`` walks all of it and returns a value that compares equa
 holds something the walk cannot compare cheaply (a very large container), the stamp is ``None`` and the caller
 re-traces: correctness before speed.
 
+What the walk follows besides: descriptors (static and class methods, properties, ``cached_property``) and
+``lru_cache``d functions into the code they hold; a helper module's members the code names (``helpers.act``, and so
+the globals ``act`` reads), a user's module held as a value by every member's identity; ``globals()[...]`` (the
+names the code holds as strings by content, every other global by identity); ``__slots__`` objects slot by slot;
+``deque``, ``array`` and ``bytearray`` by content; a TorchScript module's attributes; the classes of torch (or Python)
+by identity, plus everything in their dictionaries and the globals and ``module.attr`` members their reachable methods
+name (``nn.SiLU.forward = ...``, ``F.gelu`` replaced under ``nn.GELU``; a value patched in by the user is walked like
+the user's code); and the process-wide state: the default dtype, the global module hooks, the autocast state.
+
 One encoding: the walk that makes the stamp also writes its check (``_Check``), Python source that re-reads every value
 the walk read, from the same place and in the same order, and returns False at the first that differs (the objects
 the walk met by identity, weakly held; plain values, emptiness and layouts by value). While the check holds, ``stamp``
 returns the last walk's stamp itself (so comparisons downstream are identity checks); otherwise it walks again.
 
-``state_token(model)`` adds the parameter and buffer values themselves (for caches of results, such as the panel's).
+``state_token(model)`` adds the values of every tensor the walk met (for caches of results, such as the panel's: one
+notion of "the model changed", reaching a global module or a module in a plain list too).
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import functools
 import hashlib
 import operator
+import sys
 import types
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +48,8 @@ from hope_engine.caches import WeakCache
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
 _PLAIN_TYPES = frozenset(_PLAIN)
 _EMPTY_CONTAINERS = frozenset({dict, OrderedDict, list, tuple, set, frozenset})
-_CONTAINERS = (list, tuple, dict, set, frozenset)
+_CONTAINERS = (list, tuple, dict, set, frozenset, deque)
+_LRU_WRAPPER = type(functools.lru_cache(maxsize=None)(len))  # what ``functools.lru_cache`` / ``cache`` return
 _MAX_ITEMS = 10_000  # a container or array larger than this is not compared: the graph is re-traced instead
 # walked separately (parameters, buffers, children), or never part of what forward computes: backward and state-dict
 # hooks (a backward hook wraps values in identity autograd functions; a graph traced without it stays the function)
@@ -47,8 +61,12 @@ _IGNORED_CLASS_KEYS = frozenset({"__dict__", "__weakref__", "__doc__", "__module
                                  "__annotations__", "__firstlineno__", "__static_attributes__"})
 
 
-# stamps of classes whose whole MRO is library code (identity-only, so the same at every call)
+# classes whose whole MRO is library code: True / False
 _LIBRARY_CLASSES = WeakCache("guard library classes", max_entries=4096)
+# a library class -> what its code reads that a patch could change (``_library_reads``)
+_LIBRARY_READS = WeakCache("guard library reads", max_entries=4096)
+_SLOTS = WeakCache("guard slot names", max_entries=4096)  # a class -> the slots of its instances
+_INSTALLED = WeakCache("guard installed modules", max_entries=4096)  # a Python module -> ``_installed``
 
 
 UNKNOWN = object()  # "no stamp taken yet" (None means "not comparable")
@@ -74,7 +92,7 @@ class Ref:
         if not isinstance(other, Ref) or other.oid != self.oid:
             return False
         mine = self._get()
-        return mine is not None and mine is other._get()
+        return mine is other._get() and (mine is not None or self.oid == id(None))
 
     def __hash__(self) -> int:
         return self.oid
@@ -83,10 +101,13 @@ class Ref:
         return f"Ref({self.oid:#x})"
 
 
+_LIBRARY_ROOTS = frozenset({"builtins", "torch", "numpy", "math", "functools", "typing", "abc"})
+
+
 def _library(obj: Any) -> bool:
     """Objects defined by torch (or the standard library's builtins): stable, compared by identity only."""
     mod = getattr(obj, "__module__", None) or ""
-    return mod == "builtins" or mod.split(".")[0] in ("torch", "numpy", "math", "functools", "typing", "abc")
+    return mod.split(".")[0] in _LIBRARY_ROOTS
 
 
 def _stable(obj: Any) -> bool:
@@ -100,17 +121,153 @@ def _stable(obj: Any) -> bool:
     return mod.split(".")[0] in ("hope_engine", "hope_widgets")
 
 
-def _library_class(cls: type) -> tuple | None:
-    """The stamp of a class whose whole MRO is the library's (identity only, the same at every call), or None."""
+def _library_class(cls: type) -> bool:
+    """Whether the whole MRO of ``cls`` is the library's (or this engine's): compared by identity, plus what
+    ``_library_reads`` lists for the library's classes."""
     try:
         known = _LIBRARY_CLASSES.get(cls)
     except TypeError:
-        return None
-    if known is None and all(base is object or _stable(base) for base in cls.__mro__):
-        known = ("class", tuple(Ref(base) for base in cls.__mro__))
+        return False
+    if known is None:
+        known = all(base is object or _stable(base) for base in cls.__mro__)
         with contextlib.suppress(TypeError):
             _LIBRARY_CLASSES.put(cls, known)
     return known
+
+
+# modules whose functions, classes and submodules a library class's code may read, compared by identity alone
+_STANDARD = _LIBRARY_ROOTS | frozenset(getattr(sys, "stdlib_module_names", ()))
+_C_LEVEL = (types.BuiltinFunctionType, types.GetSetDescriptorType, types.MemberDescriptorType,
+            types.WrapperDescriptorType, types.MethodDescriptorType, types.ClassMethodDescriptorType,
+            types.MethodWrapperType)
+
+
+def _installed(mod: types.ModuleType) -> bool:
+    """A module of torch's, Python's, or of a package installed under ``site-packages``: its members compared by
+    identity. The user's own modules (a ``helpers.py`` beside the notebook, an editable install) are walked."""
+    if mod.__name__.split(".")[0] in _STANDARD:
+        return True
+    try:
+        known = _INSTALLED.get(mod)
+    except TypeError:
+        known = None
+    if known is None:
+        known = not {"site-packages", "dist-packages"}.isdisjoint(Path(getattr(mod, "__file__", None) or "").parts)
+        with contextlib.suppress(TypeError):
+            _INSTALLED.put(mod, known)
+    return known
+
+
+def _installed_code(obj: Any) -> bool:
+    """A function or class defined in an ``_installed`` module."""
+    name = getattr(obj, "__module__", None) or getattr(obj, "__globals__", {}).get("__name__") or ""
+    if name.split(".")[0] in _STANDARD:
+        return True
+    mod = sys.modules.get(name)
+    return isinstance(mod, types.ModuleType) and _installed(mod)
+
+
+def _fixed(v: Any, depth: int = 0) -> bool:
+    """A value of a library class's dictionary (or of a global its code reads) that is the library's (or Python's)
+    own: compared by identity alone. Anything else (a function the user patched in) is walked like the user's code."""
+    if type(v) in _PLAIN_TYPES or isinstance(v, _C_LEVEL):
+        return True
+    if isinstance(v, (staticmethod, classmethod)):
+        return _fixed(v.__func__)
+    if isinstance(v, property):
+        return all(f is None or _fixed(f) for f in (v.fget, v.fset, v.fdel))
+    if isinstance(v, (list, tuple, set, frozenset, dict)):
+        items = [*v, *v.values()] if isinstance(v, dict) else v
+        return depth < 2 and len(items) <= 128 and all(_fixed(e, depth + 1) for e in items)
+    if isinstance(v, types.ModuleType):
+        return _installed(v)
+    if isinstance(v, (type, types.FunctionType)):
+        return _installed_code(v)
+    return _stable(v)
+
+
+class _Reads:
+    """What the code of one library class reads that a patch could change, and the values it held when listed.
+
+    ``entries``: (mapping, keys, whole, values, walked positions, refs), ``whole`` for the class's own dictionary
+    (every key, a new one included), the others a module's globals or a module's members, read by name."""
+
+    __slots__ = ("entries", "token", "part")
+
+    def __init__(self, entries: list[tuple]) -> None:
+        self.entries = entries
+        self.token = tuple(refs for *_, refs in entries)  # (equal between two listings of the same values)
+        self.part: tuple | None = None  # the class's part of a stamp while nothing in it is walked: one object
+
+
+# what a call of a module may run without naming it: where the walk of a library class's methods starts
+_ENTRY_POINTS = ("forward", "__call__", "__getattr__", "__getattribute__", "__iter__", "__getitem__", "__len__",
+                 "__contains__", "__bool__")
+
+
+def _method_code(v: Any) -> types.FunctionType | None:
+    """The Python function behind a class dictionary's entry (a method, static or class method, property)."""
+    fn = v.__func__ if isinstance(v, (staticmethod, classmethod)) else v.fget if isinstance(v, property) else v
+    return fn if isinstance(fn, types.FunctionType) else None
+
+
+def _reachable(d: Any) -> dict[str, types.FunctionType]:
+    """The methods of a class dictionary a call can run: the entry points, and what their code names, transitively."""
+    found: dict[str, types.FunctionType] = {}
+    pending = [name for name in _ENTRY_POINTS if name in d]
+    while pending:
+        name = pending.pop()
+        fn = _method_code(d[name])
+        if name in found or fn is None:
+            continue
+        found[name] = fn
+        pending += [n for n in _code_names(fn.__code__) if n in d and n not in found]
+    return found
+
+
+def _library_reads(cls: type) -> _Reads:
+    """What a library class's code reads that a user could patch, cached while it holds the same values: the class's
+    dictionary, every entry (``nn.SiLU.forward = ...``, ``nn.Module.__call__ = ...``), and the globals and
+    ``module.attr`` members that the methods a call can reach name, one level deep (``F.gelu`` under ``nn.GELU``; not
+    what ``F.gelu``'s own code reads; not for ``nn.Module`` itself). Builtins are not read."""
+    with contextlib.suppress(TypeError):
+        known = _LIBRARY_READS.get(cls)
+        if known is not None and all(_values(m, k, whole) == values for m, k, whole, values, *_ in known.entries):
+            return known
+    d = vars(cls)
+    # (nn.Module's own methods read torch's internals and the global hooks, which ``_global_state`` covers: its
+    # dictionary is read, the globals of its methods are not)
+    reachable = _reachable(d) if cls is not nn.Module else {}
+    wanted: dict[int, tuple[Any, set]] = {}
+    for fn in reachable.values():
+        if not _library(fn):
+            continue  # (a patched-in function of the user's: walked itself, with what it reads)
+        names = _code_names(fn.__code__)
+        glb = fn.__globals__
+        wanted.setdefault(id(glb), (glb, set()))[1].update(n for n in names if n in glb)
+        for n in names:
+            mod = glb.get(n)
+            if isinstance(mod, types.ModuleType):
+                members = vars(mod)
+                wanted.setdefault(id(members), (members, set()))[1].update(a for a in names if a in members)
+    reads = [(d, tuple(d), True)] + [(m, tuple(sorted(keys)), False) for m, keys in wanted.values() if keys]
+    entries = []
+    for m, keys, whole in reads:
+        values = _values(m, keys, whole)
+        walked = tuple(i for i, v in enumerate(values)  # (``__annotations__`` and the like: by identity)
+                       if not (keys[i] in _IGNORED_CLASS_KEYS and m is d) and not _fixed(v))
+        entries.append((m, keys, whole, values, walked, tuple(map(Ref, values))))
+    known = _Reads(entries)
+    with contextlib.suppress(TypeError):
+        _LIBRARY_READS.put(cls, known)
+    return known
+
+
+def _values(mapping: Any, keys: tuple, whole: bool) -> tuple:
+    """The values a ``_Reads`` entry reads now (a whole dictionary with another set of keys reads as a new tuple)."""
+    if whole:
+        return tuple(mapping.values()) if tuple(mapping) == keys else (object(),)
+    return tuple(map(mapping.get, keys))
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -120,6 +277,24 @@ def _code_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _code_names(const)
     return names
+
+
+def _code_strings(code: types.CodeType) -> set[str]:
+    """The identifier-like string constants of a code object and the code nested in it (``globals()["NAME"]``)."""
+    found = {const for const in code.co_consts if type(const) is str and const.isidentifier()}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _code_strings(const)
+    return found
+
+
+def _ids(refs: tuple) -> tuple:
+    """The ids of the objects ``Ref``s hold (-1 for one that is gone)."""
+    out = []
+    for r in refs:
+        obj = r._get()
+        out.append(id(obj) if obj is not None or r.oid == id(None) else -1)
+    return tuple(out)
 
 
 def _picker(positions: list[int]) -> Callable[[tuple], tuple]:
@@ -157,10 +332,41 @@ def _hooks() -> tuple:
     return _global_state()[1]
 
 
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """The slots an instance of ``cls`` has (its MRO's ``__slots__``, private names mangled), cached per class."""
+    try:
+        known = _SLOTS.get(cls)
+    except TypeError:
+        known = None
+    if known is None:
+        names = []
+        for base in cls.__mro__:
+            declared = base.__dict__.get("__slots__", ())
+            for name in (declared,) if isinstance(declared, str) else declared:
+                if name in ("__dict__", "__weakref__"):
+                    continue
+                if name.startswith("__") and not name.endswith("__"):
+                    name = f"_{base.__name__.lstrip('_')}{name}"
+                names.append(name)
+        known = tuple(dict.fromkeys(names))
+        with contextlib.suppress(TypeError):
+            _SLOTS.put(cls, known)
+    return known
+
+
+def _slot(obj: Any, name: str) -> Any:
+    """The value in a slot, or ``_EMPTY_CELL`` when it is not set."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        return _EMPTY_CELL
+
+
 # what a check's source names besides its own constants
 _CHECK_GLOBALS = {"_cell": _cell, "_EMPTY_CELL": _EMPTY_CELL, "_deref": weakref.ref.__call__, "_layout": _LAYOUT,
                   "_not_none": functools.partial(operator.is_not, None), "_digest": _array_digest,
-                  "_hooks": _hooks, "_dtype": torch.get_default_dtype}
+                  "_hooks": _hooks, "_dtype": torch.get_default_dtype, "_slot": _slot, "_ids": _ids,
+                  "_get": dict.get}
 
 
 class _Check:
@@ -218,6 +424,10 @@ class _Walker:
         self.seen: dict[int, int] = {}
         self.where: dict[int, str] = {}  # id -> the check's local holding the object's first occurrence
         self.active: set[int] = set()  # containers being walked (one that holds itself is not comparable)
+        self.modules: set[tuple] = set()  # (Python module, names read) walked already
+        self.library: dict[int, Any] = {}  # library class -> its part of the stamp, from this walk
+        self.named: dict[tuple, tuple] = {}  # (dictionary, key) -> the value library code reads there, by identity
+        self.tensors: list[Ref] = []  # every tensor met, weakly (whose values ``state_token`` reads)
         self.check: _Check | None = _Check() if emit else None
 
     def __call__(self, v: Any, src: str | None = None) -> Any:
@@ -246,7 +456,9 @@ class _Walker:
         if isinstance(v, torch.Tensor):
             if c is not None:
                 c.fail_if(f"{src}._version != {v._version} or _layout({src}) != {c.const(_LAYOUT(v))}")
-            return ("tensor", Ref(v), v._version, tuple(v.shape), v.dtype, v.device)
+            ref = Ref(v)
+            self.tensors.append(ref)
+            return ("tensor", ref, v._version, tuple(v.shape), v.dtype, v.device)
         if isinstance(v, nn.Module):
             return self._module(v, src)
         if isinstance(v, types.MethodType):
@@ -260,16 +472,51 @@ class _Walker:
         if isinstance(v, type):
             return self._class(v, src)
         if isinstance(v, types.ModuleType):
-            return ("pymodule", Ref(v))
+            if _installed(v):
+                return ("pymodule", Ref(v))
+            # a user's module held as a value (``self.helpers = helpers``): the names it reads are not known here, so
+            # every member by identity (a rebound global of the module is seen, also through its functions)
+            members = vars(v)
+            keys, refs = tuple(members), tuple(map(Ref, members.values()))
+            if c is not None:
+                m = c.const(members)
+                c.fail_if(f"tuple({m}) != {c.const(keys)} or tuple(map(id, {m}.values())) != _ids({c.const(refs)})")
+            return ("pymodule", Ref(v), keys, refs)
         if type(v).__module__ == "numpy" and hasattr(v, "tobytes"):
             self._check_size(getattr(v, "size", 0))
             digest = _array_digest(v)
             if c is not None:
                 c.fail_if(f"_digest({src}) != {c.const(digest)}")
             return ("array", *digest)
-        if _library(type(v)) or not hasattr(v, "__dict__"):
+        if isinstance(v, (array.array, bytearray)):  # mutable buffers: by content
+            self._check_size(len(v))
+            content = (getattr(v, "typecode", None), bytes(v))
+            if c is not None:
+                c.fail_if(f"(getattr({src}, 'typecode', None), bytes({src})) != {c.const(content)}")
+            return ("buffer", *content)
+        # descriptors and wrappers of the library: what they hold is the user's code (a static method, a property)
+        if isinstance(v, (staticmethod, classmethod)):
+            return (kind.__name__, self(v.__func__, self._read(src, ".__func__")))
+        if isinstance(v, property):
+            return ("property", *(self(getattr(v, a), self._read(src, f".{a}")) for a in ("fget", "fset", "fdel")))
+        if isinstance(v, functools.cached_property):
+            return ("cached_property", self(v.func, self._read(src, ".func")))
+        if isinstance(v, functools.partialmethod):
+            return ("partialmethod", self(v.func, self._read(src, ".func")), self(v.args, self._read(src, ".args")),
+                    self(v.keywords, self._read(src, ".keywords")))
+        if isinstance(v, _LRU_WRAPPER):  # (its cache is the function's business: a cleared one reads afresh)
+            return ("lru_cache", self(v.__wrapped__, self._read(src, ".__wrapped__")))
+        if _library(kind):
             return ("object", Ref(v))
-        return ("instance", self._class(type(v), self._read(src, "", "type({})")),
+        slots = _slot_names(kind)
+        if slots:  # ``__slots__`` (a ``@dataclass(slots=True)`` config): each slot, and the ``__dict__`` if any
+            return ("slots", self._class(kind, self._read(src, "", "type({})")),
+                    tuple((name, self(_slot(v, name), self._read(src, "", f"_slot({{}}, {name!r})")))
+                          for name in slots),
+                    self(vars(v), self._read(src, ".__dict__")) if hasattr(v, "__dict__") else None)
+        if not hasattr(v, "__dict__"):
+            return ("object", Ref(v))
+        return ("instance", self._class(kind, self._read(src, "", "type({})")),
                 self(vars(v), self._read(src, ".__dict__")))
 
     def _read(self, src: str | None, suffix: str, template: str = "{}") -> str | None:
@@ -292,7 +539,7 @@ class _Walker:
             c = self.check if src is not None else None
             if c is not None:
                 c.fail_if(f"type({src}) is not {c.const(type(v))} or len({src}) != {len(v)}")
-            if isinstance(v, (list, tuple)):
+            if isinstance(v, (list, tuple, deque)):
                 return (type(v).__name__, tuple(self(e, self._read(src, f"[{i}]")) for i, e in enumerate(v)))
             if isinstance(v, dict):
                 values = None
@@ -321,32 +568,29 @@ class _Walker:
             return ("function", Ref(fn))
         code = fn.__code__
         glb = fn.__globals__
-        names = sorted(_code_names(code))
+        names = _code_names(code)
+        dynamic = "globals" in names and "globals" not in glb  # globals()[...]: also the names it holds as strings
+        names = sorted(names | {s for s in _code_strings(code) if s in glb} if dynamic else names)
         g = None
         if c is not None:
             c.fail_if(f"{src}.__code__ is not {c.const(code)}")
             g = c.const(glb)  # a function's globals are always the same dictionary
         read = []
+        if dynamic:  # (a name built at run time: every global, by identity)
+            keys, refs = tuple(glb), tuple(map(Ref, glb.values()))
+            read.append(("globals()", keys, refs))
+            if c is not None:
+                c.fail_if(f"tuple({g}) != {c.const(keys)} or tuple(map(id, {g}.values())) != _ids({c.const(refs)})")
         for name in names:
             if name not in glb:
                 if c is not None:
                     c.fail_if(f"{name!r} in {g}")
                 continue
             value = glb[name]
-            if isinstance(value, types.ModuleType):  # mod.attr: the attributes this code may read, by identity
-                members = vars(value)
-                attrs = tuple((a, Ref(members[a])) for a in names if a != name and a in members)
+            if isinstance(value, types.ModuleType):  # mod.attr, mod.sub.attr: the members this code may name
                 if c is not None:
                     c.same(c.read(f"{g}[{name!r}]"), value)
-                    m = c.read(f"{c.const(members)}")
-                    for a in names:
-                        if a == name:
-                            continue
-                        if a in members:
-                            c.same(c.read(f"{m}.get({a!r})"), members[a])
-                        else:
-                            c.fail_if(f"{a!r} in {m}")
-                read.append((name, Ref(value), attrs))
+                read.append((name, Ref(value), self._pymodule(value, names, name)))
             else:
                 read.append((name, self(value, self._read(f"{g}", f"[{name!r}]") if c is not None else None)))
         cells = []
@@ -366,13 +610,46 @@ class _Walker:
                 self(fn.__kwdefaults__, self._read(src, ".__kwdefaults__")), tuple(cells), tuple(read),
                 self(vars(fn), self._read(src, ".__dict__")) if vars(fn) else None)
 
+    def _pymodule(self, mod: types.ModuleType, names: list[str], own: str) -> tuple:
+        """The members of a Python module that code naming ``names`` may read (``mod.attr``, ``mod.sub.attr``): the
+        library's own by identity; anything else walked (a helper module's function and the globals it reads, a
+        config dict, a function the user patched into ``torch``)."""
+        key = (id(mod), tuple(names))
+        if key in self.modules:  # walked already in this walk (or being walked: a cycle of imports)
+            return ("pymodule", Ref(mod))
+        self.modules.add(key)
+        c = self.check
+        members = vars(mod)
+        m = c.read(c.const(members)) if c is not None else None  # (a module's dictionary is always the same one)
+        library = _installed(mod)
+        attrs = []
+        for a in names:
+            if a == own:
+                continue
+            if a not in members:
+                if c is not None:
+                    c.fail_if(f"{a!r} in {m}")
+                continue
+            value = members[a]
+            where = c.read(f"{m}.get({a!r})") if c is not None else None
+            if isinstance(value, types.ModuleType):
+                if c is not None:
+                    c.same(where, value)
+                attrs.append((a, Ref(value), self._pymodule(value, names, a)))
+            elif library and type(value) not in _PLAIN_TYPES and _fixed(value):
+                if c is not None:
+                    c.same(where, value)
+                attrs.append((a, Ref(value)))
+            else:
+                attrs.append((a, self(value, where)))
+        return ("pymodule", Ref(mod), tuple(attrs))
+
     def _class(self, cls: type, src: str | None = None) -> Any:
         c = self.check if src is not None else None
-        known = _library_class(cls)
-        if known is not None:  # torch's own classes: compared by identity only, every time
+        if _library_class(cls):  # torch's own classes: by identity, and what their code reads (``_library_part``)
             if c is not None:
                 c.fail_if(f"{src} is not {c.const(cls)}")
-            return known
+            return ("class", tuple(self._library_part(base) for base in cls.__mro__))
         if c is not None:  # (the class itself, its bases in order)
             c.fail_if(f"{src}.__mro__ != {c.const(cls.__mro__)}")
         parts = []
@@ -381,7 +658,7 @@ class _Walker:
                 c.fail_if(f"getattr({c.const(base)}, '__module__', None) != "
                           f"{c.const(getattr(base, '__module__', None))}")
             if base is object or _stable(base):
-                parts.append(Ref(base))
+                parts.append(self._library_part(base))
                 continue
             d = None
             if c is not None:
@@ -391,13 +668,47 @@ class _Walker:
                                            for k, v in sorted(vars(base).items()) if k not in _IGNORED_CLASS_KEYS)))
         return ("class", tuple(parts))
 
+    def _library_part(self, cls: type) -> Any:
+        """A class of the library (or of this engine) by identity; for the library's, also the values its code reads
+        that a patch could change (``_library_reads``), the user's code patched in among them walked. The check
+        re-reads them once per walk, whatever the place the class was met at."""
+        if cls is object or not _library(cls):
+            return Ref(cls)
+        part = self.library.get(id(cls))
+        if part is not None:
+            return part
+        reads = _library_reads(cls)
+        c = self.check
+        walked = []
+        for mapping, keys, whole, values, positions, _ in reads.entries:
+            m = c.const(mapping) if c is not None else None
+            if c is not None and whole:  # (by its values: a key added or removed moves them)
+                if positions:  # (the values walked below are compared there, held weakly; the keys here)
+                    pick = _picker([i for i in range(len(values)) if i not in positions])
+                    c.fail_if(f"tuple({m}) != {c.const(keys)} or "
+                              f"{c.const(pick)}(tuple({m}.values())) != {c.const(pick(values))}")
+                else:
+                    c.fail_if(f"tuple({m}.values()) != {c.const(values)}")
+            elif c is not None:  # globals and module members: all of the walk's in one line, at its end
+                self.named.update({(id(mapping), keys[i]): (mapping, keys[i], values[i])
+                                   for i in range(len(values)) if i not in positions})
+            for i in positions:
+                walked.append((keys[i], self(values[i], c.read(f"{m}.get({keys[i]!r})") if c is not None else None)))
+        if walked:
+            part = ("library", Ref(cls), reads.token, tuple(walked))
+        else:  # (the same object at every walk: two stamps of an unchanged model compare by identity here)
+            part = reads.part = reads.part or ("library", Ref(cls), reads.token, ())
+        self.library[id(cls)] = part
+        return part
+
     def _module(self, m: nn.Module, src: str | None) -> Any:
         c = self.check if src is not None else None
-        if isinstance(m, torch.jit.ScriptModule):
-            layout = _tensor_layout(m)
+        if isinstance(m, torch.jit.ScriptModule):  # (its code is compiled: what it reads is its attributes)
+            state = _script_state(m)
             if c is not None:
-                c.fail_if(f"_tensor_layout({src}) != {c.const(layout)}")
-            return ("script", Ref(m), layout)
+                c.fail_if(f"_script_state({src}) != {c.const(state)}")
+            self.tensors += map(Ref, [*m.parameters(), *m.buffers()])
+            return ("script", Ref(m), state)
         kind = type(m)  # (a class of torch's own needs no more than the type check made before this)
         klass = self._class(kind, None if _library_class(kind) else self._read(src, "", "type({})"))
         d = vars(m)
@@ -420,7 +731,9 @@ class _Walker:
                     c.fail_if(f"tuple(map(id, {held}.values())) != tuple(map(id, map(_deref, {c.const(refs)})))")
                     layouts = tuple(_LAYOUT(t) for t in tensors.values() if t is not None)
                     c.fail_if(f"tuple(map(_layout, filter(_not_none, {held}.values()))) != {c.const(layouts)}")
-            state += [(k, t is None or (Ref(t), t.shape, t.dtype, t.device)) for k, t in tensors.items()]
+            refs = {k: Ref(t) for k, t in tensors.items() if t is not None}
+            state += [(k, t is None or (refs[k], t.shape, t.dtype, t.device)) for k, t in tensors.items()]
+            self.tensors += refs.values()
         children = d["_modules"]
         inside = None
         if c is not None:
@@ -451,12 +764,33 @@ class _Walker:
         return ("module", klass, tuple(state), kids, tuple(attrs))
 
 
-def _tensor_layout(m: nn.Module) -> tuple:
-    return tuple((name, tuple(t.shape), t.dtype, t.device)
-                 for name, t in list(m.named_parameters()) + list(m.named_buffers()))
+_SCRIPT_FLAGS = frozenset({"training", "_is_full_backward_hook"})
 
 
-_CHECK_GLOBALS["_tensor_layout"] = _tensor_layout
+def _script_state(m: torch.jit.ScriptModule) -> tuple:
+    """A TorchScript module's attributes, its submodules' included: tensors by identity and layout (a plain tensor
+    attribute, which its code holds as a constant, also by version), every other value by content."""
+    iterators = getattr(torch._C, "_jit_debug_module_iterators", None)
+    if iterators is None:  # (a torch that does not list them: re-traced at every call)
+        raise Uncomparable("a TorchScript module whose attributes this torch does not list")
+    found = iterators(m._c)
+    held = {name for name, _ in found["named_parameters_r"]} | {name for name, _ in found["named_buffers_r"]}
+    return tuple((name, _script_value(v, name in held)) for name, v in found["named_attributes_r"]
+                 if not isinstance(v, torch.ScriptObject) and name.rpartition(".")[2] not in _SCRIPT_FLAGS)
+
+
+def _script_value(v: Any, held: bool = False) -> Any:
+    """One TorchScript attribute's value, comparable (``held``: a parameter or buffer, read at every call)."""
+    if isinstance(v, torch.Tensor):
+        return (Ref(v), tuple(v.shape), v.dtype, v.device) + (() if held else (v._version,))
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__, tuple(map(_script_value, v)))
+    if isinstance(v, dict):
+        return ("dict", tuple((_script_value(k), _script_value(e)) for k, e in v.items()))
+    return v if type(v) in _PLAIN_TYPES else Ref(v)
+
+
+_CHECK_GLOBALS["_script_state"] = _script_state
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
                  "_global_module_registration_hooks")
@@ -468,7 +802,23 @@ def _global_state() -> tuple:
     return torch.get_default_dtype(), tuple(getattr(module, name, None) for name in _GLOBAL_HOOKS)
 
 
-_GUARDS = WeakCache("guard checks", max_entries=256)  # model -> [check or None, stamp, calls to wait, misses]
+_AUTOCAST_DEVICES = tuple(getattr(torch._C, "_autocast_supported_devices", lambda: ["cpu", "cuda"])())
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
+def _autocast() -> tuple:
+    """The autocast regions the call runs in: ``(device type, dtype)`` of each enabled one (``()`` for none). A graph
+    recorded under autocast holds its casts (torch's semantics: the model's output in the autocast dtype), so it is
+    served only to calls under the same autocast state, and one recorded outside never to a call inside."""
+    if not _any_autocast():
+        return ()
+    return tuple((d, torch.get_autocast_dtype(d)) for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d))
+
+
+_CHECK_GLOBALS["_autocast"] = _autocast
+
+# model -> [check or None, stamp, calls to wait, misses, the tensors the walk met (``Ref``s)]
+_GUARDS = WeakCache("guard checks", max_entries=256)
 _RETRY = 63  # a model whose walk wrote no check is walked at every call; writing one is tried again after this many
 _MISSES = 3  # checks that failed while the stamp stayed the same: after this many in a row, none is written for a while
 
@@ -487,26 +837,27 @@ def stamp(model: Any) -> Any:
     if known is not None and known[0] is not None and known[0]():
         return known[1]
     if known is None:
-        value = walked_stamp(model)
+        value, _, tensors = _walk(model, False)
         if value is not None:
             with contextlib.suppress(TypeError):
-                _GUARDS.put(model, [None, value, 0, 0])
+                _GUARDS.put(model, [None, value, 0, 0, tensors])
         return value
-    check, last, wait, misses = known
+    check, last, wait, misses, _ = known
     emit = wait <= 0
-    value, written = _walk(model, emit)
+    value, written, tensors = _walk(model, emit)
     if value is None:
         _GUARDS.pop(model)
         return None
     if value != last:  # changed: a check is written when a walk finds this stamp again
-        known[:] = [None, value, max(wait - 1, 0), 0]
+        known[:] = [None, value, max(wait - 1, 0), 0, tensors]
         return value
+    known[4] = tensors
     misses += check is not None  # the check failed, yet nothing the stamp holds changed
     new = written.build() if written is not None and misses < _MISSES else None
     if new is not None and not new():  # failing at once: it re-reads something that changes by itself
         new = None
     if emit:
-        known[:] = [new, last, 0 if new is not None else _RETRY, misses if new is not None else 0]
+        known[:4] = [new, last, 0 if new is not None else _RETRY, misses if new is not None else 0]
     else:
         known[2] = wait - 1
     return last
@@ -517,8 +868,9 @@ def walked_stamp(model: Any) -> Any:
     return _walk(model, False)[0]
 
 
-def _walk(model: Any, emit: bool) -> tuple[Any, _Check | None]:
-    """(the stamp, the check the walk wrote, not compiled yet: None when it could not or was not asked to)."""
+def _walk(model: Any, emit: bool) -> tuple[Any, _Check | None, list[Ref]]:
+    """(the stamp, the check the walk wrote, not compiled yet: None when it could not or was not asked to, the
+    tensors the walk met)."""
     walk = _Walker(emit)
     c = walk.check
     root = None
@@ -529,30 +881,47 @@ def _walk(model: Any, emit: bool) -> tuple[Any, _Check | None]:
             walk.check = c = None
     try:
         dtype, hooks = _global_state()
+        autocast = _autocast()
         where = None
         if c is not None:
-            c.fail_if(f"_dtype() is not {c.const(dtype)}")
+            c.fail_if(f"_dtype() is not {c.const(dtype)} or _autocast() != {c.const(autocast)}")
             if all(type(h) in _EMPTY_CONTAINERS and not h for h in hooks):  # (the usual case, in one line)
                 c.fail_if(f"tuple(map(type, _hooks())) != {c.const(tuple(map(type, hooks)))} or any(_hooks())")
             else:
                 where = c.read("_hooks()")
-        value = (dtype, walk(hooks, where), walk(model, root))
+        value = (dtype, autocast, walk(hooks, where), walk(model, root))
+        if c is not None and walk.named:
+            dicts, keys, values = zip(*walk.named.values())
+            c.fail_if(f"tuple(map(_get, {c.const(dicts)}, {c.const(keys)})) != {c.const(values)}")
     except (Uncomparable, RecursionError):
-        return None, None
+        return None, None, []
     except RuntimeError:  # a container changed while walked (a weak dictionary losing an entry): not comparable
-        return None, None
-    return value, walk.check
+        return None, None, []
+    return value, walk.check, walk.tensors
 
 
 def state_token(model: Any) -> Any:
-    """``stamp`` plus the current values of every parameter and buffer the model reads: equal exactly when the model
-    computes the same function (used to key caches of results)."""
+    """``stamp`` plus the current values of every tensor the stamp's walk met: equal exactly when the model computes
+    the same function (used to key caches of results, such as the panel's).
+
+    One notion of "the model changed" for graphs and results: the tensors are those of everything the model's code
+    reads (a global module, a module in a plain list, a tensor attribute, a TorchScript module's), by value (a write
+    through ``.data`` moves no version counter)."""
     graph_stamp = stamp(model)
     if graph_stamp is None:
         return None
+    known = None
+    with contextlib.suppress(TypeError):
+        known = _GUARDS.get(model)
+    tensors = [r._get() for r in known[4]] if known is not None and known[1] is graph_stamp else [None]
+    if any(t is None for t in tensors):  # (not kept for this model, or a tensor gone: walked again)
+        graph_stamp, _, refs = _walk(model, False)
+        if graph_stamp is None:
+            return None
+        tensors = [r._get() for r in refs]
     digest = hashlib.blake2b(digest_size=16)
-    for m in referenced_modules(model):
-        for t in list(m.parameters()) + list(m.buffers()):
+    for t in tensors:
+        if t is not None:
             data = t.detach()
             digest.update(str((tuple(data.shape), data.dtype)).encode())
             with contextlib.suppress(TypeError, RuntimeError):  # meta tensors have no values
