@@ -172,3 +172,13 @@ def test_four_threads_on_a_cold_model_agree_and_restore_its_mode():
             torch.testing.assert_close(r, results[0], rtol=0, atol=0)
     model.eval()
     torch.testing.assert_close(results[0], expand(model, x0, 4).coefficients, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("f", [lambda x: torch.sin(1.3 * x).t() @ x.cos(), lambda x: x.sin().sum(0)],
+                         ids=["output rows are not the batch rows", "output without the batch axis"])
+def test_outputs_whose_rows_are_not_the_points_are_checked_as_one_polynomial(f):
+    """The first derivatives of a batched point whose output does not keep the batch axis: variable i is seeded in
+    every input row, so autograd's gradient summed over the rows is what the polynomial holds (a false mismatch
+    before)."""
+    for x0 in (torch.zeros(1, 2, dtype=D), torch.tensor([[0.3, -0.2]], dtype=D), torch.rand(3, 2, dtype=D)):
+        assert expand(f, x0, 2, verify="full").checks == ("value", "gradient")

@@ -71,9 +71,13 @@ def verify(model, x0: torch.Tensor, poly: TaylorPolynomial, output=None, gradien
         g = _row_gradients(y, x, w.to(y.device)) if rows_interact else _gradient(y, x, w.to(y.device))
     except RuntimeError:  # an op torch cannot differentiate: the value check stands alone
         return ("value",)
-    mine = _weighted_gradient(poly, w.to(dtype).to(p0.device))
-    theirs = g.reshape(g.shape[0], -1) if poly.batched else g.reshape(-1)
-    theirs = theirs[..., poly.variables.to(theirs.device)]
+    var = poly.variables.to(g.device)
+    if poly.batched and y.dim() >= 1 and y.shape[0] == x0.shape[0]:  # row b's derivatives in row b's input
+        mine = _weighted_gradient(poly, w.to(dtype).to(p0.device))
+        theirs = g.reshape(g.shape[0], -1)[:, var]
+    else:  # one polynomial (or an output without the batch axis): variable i is seeded in every row of the input
+        mine = (poly.coefficients[1:1 + poly.n] * w.to(dtype).to(p0.device)).reshape(poly.n, -1).sum(-1)
+        theirs = g.reshape(g.shape[0], -1)[:, var].sum(0) if poly.batched else g.reshape(-1)[var]
     _compare(mine, theirs.detach().to(dtype), rtol, "gradient", batched=poly.batched)
     return ("value", "gradient")
 
@@ -131,11 +135,9 @@ def _row_gradients(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.T
 
 
 def _weighted_gradient(poly: TaylorPolynomial, w: torch.Tensor) -> torch.Tensor:
-    """sum_o w_o dP_o/dx_i at x0 for each variable i: (n,), or (B, n) for a batch (coefficients 1..n are degree 1)."""
-    first = poly.coefficients[1:1 + poly.n]  # (n, [B,] *out)
-    if poly.batched:
-        return (first * w.unsqueeze(0)).reshape(poly.n, first.shape[1], -1).sum(-1).T
-    return (first * w.unsqueeze(0)).reshape(poly.n, -1).sum(-1)
+    """sum_o w_bo dP_bo/dx_bi at x0 for each row b and variable i: (B, n) (coefficients 1..n are degree 1)."""
+    first = poly.coefficients[1:1 + poly.n]  # (n, B, *out)
+    return (first * w.unsqueeze(0)).reshape(poly.n, first.shape[1], -1).sum(-1).T
 
 
 def _compare(mine: torch.Tensor, theirs: torch.Tensor, rtol: float, check: str, batched: bool = False) -> None:
