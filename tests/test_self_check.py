@@ -104,6 +104,7 @@ def test_a_wrong_first_derivative_alone_is_caught():
 
 # ---------------------------------------------------------------------------------------- batches whose rows interact
 COUPLED = {
+    "every row times the last": lambda x: (x * x[-1:]).sum(1),
     "centering": lambda x: torch.tanh(x - x.mean(0)) @ torch.tensor([1.0, -2.0], dtype=D),
     "softmax over the batch": lambda x: torch.softmax(x, 0)[:, 0] * x[:, 1],
     "norm of the whole batch": lambda x: x[:, 0] / x.norm() + x[:, 1] ** 2,
@@ -182,3 +183,28 @@ def test_outputs_whose_rows_are_not_the_points_are_checked_as_one_polynomial(f):
     before)."""
     for x0 in (torch.zeros(1, 2, dtype=D), torch.tensor([[0.3, -0.2]], dtype=D), torch.rand(3, 2, dtype=D)):
         assert expand(f, x0, 2, verify="full").checks == ("value", "gradient")
+
+
+def test_expand_many_refuses_rows_that_read_the_last_row():
+    x = torch.tensor([[1.0], [2.0], [3.0]], dtype=D)
+    with pytest.raises(Exception, match="rows interact"):
+        expand_many(COUPLED["every row times the last"], x, 1, chunk_size=1, progress=False)
+
+
+class AssignsData(nn.Module):
+    """Writes its weight through .data in forward: torch's value follows the write."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([3.0, 4.0], dtype=D))
+
+    def forward(self, x):
+        self.w.data = self.w.data / self.w.data.norm()
+        return (self.w * x).sum(-1, keepdim=True)
+
+
+def test_an_assignment_to_data_is_not_a_read():
+    model, x0 = AssignsData(), torch.tensor([0.2, 0.5], dtype=D)
+    want = float((torch.tensor([0.6, 0.8], dtype=D) * x0).sum())
+    p = expand(model, x0, 1, verify=False)
+    assert abs(float(p.coefficients[0]) - want) < 1e-14

@@ -148,7 +148,8 @@ def _selected(poly: TaylorPolynomial, output) -> TaylorPolynomial:
 def _kink_warnings():
     """Collects the KinkWarnings raised inside (for the self-check) and passes every warning on."""
     kinks: list = []
-    with warnings.catch_warnings(record=True) as caught:
+    # (catch_warnings swaps process-wide state: one thread at a time, with tracing's lock)
+    with trace.model_lock(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield kinks
     for w in caught:
@@ -166,16 +167,25 @@ def rows_interact(traced: trace.TracedModel, x0: torch.Tensor) -> bool:
 
 
 def _rows_interact(traced: trace.TracedModel, x0: torch.Tensor) -> bool:
+    """Each of up to 8 rows (all of a small batch; else the first, last and a spread between) moved alone: does an
+    output row other than its own change?"""
+    rows = x0.shape[0]
     noise = torch.rand(x0[0].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    moved = x0.clone()
-    moved[0] = x0[0] + ((x0[0].abs() + 1) * (0.25 + 0.5 * noise).to(x0.dtype)).to(x0.dtype)
     with torch.no_grad():
         a = program.single_output(program.run(traced, x0, None, table=program.PLAIN))
-        b = program.single_output(program.run(traced, moved, None, table=program.PLAIN))
-    if a.dim() < 1 or a.shape[0] != x0.shape[0] or a.shape != b.shape:
-        return False
-    same = (a[1:] == b[1:]) | (torch.isnan(a[1:]) & torch.isnan(b[1:]))
-    return not bool(same.all())
+        if a.dim() < 1 or a.shape[0] != rows:
+            return False
+        for i in sorted({round(k * (rows - 1) / 7) for k in range(8)} if rows > 8 else range(rows)):
+            moved = x0.clone()
+            moved[i] = x0[i] + ((x0[i].abs() + 1) * (0.25 + 0.5 * noise).to(x0.dtype)).to(x0.dtype)
+            b = program.single_output(program.run(traced, moved, None, table=program.PLAIN))
+            if b.shape != a.shape:
+                return False
+            others = torch.arange(rows) != i
+            same = (a[others] == b[others]) | (torch.isnan(a[others]) & torch.isnan(b[others]))
+            if not bool(same.all()):
+                return True
+    return False
 
 
 def _row_only(c: torch.Tensor, i: int, n: int) -> torch.Tensor:

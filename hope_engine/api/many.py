@@ -137,8 +137,8 @@ def expand_many(model, points, order: int = 6, *, chunk_size: int | None = None,
     chunks, total = _chunks(points, chunk_size, model, order, options)
     first = next(chunks, None)
     if first is not None:
-        _refuse_interacting_rows(model, first if first.shape[0] >= 2 or not isinstance(points, torch.Tensor)
-                                 else points[:2], options)
+        _refuse_interacting_rows(model, first if first.shape[0] >= 8 or not isinstance(points, torch.Tensor)
+                                 else points[:8], options)
         chunks = itertools.chain([first], chunks)
     bar = _progress(progress, total)
     results: list[TaylorPolynomial] = []
@@ -165,7 +165,7 @@ def _refuse_interacting_rows(model, sample: torch.Tensor, options: dict) -> None
     if sample.dim() < 2 or sample.shape[0] < 2:
         return
     keys = ("output", "variables", "names", "wrt")
-    call = prepare_call(model, sample[:2], batched=True, **{k: options[k] for k in keys if k in options})
+    call = prepare_call(model, sample[:8], batched=True, **{k: options[k] for k in keys if k in options})
     if rows_interact(trace_model(call.model, call.x0, call.stamp), call.x0):
         raise ExpansionError("expand_many: the model's rows interact (an output row changes when another row of "
                              "its batch moves: batch statistics, a norm or softmax over axis 0), so a point's "

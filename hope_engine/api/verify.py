@@ -44,6 +44,12 @@ def verify(model, x0: torch.Tensor, poly: TaylorPolynomial, output=None, gradien
     the polynomial (None: the whole output). gradient: False where the point sits on a kink (one-sided: autograd's
     convention there need not be the branch the expansion took). rows_interact: the batch's rows read each other
     (expanded row by row): each row's gradient is taken in its own input alone, one backward pass per row."""
+    with torch.inference_mode(False):  # (under a caller's inference_mode autograd would record nothing to check)
+        return _verify(model, x0, poly, output, gradient, rows_interact)
+
+
+def _verify(model, x0: torch.Tensor, poly: TaylorPolynomial, output, gradient: bool,
+            rows_interact: bool) -> tuple[str, ...]:
     lead = 1 if poly.batched else 0
     dtype = poly.coefficients.dtype
     x = x0.detach().clone().requires_grad_(gradient and x0.is_floating_point())

@@ -63,7 +63,7 @@ class _Tracker(TorchFunctionMode):
             raise GraphEscapeError(_message(name))
         if varying and name in _UNREADABLE and args and self.marked(args[0], self._varying):
             raise GraphEscapeError(_unreadable(name))
-        if getattr(func, "__self__", None) is _DATA and varying:  # .data: autograd's constant, as a detach
+        if getattr(func, "__self__", None) is _DATA and func.__name__ == "__get__" and varying:  # .data read: a detach
             out = args[0].detach()
         else:
             out = func(*args, **kwargs)

@@ -181,6 +181,11 @@ def modules_of(model) -> list:
     return list({id(m): m for root in referenced_modules(model) for m in root.modules()}.values())
 
 
+def model_lock() -> threading.RLock:
+    """The lock that serializes tracing, eval mode and the self-check's run of the model (reentrant)."""
+    return _MODEL_LOCK
+
+
 @contextlib.contextmanager
 def eval_mode(model, modules: list | None = None):
     """Run in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
