@@ -607,6 +607,25 @@ def _jet_agreement(poly, jet_terms) -> float:
     return worst
 
 
+def interleaved_times(fns: dict, rounds: int, seconds: float, max_calls: int) -> dict:
+    """{key: per-call seconds of each round}: each fn warmed up once, then called about ``seconds`` worth of times
+    (at most ``max_calls``) per round, the fns interleaved round by round."""
+    calls = {}
+    for k, fn in fns.items():
+        fn()
+        t = time.perf_counter()
+        fn()
+        calls[k] = max(1, min(max_calls, int(seconds / max(time.perf_counter() - t, 1e-7))))
+    times: dict = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(calls[k]):
+                fn()
+            times[k].append((time.perf_counter() - t) / calls[k])
+    return times
+
+
 def small_nets(quick: bool, repeats: int, log) -> list[dict]:
     """Per-call time of ``expand`` on small nets (fixed per-call cost: graph walk, guard, checks), 1 torch thread,
     medians of interleaved repeats; JAX jet and nested jacfwd (jit, x64, CPU) on the same nets when JAX imports."""
@@ -636,19 +655,7 @@ def small_nets(quick: bool, repeats: int, log) -> list[dict]:
                     fns["jax nested jacfwd (jit)"] = lambda f=by_jacfwd, xj=xj: [a.block_until_ready()
                                                                                 for a in f(xj)]
                 agree = _jet_agreement(expand(net, x0, order), by_jet(xj))
-            calls = {}
-            for k, fn in fns.items():  # warm-up (jit compile), then about 20 ms of calls per round and method
-                fn()
-                t = time.perf_counter()
-                fn()
-                calls[k] = max(1, min(inner, int(0.02 / max(time.perf_counter() - t, 1e-7))))
-            times: dict[str, list[float]] = {k: [] for k in fns}
-            for _ in range(rounds):
-                for k, fn in fns.items():
-                    t = time.perf_counter()
-                    for _ in range(calls[k]):
-                        fn()
-                    times[k].append((time.perf_counter() - t) / calls[k])
+            times = interleaved_times(fns, rounds, 0.02, inner)  # warm-up (jit compile) included
             ours = statistics.median(times["hope expand"])
             for k, ts in times.items():
                 med = statistics.median(ts)
@@ -687,20 +694,7 @@ def self_check(quick: bool, repeats: int, log) -> list[dict]:
     for name, net, x0, order, terms in configs:
         fns = {flag: (lambda flag=flag, net=net, x0=x0, order=order, terms=terms:
                       expand(net, x0, order, terms=terms, verify=flag)) for flag in (True, False)}
-        for fn in fns.values():
-            fn()
-        calls = {}
-        for flag, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            calls[flag] = max(1, min(200, int(0.05 / max(time.perf_counter() - t, 1e-7))))
-        times: dict = {flag: [] for flag in fns}
-        for _ in range(rounds):
-            for flag, fn in fns.items():
-                t = time.perf_counter()
-                for _ in range(calls[flag]):
-                    fn()
-                times[flag].append((time.perf_counter() - t) / calls[flag])
+        times = interleaved_times(fns, rounds, 0.05, 200)
         on, off = statistics.median(times[True]), statistics.median(times[False])
         log(f"  {name:24s} order {order:2d} {terms:5s}  verify {on * 1e3:9.3f} ms   no verify {off * 1e3:9.3f} ms   "
             f"overhead {100 * (on / off - 1):5.1f} %")
