@@ -93,6 +93,9 @@ def _run_architecture(a) -> None:
     if a["per_variable"]:
         radius = radius * (0.25 + torch.rand(a["n"], generator=g, dtype=DT))
     cert = certify(model, x0, order=a["order"], radius=radius)
+    # the polynomial is expand's Taylor polynomial whatever the box did (a hull, a void certificate)
+    torch.testing.assert_close(cert.polynomial.coefficients, expand(model, x0, a["order"]).coefficients,
+                               rtol=1e-9, atol=1e-12)
     check_sound(model, cert, points=10_000, steps=8)
 
 
@@ -100,6 +103,19 @@ def _run_architecture(a) -> None:
 @given(architectures)
 def test_remainder_is_sound_on_random_architectures_and_boxes(a):
     _run_architecture(a)
+
+
+def test_a_void_certificate_still_returns_the_taylor_polynomial():
+    """Two-wide LayerNorms over a radius-1 box: the variance may reach 0, so no bound, and the hardtanh between them
+    hulled its unbounded input (no crossing noted): the polynomial was that hull's centre, not f(x0) (found by CI)."""
+    a = {"n": 1, "depth": 2, "width": 2, "acts": ["cos", "hardtanh", "abs"], "out": 1, "norm": True, "order": 1,
+         "log_radius": 0.0, "per_variable": False, "seed": 0}
+    _run_architecture(a)
+    model = mlp(1, [2, 2], ["cos", "hardtanh"], 1, 0, True)
+    x0 = torch.randn(1, 1, generator=torch.Generator().manual_seed(0), dtype=DT)
+    cert = certify(model, x0, order=2, radius=1.0)
+    assert torch.isinf(cert.remainder).all()
+    torch.testing.assert_close(cert.polynomial.coefficients[0], model(x0).detach())
 
 
 @pytest.mark.slow

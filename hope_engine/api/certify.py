@@ -216,7 +216,9 @@ def _certify_traced(model, traced, x0, basis, order, var_index, batched, radius,
     tail = o.c.clone()
     tail[:keep] = 0
     slack = torch.zeros_like(o.r)
-    if ctx.crossings:  # relaxed or hulled values: the polynomial is not the Taylor polynomial any more; expand's is
+    # relaxed or hulled values, or a void certificate somewhere (a rule past an unbounded input may hull it without a
+    # crossing): the polynomial is not the Taylor polynomial any more; expand's is
+    if ctx.crossings or not bool(torch.isfinite(o.r).all()):
         with warnings.catch_warnings(), trace.eval_mode(model):
             warnings.simplefilter("ignore", KinkWarning)
             jets = program.run(traced, Jet(c, basis), rules.Context(basis))
