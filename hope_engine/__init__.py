@@ -9,6 +9,7 @@ from hope_engine.algebra.polynomial import TaylorPolynomial, Term
 from hope_engine.api.certify import certify
 from hope_engine.api.expand import expand
 from hope_engine.api.many import expand_many
+from hope_engine.api.operators import bilaplacian, differential_operator, laplacian
 from hope_engine.errors import (
     ExpansionError,
     GraphEscapeError,
@@ -22,7 +23,7 @@ from hope_engine.errors import (
 
 __all__ = [
     "Basis", "ExpansionError", "GraphEscapeError", "KinkWarning", "MemoryBudgetError", "TaylorPolynomial", "Term",
-    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "VerificationError", "certify", "expand",
-    "expand_many", "make_basis",
+    "TimeBudgetError", "TrainingModeWarning", "UnsupportedOperationError", "VerificationError", "bilaplacian",
+    "certify", "differential_operator", "expand", "expand_many", "laplacian", "make_basis",
 ]
 __version__ = "0.1.0"

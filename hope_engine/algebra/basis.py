@@ -6,6 +6,10 @@ and products computed in S are exact on every coefficient kept.
 
 - ``total``: every a with |a| <= K (all mixed partials), M = C(n + K, K).
 - ``pure``: a with at most one nonzero entry (unmixed partials), M = 1 + n K. Degree block k holds k e_0 .. k e_{n-1}.
+- ``collapsed`` (internal, for differential operators): the pure basis below degree K and one weighted sum
+  s = sum_i w_i c_{K e_i} in place of its degree-K block, M = 2 + n (K - 1). The top coefficients of a product enter
+  only times a degree-0 factor, so the map to s is a ring homomorphism: products, recurrences and compositions carry
+  s exactly ("collapsed Taylor mode"); the "variables" are directions, seeded by the caller.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Basis:
     indices: torch.Tensor = field(repr=False)
     offsets: tuple[int, ...] = field(repr=False)
     _position: dict = field(repr=False)
+    collapse: tuple[float, ...] | None = field(default=None, repr=False)  # collapsed kind: the weights w_i
 
     @property
     def size(self) -> int:
@@ -102,6 +107,8 @@ class Basis:
         return [tuple(int(v) for v in row) for row in self.indices.tolist()]
 
     def truncate(self, order: int) -> Basis:
+        if self.kind == "collapsed":
+            raise ValueError("a collapsed basis is not truncated: its top block is a weighted sum")
         return make_basis(self.n, min(order, self.order), self.kind)
 
     def factorials(self, dtype=torch.float64) -> torch.Tensor:
@@ -110,6 +117,26 @@ class Basis:
         top = int(self.indices.max()) if self.indices.numel() else 0
         table = torch.tensor([_float_factorial(k) for k in range(top + 1)], dtype=torch.float64)
         return table[self.indices].prod(dim=1).to(dtype)
+
+
+def make_collapsed_basis(n: int, order: int, weights) -> Basis:
+    """The collapsed basis of n directions up to ``order`` >= 1 whose top block is sum_i w_i c_{K e_i} (see the
+    module docstring). Its top row's multi-index is recorded as K e_0 (for degrees and factorials only); built per
+    call (no cache: the weights vary)."""
+    w = tuple(float(v) for v in weights)
+    if len(w) != n or order < 1:
+        raise ValueError(f"a collapsed basis needs one weight per direction ({n}) and order >= 1")
+    rows: list[tuple[int, ...]] = [(0,) * n]
+    offsets = [0, 1]
+    for k in range(1, order):
+        rows.extend(tuple(k if v == i else 0 for v in range(n)) for i in range(n))
+        offsets.append(len(rows))
+    rows.append(tuple(order if v == 0 else 0 for v in range(n)))
+    offsets.append(len(rows))
+    indices = torch.tensor(rows, dtype=torch.long).reshape(len(rows), n)
+    position = {r: m for m, r in enumerate(rows[:-1])}
+    return Basis(n=n, order=order, kind="collapsed", indices=indices, offsets=tuple(offsets), _position=position,
+                 collapse=w)
 
 
 def _float_factorial(k: int) -> float:

@@ -163,10 +163,13 @@ def bilinear(op: Callable, a: Jet, b: Jet) -> Jet:
     blocks = []
     for d in range(basis.order + 1):
         total = None
+        top = basis.kind == "collapsed" and d == basis.order
         for p in range(d + 1):
             x, y = a.c[basis.block(p)], b.c[basis.block(d - p)]
             width = max(x.shape[0], y.shape[0])
             term = g(x.expand(width, *x.shape[1:]), y.expand(width, *y.shape[1:]))
+            if top and 0 < p < d:  # same-direction terms summed into the collapsed top coefficient
+                term = kernels.collapse(term, basis)
             total = term if total is None else total + term
         blocks.append(total)
     return a.with_coefficients(torch.cat(blocks))

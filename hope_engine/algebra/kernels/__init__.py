@@ -26,6 +26,7 @@ import torch
 
 from hope_engine.algebra.basis import Basis
 from hope_engine.algebra.kernels import native, torch_backend
+from hope_engine.algebra.kernels.torch_backend import collapse
 
 
 class Recurrence(enum.Enum):
@@ -90,8 +91,10 @@ def backend_name() -> str:
 
 
 def _native_applies(rec: Recurrence, basis: Basis, *tensors: torch.Tensor) -> bool:
-    if _choice["backend"] == "torch":
+    if _choice["backend"] == "torch" or basis.kind == "collapsed":
         return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False  # the compiled kernels have no backward: autograd runs through the torch formulation
     if rec is Recurrence.DEGREE_PRODUCT and (basis.kind != "total" or basis.n == 1):
         return False  # pure / one variable: a few torch ops per degree already
     return native.supports(basis, *tensors)
@@ -141,6 +144,6 @@ def div(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
 
 
 __all__ = [
-    "BACKENDS", "Recurrence", "backend_name", "degree_product", "div", "exp", "get_backend", "implementations",
-    "native_available", "product", "riccati", "set_backend", "sin_cos", "use_backend",
+    "BACKENDS", "Recurrence", "backend_name", "collapse", "degree_product", "div", "exp", "get_backend",
+    "implementations", "native_available", "product", "riccati", "set_backend", "sin_cos", "use_backend",
 ]

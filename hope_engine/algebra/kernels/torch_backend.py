@@ -37,8 +37,11 @@ def degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
         if lo > hi:
             width = basis.offsets[d + 1] - basis.offsets[d]
             return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
+    if basis.kind == "collapsed":
+        return pure_degree_product(a, b, basis, d, weights)
     if basis.n == 1:  # one variable (total = pure): a plain Cauchy product, no index tables
-        prod = a[lo:hi + 1] * b[d - hi:d - lo + 1].flip(0)
+        taken = _copies if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) else _views
+        prod = taken(a, slice(lo, hi + 1)) * taken(b, slice(d - hi, d - lo + 1)).flip(0)
         if weights is not None:
             w = torch.as_tensor(weights[lo:hi + 1], dtype=a.dtype, device=a.device)
             prod = prod * w.reshape(-1, *([1] * (prod.dim() - 1)))
@@ -62,13 +65,19 @@ def degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int,
 
 
 def pure_degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int, weights) -> torch.Tensor:
-    """Pure basis: degree block d is (n, *shape); only same-variable (or value) factors combine."""
+    """Pure basis: degree block d is (n, *shape); only same-variable (or value) factors combine. Collapsed basis, top
+    degree K: the same-direction terms of degrees 1..K-1 are summed over the directions with the basis' weights."""
     total = None
+    top = basis.kind == "collapsed" and d == basis.order
+    # under autograd, factors are copies: a view of a series that a recurrence then writes into would be stale
+    taken = _copies if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) else _views
     for p in range(d + 1):
         w = 1.0 if weights is None else float(weights[p])
         if w == 0.0:
             continue
-        term = a[basis.block(p)] * b[basis.block(d - p)]
+        term = taken(a, basis.block(p)) * taken(b, basis.block(d - p))
+        if top and 0 < p < d:
+            term = collapse(term, basis)
         if w != 1.0:
             term = term * w
         total = term if total is None else total + term
@@ -76,6 +85,20 @@ def pure_degree_product(a: torch.Tensor, b: torch.Tensor, basis: Basis, d: int, 
     if total is None:
         return a.new_zeros((width, *torch.broadcast_shapes(a.shape[1:], b.shape[1:])))
     return total.expand(width, *total.shape[1:]) if total.shape[0] != width else total
+
+
+def _views(t: torch.Tensor, rows: slice) -> torch.Tensor:
+    return t[rows]
+
+
+def _copies(t: torch.Tensor, rows: slice) -> torch.Tensor:
+    return t[rows].clone()
+
+
+def collapse(term: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """sum_i w_i term_i over the directions axis (0) of a collapsed basis, kept as a block of one row."""
+    w = torch.as_tensor(basis.collapse, dtype=term.dtype, device=term.device)
+    return (term * w.reshape(-1, *([1] * (term.dim() - 1)))).sum(0, keepdim=True)
 
 
 def _product_whole(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
