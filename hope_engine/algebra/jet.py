@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from hope_engine.algebra import kernels
-from hope_engine.algebra.basis import Basis, euler, product_tables
+from hope_engine.algebra.basis import Basis, euler, make_basis, product_tables
 
 
 class Jet:
@@ -232,3 +232,37 @@ def int_pow_coefficients(u: torch.Tensor, p: int, basis: Basis) -> torch.Tensor:
         result = torch.zeros_like(u)
         result[0] = 1
     return result
+
+
+# ----------------------------------------------------------------- composition along directions (collapsed basis)
+def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
+    """f(x) for an elementwise analytic f on a jet of a collapsed basis, through f's own Taylor coefficients at the
+    value: a_k = f^(k)(u0) / k! from ``fn`` on the one-variable series u0 + s, then f(x) = sum_k a_k delta^k with
+    delta = x - u0. Every direction is a univariate series below the top degree, so the powers of delta are Cauchy
+    products per direction, and the top coefficient is a_1 delta_top + sum_i w_i sum_{k >= 2} a_k [delta_i^k]_K
+    (fewer passes than the recurrence on the collapsed basis)."""
+    basis = x.basis
+    order, n = basis.order, basis.n
+    one = make_basis(1, order, "total")
+    u = x.c.new_zeros((order + 1, *x.c.shape[1:]))
+    u[0] = x.c[0]
+    u[1] = 1
+    a = fn(Jet(u, one)).c
+    lower = x.c[1:1 + n * (order - 1)].reshape(order - 1, n, *x.c.shape[1:])  # degrees 1..K-1, per direction
+    power = {d: lower[d - 1] for d in range(1, order)}  # [delta^k]_d, d >= k (degree K left out for k = 1)
+    out = [a[1] * lower[d - 1] for d in range(1, order)]
+    top = None
+    for k in range(2, order + 1):
+        step = {}
+        for d in range(k, order + 1):
+            terms = [lower[j - 1] * power[d - j] for j in range(1, d - k + 2)]
+            step[d] = terms[0] if len(terms) == 1 else torch.stack(terms).sum(0)
+        for d in range(k, order):
+            out[d - 1] = out[d - 1] + a[k] * step[d]
+        top = a[k] * step[order] if top is None else top + a[k] * step[order]
+        power = step
+    y_top = a[1] * x.c[-1]
+    if top is not None:
+        y_top = y_top + kernels.collapse(top, basis)[0]
+    pieces = [a[0].unsqueeze(0)] + ([torch.stack(out).reshape(n * (order - 1), *x.c.shape[1:])] if order > 1 else [])
+    return x.with_coefficients(torch.cat(pieces + [y_top.unsqueeze(0)]))

@@ -29,7 +29,8 @@ from hope_engine.run.cost import check_budget, estimate_cost
 
 def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, variables=None, names=None,
            method: str = "exact", batched: bool | None = None, memory_budget: int | None = None,
-           time_budget: float | None = None, wrt=None, verify: bool = True) -> TaylorPolynomial:
+           time_budget: float | None = None, wrt=None, verify: bool = True,
+           create_graph: bool = False) -> TaylorPolynomial:
     """Taylor polynomial of ``model`` at ``x0`` up to ``order``.
 
     model: an ``nn.Module`` or a function. x0: a point shaped as the model takes it; when it has two or more
@@ -54,6 +55,9 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
     first derivatives against one pass of torch's autograd on the first expansion of each traced graph (whether the
     engine differentiates the graph as torch does) and again whenever the graph is traced afresh; "full": the first
     derivatives at every call too; False: no check, and no guarantee (for benchmarks). ``poly.checks`` says what ran.
+    create_graph: the coefficients carry autograd history to the model's parameters and, when x0 is a tensor that
+    requires grad, to x0 (the jets run on the torch kernels, which autograd differentiates: a loss of the
+    coefficients can be trained through). Default False: no graph is recorded.
     """
     order = check_order(order)
     if verify not in (True, False, "full"):
@@ -62,10 +66,16 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         raise ExpansionError(f"terms must be one of {KINDS}, got {terms!r}")
     if method not in METHODS:
         raise ExpansionError(f"method must be one of {METHODS}, got {method!r}")
+    if create_graph not in (True, False):
+        raise ExpansionError(f"create_graph must be True or False, got {create_graph!r}")
+    if create_graph and method != "exact":
+        raise ExpansionError("create_graph=True needs method='exact' (the paper's rule records no autograd graph)")
+    point = x0 if create_graph and isinstance(x0, torch.Tensor) and x0.requires_grad else None
     call = prepare_call(model, x0, output=output, variables=variables, names=names, batched=batched, wrt=wrt,
                         verb="expanded")
     cached = bool(trace.GRAPHS.graphs(call.model))
-    poly, kinked, interact, traced = _expand_call(call, order, terms, method, memory_budget, time_budget)
+    poly, kinked, interact, traced = _expand_call(call, order, terms, method, memory_budget, time_budget,
+                                                  create_graph, point)
     if verify is False:
         return poly
     try:
@@ -76,7 +86,8 @@ def expand(model, x0, order: int = 6, *, terms: str = "total", output=None, vari
         # a cached graph the guard did not see go stale: once more on a fresh trace, checked again
         trace.GRAPHS.forget(call.model)
         call = dataclasses.replace(call, stamp=guard.UNKNOWN)
-        poly, kinked, interact, traced = _expand_call(call, order, terms, method, memory_budget, time_budget)
+        poly, kinked, interact, traced = _expand_call(call, order, terms, method, memory_budget, time_budget,
+                                                      create_graph, point)
         checks = _checked(call, poly, kinked, interact, traced, True)
     poly.checks = checks
     return poly
@@ -92,7 +103,8 @@ def _checked(call, poly: TaylorPolynomial, kinked: bool, interact: bool, traced,
     return checks
 
 
-def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_budget) -> tuple:
+def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_budget, create_graph: bool = False,
+                 point: torch.Tensor | None = None) -> tuple:
     """(the polynomial, with the output selected; whether the point sits on a kink; whether the batch's rows
     interact, so that each was expanded with the others held fixed; the traced graph, None for the paper rule)."""
     if method == "hope":
@@ -114,16 +126,19 @@ def _expand_call(call, order: int, terms: str, method: str, memory_budget, time_
     if interact:  # one run per row
         cost = dataclasses.replace(cost, seconds=cost.seconds * x0.shape[0])
     check_budget(cost, n, order, terms, memory_budget, time_budget)
-    if not interact and windows.applies(call, traced, terms, order):  # a CNN's heat map: receptive-field windows
+    # a CNN's heat map: receptive-field windows (no autograd graph through them)
+    if not interact and not create_graph and windows.applies(call, traced, terms, order):
         with _kink_warnings() as kinks:
             poly = windows.expand_windows(call, traced, order)  # (the output selected there)
         return poly, bool(kinks), False, traced
 
     basis = make_basis(n, order, terms)
     c = input_coefficients(x0, basis, var_index, batched)
+    if point is not None:  # the caller's point, with its autograd history, as the value
+        c = torch.cat([point.to(dtype=x0.dtype, device=x0.device).reshape(1, *x0.shape), c[1:]])
     ctx = rules.Context(basis)
     # the graph is run, not the model: the modules' training flags (set to eval while tracing) play no part here
-    with torch.no_grad():
+    with torch.enable_grad() if create_graph else torch.no_grad():
         if interact:  # rows that interact: each row's expansion with the others held fixed, one run per row
             coefficients = torch.stack([_output_coefficients(program.run(traced, Jet(_row_only(c, i, n), basis),
                                                                          ctx), basis, x0)[:, i]

@@ -51,7 +51,7 @@ def defanalytic(op, fn: Callable[[Jet], Jet] | None = None,
             return composite(caller(lookup, is_jet, None), target, x)
 
     def rule(ctx, op, x):
-        out = fn(x)
+        out = series.compose_by_directions(fn, x) if x.basis.kind == "collapsed" else fn(x)
         return out if singular is None else guard_singular(op, x, singular(x.value), out, lambda: op(x.value))
 
     rule.__name__ = f"analytic_{getattr(fn, '__name__', 'fn')}"
