@@ -58,14 +58,17 @@ def bilaplacian(f, x, *, create_graph: bool = False, verify: bool = True) -> tor
     return run.shaped(24 * top[-1])
 
 
-def differential_operator(f, x, coefficients, *, create_graph: bool = False, verify: bool = True) -> torch.Tensor:
+def differential_operator(f, x, coefficients, *, names=None, create_graph: bool = False,
+                          verify: bool = True) -> torch.Tensor:
     """sum_a c_a d^|a| f / dx^a at each row of ``x`` for ``coefficients`` {multi-index a (one entry per input
     variable): c_a}, e.g. {(2, 0): 1.0, (0, 2): 1.0} is the Laplacian in two variables: shape (B, *output).
+    Or a sympy expression of derivatives of a function of the input names (``names``, default x1 .. xn), e.g.
+    ``u.diff(x, 2) + u.diff(y, 2)`` with ``u = Function("u")(x, y)`` and names=["x", "y"].
 
     Unmixed partials only: collapsed Taylor mode over the involved unit directions (the top degree summed with the
     weights c_a). A mixed partial anywhere: the total basis in the involved variables up to the top degree."""
     run = _Run(f, x, "differential_operator")
-    terms = _terms(coefficients, run.n)
+    terms = _terms(_from_sympy(coefficients, run.n, names), run.n)
     order = max(sum(a) for a in terms)
     involved = sorted({i for a in terms for i, k in enumerate(a) if k})
     if order == 0:
@@ -96,6 +99,32 @@ def differential_operator(f, x, coefficients, *, create_graph: bool = False, ver
 
 def _unit(n: int, i: int, k: int) -> tuple[int, ...]:
     return tuple(k if v == i else 0 for v in range(n))
+
+
+def _from_sympy(expr, n: int, names) -> object:
+    """{multi-index: weight} of a sympy expression sum_a c_a Derivative(u, ...) (+ c_0 u); anything else as given."""
+    if not (hasattr(expr, "free_symbols") and hasattr(expr, "atoms")):
+        return expr
+    import sympy as sp
+
+    names = [f"x{i + 1}" for i in range(n)] if names is None else [str(v) for v in names]
+    if len(names) != n:
+        raise ExpansionError(f"names must name the {n} input variables, got {len(names)}")
+    position = {name: i for i, name in enumerate(names)}
+    terms: dict[tuple[int, ...], float] = {}
+    for term, weight in sp.expand(expr).as_coefficients_dict().items():
+        alpha = [0] * n
+        if isinstance(term, sp.Derivative):
+            for v, k in term.variable_count:
+                if str(v) not in position:
+                    raise ExpansionError(f"the operator differentiates in {v}, which is not one of the inputs {names}")
+                alpha[position[str(v)]] += int(k)
+        elif not isinstance(term, sp.core.function.AppliedUndef):
+            raise ExpansionError(f"each term of the operator must be a number times a derivative of the function "
+                                 f"(or the function itself), got {term}")
+        key = tuple(alpha)
+        terms[key] = terms.get(key, 0.0) + float(weight)
+    return terms
 
 
 def _terms(coefficients, n: int) -> dict[tuple[int, ...], float]:
