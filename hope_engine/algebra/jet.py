@@ -244,11 +244,12 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
     basis = x.basis
     order, n = basis.order, basis.n
     one = make_basis(1, order, "total")
-    u = x.c.new_zeros((order + 1, *x.c.shape[1:]))
-    u[0] = x.c[0]
-    u[1] = 1
-    a = fn(Jet(u, one)).c
-    lower = x.c[1:1 + n * (order - 1)].reshape(order - 1, n, *x.c.shape[1:])  # degrees 1..K-1, per direction
+    shape = x.c.shape[1:]
+    # one split (not several slices: under autograd each slice's backward would fill a whole-size gradient)
+    value, middle, last = torch.split(x.c, [1, n * (order - 1), 1])
+    u = torch.cat([value, torch.ones_like(value), value.new_zeros((order - 1, *shape))])
+    a = fn(Jet(u, one)).c.unbind(0)
+    lower = middle.reshape(order - 1, n, *shape).unbind(0)  # degrees 1..K-1, per direction
     power = {d: lower[d - 1] for d in range(1, order)}  # [delta^k]_d, d >= k (degree K left out for k = 1)
     out = [a[1] * lower[d - 1] for d in range(1, order)]
     top = None
@@ -261,8 +262,8 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
             out[d - 1] = out[d - 1] + a[k] * step[d]
         top = a[k] * step[order] if top is None else top + a[k] * step[order]
         power = step
-    y_top = a[1] * x.c[-1]
+    y_top = a[1] * last
     if top is not None:
-        y_top = y_top + kernels.collapse(top, basis)[0]
-    pieces = [a[0].unsqueeze(0)] + ([torch.stack(out).reshape(n * (order - 1), *x.c.shape[1:])] if order > 1 else [])
-    return x.with_coefficients(torch.cat(pieces + [y_top.unsqueeze(0)]))
+        y_top = y_top + kernels.collapse(top, basis)
+    pieces = [a[0].unsqueeze(0)] + ([torch.stack(out).reshape(n * (order - 1), *shape)] if order > 1 else [])
+    return x.with_coefficients(torch.cat(pieces + [y_top]))
