@@ -298,7 +298,10 @@ def _div(ctx, op, a, b, *, rounding_mode=None):
         raise CertificationError(f"division with rounding_mode={rounding_mode!r} is piecewise constant")
     if not is_tm(b):
         b = _plain(b)
-        inv = torch.reciprocal(b) if isinstance(b, torch.Tensor) else 1.0 / b
+        if isinstance(b, torch.Tensor):
+            inv = torch.reciprocal(b)
+        else:  # as torch: a / 0 = a * inf
+            inv = 1.0 / b if b != 0 else math.copysign(math.inf, b)
         return tm.scale(a, inv, ctx.box, roundings=2)
     inv = reciprocal(b, ctx)
     if is_tm(a):

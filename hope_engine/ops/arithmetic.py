@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from hope_engine.algebra import functions as jetfn
@@ -52,7 +54,9 @@ def _div(ctx, op, a, b, *, rounding_mode=None):
     if rounding_mode is not None:  # floor/trunc division is piecewise constant: a value and a zero series
         return value_only(ctx, op, a, b, rounding_mode=rounding_mode)
     if not is_jet(b):
-        return series.scale(a, 1 / b) if not isinstance(b, torch.Tensor) else series.scale(a, torch.reciprocal(b))
+        if isinstance(b, torch.Tensor):
+            return series.scale(a, torch.reciprocal(b))
+        return series.scale(a, 1 / b if b != 0 else math.copysign(math.inf, b))  # as torch: a / 0 = a * inf
     refuse_singular(op, b, b.value == 0)  # a pole (or 0/0) that the denominator moves across
     if not is_jet(a):
         a = series.constant_jet(torch.as_tensor(a, dtype=b.dtype, device=b.device), b.basis)

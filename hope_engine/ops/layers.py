@@ -3,6 +3,8 @@ log-softmax, variance, losses and distances."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from hope_engine.algebra import functions as jetfn
@@ -111,8 +113,10 @@ def _var_mean(ctx, op, x, dim=None, *, correction=1, keepdim=False):
     count = 1
     for d in dims:
         count *= x.shape[d]
+    dof = count - (correction if correction is not None else 1)
+    # torch divides by max(dof, 0): s / 0 is inf (NaN where s = 0), and so are the coefficients
     var = series.scale(apply_linear(aten.sum.dim_IntList, (series.mul(dev, dev), dims, keepdim), {}),
-                       1.0 / max(count - (correction if correction is not None else 1), 0))
+                       1.0 / dof if dof > 0 else math.inf)
     if op.overloadpacket is aten.var:
         return var
     if not keepdim:
