@@ -251,8 +251,15 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
     a = fn(Jet(u, one)).c.unbind(0)
     lower = middle.reshape(order - 1, n, *shape).unbind(0)  # degrees 1..K-1, per direction
     power = {d: lower[d - 1] for d in range(1, order)}  # [delta^k]_d, d >= k (degree K left out for k = 1)
+    if order == 2 and not (torch.is_grad_enabled() and x.c.requires_grad):  # the Laplacian: written in place, no cat
+        result = torch.empty_like(x.c)
+        result[0] = a[0]
+        torch.mul(a[1], lower[0], out=result[1:1 + n])
+        torch.mul(a[1], last, out=result[-1:])
+        result[-1:] += a[2] * kernels.collapse(lower[0] * lower[0], basis)
+        return x.with_coefficients(result)
     out = [a[1] * lower[d - 1] for d in range(1, order)]
-    top = None
+    y_top = a[1] * last
     for k in range(2, order + 1):
         step = {}
         for d in range(k, order + 1):
@@ -260,10 +267,6 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
             step[d] = terms[0] if len(terms) == 1 else torch.stack(terms).sum(0)
         for d in range(k, order):
             out[d - 1] = out[d - 1] + a[k] * step[d]
-        top = a[k] * step[order] if top is None else top + a[k] * step[order]
+        y_top = y_top + a[k] * kernels.collapse(step[order], basis)  # (a_k is one per unit: collapse first)
         power = step
-    y_top = a[1] * last
-    if top is not None:
-        y_top = y_top + kernels.collapse(top, basis)
-    pieces = [a[0].unsqueeze(0)] + ([torch.stack(out).reshape(n * (order - 1), *shape)] if order > 1 else [])
-    return x.with_coefficients(torch.cat(pieces + [y_top]))
+    return x.with_coefficients(torch.cat([a[0].unsqueeze(0), *out, y_top]))  # (one copy: out[d] is (n, *shape))

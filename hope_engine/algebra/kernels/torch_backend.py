@@ -98,7 +98,8 @@ def _copies(t: torch.Tensor, rows: slice) -> torch.Tensor:
 def collapse(term: torch.Tensor, basis: Basis) -> torch.Tensor:
     """sum_i w_i term_i over the directions axis (0) of a collapsed basis, kept as a block of one row."""
     w = torch.as_tensor(basis.collapse, dtype=term.dtype, device=term.device)
-    return (term * w.reshape(-1, *([1] * (term.dim() - 1)))).sum(0, keepdim=True)
+    # one contraction (a matrix-vector product), no weighted temporary
+    return torch.tensordot(w, term.reshape(term.shape[0], -1), 1).reshape(1, *term.shape[1:])
 
 
 def _product_whole(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> torch.Tensor:
