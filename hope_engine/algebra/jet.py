@@ -243,12 +243,10 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
     (fewer passes than the recurrence on the collapsed basis)."""
     basis = x.basis
     order, n = basis.order, basis.n
-    one = make_basis(1, order, "total")
     shape = x.c.shape[1:]
     # one split (not several slices: under autograd each slice's backward would fill a whole-size gradient)
     value, middle, last = torch.split(x.c, [1, n * (order - 1), 1])
-    u = torch.cat([value, torch.ones_like(value), value.new_zeros((order - 1, *shape))])
-    a = fn(Jet(u, one)).c.unbind(0)
+    a = _Univariate.apply(value[0], fn, order).unbind(0)
     lower = middle.reshape(order - 1, n, *shape).unbind(0)  # degrees 1..K-1, per direction
     power = {d: lower[d - 1] for d in range(1, order)}  # [delta^k]_d, d >= k (degree K left out for k = 1)
     if order == 2 and not (torch.is_grad_enabled() and x.c.requires_grad):  # the Laplacian: written in place, no cat
@@ -270,3 +268,61 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
         y_top = y_top + a[k] * kernels.collapse(step[order], basis)  # (a_k is one per unit: collapse first)
         power = step
     return x.with_coefficients(torch.cat([a[0].unsqueeze(0), *out, y_top]))  # (one copy: out[d] is (n, *shape))
+
+
+def univariate_coefficients(fn: Callable[[Jet], Jet], u0: torch.Tensor, order: int) -> torch.Tensor:
+    """(f^(k)(u0) / k!)_{k <= order}, (order + 1, *u0.shape): ``fn`` on the one-variable series u0 + s."""
+    u = u0.new_zeros((order + 1, *u0.shape))
+    u[0] = u0
+    u[1] = 1
+    return fn(Jet(u, make_basis(1, order, "total"))).c
+
+
+class _Univariate(torch.autograd.Function):
+    """a_k(u0) = f^(k)(u0) / k! computed without recording the recurrence; d a_k / d u0 = (k + 1) a_{k+1}, itself
+    this function one order up (so it differentiates again, to any order)."""
+
+    @staticmethod
+    def forward(ctx, u0, fn, order):
+        ctx.fn, ctx.order = fn, order
+        ctx.save_for_backward(u0)
+        with torch.no_grad():
+            return univariate_coefficients(fn, u0, order)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u0,) = ctx.saved_tensors
+        a = _Univariate.apply(u0, ctx.fn, ctx.order + 1)
+        k = torch.arange(1, ctx.order + 2, dtype=a.dtype, device=a.device).reshape(-1, *([1] * u0.dim()))
+        return (grad * k * a[1:]).sum(0), None, None
+
+
+def add_to_value(c: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """c with ``bias`` added to its value row (c[0]) in place: a fresh product's coefficients, bias broadcast to the
+    value's shape and of its dtype. Under autograd, without the whole-size gradient copy an in-place slice records."""
+    if torch.is_grad_enabled() and (c.requires_grad or bias.requires_grad):
+        return _AddToValue.apply(c, bias)
+    c[0].add_(bias)
+    return c
+
+
+class _AddToValue(torch.autograd.Function):
+    """c[0] += bias in place; d/dc is the identity, d/dbias the value row's gradient summed to the bias' shape."""
+
+    @staticmethod
+    def forward(ctx, c, bias):
+        ctx.bias_shape = bias.shape
+        ctx.bias_grad = bias.requires_grad
+        ctx.mark_dirty(c)
+        c[0].add_(bias)
+        return c
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.bias_grad:
+            return grad, None
+        g = grad[0]
+        lead = g.dim() - len(ctx.bias_shape)
+        g = g.sum(tuple(range(lead))) if lead > 0 else g
+        keep = tuple(i for i, s in enumerate(ctx.bias_shape) if s == 1 and g.shape[i] != 1)
+        return grad, g.sum(keep, keepdim=True) if keep else g

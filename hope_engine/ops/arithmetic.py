@@ -148,8 +148,8 @@ def _addmm(ctx, op, bias, a, b, *, beta=1, alpha=1):
         return series.add(prod, series.scale(bias, beta) if beta != 1 else bias)
     bias = bias * beta if beta != 1 else bias
     if isinstance(bias, torch.Tensor) and bias.dtype == prod.dtype and series.fits(bias.shape, prod.shape):
-        prod.c[0].add_(bias)  # prod is the matmul's fresh output: the bias goes into its value in place
-        return prod
+        # prod is the matmul's fresh output: the bias goes into its value in place
+        return Jet(series.add_to_value(prod.c, bias), prod.basis)
     return series.add_constant(prod, bias)
 
 

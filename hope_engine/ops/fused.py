@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from hope_engine.algebra.jet import Jet, add_constant, fits, holds
+from hope_engine.algebra.jet import Jet, add_constant, add_to_value, fits, holds
 from hope_engine.ops.rules import defrule, lookup
 from hope_engine.ops.spec import Cost, caller
 
@@ -34,8 +34,7 @@ def vector_linear(x: Jet, w: torch.Tensor, bias: torch.Tensor | None, bias_fits:
     if bias is None:
         return out
     if bias_fits or (bias.dtype == out.c.dtype and fits(bias.shape, out.c.shape[1:])):
-        out.c[0].add_(bias)
-        return out
+        return Jet(add_to_value(out.c, bias), x.basis)
     return add_constant(out, bias)
 
 
