@@ -52,3 +52,17 @@ def test_products_and_recurrences_commute_with_the_collapse(n, order, seed):
 def test_a_collapsed_basis_needs_one_weight_per_direction():
     with pytest.raises(ValueError, match="one weight per direction"):
         make_collapsed_basis(3, 2, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("operator", ["laplacian", "bilaplacian"])
+def test_operators_differentiate_twice(operator):
+    """gradcheck and gradgradcheck (finite differences) of an operator in the points: the fused second-order node
+    and the univariate coefficients' node differentiate again."""
+    import hope_engine
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).to(DT)
+    op = getattr(hope_engine, operator)
+    x = torch.randn(3, 2, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p: op(net, p, create_graph=True, verify=False), (x,))
+    assert torch.autograd.gradgradcheck(lambda p: op(net, p, create_graph=True, verify=False), (x,))

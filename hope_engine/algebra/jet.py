@@ -243,11 +243,10 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
     (fewer passes than the recurrence on the collapsed basis)."""
     basis = x.basis
     order, n = basis.order, basis.n
-    shape = x.c.shape[1:]
     # one split (not several slices: under autograd each slice's backward would fill a whole-size gradient)
     value, middle, last = torch.split(x.c, [1, n * (order - 1), 1])
     a = _Univariate.apply(value[0], fn, order).unbind(0)
-    lower = middle.reshape(order - 1, n, *shape).unbind(0)  # degrees 1..K-1, per direction
+    lower = torch.split(middle, n)  # degrees 1..K-1, per direction (views: one cat in the backward)
     power = {d: lower[d - 1] for d in range(1, order)}  # [delta^k]_d, d >= k (degree K left out for k = 1)
     if order == 2 and not (torch.is_grad_enabled() and x.c.requires_grad):  # the Laplacian: written in place, no cat
         result = torch.empty_like(x.c)
@@ -256,6 +255,10 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
         torch.mul(a[1], last, out=result[-1:])
         result[-1:] += a[2] * kernels.collapse(lower[0] * lower[0], basis)
         return x.with_coefficients(result)
+    if order == 2:  # under autograd: one node whose backward fuses its passes
+        w = torch.as_tensor(basis.collapse, dtype=x.c.dtype, device=x.c.device)
+        first, top = _SecondOrder.apply(a[1], a[2], lower[0], last, w)
+        return x.with_coefficients(torch.cat([a[0].unsqueeze(0), first, top]))
     out = [a[1] * lower[d - 1] for d in range(1, order)]
     y_top = a[1] * last
     for k in range(2, order + 1):
@@ -326,3 +329,35 @@ class _AddToValue(torch.autograd.Function):
         g = g.sum(tuple(range(lead))) if lead > 0 else g
         keep = tuple(i for i, s in enumerate(ctx.bias_shape) if s == 1 and g.shape[i] != 1)
         return grad, g.sum(keep, keepdim=True) if keep else g
+
+
+class _SecondOrder(torch.autograd.Function):
+    """The order-2 collapsed composition: (first, top) = (a1 L, a1 T + a2 sum_i w_i L_i^2) for L the (n, ...) first
+    coefficients, T the (1, ...) collapsed second one, a1, a2 one per unit. Its backward (built of differentiable
+    ops, so it differentiates again) takes three passes over L where the separate products took six."""
+
+    @staticmethod
+    def forward(ctx, a1, a2, lower, last, w):
+        flat = lower.reshape(lower.shape[0], -1)
+        squares = torch.mv((flat * flat).t(), w).reshape(1, *lower.shape[1:])
+        ctx.save_for_backward(a1, a2, lower, last, w, squares)
+        return a1 * lower, a1 * last + a2 * squares
+
+    @staticmethod
+    def backward(ctx, g_first, g_top):
+        a1, a2, lower, last, w, squares = ctx.saved_tensors
+        lead = (-1, *([1] * (lower.dim() - 1)))
+        c = 2 * a2 * g_top  # (1, ...)
+        g_lower = torch.addcmul(g_first * a1, lower, c * w.reshape(lead))
+        g_a1 = _vecdot(g_first, lower) + (g_top * last)[0]
+        g_a2 = (g_top * squares)[0]
+        g_last = g_top * a1
+        g_w = _vecdot(lower * lower, (a2 * g_top).expand_as(lower), keep=True) if ctx.needs_input_grad[4] else None
+        return g_a1, g_a2, g_lower, g_last, g_w
+
+
+def _vecdot(a: torch.Tensor, b: torch.Tensor, keep: bool = False) -> torch.Tensor:
+    """sum_i a_i b_i over axis 0 (one fused pass); keep: sum over every other axis instead, one value per i."""
+    if keep:
+        return (a * b).reshape(a.shape[0], -1).sum(1)
+    return torch.linalg.vecdot(a, b, dim=0)
