@@ -243,22 +243,14 @@ def compose_by_directions(fn: Callable[[Jet], Jet], x: Jet) -> Jet:
     (fewer passes than the recurrence on the collapsed basis)."""
     basis = x.basis
     order, n = basis.order, basis.n
+    if order == 2:  # the Laplacian's case: one node, written in place, with a fused backward
+        w = torch.as_tensor(basis.collapse, dtype=x.c.dtype, device=x.c.device)
+        return x.with_coefficients(_SecondOrder.apply(x.c, fn, w))
     # one split (not several slices: under autograd each slice's backward would fill a whole-size gradient)
     value, middle, last = torch.split(x.c, [1, n * (order - 1), 1])
     a = _Univariate.apply(value[0], fn, order).unbind(0)
     lower = torch.split(middle, n)  # degrees 1..K-1, per direction (views: one cat in the backward)
     power = {d: lower[d - 1] for d in range(1, order)}  # [delta^k]_d, d >= k (degree K left out for k = 1)
-    if order == 2 and not (torch.is_grad_enabled() and x.c.requires_grad):  # the Laplacian: written in place, no cat
-        result = torch.empty_like(x.c)
-        result[0] = a[0]
-        torch.mul(a[1], lower[0], out=result[1:1 + n])
-        torch.mul(a[1], last, out=result[-1:])
-        result[-1:] += a[2] * kernels.collapse(lower[0] * lower[0], basis)
-        return x.with_coefficients(result)
-    if order == 2:  # under autograd: one node whose backward fuses its passes
-        w = torch.as_tensor(basis.collapse, dtype=x.c.dtype, device=x.c.device)
-        first, top = _SecondOrder.apply(a[1], a[2], lower[0], last, w)
-        return x.with_coefficients(torch.cat([a[0].unsqueeze(0), first, top]))
     out = [a[1] * lower[d - 1] for d in range(1, order)]
     y_top = a[1] * last
     for k in range(2, order + 1):
@@ -332,28 +324,45 @@ class _AddToValue(torch.autograd.Function):
 
 
 class _SecondOrder(torch.autograd.Function):
-    """The order-2 collapsed composition: (first, top) = (a1 L, a1 T + a2 sum_i w_i L_i^2) for L the (n, ...) first
-    coefficients, T the (1, ...) collapsed second one, a1, a2 one per unit. Its backward (built of differentiable
-    ops, so it differentiates again) takes three passes over L where the separate products took six."""
+    """The order-2 collapsed composition of a series c = (u0, L, T) (L the (n, ...) first coefficients, T the
+    collapsed second one): (a0, a1 L, a1 T + a2 sum_i w_i L_i^2) with a_k = f^(k)(u0) / k!, written into one fresh
+    tensor. Its backward is built of differentiable ops (it differentiates again) and takes three passes over L
+    where separate products took six, with no split or cat of the whole series."""
 
     @staticmethod
-    def forward(ctx, a1, a2, lower, last, w):
-        flat = lower.reshape(lower.shape[0], -1)
-        squares = torch.mv((flat * flat).t(), w).reshape(1, *lower.shape[1:])
-        ctx.save_for_backward(a1, a2, lower, last, w, squares)
-        return a1 * lower, a1 * last + a2 * squares
+    def forward(ctx, c, fn, w):
+        n = c.shape[0] - 2
+        with torch.no_grad():
+            a = univariate_coefficients(fn, c[0], 2)
+            lower = c[1:1 + n]
+            flat = lower.reshape(n, -1)
+            out = torch.empty_like(c)
+            out[0] = a[0]
+            torch.mul(a[1], lower, out=out[1:1 + n])
+            torch.mul(a[1], c[-1:], out=out[-1:])
+            out[-1:] += a[2] * torch.mv((flat * flat).t(), w).reshape(1, *c.shape[1:])
+        ctx.fn = fn
+        ctx.save_for_backward(c, w)
+        return out
 
     @staticmethod
-    def backward(ctx, g_first, g_top):
-        a1, a2, lower, last, w, squares = ctx.saved_tensors
+    def backward(ctx, grad):
+        c, w = ctx.saved_tensors
+        n = c.shape[0] - 2
+        value, lower, last = c[0], c[1:1 + n], c[-1:]
+        a = _Univariate.apply(value, ctx.fn, 3)
+        g_top = grad[-1:]
         lead = (-1, *([1] * (lower.dim() - 1)))
-        c = 2 * a2 * g_top  # (1, ...)
-        g_lower = torch.addcmul(g_first * a1, lower, c * w.reshape(lead))
-        g_a1 = _vecdot(g_first, lower) + (g_top * last)[0]
+        squares = torch.tensordot(w, lower * lower, 1).unsqueeze(0)
+        g_a1 = _vecdot(grad[1:1 + n], lower) + (g_top * last)[0]
         g_a2 = (g_top * squares)[0]
-        g_last = g_top * a1
-        g_w = _vecdot(lower * lower, (a2 * g_top).expand_as(lower), keep=True) if ctx.needs_input_grad[4] else None
-        return g_a1, g_a2, g_lower, g_last, g_w
+        g_value = grad[0] * a[1] + 2 * g_a1 * a[2] + 3 * g_a2 * a[3]
+        g_lower = torch.addcmul(grad[1:1 + n] * a[1], lower, (2 * a[2] * g_top) * w.reshape(lead))
+        g_c = torch.cat([g_value.unsqueeze(0), g_lower, g_top * a[1]])
+        g_w = None
+        if ctx.needs_input_grad[2]:
+            g_w = (lower * lower * (a[2] * g_top)).reshape(n, -1).sum(1)
+        return g_c, None, g_w
 
 
 def _vecdot(a: torch.Tensor, b: torch.Tensor, keep: bool = False) -> torch.Tensor:
