@@ -66,3 +66,17 @@ def test_operators_differentiate_twice(operator):
     x = torch.randn(3, 2, dtype=DT, requires_grad=True)
     assert torch.autograd.gradcheck(lambda p: op(net, p, create_graph=True, verify=False), (x,))
     assert torch.autograd.gradgradcheck(lambda p: op(net, p, create_graph=True, verify=False), (x,))
+
+
+def test_a_weighted_second_order_operator_differentiates():
+    """Unequal weights on the top degree (the weighted, not the fused-norm, path of the order-2 composition)."""
+    from hope_engine import differential_operator
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).to(DT)
+    x = torch.randn(3, 2, dtype=DT, requires_grad=True)
+    op = {(2, 0): 1.0, (0, 2): 3.0}
+    hess = torch.func.vmap(torch.func.hessian(lambda p: net(p.unsqueeze(0)).squeeze()))(x.detach())
+    torch.testing.assert_close(differential_operator(net, x, op)[:, 0], hess[:, 0, 0] + 3 * hess[:, 1, 1])
+    assert torch.autograd.gradgradcheck(
+        lambda p: differential_operator(net, p, op, create_graph=True, verify=False), (x,))

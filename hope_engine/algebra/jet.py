@@ -340,7 +340,11 @@ class _SecondOrder(torch.autograd.Function):
             out[0] = a[0]
             torch.mul(a[1], lower, out=out[1:1 + n])
             torch.mul(a[1], c[-1:], out=out[-1:])
-            out[-1:] += a[2] * torch.mv((flat * flat).t(), w).reshape(1, *c.shape[1:])
+            if bool((w == w[0]).all()):  # (the Laplacian: one fused pass, no squared temporary)
+                squares = w[0] * torch.linalg.vecdot(lower, lower, dim=0)
+            else:
+                squares = torch.mv((flat * flat).t(), w).reshape(c.shape[1:])
+            out[-1:] += a[2] * squares
         ctx.fn = fn
         ctx.save_for_backward(c, w)
         return out
