@@ -32,3 +32,21 @@ def test_quick_benchmark_writes_json(tmp_path):
                 assert r["max_rel_err"] < 1e-10
                 assert set(r["ratios"]) == {"exact/hope", "exact/autograd", "exact/floor"}
     assert all({"target", "value", "met"} <= set(t) for t in doc["targets"])
+
+
+def test_quick_operators_benchmark_checks_and_writes_json(tmp_path):
+    """benchmarks/operators.py --quick without the torch-jet peer (no download): every method is checked against
+    torch.func before it is timed, and the rows land in the JSON."""
+    out = tmp_path / "operators.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "operators.py"), "--quick", "--no-torch-jet", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hope/torch.func" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["quick"] is True and doc["meta"]["torch_jet"] is False
+    assert {r["op"] for r in doc["rows"]} == {"laplacian", "bilaplacian"}
+    for row in doc["rows"]:
+        assert max(row["errors"]["hope"].values()) < 1e-9
+        assert set(row["times"]) == {f"{m}|{mode}" for m in ("hope", "torch.func")
+                                     for mode in ("forward", "forward+backward")}

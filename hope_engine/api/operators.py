@@ -39,7 +39,7 @@ from hope_engine.run import program
 def laplacian(f, x, *, create_graph: bool = False, verify: bool = True) -> torch.Tensor:
     """Delta f = sum_i d^2 f / dx_i^2 at each row of ``x`` ((B, n), or (n,) for one point): shape (B, *output) (or
     the output's shape). Collapsed Taylor mode: the n unit directions to order 2, one summed second coefficient."""
-    run = _Run(f, x, "laplacian")
+    run = _Run(f, x, "laplacian", create_graph, verify)
     eye = torch.eye(run.n, dtype=run.x0.dtype, device=run.x0.device)
     top = run.series(eye, 2, [1.0] * run.n, create_graph, verify)
     return run.shaped(2 * top[-1])
@@ -48,7 +48,7 @@ def laplacian(f, x, *, create_graph: bool = False, verify: bool = True) -> torch
 def bilaplacian(f, x, *, create_graph: bool = False, verify: bool = True) -> torch.Tensor:
     """Delta^2 f = sum_{i,j} d^4 f / dx_i^2 dx_j^2 at each row of ``x``: shape (B, *output). Collapsed Taylor mode
     over the n^2 directions e_i, e_i +- e_j (i < j) to order 4, with the weights of the module docstring."""
-    run = _Run(f, x, "bilaplacian")
+    run = _Run(f, x, "bilaplacian", create_graph, verify)
     n = run.n
     eye = torch.eye(n, dtype=run.x0.dtype, device=run.x0.device)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
@@ -65,16 +65,17 @@ def differential_operator(f, x, coefficients, *, names=None, create_graph: bool 
     Or a sympy expression of derivatives of a function of the input names (``names``, default x1 .. xn), e.g.
     ``u.diff(x, 2) + u.diff(y, 2)`` with ``u = Function("u")(x, y)`` and names=["x", "y"].
 
-    Unmixed partials only: collapsed Taylor mode over the involved unit directions (the top degree summed with the
-    weights c_a). A mixed partial anywhere: the total basis in the involved variables up to the top degree."""
-    run = _Run(f, x, "differential_operator")
+    Unmixed partials in two or more variables: collapsed Taylor mode over the involved unit directions (the top
+    degree summed with the weights c_a). One variable, or a mixed partial anywhere: the total basis in the involved
+    variables up to the top degree (in one variable, a plain univariate series: the compiled kernels' fast path)."""
+    run = _Run(f, x, "differential_operator", create_graph, verify)
     terms = _terms(_from_sympy(coefficients, run.n, names), run.n)
     order = max(sum(a) for a in terms)
     involved = sorted({i for a in terms for i, k in enumerate(a) if k})
     if order == 0:
         value = run.value(create_graph, verify)
         return run.shaped(terms[(0,) * run.n] * value)
-    if all(sum(1 for k in a if k) <= 1 for a in terms):  # unmixed: collapsed over the involved unit directions
+    if len(involved) > 1 and all(sum(1 for k in a if k) <= 1 for a in terms):  # unmixed: collapsed directions
         eye = torch.eye(run.n, dtype=run.x0.dtype, device=run.x0.device)[involved]
         weights = [terms.get(_unit(run.n, i, order), 0.0) for i in involved]
         c = run.series(eye, order, weights, create_graph, verify)
@@ -149,7 +150,10 @@ def _terms(coefficients, n: int) -> dict[tuple[int, ...], float]:
 class _Run:
     """One operator call: the prepared model and points, the traced graph, and how to shape the result."""
 
-    def __init__(self, f, x, verb: str):
+    def __init__(self, f, x, verb: str, create_graph: bool = False, verify: bool = True):
+        for name, flag in (("create_graph", create_graph), ("verify", verify)):
+            if flag not in (True, False):
+                raise ExpansionError(f"{verb}: {name} must be True or False, got {flag!r}")
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x, dtype=torch.float64)
         if x.dim() == 0:
