@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml setup.py hope_engine/algebra/kernels/_ckernels.c
 
 setup: $(STAMP)
 
-# The main job: print the bundled model's polynomial, then open the quickstart notebook in JupyterLab.
+# The main job: print the bundled model's polynomial, then open the quickstart notebook in JupyterLab, trusted (its
+# saved panel is drawn from the file before anything runs; JupyterLab draws widgets only in trusted notebooks).
 demo: setup
 	$(BIN)/python -m hope_engine.io.demo
+	$(BIN)/jupyter trust notebooks/01_quickstart.ipynb
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01_quickstart.ipynb
 
 # The same expansion in the terminal only (no browser).

@@ -8,7 +8,8 @@ Per case and radius (L-inf box around x0, order K = 4, float64, one thread):
   tight       remainder / found (>= 1; 1 = the bound is attained)
   cert/exp    certify time / expand time at the same order (median of 5 after a warm-up)
   width       enclosure of f over the box: certify's bounds() (upper - lower), IBP's, and the sampled range (a lower
-              bound on the true width); CROWN (auto_LiRPA) where it can be installed
+              bound on the true width); CROWN and alpha-CROWN: benchmarks/certify_vs_crown.py (auto_LiRPA runs in
+              its own environment there)
 
 Cases: the paper's Sine MLP 1-1024x5-1 (w0 = 30 first layer, the paper's initialisation), a 2-64x3-1 tanh MLP, a
 small conv net (4 pixels of an 8x8 image vary), one attention block with layer norm (2 of 12 inputs vary), and a
@@ -140,11 +141,7 @@ def main() -> None:
     parser.add_argument("--cases", default="sine,tanh,conv,attention,trained")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    try:
-        import auto_LiRPA  # noqa: F401
-        crown_note = "auto_LiRPA imported, but its CROWN is not wired in this script"
-    except Exception as e:  # noqa: BLE001 - any import failure means: no CROWN column
-        crown_note = f"CROWN: n/a (auto_LiRPA cannot be used here: {type(e).__name__}: {str(e)[:70]})"
+    crown_note = "CROWN / alpha-CROWN: see benchmarks/certify_vs_crown.py"
     print(f"order K = {args.order}; float64; one thread; {crown_note}")
     head = (f"{'case':<20} {'radius':>6} {'remainder':>10} {'found':>10} {'tight':>6} {'cert/exp':>8} "
             f"{'width':>10} {'IBP width':>10} {'sampled':>10}")

@@ -198,11 +198,15 @@ class BoundedCache(_Limited):
         return value
 
     def get_or_build(self, key: Hashable, build: Callable[[], Any], nbytes: int | None = None) -> Any:
-        """The cached value for ``key``, or ``build()`` inserted once it is complete."""
+        """The cached value for ``key``, or ``build()`` inserted once it is complete (built outside
+        ``torch.inference_mode``: a cached tensor made there could not be used by a later call that records autograd
+        history)."""
         entry = self.get(key, _MISSING)
         if entry is not _MISSING:
             return entry
-        return self.put(key, build(), nbytes)
+        with torch.inference_mode(False):
+            value = build()
+        return self.put(key, value, nbytes)
 
     def pop(self, key: Hashable, default: Any = None) -> Any:
         with self._lock:
@@ -300,7 +304,10 @@ def memoize(name: str, max_entries: int = 64) -> Callable[[Callable], Callable]:
         @functools.wraps(fn)
         def memoized(*args: Hashable) -> Any:
             hit = cache.get(args, _MISSING)
-            return hit if hit is not _MISSING else cache.put(args, fn(*args), nbytes=0)
+            if hit is not _MISSING:
+                return hit
+            with torch.inference_mode(False):  # (as ``get_or_build``)
+                return cache.put(args, fn(*args), nbytes=0)
 
         memoized.cache = cache
         return memoized

@@ -8,16 +8,23 @@ notice, warning).
 The expansion is computed once at ``max_order`` for the current point and method; the order slider, the threshold
 and the sort are views of that one result (the browser filters the term records it already has), so they do no
 kernel work. Changing the point or the method recomputes; a failure keeps the last good result and shows the error.
+
+The panel follows its model (``live.py``): after every cell, a panel whose model changed (``guard.state_token``)
+expands again, saying "updated: the model changed"; ``follow()`` does the same during a training loop, throttled.
+``recompute()`` expands again at once, whatever the caches hold. Displayed, the panel is two outputs: the live widget
+and a static snapshot (``snapshot.py``, kept current through its ``display_id``) that a notebook saved without
+widget state, or read without a kernel, still shows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +42,8 @@ from hope_engine.capture.guard import state_token
 from hope_engine.errors import describe
 from hope_engine.options import METHODS, TERMS
 
-from . import contract, payloads
-from .certified import band_text, certified_band
+from . import contract, live, payloads, snapshot
+from .certified import certified_band
 
 STATIC = Path(__file__).parent / "static"
 MAX_POINT_CONTROLS = 12  # more inputs than this (or an image-shaped input): heat map instead of point sliders
@@ -47,6 +54,9 @@ SORTS = ("degree", "magnitude")
 #: traits a user sets from Python: a bad value is one short error line (``PanelError``), not a traitlets traceback
 PUBLIC_TRAITS = frozenset({"order", "point", "output", "method", "threshold", "sort", "direction", "radius", "title",
                            "certify_tol"})
+UPDATED_NOTE = "updated: the model changed"  # heads the notice after the panel followed its model
+UNCOMPARABLE_NOTE = ("this model holds something the guard cannot compare cheaply (a very large container): the panel "
+                     "does not follow its changes by itself; call panel.recompute() after changing it")
 
 
 class PanelError(traitlets.TraitError, ValueError):
@@ -189,8 +199,11 @@ class HopePanel(anywidget.AnyWidget):
     ``term_records``, ``line``, ``result``, ``error``, ...).
     """
 
-    _esm = STATIC / "widget.js"
-    _css = STATIC / "widget.css"
+    # the bundle as text, not as paths: anywidget watches a path's file and its change signal holds every panel made
+    # (a panel would never be garbage-collected); the trailing newline keeps anywidget from reading the one-line CSS
+    # as a file name
+    _esm = (STATIC / "widget.js").read_text(encoding="utf-8") + "\n"
+    _css = (STATIC / "widget.css").read_text(encoding="utf-8") + "\n"
 
     # ---- settings: the browser or Python sets them (synced; keys and types in contract.schema.json)
     order = Int(6).tag(sync=True)
@@ -208,6 +221,9 @@ class HopePanel(anywidget.AnyWidget):
     title = Unicode("")  # the model's name, in the header
     radius = Float(1.0)  # half-width of the point controls and of the plotted line (the browser reads bounds, line)
     terms_kind = Unicode("total")
+    # ---- the displayed static snapshot (``_static_batch``): batches open, and a change inside one not sent yet
+    _static_holds = 0
+    _static_dirty = False
 
     def __init__(self, model: Callable, point: Any, *, order: int = 6, max_order: int = 10, terms: str | None = None,
                  output: int = 0, names: list[str] | None = None, method: str = "exact", radius: float = 1.0,
@@ -221,6 +237,7 @@ class HopePanel(anywidget.AnyWidget):
             raise ValueError(f"radius must be a positive number, got {radius!r}")
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
+        started = time.perf_counter()
         # several inputs (a tuple or dict point): the panel works on the model as a function of the flat variables
         model, point, names, _ = normalize_inputs(model, point, wrt=wrt, names=names)
         self._model = model
@@ -270,6 +287,12 @@ class HopePanel(anywidget.AnyWidget):
             self._derive()
         self._ready = True
         self._displayed = False  # by %hope, in the running cell (mark_displayed)
+        self._static_id = f"hope-static-{self.model_id}"  # the display_id of the static snapshot's output
+        self._static_shown = False  # displayed once: the snapshot's output follows the panel (update_display)
+        self._static_html = ""
+        self._uncomparable_noted = False
+        self._update_seconds = time.perf_counter() - started
+        live.track(self)  # after every cell: expand again if the model changed
 
     def __setattr__(self, name: str, value: Any) -> None:
         """A bad value for a public setting raises ``PanelError`` with one line, from here: IPython shows the user's
@@ -344,16 +367,70 @@ class HopePanel(anywidget.AnyWidget):
         return (f"HopePanel({self.title or 'model'} at ({point}), order {self.order}/{self.max_order}, "
                 f"{self._terms_kind} terms, method {self.method!r})")
 
+    def static_html(self) -> str:
+        """The panel as it is now as static HTML (``snapshot.render``), marked "static snapshot": the polynomial shown
+        (plain HTML), its LaTeX, and the line plots or the heat map as inline SVG. A notebook saved without widget
+        state, opened without a kernel, or read on GitHub or nbviewer shows it in place of the live panel."""
+        return snapshot.render(self)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
+        """The widget view, the one-line text and the static snapshot (``text/html``) in one bundle, for a front end
+        that takes one: one that cannot draw the widget (no widget state, a static viewer) shows the snapshot."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        return {**data, "text/html": self.static_html()}, metadata
+
     def _ipython_display_(self) -> None:
-        """Shown by ``%hope`` already in this cell: its return value is not displayed a second time."""
+        """Two outputs: the live widget, and the static snapshot under its own ``display_id`` (kept current as the
+        panel changes; a CSS rule hides it where the live panel is drawn in the same output area). Two, not one
+        bundle: JupyterLab draws a bundle's widget view whenever it has one, so once the widget state is gone (a
+        notebook saved without it and reopened) it would show "model not found" in place of the snapshot.
+
+        Shown by ``%hope`` already in this cell: its return value is not displayed a second time."""
         from IPython.display import display
 
         if self._displayed:
             self._displayed = False
             return
+        if self.comm is None:  # closed: no live view any more
+            display({"text/plain": f"{self!r} (closed)"}, raw=True)
+            return
         bundle = self._repr_mimebundle_()
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
+        data = dict(data)
+        self._static_html = data.pop("text/html")
         display(data, metadata=metadata, raw=True)
+        display({"text/html": self._static_html}, raw=True, display_id=self._static_id)
+        self._static_shown = True
+
+    def _update_static(self) -> None:
+        """The displayed snapshot follows the panel (``update_display`` on its ``display_id``), once displayed; inside
+        ``_static_batch`` once, at its end."""
+        if not getattr(self, "_static_shown", False):
+            return
+        if self._static_holds:
+            self._static_dirty = True
+            return
+        self._static_dirty = False
+        text = self.static_html()
+        if text != self._static_html:
+            from IPython.display import update_display
+
+            self._static_html = text
+            update_display({"text/html": text}, raw=True, display_id=self._static_id)
+
+    @contextlib.contextmanager
+    def _static_batch(self) -> Iterator[None]:
+        """Changes inside update the displayed snapshot once, when the outermost batch ends."""
+        self._static_holds += 1
+        try:
+            yield
+        finally:
+            self._static_holds -= 1
+            if not self._static_holds and self._static_dirty:
+                self._update_static()
 
     # ---------------------------------------------------------------------------------------- validation
     @traitlets.validate("order")
@@ -419,7 +496,7 @@ class HopePanel(anywidget.AnyWidget):
     def _on_point_or_method(self, change: dict) -> None:
         if not self._ready or self._quiet:
             return
-        self.recompute()
+        self._refresh()
         if change["name"] == "method" and self.method != self._result_method:
             # the method refused (the error line says why): the toggle goes back to the method actually shown
             self._quiet = True
@@ -459,18 +536,77 @@ class HopePanel(anywidget.AnyWidget):
             with self.hold_sync():
                 self._derive()
 
+    @traitlets.observe("order", "threshold", "sort")
+    def _on_shown_terms(self, change: dict) -> None:
+        if self._ready:
+            self._update_static()
+
     def recompute(self) -> None:
-        """Expand at ``point`` with ``method`` (cached); on failure keep the last good result and set ``error``."""
+        """Expand the model again at ``point`` with ``method`` now, whatever the caches hold, and redraw; on failure
+        keep the last good result and set ``error``.
+
+        The panel follows its model by itself (after every cell, and in ``follow()``), by the engine's state token;
+        call this after a change the token cannot see: a write through ``.data`` to a model of more than
+        ``guard.VALUE_LIMIT`` numbers (read by version counters, which ``.data`` does not move), or a change to what
+        the code reads that the guard does not follow (see docs/ARCHITECTURE.md, "The guard")."""
+        here = (tuple(self.point), self.method)
+        for key in [k for k in self._cache if k[:2] == here]:
+            del self._cache[key]
+        self._bands.clear()
+        self._refresh()
+
+    def follow_model(self, tokens: dict[int, Any] | None = None) -> bool:
+        """Expand again and redraw if the model changed since the result shown was computed (by ``state_token``),
+        saying "updated: the model changed"; returns whether it did. The after-cell hook and ``follow()`` call this;
+        ``tokens`` (model id -> token) lets panels on one model share one token. Never raises: a failure is shown in
+        the panel (``error``), not in the user's cell."""
+        if not self._ready or self.comm is None:
+            return False
+        try:
+            key = id(self._model)
+            token = tokens[key] if tokens is not None and key in tokens else state_token(self._model)
+            if tokens is not None:
+                tokens[key] = token
+            if token is None:  # the guard cannot compare this model cheaply: said once, and left to recompute()
+                if not self._uncomparable_noted:
+                    self._uncomparable_noted = True
+                    self._set_status(notice=UNCOMPARABLE_NOTE)
+                return False
+            if token == self._seen_token:
+                return False
+            self._refresh(note=UPDATED_NOTE)
+        except Exception as e:  # noqa: BLE001 - see above
+            self._set_status(busy=False, error=f"could not follow the model: {describe_failure(e, self.method)}")
+        return True
+
+    def follow(self, optimizer: Any = None, *, every: float = 0.25, budget: float = 0.1) -> Follower:
+        """Redraw the panel while a training loop runs (when the model changed), throttled so that updating costs at
+        most ``budget`` (10%) of the loop's time, and updates come ``every`` seconds at the most often (``Follower``).
+
+        ``with panel.follow(optimizer): ...`` updates after optimizer steps (a step hook, removed on exit);
+        ``with panel.follow() as tick:`` (or ``tick = panel.follow()``) updates when ``tick()`` is called, e.g. once
+        per epoch. Leaving the ``with`` block updates once more, so the panel ends on the trained model."""
+        return Follower(self, optimizer, every=every, budget=budget)
+
+    def _refresh(self, note: str = "") -> None:
+        """Expand at ``point`` with ``method`` (cached by the model's state) and redraw; ``note`` heads the notice."""
+        started = time.perf_counter()
         self._set_status(busy=True)
         try:
             full, notice, timing = self._expand(list(self.point), self.method)
         except Exception as e:  # noqa: BLE001 - any failure of the user's model is shown in the panel, not raised
             self._set_status(busy=False, error=describe_failure(e, self.method) + self._fallback_note())
             return
-        with self.hold_sync():
+        with self.hold_sync(), self._static_batch():
             self._full, self._result_method, self._result_timing = full, self.method, timing
             self._derive()
-            self._set_status(busy=False, error="", notice=notice)
+            self._set_status(busy=False, error="", notice="; ".join(s for s in (note, notice) if s))
+        self._update_seconds = time.perf_counter() - started
+
+    @property
+    def update_seconds(self) -> float:
+        """Seconds the panel's last expansion and redraw took (``follow`` budgets its redraws by it)."""
+        return self._update_seconds
 
     # ---------------------------------------------------------------------------------------- internals
     def _fallback_note(self) -> str:
@@ -482,10 +618,11 @@ class HopePanel(anywidget.AnyWidget):
         """The expansion at ``values`` (cached), its warnings, and its timing (seconds, first call, warm-up wait)."""
         global _tracer_ready, _unreported_loading
         # the model's state is part of the key, by the engine's own notion of "the model changed": its guard stamp
-        # (everything the code reads) plus the values of every tensor the stamp's walk met, so retraining in place
+        # (everything the code reads) plus the state of every tensor the stamp's walk met, so retraining in place
         # (of a child, a global module or a module in a plain list), new parameters, swapped submodules and any change
         # that re-traces the graph are seen (None: not comparable, never cached)
         token = state_token(self._model)
+        self._seen_token = token  # the model's state the shown result is of (follow_model compares it)
         key = (tuple(values), method, token)
         if token is not None and key in self._cache:
             self._cache.move_to_end(key)
@@ -512,6 +649,8 @@ class HopePanel(anywidget.AnyWidget):
     def _set_status(self, **changes: Any) -> None:
         """Change keys of ``status`` (a new dict: the browser gets the whole status, one small object)."""
         self.status = {**self.status, **changes}
+        if changes.keys() - {"busy"}:  # (the snapshot shows the error, warning and notice lines)
+            self._update_static()
 
     def _publish(self) -> None:
         """Send the browser the view: the header and layout from the settings, the payloads as last derived."""
@@ -519,6 +658,7 @@ class HopePanel(anywidget.AnyWidget):
             "title": self.title, "max_order": self._max_order, "names": self._full.names,
             "names_tex": self._names_tex, "bounds": self._bounds, "n_outputs": self._n_outputs, "mode": self._mode,
             **self._parts}
+        self._update_static()
 
     def _derive(self) -> None:
         """Send the browser everything the current result shows, for the selected output."""
@@ -543,9 +683,9 @@ class HopePanel(anywidget.AnyWidget):
                 parts["line"] = {"error": f"cannot evaluate the model along the line: {describe(e)}"}
             parts["heat"] = {}
         parts["compare"] = payloads.sanitize(self._comparison(selected, parts["line"]))
-        parts["band"] = self._band()
+        parts["band"] = self._band(parts["line"])
         self._parts = parts
-        with self.hold_sync():
+        with self.hold_sync(), self._static_batch():
             self._publish()
             self._set_status(warning=warning)
 
@@ -557,24 +697,26 @@ class HopePanel(anywidget.AnyWidget):
 
     def _update_band(self) -> None:
         """A new order or tolerance: the view again if its band changed (nothing is sent while the band is off)."""
-        band = self._band()
+        band = self._band(self._parts.get("line", {}))
         if band != self._parts.get("band"):
             self._parts = {**self._parts, "band": band}
             self._publish()
 
-    def _band(self) -> dict[str, Any]:
-        """The certified band of the line plot at the shown order (only while ``certify_tol`` > 0: it costs a few
-        certifications), cached per point, view and model state."""
-        if self.certify_tol <= 0 or self._mode != "line" or self._result_method != "exact":
+    def _band(self, line: dict[str, Any]) -> dict[str, Any]:
+        """The certified band (a funnel) along the plotted ``line`` at the shown order (only while ``certify_tol`` >
+        0: it costs a few certifications per order), cached per point, view and model state; the certifications of
+        each order at one place are kept (under the place's key) for the next order."""
+        if self.certify_tol <= 0 or self._mode != "line" or self._result_method != "exact" or "t" not in line:
             return {}
         values = self._full.center_values.reshape(-1).tolist()
-        key = (tuple(values), self.order, self.output, self.direction, self.radius, self.certify_tol,
-               state_token(self._model))
+        place = (tuple(values), self.output, self.direction, self.radius, state_token(self._model))
+        key = (*place, self.order, self.certify_tol)
         if key not in self._bands:
-            band = certified_band(self._model, self._point_tensor(values), self._full.variables, self._batched,
-                                  self.order, self.output, self.direction, self.radius, self.certify_tol)
-            band["order"] = self.order
-            band["text"] = band_text(band, self.radius)
+            tables = self._bands.pop(place, {})
+            band = certified_band(self._model, self._point_tensor(values), self._full.select(self.output),
+                                  self._batched, self.order, self.output, self.direction, self.radius,
+                                  self.certify_tol, line["t"], tables)
+            self._bands[place] = tables
             self._bands[key] = payloads.sanitize(band)
             while len(self._bands) > CACHE_SIZE:
                 self._bands.popitem(last=False)
@@ -594,6 +736,72 @@ class HopePanel(anywidget.AnyWidget):
             ts = torch.tensor(line["t"], dtype=torch.float64)
             out["exact_poly"] = payloads.truncations_on_line(exact_sel, d, ts)
         return out
+
+
+class Follower:
+    """What ``HopePanel.follow(...)`` returns: updates the panel while a training loop runs, throttled.
+
+    Calling it (``tick()``) updates the panel if the model changed and an update is due: ``every`` seconds after the
+    last one at the soonest, and only while the time spent updating, plus twice what an update is expected to cost
+    (this one and the last, made on leaving ``with``; the expected cost is the panel's last update's time), stays
+    within ``budget`` times the time since the loop began (the first call, or entering ``with``). So updating takes
+    at most about ``budget`` of the loop's time, whatever the model costs to expand; a call that is not due costs a
+    clock read. With an optimizer, inside ``with``, a step hook calls it after every ``optimizer.step()``. Leaving
+    the ``with`` block updates once more, so the panel ends on the trained model (the update the after-cell hook
+    would otherwise make when the cell ends; for a loop shorter than about ``2 s / budget``, with ``s`` one update's
+    time, it is the only one).
+    ``updates`` and ``seconds`` count the updates made and the time they took."""
+
+    def __init__(self, panel: HopePanel, optimizer: Any = None, *, every: float = 0.25, budget: float = 0.1) -> None:
+        if not (isinstance(every, (int, float)) and math.isfinite(every) and every >= 0):
+            raise ValueError(f"every must be a number of seconds >= 0, got {every!r}")
+        if not (isinstance(budget, (int, float)) and 0 < budget <= 1):
+            raise ValueError(f"budget must be a share of the training time in (0, 1], got {budget!r}")
+        if optimizer is not None and not hasattr(optimizer, "register_step_post_hook"):
+            raise ValueError(f"follow(optimizer) needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.panel, self.optimizer, self.every, self.budget = panel, optimizer, float(every), float(budget)
+        self.updates = 0
+        self.seconds = 0.0
+        self._start: float | None = None  # time.perf_counter() when the loop began
+        self._last = -math.inf  # when the last update ended
+        self._cost = panel.update_seconds  # what the next update is expected to take
+        self._hook: Any = None
+
+    def __call__(self, *_: Any) -> bool:
+        """Update the panel if it is due and the model changed; returns whether it updated."""
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = now
+        # (room for this update and the one leaving the block makes)
+        if now - self._last < self.every or self.seconds + 2 * self._cost > self.budget * (now - self._start):
+            return False
+        return self._update(now)
+
+    def _update(self, start: float) -> bool:
+        changed = self.panel.follow_model()
+        end = time.perf_counter()
+        self.seconds += end - start
+        self._last = end
+        if changed:
+            self.updates += 1
+            self._cost = end - start
+        return changed
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self()
+
+    def __enter__(self) -> Follower:
+        self._start = time.perf_counter()
+        if self.optimizer is not None:
+            self._hook = self.optimizer.register_step_post_hook(self._after_step)
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if kind is None:  # the loop ended: show the trained model
+            self._update(time.perf_counter())
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None) -> None:

@@ -15,8 +15,8 @@ from torch import nn
 
 from hope_engine import TaylorPolynomial
 
-# latex_number is the engine's number format, so the browser's LaTeX equals p.latex()
-from hope_engine.algebra.polynomial import latex_number
+# latex_number is the engine's number format, so the browser's LaTeX equals p.latex(); pixel_names its p[r][c] names
+from hope_engine.algebra.polynomial import latex_number, pixel_names  # noqa: F401 - pixel_names re-exported
 
 LATEX_DIGITS = 4  # the engine's default for TaylorPolynomial.latex
 LINE_POINTS = 81
@@ -48,7 +48,8 @@ def nonfinite_message(poly: TaylorPolynomial, point: list[float]) -> str:
              if found]
     degrees = sorted({int(d) for d in poly.basis.degrees[bad.cpu()].tolist()})
     at = ", ".join(f"{v:.4g}" for v in point[:6]) + (", ..." if len(point) > 6 else "")
-    return (f"{int(bad.sum())} of {poly.basis.size} coefficients are {' or '.join(kinds)} (degree "
+    count = int(bad.sum())
+    return (f"{count} of {poly.basis.size} coefficients {'is' if count == 1 else 'are'} {' or '.join(kinds)} (degree "
             f"{', '.join(map(str, degrees))}): the point ({at}) left the domain of a function the model applies "
             f"(log or sqrt of a negative number, a division by zero, an overflow); move the point")
 
@@ -172,16 +173,6 @@ def image_grid(row_shape: tuple[int, ...], n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def pixel_names(row_shape: tuple[int, ...]) -> list[str]:
-    """Variable names of an image input by position, 0-based as the tensor is indexed: ``p[row][col]``, or
-    ``p[channel][row][col]`` for several channels (brackets, not commas, so sympy reads each name as one symbol)."""
-    rows, cols = int(row_shape[-2]), int(row_shape[-1])
-    channels = math.prod(row_shape[:-2]) if len(row_shape) > 2 else 1
-    if channels == 1:
-        return [f"p[{r}][{c}]" for r in range(rows) for c in range(cols)]
-    return [f"p[{k}][{r}][{c}]" for k in range(channels) for r in range(rows) for c in range(cols)]
-
-
 def heat_data(poly: TaylorPolynomial, row_shape: tuple[int, ...], radius: float,
               point: list[float] | None = None) -> dict[str, Any]:
     """Pure-derivative attribution for image-like inputs: per-pixel unmixed coefficients, summed over channels, and
@@ -189,7 +180,7 @@ def heat_data(poly: TaylorPolynomial, row_shape: tuple[int, ...], radius: float,
     n = poly.n
     rows, cols = image_grid(row_shape, n)
     channels = max(1, n // (rows * cols))
-    out: dict[str, Any] = {"rows": rows, "cols": cols, "channels": channels, "n": n,
+    out: dict[str, Any] = {"rows": rows, "cols": cols, "channels": channels, "n": n, "shape": list(row_shape),
                            "coef": pure_coefficients(poly), "radius": radius}
     if point is not None and len(point) == n and n == rows * cols * channels:
         values = torch.tensor(point, dtype=torch.float64).reshape(channels, rows * cols).mean(dim=0)

@@ -4,12 +4,17 @@ Runs a notebook that does ``%load_ext hope_widgets`` and ``panel = %hope net``, 
 moves the order slider (and times slider move -> rendered formula in the page), hovers a term, moves a point slider,
 sets ``panel.order`` from Python, and writes a screenshot to test-artifacts/hope_panel.png. Then: an image input's
 heat map (pixel names, the image under the map, a hovered bar named), a NaN result (log at -1: shown and explained,
-no JSON warning), the paper's rule refused (the error line, the toggle back on "exact"), each with a screenshot; and
-the shipped quickstart notebook opened WITHOUT running it: its saved widget state draws the panel.
+no JSON warning), the paper's rule refused (the error line, the toggle back on "exact"), each with a screenshot; the
+certified band as a funnel (narrower at the line's centre than at its ends), a heat-map pixel hovered (its p[r][c]
+term, value, derivative and rank), legends of at least 11 px; a net retrained in place in a later cell (the panel's
+formula follows, nothing touched); the notebook saved without widget state and reopened without a kernel (the static
+snapshot shows the formula); and the shipped quickstart opened WITHOUT running it: its saved widget state draws the
+panel, and the controls that need a kernel are off with a one-line note instead of spinning.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -46,7 +51,22 @@ def g(x):
     return torch.sin(x[0]) * x[1]
 gp = %hope g --point 0.2,0.3 --max-order 4 --order 2
 """
-CERTIFIED_CELL = "cp = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --radius 0.5 --certify 1e-3"
+CERTIFIED_CELL = "cp = %hope net --point 0.25,-0.5 --order 4 --max-order 8 --radius 1 --certify 1e-3"
+# a net retrained in place by a later cell (retrain(): 40 Adam steps towards sin(x + y), seeded)
+LIVE_SOURCE = """\
+torch.manual_seed(5)
+live_net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+def retrain(steps=40):
+    torch.manual_seed(6)
+    u = torch.rand(64, 2, dtype=torch.float64) * 2 - 1
+    opt = torch.optim.Adam(live_net.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((live_net(u) - torch.sin(u.sum(1, keepdim=True))) ** 2).mean()
+        loss.backward()
+        opt.step()
+"""
+LIVE_CELL = LIVE_SOURCE + "lp = %hope live_net --point 0.1,0.2 --order 3 --max-order 4 --names x,y"
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 # float64 models: the browser shows 4-digit LaTeX, and float32 rounding (threads, kernels) could flip a digit
 MAX_SHOWN = 60  # js/src/components/formula-view.js: terms typeset in the formula
@@ -68,12 +88,32 @@ def _expected_image(order: int) -> str:
     return poly.truncate(order).select(1).latex()
 
 
+def _expected_live(retrained: bool) -> str:
+    scope: dict = {}
+    exec("import torch\n" + LIVE_SOURCE, scope)  # the same seeded net (and training) as the notebook's
+    if retrained:
+        scope["retrain"]()
+    poly = expand(scope["live_net"], torch.tensor([0.1, 0.2], dtype=torch.float64), 4, names=["x", "y"])
+    return poly.truncate(3).select(0).latex()
+
+
+def _js_fmt(v: float) -> str:
+    """A number as the panel writes it (js/src/plots.js fmt): 3 significant digits, or 1.2e-4 outside [1e-3, 1e4)."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e4 or abs(v) < 1e-3:
+        mantissa, exponent = f"{v:.1e}".split("e")
+        return f"{mantissa}e{int(exponent):+d}"
+    r = float(f"{v:.3g}")
+    return str(int(r)) if r.is_integer() else repr(r)
+
+
 def _notebook() -> dict:
     def cell(src: str) -> dict:
         return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
 
     return {"cells": [cell(MODEL_SOURCE + "%load_ext hope_widgets"), cell(MAGIC), cell(IMAGE_SOURCE), cell(""),
-                      cell(NAN_CELL), cell(REFUSED_CELL), cell(CERTIFIED_CELL)],
+                      cell(NAN_CELL), cell(REFUSED_CELL), cell(CERTIFIED_CELL), cell(LIVE_CELL)],
             "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
             "nbformat": 4, "nbformat_minor": 5}
 
@@ -84,7 +124,13 @@ def lab(tmp_path_factory) -> Iterator[dict]:
     # the shipped quickstart is trusted, as a user does once (`jupyter trust notebooks/01_quickstart.ipynb`); not run
     with jupyterlab(tmp_path_factory.mktemp("lab"), notebooks, trusted=("quickstart.ipynb",)) as server:
         yield {"url": server["url"]["hope.ipynb"], "quickstart": server["url"]["quickstart.ipynb"],
-               "log": server["log"]}
+               "log": server["log"], "root": server["log"].parent / "root"}
+
+
+def _own_workspace(url: str, name: str) -> str:
+    """The same notebook in a JupyterLab workspace of its own: the tabs of an earlier page (and their live panels,
+    still held by their kernels) are not reopened beside it."""
+    return url.replace("/lab/tree/", f"/lab/workspaces/{name}/tree/", 1)
 
 
 def _rendered_latex(panel) -> str:
@@ -119,6 +165,7 @@ def test_panel_in_jupyterlab(lab):
             try:
                 _drive(page, lab["url"])
                 _more_views(page)
+                saved = _retrain_and_save(page, lab)
                 page.close()
                 log = lab["log"].read_text()
                 assert "not JSON compliant" not in log and "Out of range float" not in log, log[-3000:]
@@ -126,7 +173,13 @@ def test_panel_in_jupyterlab(lab):
                 page.set_default_timeout(60_000)
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-                _saved_quickstart(page, lab["quickstart"])
+                _saved_quickstart(page, _own_workspace(lab["quickstart"], "quickstart"))
+                page.close()
+                page = browser.new_page(viewport={"width": 1400, "height": 1100})
+                page.set_default_timeout(60_000)
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                _static_snapshot(page, saved)
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "hope_panel_failure.png"))
                 print("browser console:\n" + "\n".join(console[-40:]))
@@ -245,7 +298,7 @@ def _more_views(page) -> None:
     assert len(kinds) == 2 and not any("Σ" in k or "+radius" in k for k in kinds), kinds
     legend = image_panel.locator(".hope-heat-legend").text_content() or ""
     assert "red / blue" in legend and "p[row][col]" in legend, legend
-    # the image is under the map: the canvas is not flat (pixels differ where the attribution is faint)
+    # a diverging map over the pixels: the canvas is not flat
     distinct = image_panel.locator(".hope-heat-canvas").evaluate("""c => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const seen = new Set();
         for (let i = 0; i < d.length; i += 28) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
@@ -260,6 +313,40 @@ def _more_views(page) -> None:
         if box and frame:
             assert box["x"] >= frame["x"] - 1 and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
     image_panel.screenshot(path=str(ARTIFACTS / "hope_panel_heatmap.png"))
+
+    # the header sums the image up (its shape, min / max / mean), not x0 = (0, 0, ...)
+    info = image_panel.locator(".hope-info").text_content() or ""
+    assert info.startswith("input 1×12×12: min ") and "mean" in info and "x₀ = (" not in info, info
+    # the input image in a panel of its own; the map's colour bar with its numeric range
+    assert image_panel.locator(".hope-heat-image").evaluate("c => c.width") >= 12
+    colorbar = image_panel.locator(".hope-colorbar").text_content() or ""
+    assert re.search(r"−\S+.*0.*\+\S+", colorbar), colorbar
+    # hovering a cell names its term p[r][c], with its value, derivative and rank
+    image_panel.locator(".hope-order").fill("2")
+    canvas = image_panel.locator(".hope-heat-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    row, col = 5, 7
+    canvas.hover(position={"x": (col + 0.5) * box["width"] / 12, "y": (row + 0.5) * box["height"] / 12})
+    hover = image_panel.locator(".hope-heat-hover").text_content() or ""
+    assert hover.startswith(f"p[{row}][{col}]: input ") and "rank " in hover and " of 144 by |value|" in hover, hover
+    scope: dict = {}
+    exec(MODEL_SOURCE + IMAGE_SOURCE.rsplit("%hope", 1)[0], scope)
+    poly = expand(scope["cnn"], scope["image"], 4, terms="pure", names=pixel_names((1, 12, 12))).select(1)
+    alpha = tuple(1 if i == row * 12 + col else 0 for i in range(144))
+    derivative = float(poly.coefficient(alpha).reshape(()))
+    shown = re.search(rf"∂f/∂p\[{row}\]\[{col}\] = (\S+)", hover)
+    assert shown and float(shown.group(1)) == pytest.approx(derivative, rel=0.051), hover
+    assert f"input {_js_fmt(float(scope['image'][0, 0, row, col]))} · " in hover, hover
+    image_panel.screenshot(path=str(ARTIFACTS / "hope_panel_heat_hover.png"))
+
+    # legends, ticks and titles of the plots are at least 11 px on screen at 100% zoom
+    sizes = page.evaluate("""() => [...document.querySelectorAll(
+            '.hope-plot svg .hope-legend, .hope-plot svg .hope-tick, .hope-plot svg .hope-plot-title')]
+        .filter(e => e.getBoundingClientRect().width > 0)
+        .map(e => { const m = e.getScreenCTM();  // its scale, whatever its rotation
+                    return parseFloat(getComputedStyle(e).fontSize) * Math.hypot(m.a, m.b); })""")
+    assert sizes and min(sizes) >= 11 - 1e-6, min(sizes)
 
     # a NaN result: shown, explained, never a blank plot or a hidden term
     nan_panel = page.locator(".hope-panel").nth(2)
@@ -304,6 +391,17 @@ def _more_views(page) -> None:
         .querySelector('.hope-band-info').textContent.includes('1e-07')""")
     assert cert.locator(".hope-plot-line .hope-band-radius").count() == 2  # where |f - P| <= 1e-7 is certified
     cert.screenshot(path=str(ARTIFACTS / "hope_panel_certified.png"))
+    # a funnel: certified on nested boxes around x0, the band is narrower at the line's centre than at its ends
+    assert "widening to" in (cert.locator(".hope-band-info").text_content() or "")
+    band = cert.locator(".hope-plot-line polygon.hope-band")
+    assert band.count() == 1
+    widths = band.evaluate("""p => {
+        const pts = p.getAttribute('points').trim().split(/\\s+/).map(q => q.split(',').map(Number));
+        const n = pts.length / 2;  // the upper edge left to right, then the lower edge right to left
+        return Array.from({ length: n }, (_, i) => pts[2 * n - 1 - i][1] - pts[i][1]); }""")
+    centre = widths[len(widths) // 2]
+    assert len(widths) == 81 and centre < widths[0] and centre < widths[-1], widths
+    cert.locator(".hope-plot-line").screenshot(path=str(ARTIFACTS / "hope_panel_funnel.png"))
 
 
 def _saved_quickstart(page, url: str) -> None:
@@ -335,4 +433,87 @@ def _saved_quickstart(page, url: str) -> None:
     page.wait_for_function("document.querySelector('.hope-formula').dataset.order === '2'")
     assert "x y^{2}" not in (formula.get_attribute("data-latex") or "")
     assert panel.locator(".hope-plot-line svg path.hope-poly").count() == 1
+    # no kernel holds this panel (its state came from the file): the controls that would ask one are off, with a
+    # one-line note, and nothing spins
+    note = panel.locator(".hope-no-kernel")
+    note.wait_for(state="visible", timeout=30_000)
+    assert (note.text_content() or "").startswith("No kernel is connected to this panel")
+    assert panel.get_attribute("data-kernel") == "none"
+    assert panel.locator(".hope-point-slider").first.is_disabled()
+    assert panel.locator(".hope-method-hope").is_disabled() and panel.locator(".hope-certify-tol").is_disabled()
+    assert not panel.locator(".hope-order").is_disabled()  # the order still works without a kernel
+    assert panel.locator(".hope-spinner.hope-active").count() == 0
     panel.screenshot(path=str(ARTIFACTS / "hope_quickstart_saved.png"))
+
+
+def _retrain_and_save(page, lab) -> dict:
+    """A net retrained in place in a later cell: the panel's formula follows, nothing touched. Then the notebook is
+    saved (JupyterLab's default: without widget state) and copied without its kernelspec, to reopen without a kernel.
+    Returns {"url": the copy, "latex": the formula on screen when saved}."""
+    live = page.locator(".hope-panel").nth(5)
+    live.scroll_into_view_if_needed()
+    formula = live.locator(".hope-formula")
+    before, after = _expected_live(False), _expected_live(True)
+    assert before != after
+    assert formula.get_attribute("data-latex") == before
+    assert live.get_attribute("data-kernel") == "live"  # the panel found its kernel (js/src/components/kernel.js)
+    editor = page.locator(".jp-Cell").nth(3).locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("retrain()")
+    page.keyboard.press("Shift+Enter")
+    try:
+        page.wait_for_function("""(old) => document.querySelectorAll('.hope-panel')[5]
+            .querySelector('.hope-formula').dataset.latex !== old""", arg=before, timeout=30_000)
+    except playwright_api.TimeoutError:
+        raise AssertionError("the panel kept the old formula after its net was retrained in a later cell (the live "
+                             "update after each cell: hope_widgets/panel.py)") from None
+    assert formula.get_attribute("data-latex") == after
+    assert _rendered_latex(live) == after
+    live.screenshot(path=str(ARTIFACTS / "hope_panel_retrained.png"))
+
+    # save (File > Save Notebook) and wait for the file to hold the live cell's output
+    path = lab["root"] / "hope.ipynb"
+    page.locator(".lm-MenuBar-itemLabel", has_text="File").first.click()
+    page.locator(".lm-Menu-item[data-command='docmanager:save']").click()
+    deadline = time.time() + 30
+    while True:
+        saved = json.loads(path.read_text())
+        if saved["cells"][7]["outputs"]:
+            break
+        assert time.time() < deadline, "the notebook was not saved"
+        page.wait_for_timeout(300)
+    assert "widgets" not in saved["metadata"], "saved with widget state: the case to check is without it"
+    outputs = json.dumps(saved["cells"][7]["outputs"])
+    assert "static snapshot" in outputs, "the saved output of the panel holds no static snapshot: " + outputs[:2000]
+    saved["metadata"].pop("kernelspec", None)  # reopened without a kernel: JupyterLab asks, the test says none
+    (lab["root"] / "hope_no_kernel.ipynb").write_text(json.dumps(saved))
+    url = _own_workspace(lab["url"].replace("hope.ipynb", "hope_no_kernel.ipynb"), "static")
+    return {"url": url, "latex": after}
+
+
+def _static_snapshot(page, saved: dict) -> None:
+    """The notebook saved without widget state, reopened without a kernel: the panel's output shows its static
+    snapshot, the formula shown when it was saved."""
+    page.goto(saved["url"])
+    kernel = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
+    no_kernel = page.locator(".jp-Dialog button", has_text="No Kernel")
+    deadline = time.time() + 60
+    while (kernel.text_content() or "").strip() != "No Kernel" or no_kernel.count():
+        if no_kernel.count() and no_kernel.first.is_visible():
+            no_kernel.first.click()
+        assert time.time() < deadline, f"the copy did not open without a kernel: {kernel.text_content()!r}"
+        page.wait_for_timeout(300)
+    cell = page.locator(".jp-Cell", has_text="lp = %hope live_net")
+    cell.scroll_into_view_if_needed()
+    output = cell.locator(".jp-OutputArea-output")
+    deadline = time.time() + 30
+    while "static snapshot" not in " ".join(output.all_text_contents()):
+        assert time.time() < deadline, "no static snapshot is shown: " + " ".join(output.all_text_contents())[:2000]
+        page.wait_for_timeout(300)
+    text = " ".join(output.all_text_contents())
+    numbers = re.findall(r"\d+\.\d+", saved["latex"])
+    missing = [x for x in numbers if x not in text]
+    assert numbers and not missing, f"the snapshot lacks the coefficients {missing} of {saved['latex']}: {text[:2000]}"
+    assert cell.locator(".hope-panel").count() == 0  # no live panel: the snapshot stands in for it
+    cell.screenshot(path=str(ARTIFACTS / "hope_static_snapshot.png"))

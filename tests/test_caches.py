@@ -32,6 +32,10 @@ NOT_CACHES = {
     ("hope_engine.methods.paper_rule", "BACKWARD"): "the paper rule's backward table: filled at import",
     ("hope_engine.algebra.kernels", "_choice"): "the backend setting (set_backend): one value",
     ("hope_engine.algebra.kernels.native", "_state"): "the loaded kernel library and its load error: one value",
+    ("hope_engine.capture.sessions", "_EVAL"): "modules inside a run now, counted (the first in saves their "
+                                               "training flags, the last out restores): process state",
+    ("hope_engine.capture.sessions", "_ATTRIBUTES"): "the same for their swapped attributes: process state",
+    ("hope_engine.capture.sessions", "_MODULE_LOCKS"): "one lock per live module, weakly keyed: process state",
     ("hope_engine.algebra.kernels.native", "_ENTRIES"): "symbols of the loaded library, one per kernel name and "
                                                          "dtype: bounded by the library's fixed set of kernels",
 }

@@ -310,7 +310,10 @@ def test_cli_certify(tmp_path, capsys):
     torch.jit.trace(model, torch.zeros(1, 2, dtype=DT)).save(str(path))
     assert main(["certify", str(path), "--point=0.1,-0.2", "--radius", "0.05", "--order", "3"]) == 0
     out = capsys.readouterr().out
-    assert "remainder" in out and "bounds" in out
+    assert "remainder" in out and "f over the box:" in out
+    cert = certify(model, torch.tensor([[0.1, -0.2]], dtype=DT), order=3, radius=0.05)
+    printed = float(out.split("certified):")[1].split()[0])
+    assert printed == pytest.approx(float(cert.remainder.max()), rel=1e-4)
 
 
 def test_a_point_without_batch_axis_certifies_through_the_fused_layers():

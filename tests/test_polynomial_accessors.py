@@ -51,3 +51,17 @@ def test_replace_and_term_latex(batched):
     torch.testing.assert_close(doubled.coefficients, 2 * s.coefficients)
     term = s.terms(top=1)[0]
     assert s.term_latex(term.alpha, term.coefficient) in s.latex()
+
+
+@pytest.mark.parametrize("typed", ["0.1", "-0.7", "1e-05", "3.14159", "0.3333333"])
+def test_a_float32_point_reads_in_sympy_as_typed(typed):
+    """sympy of a float32 model at x0 = 0.1 shows (x - 0.1), not (x - 0.100000001490116): the shortest decimal that is
+    the same float32; a float64 point keeps Python's repr."""
+    import sympy as sp
+
+    poly = expand(torch.sin, torch.tensor([float(typed)]), 2, names=["x"])
+    x = sp.Symbol("x", real=True)
+    shift = poly.to_sympy().atoms(sp.Add)
+    assert any(a == x - sp.Float(typed) or a == x + sp.Float(typed.lstrip("-")) for a in shift), shift
+    exact = expand(torch.sin, torch.tensor([0.1], dtype=D), 2, names=["x"]).to_sympy()
+    assert any(a == x - sp.Float(0.1) for a in exact.atoms(sp.Add))

@@ -328,20 +328,78 @@ def test_from_file_is_refused_before_anything_runs(tmp_path, canary, capsys, kin
 
 
 @pytest.mark.parametrize("kind", FROM_FILE)
-def test_the_crafted_files_really_read_and_write_when_trusted(tmp_path, canary, kind):
-    """trust_pickle skips the checks: the same files then read the canary's first byte ('A' = 65) into the output, or
-    add 1 to it in the file; so the refusals above are what protects."""
-    loaded = load_model(_crafted(kind, tmp_path, canary), trust_pickle=True)
+def test_the_crafted_files_really_read_and_write_when_loaded_unchecked(tmp_path, canary, kind):
+    """torch's own loaders (no checks): the same files then read the canary's first byte ('A' = 65) into the output,
+    or add 1 to it in the file; so the refusals above are what protects."""
+    evil = _crafted(kind, tmp_path, canary)
+    module = torch.jit.load(str(evil)) if kind.startswith("torchscript") else torch.export.load(str(evil)).module()
     assert canary.untouched()  # loading alone runs nothing
     with torch.no_grad():
-        out = loaded(X0)
-        plain = F.linear(X0, loaded.module.lin.weight, loaded.module.lin.bias)
+        out = module(X0)
+        plain = F.linear(X0, module.lin.weight, module.lin.bias)
     if kind.endswith("read"):
         torch.testing.assert_close(out - plain, torch.tensor([[65.0]], dtype=torch.float64))
         assert canary.untouched()
     else:
         torch.testing.assert_close(out - plain, torch.tensor([[66.0]], dtype=torch.float64))
         assert canary.read_bytes() == b"B" + CANARY[1:]
+
+
+@pytest.mark.parametrize("kind", FROM_FILE)
+def test_trust_pickle_keeps_the_op_checks(tmp_path, canary, capsys, kind):
+    """trust_pickle allows pickles in a file; it does not make a graph's file ops safe: from_file is refused with it
+    too, by load_model and by the CLI's --trust-pickle, before anything runs."""
+    evil = _crafted(kind, tmp_path, canary)
+    with pytest.raises(ModelLoadError, match="from_file"):
+        load_model(evil, trust_pickle=True)
+    code = main(["expand", str(evil), "--point", "0.5,-0.25", "--order", "2", "--trust-pickle"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and "from_file" in err and canary.untouched(), (out, err)
+
+
+class _NoGradInside(nn.Module):
+    """A scripted forward with a ``with torch.no_grad():`` block."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1).to(torch.float64)
+
+    def forward(self, x):
+        with torch.no_grad():
+            c = torch.sin(x) * 2.0
+        return self.lin(x * torch.tanh(x)) + (x * c).sum(1, keepdim=True)
+
+
+def test_torchscript_grad_mode_blocks_load_and_expand(tmp_path):
+    """``with torch.no_grad()`` in a scripted forward (an object whose methods only set the grad mode) loads, and
+    expands as torch's autograd differentiates it (the no_grad block a constant)."""
+    torch.manual_seed(0)
+    model = _NoGradInside()
+    loaded = load_model(_script(model, tmp_path / "nograd.ts"))
+    x0 = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    p = expand(loaded, x0.reshape(1, 2), 2)
+    xr = x0.reshape(1, 2).clone().requires_grad_()
+    (g,) = torch.autograd.grad(model(xr).sum(), xr)
+    torch.testing.assert_close(p.coefficients[1:3].reshape(-1), g.reshape(-1), rtol=1e-12, atol=1e-12)
+
+
+def test_a_grad_mode_class_whose_methods_do_more_is_refused(tmp_path, canary):
+    """The no_grad class's code comes from the archive too: rewritten to read a file in ``__enter__``, it is
+    refused before anything runs."""
+    path = _script(_NoGradInside(), tmp_path / "nograd.ts")
+    with zipfile.ZipFile(path) as z:
+        members = {info.filename: z.read(info.filename) for info in z.infolist()}
+    key = next(n for n in members if n.endswith("torch/autograd/grad_mode.py"))
+    code = members[key].decode()
+    assert "self.prev = torch.is_grad_enabled()" in code
+    members[key] = code.replace("self.prev = torch.is_grad_enabled()",
+                                f"self.prev = bool(torch.from_file({str(canary)!r}, True, 1))", 1).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ModelLoadError, match="refused"):
+        load_model(path)
+    assert canary.untouched()
 
 
 def test_the_console_command_refuses_a_crafted_export(tmp_path, canary):
@@ -364,7 +422,7 @@ def test_torchscript_setstate_is_refused_unread(tmp_path, canary, capsys):
     assert main(["expand", str(evil), "--point", "0,0"]) == 1 and canary.untouched()
     _one_line_refusal(capsys.readouterr().err.removeprefix("hope: error: "), "__setstate__")
 
-    load_model(evil, trust_pickle=True)  # the positive control: loading it writes the file
+    torch.jit.load(str(evil))  # the positive control: torch's own loading writes the file
     assert canary.read_bytes() == b"B" + CANARY[1:]
 
 

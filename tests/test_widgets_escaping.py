@@ -40,7 +40,7 @@ OWN_ATTRIBUTES = {
     "viewBox", "xmlns", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "r", "d", "width", "height", "points", "id",
     "fill", "fill-opacity", "stroke", "stroke-dasharray", "clip-path", "text-anchor", "textLength", "lengthAdjust",
     "data-term", "data-degree", "data-label", "data-latex", "data-order", "data-count", "data-render-ms",
-    "data-paint-ms",
+    "data-paint-ms", "transform", "dx", "stroke-opacity", "stroke-width", "data-kernel", "data-pixel", "disabled",
 }
 BAR_ATTRIBUTES = {"x", "y", "width", "height", "fill", "class", "data-term", "data-label"}
 

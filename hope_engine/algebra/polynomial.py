@@ -110,6 +110,18 @@ def _times_integer(t: torch.Tensor, k: int) -> torch.Tensor:
     return out.to(t.dtype)
 
 
+def shortest_repr(v: float, dtype: torch.dtype) -> str:
+    """The shortest decimal that rounds to ``v`` in ``dtype``: a float32 value as the user typed it (0.1, not
+    0.100000001490116); Python's repr (the same rule in float64) for float64 and non-finite values."""
+    if dtype == torch.float64 or not dtype.is_floating_point or not math.isfinite(v):
+        return repr(v)
+    for digits in range(1, 18):
+        s = f"{v:.{digits}g}"
+        if torch.tensor(float(s), dtype=dtype).item() == v:
+            return s
+    return repr(v)
+
+
 def latex_number(v: float, digits: int) -> str:
     """v to ``digits`` significant digits, exponents as LaTeX (1.5 \\cdot 10^{-7}): the panel shares this format."""
     s = f"{v:.{digits}g}"
@@ -395,14 +407,15 @@ class TaylorPolynomial:
         x0 = self.center_values
         if self.batched:
             x0 = x0[point]
-        x0 = [float(v) for v in x0]
+        # a float32 point as the user typed it (x - 0.1, not x - 0.100000001490116)
+        x0 = [shortest_repr(float(v), self.center.dtype) for v in x0]
         expr = sp.Integer(0)
         for term in self.terms(top=top, threshold=threshold, output=output, point=point):
             coef = sp.Float(term.coefficient, digits) if digits else sp.Float(term.coefficient)
             mono = sp.Integer(1)
             for i, e in enumerate(term.alpha):
                 if e:
-                    base = symbols[i] - sp.Float(x0[i]) if x0[i] != 0 else symbols[i]
+                    base = symbols[i] - sp.Float(x0[i]) if float(x0[i]) != 0 else symbols[i]
                     mono *= base ** e
             expr += sp.Mul(coef, mono, evaluate=False)  # keep c (x - x0)^a: sympy would distribute c
         if in_x:
@@ -450,6 +463,16 @@ def latex_name(name: str) -> str:
     if head and tail and "\\" not in name and "_" not in name:
         return f"{head}_{{{tail}}}"
     return name
+
+
+def pixel_names(row_shape: tuple[int, ...]) -> list[str]:
+    """Variable names of an image input by position, 0-based as the tensor is indexed: ``p[row][col]``, or
+    ``p[channel][row][col]`` for several channels (brackets, not commas, so sympy reads each name as one symbol)."""
+    rows, cols = int(row_shape[-2]), int(row_shape[-1])
+    channels = math.prod(row_shape[:-2]) if len(row_shape) > 2 else 1
+    if channels == 1:
+        return [f"p[{r}][{c}]" for r in range(rows) for c in range(cols)]
+    return [f"p[{k}][{r}][{c}]" for k in range(channels) for r in range(rows) for c in range(cols)]
 
 
 def output_index(per_point_shape, output) -> int:

@@ -23,12 +23,15 @@ from hope_engine.analysis.figures import (
     interaction_figure,
 )
 from hope_engine.analysis.interactions import Decomposition, InteractionMap, Pair, decompose, interactions
+from hope_engine.analysis.robustness import MarginCertificate, verified_accuracy, verify_margin
 from hope_engine.analysis.surrogate import Surrogate, surrogate
 
 __all__ = [
-    "METHODS", "Convergence", "Decomposition", "DeletionCurve", "Discovery", "InteractionMap", "Pair",
+    "METHODS", "Convergence", "Decomposition", "DeletionCurve", "Discovery", "InteractionMap", "MarginCertificate",
+    "Pair",
     "RadiusEstimate", "Surrogate", "TermStats", "attribution", "convergence", "convergence_figure", "decompose",
     "deletion_curve", "deletion_figure", "derivative_ratios", "discover", "discovery_figure", "estimate_radius",
     "heatmap_figure", "insertion_curve", "interaction_figure", "interactions", "load_digits", "load_images",
     "load_mnist", "load_png_folder", "local_formula", "random_scores", "read_idx", "surrogate",
+    "verified_accuracy", "verify_margin",
 ]

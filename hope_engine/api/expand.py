@@ -17,7 +17,7 @@ from hope_engine.algebra.jet import Jet
 from hope_engine.algebra.polynomial import TaylorPolynomial
 from hope_engine.api.verify import verify as check
 from hope_engine.caches import BoundedCache
-from hope_engine.capture import guard, trace
+from hope_engine.capture import batch_axis, guard, trace
 from hope_engine.capture.arguments import check_order, prepare_call, trace_model
 from hope_engine.errors import ExpansionError, KinkWarning, VerificationError, warn_one_sided
 from hope_engine.methods import windows
@@ -97,7 +97,7 @@ def _checked(call, poly: TaylorPolynomial, kinked: bool, interact: bool, traced,
     """Run the self-check: the first derivatives where asked (``full``), where no graph records having passed it, or
     where the graph is not cached (the paper rule, a per-point graph); the value always. Off a kink only."""
     gradient = not kinked and (full or traced is None or not traced.reusable or not traced.gradient_checked)
-    checks = check(call.model, call.x0, poly, call.output, gradient=gradient, rows_interact=interact)
+    checks = check(call.model, call.x0, poly, call.output, gradient=gradient, rows_interact=interact, traced=traced)
     if "gradient" in checks and traced is not None:
         traced.gradient_checked = True
     return checks
@@ -188,7 +188,7 @@ def _rows_interact(traced: trace.TracedModel, x0: torch.Tensor) -> bool:
     noise = torch.rand(x0[0].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         a = program.single_output(program.run(traced, x0, None, table=program.PLAIN))
-        if a.dim() < 1 or a.shape[0] != rows:
+        if a.dim() < 1 or a.shape[0] != rows or not batch_axis.rows_are_points(traced):
             return False
         for i in sorted({round(k * (rows - 1) / 7) for k in range(8)} if rows > 8 else range(rows)):
             moved = x0.clone()

@@ -8,21 +8,23 @@ holds something the walk cannot compare cheaply (a very large container), the st
 re-traces: correctness before speed.
 
 What the walk follows besides: descriptors (static and class methods, properties, ``cached_property``) and
-``lru_cache``d functions into the code they hold; a helper module's members the code names (``helpers.act``, and so
-the globals ``act`` reads), a user's module held as a value by every member's identity; ``globals()[...]`` (the
-names the code holds as strings by content, every other global by identity); ``__slots__`` objects slot by slot;
-``deque``, ``array`` and ``bytearray`` by content; a TorchScript module's attributes; the classes of torch (or Python)
-by identity, plus everything in their dictionaries and the globals and ``module.attr`` members their reachable methods
-name (``nn.SiLU.forward = ...``, ``F.gelu`` replaced under ``nn.GELU``; a value patched in by the user is walked like
-the user's code); and the process-wide state: the default dtype, the global module hooks, the autocast state.
+``lru_cache``d functions into the code they hold; weak references (``weakref.ref``) into what they point at; a
+helper module's members the code names (``helpers.act``, and so the globals ``act`` reads), a user's module held as
+a value by every member's identity; ``globals()[...]`` (the names the code holds as strings by content, every other
+global by identity); ``__slots__`` objects slot by slot; ``deque``, ``array`` and ``bytearray`` by content; a
+TorchScript module's attributes; the classes of torch (or Python) by identity, plus everything in their dictionaries
+and the globals and ``module.attr`` members their reachable methods name (``nn.SiLU.forward = ...``, ``F.gelu``
+replaced under ``nn.GELU``; a value patched in by the user is walked like the user's code); and the process-wide
+state: the default dtype, the global module hooks, the autocast state.
 
 One encoding: the walk that makes the stamp also writes its check (``_Check``), Python source that re-reads every value
 the walk read, from the same place and in the same order, and returns False at the first that differs (the objects
 the walk met by identity, weakly held; plain values, emptiness and layouts by value). While the check holds, ``stamp``
 returns the last walk's stamp itself (so comparisons downstream are identity checks); otherwise it walks again.
 
-``state_token(model)`` adds the values of every tensor the walk met (for caches of results, such as the panel's: one
-notion of "the model changed", reaching a global module or a module in a plain list too).
+``state_token(model)`` adds the state of every tensor the walk met (for caches of results, such as the panel's: one
+notion of "the model changed", reaching a global module or a module in a plain list too): their values while the model
+is small, else their version counters and data pointers.
 """
 
 from __future__ import annotations
@@ -427,7 +429,7 @@ class _Walker:
         self.modules: set[tuple] = set()  # (Python module, names read) walked already
         self.library: dict[int, Any] = {}  # library class -> its part of the stamp, from this walk
         self.named: dict[tuple, tuple] = {}  # (dictionary, key) -> the value library code reads there, by identity
-        self.tensors: list[Ref] = []  # every tensor met, weakly (whose values ``state_token`` reads)
+        self.tensors: list[Ref] = []  # every tensor met, weakly (whose state ``state_token`` reads)
         self.check: _Check | None = _Check() if emit else None
 
     def __call__(self, v: Any, src: str | None = None) -> Any:
@@ -506,6 +508,8 @@ class _Walker:
                     self(v.keywords, self._read(src, ".keywords")))
         if isinstance(v, _LRU_WRAPPER):  # (its cache is the function's business: a cleared one reads afresh)
             return ("lru_cache", self(v.__wrapped__, self._read(src, ".__wrapped__")))
+        if isinstance(v, weakref.ReferenceType):  # a weak reference the code dereferences: what it points at
+            return ("weakref", self(v(), self._read(src, "()")))
         if _library(kind):
             return ("object", Ref(v))
         slots = _slot_names(kind)
@@ -900,13 +904,18 @@ def _walk(model: Any, emit: bool) -> tuple[Any, _Check | None, list[Ref]]:
     return value, walk.check, walk.tensors
 
 
+#: a model whose tensors hold at most this many elements in all is read by value in ``state_token`` (about 20 us for
+#: the panel's usual networks); a larger one by version counters and data pointers (a few us, whatever its size)
+VALUE_LIMIT = 1 << 14
+
+
 def state_token(model: Any) -> Any:
-    """``stamp`` plus the current values of every tensor the stamp's walk met: equal exactly when the model computes
-    the same function (used to key caches of results, such as the panel's).
+    """``stamp`` plus the state of every tensor the stamp's walk met: equal when the model computes the same function
+    (used to key caches of results, such as the panel's, and by the panel to see that a model changed).
 
     One notion of "the model changed" for graphs and results: the tensors are those of everything the model's code
-    reads (a global module, a module in a plain list, a tensor attribute, a TorchScript module's), by value (a write
-    through ``.data`` moves no version counter)."""
+    reads (a global module, a module in a plain list, a tensor attribute, a TorchScript module's). Their state is
+    read cheaply (``tensor_state``): by value while the model is small, else by version counter and data pointer."""
     graph_stamp = stamp(model)
     if graph_stamp is None:
         return None
@@ -919,14 +928,35 @@ def state_token(model: Any) -> Any:
         if graph_stamp is None:
             return None
         tensors = [r._get() for r in refs]
+    return graph_stamp, tensor_state([t for t in tensors if t is not None])
+
+
+def tensor_state(tensors: list[torch.Tensor]) -> tuple:
+    """A value that changes when any of ``tensors`` is written.
+
+    Tensors of ``VALUE_LIMIT`` elements or fewer in all: by value (a write through ``.data``, which moves no version
+    counter, is seen too). More: each by its version counter and data pointer, so the cost does not grow with the
+    model (an in-place write, an optimizer step, ``load_state_dict`` and ``p.data = ...`` are seen; a write through
+    ``.data`` is not: ``HopePanel.recompute()`` expands again whatever the token says); a tensor without a version
+    counter (made under ``torch.inference_mode``) by value."""
+    by_value = sum(t.numel() for t in tensors) <= VALUE_LIMIT
+    versions = []
     digest = hashlib.blake2b(digest_size=16)
     for t in tensors:
-        if t is not None:
-            data = t.detach()
-            digest.update(str((tuple(data.shape), data.dtype)).encode())
+        if not by_value:
+            try:
+                versions.append((t._version, t.data_ptr()))
+                continue
+            except RuntimeError:  # an inference tensor (no version counter), a sparse one (no data pointer)
+                pass
+        data = t.detach()
+        digest.update(str((tuple(data.shape), data.dtype)).encode())
+        try:  # (a contiguous CPU tensor numpy knows: its memory as it is)
+            digest.update(data.numpy())
+        except (TypeError, RuntimeError, ValueError, BufferError):
             with contextlib.suppress(TypeError, RuntimeError):  # meta tensors have no values
-                digest.update(data.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return graph_stamp, digest.digest()
+                digest.update(data.cpu().contiguous().view(torch.uint8).numpy())
+    return tuple(versions), digest.digest()
 
 
 def referenced_values(fn: Any) -> list:

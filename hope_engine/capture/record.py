@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import re
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -87,10 +88,12 @@ class Recording:
     """The recorded graph module, whether a value read ties it to this point, and whether that value depends on the
     input (then the graph is valid at this point only: not over a box around it)."""
 
-    def __init__(self, graph_module: torch.fx.GraphModule, per_point: bool, input_read: bool = False):
+    def __init__(self, graph_module: torch.fx.GraphModule, per_point: bool, input_read: bool = False,
+                 state_written: bool = False):
         self.graph_module = graph_module
         self.per_point = per_point
         self.input_read = input_read
+        self.state_written = state_written  # the run wrote into a parameter or buffer (the graph does not)
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
@@ -148,6 +151,7 @@ class _Recorder(TorchDispatchMode):
         self._constants: dict[int, torch.fx.Node] = {}
         self._constant_storages: set[int] = set()
         self.mutated = False  # the graph holds in-place ops (on tensors the run made): functionalized afterwards
+        self.state_written = False  # the model wrote into a parameter or buffer (functionalization's write-back)
 
     # -- graph inputs and values
     def placeholder(self, name: str, t: torch.Tensor) -> None:
@@ -272,6 +276,7 @@ class _Recorder(TorchDispatchMode):
         if func is torch.ops.aten.copy_.default and self._is_protected(target):
             # functionalization's write-back of a buffer the model updated (a counter, running statistics): the
             # expansion needs the value, which the graph already has; the user's model is not changed
+            self.state_written = True
             return target
         node = self._node_of(target) if isinstance(target, torch.Tensor) else None
         key = _storage_key(target) if node is not None else None
@@ -337,12 +342,14 @@ class _Recorder(TorchDispatchMode):
 
 
 class _ModuleStack:
-    """Keeps (path, class) of the modules being run, for error messages naming where an op sits."""
+    """Keeps (path, class) of the modules being run, for error messages naming where an op sits. The hooks are
+    process-wide: only this thread's module calls count (another thread may run the same model meanwhile)."""
 
     def __init__(self, names: dict[int, str]):
         self.names = names
         self.stack: list[tuple[str, type]] = []
         self._handles: list = []
+        self._thread = threading.get_ident()
 
     def __enter__(self):
         self._handles = [nn.modules.module.register_module_forward_pre_hook(self._enter),
@@ -356,11 +363,11 @@ class _ModuleStack:
 
     def _enter(self, module, args):
         name = self.names.get(id(module))
-        if name is not None:
+        if name is not None and threading.get_ident() == self._thread:
             self.stack.append((name, type(module)))
 
     def _exit(self, module, args, out):
-        if self.names.get(id(module)) is not None and self.stack:
+        if self.names.get(id(module)) is not None and self.stack and threading.get_ident() == self._thread:
             self.stack.pop()
 
 
@@ -382,7 +389,7 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
         recorder.output(out)
         gm = torch.fx.GraphModule(recorder.root, recorder.graph)
     if not recorder.mutated:
-        return Recording(gm, recorder.per_point, recorder.input_read)
+        return Recording(gm, recorder.per_point, recorder.input_read, recorder.state_written)
     # in-place ops below functionalization (inside a decomposition): functionalize the recorded graph and record it
     # once more (as make_fx does; module paths are not kept on this path). No dead-code pass before: the in-place
     # nodes have no users, and the replay must run them.
@@ -402,4 +409,4 @@ def record(fn: Callable, state: dict | None, x: torch.Tensor, decompositions: di
            for n in again.graph_module.graph.nodes):
         raise Declined("in-place ops remain after functionalizing the recorded graph")
     return Recording(again.graph_module, recorder.per_point or again.per_point,
-                     recorder.input_read or again.input_read)
+                     recorder.input_read or again.input_read, recorder.state_written)

@@ -21,7 +21,7 @@ from torch._decomp import get_decompositions
 from torch.func import functional_call, functionalize
 
 from hope_engine.caches import WeakCache
-from hope_engine.capture import escapes, guard, record
+from hope_engine.capture import escapes, guard, record, sessions, writes
 from hope_engine.capture.guard import referenced_modules
 from hope_engine.errors import ExpansionError, GraphEscapeError, RandomOperationError, UnsupportedOperationError
 from hope_engine.ops import rules
@@ -96,6 +96,9 @@ class TracedModel:
     input_index: int
     branches_on_input: bool = False
     gradient_checked: bool = False  # an expansion through it passed the self-check of its first derivatives
+    writes_state: bool = False  # the model's forward writes into a parameter, buffer or tensor attribute
+    # the model's forward assigned module attributes (or submodules, hooks...) while traced (None: could not tell)
+    assigns_attributes: bool | None = None
 
     def state_values(self) -> list:
         return list(self.state.values())
@@ -171,8 +174,9 @@ def _constant_bytes(gm: torch.fx.GraphModule) -> int:
 GRAPHS = GraphCache()
 
 
-# Tracing and the self-check switch modules' modes, set process-wide module hooks and snapshot module attributes:
-# one thread at a time (reentrant: the self-check runs under the same modes as tracing).
+# Engine-internal sections that swap process-wide state without running the model (collecting kink warnings around
+# a run of the graph): one thread at a time. Never held while the model runs (``sessions``: a forward that waits on
+# another thread which expands a model must not deadlock).
 _MODEL_LOCK = threading.RLock()
 
 
@@ -182,8 +186,19 @@ def modules_of(model) -> list:
 
 
 def model_lock() -> threading.RLock:
-    """The lock that serializes tracing, eval mode and the self-check's run of the model (reentrant)."""
+    """A lock for short engine-internal sections that swap process-wide state (warnings filters) while the graph
+    runs; the model's own code never runs under it."""
     return _MODEL_LOCK
+
+
+_MHA_FASTPATH = sessions.Setting(torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled,
+                                 False)  # the fused attention kernel hides the ops we expand through
+_MKLDNN = sessions.Setting(torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled, False)
+# TorchScript's optimizing executor would run autodiff subgraphs, whose outputs come back detached
+JIT_UNOPTIMIZED = sessions.Setting(torch._C._get_graph_executor_optimize, torch._C._set_graph_executor_optimize,
+                                   False)
+#: the settings a run of the model for the self-check holds (``sessions.Run``)
+CHECK_SETTINGS = (_MHA_FASTPATH, JIT_UNOPTIMIZED)
 
 
 @contextlib.contextmanager
@@ -191,96 +206,63 @@ def eval_mode(model, modules: list | None = None):
     """Run in eval mode (dropout off, batch norm on running statistics), restoring every module's mode after.
 
     For a plain function, the modules it reads are switched too (``modules``: ``modules_of(model)`` if taken
-    already). Serialized across threads (``_MODEL_LOCK``)."""
-    with _MODEL_LOCK:
-        yield from _eval_mode(modules_of(model) if modules is None else modules)
-
-
-def _eval_mode(modules: list):
-    mha_fast = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel hides the ops we expand through
-    training = [m for m in modules if m.training]
-    for m in training:
-        m.training = False
-    try:
+    already). Concurrent calls share the switch (``sessions``): the last one out restores the modes; no lock is held
+    while the model runs."""
+    with _MHA_FASTPATH.held(), sessions.eval_modes(modules_of(model) if modules is None else modules):
         yield
-    finally:
-        for m in training:
-            m.training = True
-        torch.backends.mha.set_fastpath_enabled(mha_fast)
+
+
+def untouched(model, modules: list | None = None):
+    """Whatever running the model does to its modules (a hook assigning ``module.weight``, a counter in forward),
+    every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards (restored
+    by the last of concurrent calls to leave: ``sessions``)."""
+    return sessions.attributes_kept(modules_of(model) if modules is None else modules)
 
 
 @contextlib.contextmanager
-def untouched(model, modules: list | None = None):
-    """Whatever running the model does to its modules (a hook assigning ``module.weight``, a counter in forward),
-    every module's attributes, parameters, buffers, submodules and hooks are the same objects afterwards.
-    Serialized across threads: another thread's eval_mode must not be what this snapshot records."""
-    with _MODEL_LOCK:
-        yield from _untouched(modules_of(model) if modules is None else modules)
-
-
-def _untouched(modules: list):
-    saved = []
-    for m in modules:
-        state = vars(m)  # (an empty dict, most hook tables, is kept as None: it must stay empty)
-        saved.append((m, dict(state), {k: dict(v) if v else None for k, v in state.items() if isinstance(v, dict)}))
-    try:
-        yield
-    finally:
-        for m, attrs, inner in saved:
-            state = vars(m)
-            if state.keys() != attrs.keys() or any(state[k] is not v for k, v in attrs.items()):
-                state.clear()
-                state.update(attrs)
-            for k, content in inner.items():
-                d = state[k]
-                if content is None:
-                    if d:
-                        d.clear()
-                elif d.keys() != content.keys() or any(d[name] is not v for name, v in content.items()):
-                    d.clear()
-                    d.update(content)
+def running(model, modules: list | None = None, locks: list | None = None, keep_attributes: bool = True):
+    """How the engine runs the model (tracing, the self-check): its modules run by this thread alone
+    (``sessions.running``; ``locks``: ``sessions.locks_of(modules)`` if taken already), in eval mode, their
+    attributes restored afterwards (``untouched``; ``keep_attributes`` False: a run known to assign none, see
+    ``TracedModel.assigns_attributes``). Yields ``untouched``'s report (whether the run changed attributes)."""
+    modules = modules_of(model) if modules is None else modules
+    with sessions.Run(modules, locks, keep_attributes, (_MHA_FASTPATH,)) as report:
+        yield report
 
 
 _TORCH_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes",
                   "torch.fx.experimental.recording", "torch._functorch", "torch.__trace")
+_QUIET = [sessions.Setting(lambda lg=lg: lg.level, lambda level, lg=lg: lg.setLevel(level), logging.CRITICAL + 1)
+          for lg in map(logging.getLogger, _TORCH_LOGGERS)]
 
 
 @contextlib.contextmanager
 def quiet_torch_logs():
     """Torch logs a failed shape check of a fake tensor as a long traceback before raising; the error itself is what
     the user needs (reworded by the caller), so its loggers are silenced while tracing."""
-    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL + 1)
-    try:
+    with contextlib.ExitStack() as stack:
+        for setting in _QUIET:
+            stack.enter_context(setting.held())
         yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
-@contextlib.contextmanager
 def _mkldnn_off():
-    enabled = torch._C._get_mkldnn_enabled()
-    torch._C._set_mkldnn_enabled(False)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(enabled)
+    return _MKLDNN.held()
 
 
-def _functional(model) -> tuple:
+def _functional(model, autograd_semantics: bool = False) -> tuple:
     """(function, state): the model as ``function(state, x)`` of its parameters and buffers (an ``nn.Module``), or
     as ``function(x)`` with state None (any other callable: TorchScript, a bound method, a function of modules).
-    Functionalized: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become out-of-place ops and scatters."""
+    Functionalized: in-place ops (ReLU(inplace=True), h[:, 0] = v, x.mul_(2)) become out-of-place ops and scatters.
+    autograd_semantics: the run follows the model's own grad modes (the recorder): a write autograd does not see
+    keeps the written tensor's derivatives (``writes.keeping_history``)."""
+    keeping = writes.keeping_history if autograd_semantics else (lambda x: contextlib.nullcontext())
     if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def call(state, x):
             x = x.clone()  # the model may write into its input (x /= 255): into a copy, never the caller's point
-            with escapes.watching(x, state.values()):
+            with escapes.watching(x, state.values()), keeping(x):
                 return functional_call(model, state, (x,))
 
         fn = functionalize(call, remove="mutations")
@@ -289,7 +271,7 @@ def _functional(model) -> tuple:
 
     def apply(x):  # a one-argument function, whatever callable the model is (TorchScript, bound method...)
         x = x.clone()
-        with escapes.watching(x):
+        with escapes.watching(x), keeping(x):
             return model(x)
 
     return functionalize(apply, remove="mutations"), None
@@ -299,7 +281,7 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     """The graph recorded at this point (``record.record``: no dynamo import), or None where the recorder declines
     (``record.Declined``: the caller then traces with ``make_fx``). What the model raises propagates (make_fx would
     raise it too), and so does a failure of the recorder's own code (``record.RecorderError``: a bug, never hidden)."""
-    fn, state = _functional(model)
+    fn, state = _functional(model, autograd_semantics=True)
     names = {id(m): name for root in referenced_modules(model) for name, m in root.named_modules()}
     # recorded with autograd on (so the model's own no_grad / inference_mode blocks show) on tensors that do not
     # require grad (so autograd saves nothing)
@@ -316,7 +298,7 @@ def _record(model, x: torch.Tensor, variant: str) -> TracedModel | None:
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return TracedModel(gm, state or {}, not recording.per_point, input_index=len(state or {}),
-                       branches_on_input=recording.input_read)
+                       branches_on_input=recording.input_read, writes_state=recording.state_written)
 
 
 def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
@@ -333,10 +315,14 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
                    record_module_stack=True)
     fn, state = _functional(model)
     inputs: tuple = (x,) if state is None else (state, x)
-    gm = make_fx(fn, **options)(*inputs)
+    with _tensors_kept(model):  # (a real-mode trace runs a write into a tensor attribute for real)
+        gm = make_fx(fn, **options)(*inputs)
     # (a real-mode trace is the fallback of a branch on a value: which value, make_fx does not say)
     traced = TracedModel(gm, state or {}, mode == "fake", input_index=len(state or {}),
                          branches_on_input=mode == "real")
+    traced.writes_state = _private_constants(gm) or any(
+        _mutates(n) and n.args and isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "placeholder"
+        for n in gm.graph.nodes)
     if any(_mutates(node) for node in gm.graph.nodes):
         # C++ composites (circular padding...) write into fresh tensors below functionalisation: functionalise the
         # aten graph itself once more (module paths are not kept on this rare path)
@@ -347,6 +333,42 @@ def _make(model, x: torch.Tensor, mode: str, variant: str) -> TracedModel:
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return traced
+
+
+def _private_constants(gm: torch.fx.GraphModule) -> bool:
+    """A constant the graph writes into (a tensor attribute the model updates in forward) becomes a copy made at the
+    start of each run, so that running the graph never changes the user's tensor; whether there was one."""
+    written = {n.args[0].target for n in gm.graph.nodes
+               if _mutates(n) and n.args and isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "get_attr"}
+    for target in written:
+        reads = [n for n in gm.graph.nodes if n.op == "get_attr" and n.target == target]
+        with gm.graph.inserting_after(reads[0]):
+            copy = gm.graph.call_function(aten.clone.default, (reads[0],))
+        copy.meta.update(reads[0].meta)
+        for read in reads:
+            read.replace_all_uses_with(copy, delete_user_cb=lambda user, copy=copy: user is not copy)
+    if written:
+        gm.recompile()
+    return bool(written)
+
+
+@contextlib.contextmanager
+def _tensors_kept(model):
+    """Tensor attributes of the model's modules that are not parameters or buffers (and, for a function, the
+    modules' parameters and buffers, which it reads as constants) get their values back afterwards."""
+    modules = modules_of(model)
+    tensors = [v for m in modules for v in vars(m).values() if isinstance(v, torch.Tensor)]
+    if not isinstance(model, nn.Module):
+        tensors += [t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    saved = [(t, t._version, t.detach().clone()) for t in {id(t): t for t in tensors}.values()
+             if t.layout is torch.strided and t.device.type != "meta"]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, version, value in saved:
+                if t._version != version or not torch.equal(t, value):
+                    t.copy_(value)
 
 
 def _drop_input_writes(gm: torch.fx.GraphModule) -> None:
@@ -393,7 +415,7 @@ def trace(model, x: torch.Tensor, variant: str = "exact", stamp=guard.UNKNOWN) -
         return traced
     GRAPHS.discard(model, key)
     # mkldnn off: the lstm decomposition would otherwise pick the fused mkldnn_rnn_layer for float32 on CPU
-    with untouched(model), eval_mode(model), torch.no_grad(), quiet_torch_logs(), _mkldnn_off():
+    with running(model) as report, torch.no_grad(), quiet_torch_logs(), _mkldnn_off():
         traced = None if TRACER == "make_fx" else _record(model, x, variant)
         try:
             traced = traced or _make(model, x, "fake", variant)
@@ -406,6 +428,8 @@ def trace(model, x: torch.Tensor, variant: str = "exact", stamp=guard.UNKNOWN) -
                 raise
             except Exception:
                 raise fake_error from None
+    # (functional_call swaps the parameters back itself: what is left changed is the model's own doing)
+    traced.assigns_attributes = report.changed
     refuse_random(traced)
     if traced.reusable:
         GRAPHS.put(model, key, stamp, traced)

@@ -400,6 +400,12 @@ def _softplus(ctx, op, x, beta=1.0, threshold=20.0):
     threshold, the smooth function's model with its remainder widened by the jump, log(1 + exp(-threshold)) / |beta|
     (|smooth - x| = log(1 + exp(-beta x)) / |beta| is below that past the threshold)."""
     beta, threshold = float(beta), float(threshold)
+    if beta == 0:
+        raise CertificationError("softplus with beta=0: torch computes log(1 + exp(beta x)) / beta = log(2) / 0, "
+                                 "infinite at every x, so there is no finite function to certify; use a non-zero beta")
+    if not math.isfinite(beta):
+        raise CertificationError(f"softplus with beta={beta:g} has no certified rule (its Taylor model scales by beta "
+                                 "and 1 / beta); use a finite, non-zero beta")
     box = ctx.box
     z = tm.scale(x, beta, box) if beta != 1 else x
     out = tm.compose(z, lambda j: F.softplus(j, 1.0), "softplus", box)

@@ -8,7 +8,8 @@ Without ``trust_pickle`` a TorchScript archive or exported program is read into 
 checked before torch loads them (``archive_checks``: no pickle beyond weights, no code in the program's JSON, no
 TorchScript ``__setstate__``); then, before anything from the file runs, every loaded graph is checked against an
 allow-list of pure tensor math (``pure_graphs``: no file, I/O or random ops, no writes to the model's state).
-``trust_pickle=True`` skips both, as it skips the pickle checks.
+``trust_pickle=True`` skips the byte checks (it allows pickles in the file); the graph checks run whatever it says,
+since trusting a file's pickles does not make its graphs' file or random ops safe to run.
 """
 
 from __future__ import annotations
@@ -86,8 +87,7 @@ def load_model(path, trust_pickle: bool = False) -> LoadedModel:
                 module = torch.jit.load(source, map_location="cpu").eval()
         except Exception as e:  # noqa: BLE001 - reported as one line
             raise ModelLoadError(f"{path}: TorchScript archive could not be loaded ({first_line(e)})") from e
-        if not trust_pickle:
-            refuse_impure_script(path, module)
+        refuse_impure_script(path, module)  # (with trust_pickle too: see the module text)
         return LoadedModel(module, "torchscript")
     if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
         source: str | io.BytesIO = str(path)
@@ -99,9 +99,8 @@ def load_model(path, trust_pickle: bool = False) -> LoadedModel:
             program = torch.export.load(source)
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"{path}: exported program could not be loaded ({first_line(e)})") from e
-        if not trust_pickle:
-            refuse_callable_arguments(path, program)
-            refuse_impure_program(path, program)
+        refuse_callable_arguments(path, program)  # (with trust_pickle too: see the module text)
+        refuse_impure_program(path, program)
         try:
             return LoadedModel(program.module(), "exported program", _static_batch(program))
         except Exception as e:  # noqa: BLE001

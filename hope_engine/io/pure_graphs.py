@@ -28,8 +28,10 @@ list of names (``op_refusal``):
 Beyond operators an exported program may call only the higher-order operators ``cond``, ``while_loop`` and the
 grad-mode/autocast wrappers (their subgraphs are checked too) and integer/shape builtins (``operator``, ``math``,
 ``torch.sym_*``); a TorchScript graph only structural nodes (constants, attribute reads, containers, ``if``/loops, type
-queries, raise), not ``print``, attribute assignment, ``with`` blocks, objects, forks or calls that could not be
-inlined. ``trust_pickle=True`` skips these checks as it skips the pickle checks.
+queries, raise) and ``with torch.no_grad()`` blocks (its methods, compiled from the archive too, checked to do
+nothing but read and set the grad mode), not ``print``, attribute assignment, other
+``with`` blocks, objects, forks or calls that could not be inlined. These checks run with ``trust_pickle=True`` too
+(it allows pickles in the file; it does not make a graph's file or random ops safe to run).
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ _SCRIPT_EFFECTS = {
     "prim::PythonOp": "calls Python code", "prim::CreateObject": "creates an object (with methods of its own)",
     "prim::Enter": "enters a with-block (a method of its own)", "prim::Exit": "leaves a with-block",
     "prim::fork": "starts a task", "prim::TimePoint": "reads the clock"}
+# TorchScript's grad-mode context manager (``with torch.no_grad():`` in a scripted forward; the others do not script):
+# an object whose methods, compiled from the archive like everything else, are checked to do nothing but read and set
+# the grad mode and its own attributes (``_grad_mode_object``)
+_GRAD_MODE_CLASSES = frozenset({"__torch__.torch.autograd.grad_mode.no_grad"})
+_GRAD_MODE_OPS = frozenset({"aten::is_grad_enabled", "aten::set_grad_enabled"})
 _SCRIPT_SCALARS = frozenset({"IntType", "FloatType", "BoolType", "StringType", "NoneType", "DeviceObjType",
                              "NumberType", "ComplexType", "ScalarTypeType", "LayoutType", "MemoryFormatType",
                              "SymIntType", "SymFloatType", "SymBoolType", "QSchemeType"})
@@ -192,6 +199,37 @@ class _Containers:
 
     def contents(self, v: int) -> set[str]:
         return self._contents.get(self._find(v), set())
+
+
+def _grad_mode_object(node) -> bool:
+    """Whether a ``prim::CreateObject`` makes a grad-mode context manager (``torch.no_grad``) whose methods only read
+    and set the grad mode and the object's own attributes. The methods' graphs are read
+    from an empty instance (nothing runs)."""
+    t = node.output().type()
+    name = t.qualified_name() if hasattr(t, "qualified_name") else ""
+    if name not in _GRAD_MODE_CLASSES:
+        return False
+    try:
+        obj = torch._C._create_object_with_type(t)
+        methods = list(t.method_names())
+        graphs = [obj._get_method(m).graph.copy() for m in methods]
+    except (RuntimeError, AttributeError, TypeError):
+        return False
+    if not set(methods) <= {"__init__", "__enter__", "__exit__"}:
+        return False
+    for graph in graphs:
+        torch._C._jit_pass_inline(graph)
+        self_key = next(graph.inputs()).unique()
+        for n in graph.nodes():
+            kind = n.kind()
+            if list(n.blocks()):
+                return False
+            if kind == "prim::Constant" or kind in _GRAD_MODE_OPS:
+                continue
+            if kind in ("prim::SetAttr", "prim::GetAttr") and next(n.inputs()).unique() == self_key:
+                continue
+            return False
+    return True
 
 
 class _ScriptMethodCheck:
@@ -373,9 +411,16 @@ class _ScriptMethodCheck:
         return UNKNOWN
 
     def refusal(self) -> str | None:
+        grad_modes = {out[0].unique() for node, kind, _, _, out, _ in self.nodes
+                      if kind == "prim::CreateObject" and _grad_mode_object(node)}
         for node, kind, _, inputs, _, effects in self.nodes:
             if kind in _SCRIPT_STRUCTURE:
                 continue
+            if grad_modes and (
+                    (kind == "prim::CreateObject" and node.output().unique() in grad_modes)
+                    or (kind in ("prim::SetAttr", "prim::Enter", "prim::Exit") and inputs
+                        and inputs[0].unique() in grad_modes)):
+                continue  # a with torch.no_grad() / torch.enable_grad() block
             if kind == "prim::SetAttr":
                 target = f"{self.paths.get(inputs[0].unique(), 'an object')}.{node.s('name')}"
                 return f"has a prim::SetAttr node, which assigns to {target}, changing the model between calls"

@@ -129,7 +129,21 @@ def _fast_select(x: Jet, d, index) -> Jet | None:
     return Jet(x.c.select(d, index), x.basis)
 
 
+def _fast_split(safe: str):
+    """unsafe_split / unsafe_split_with_sizes / unsafe_chunk (no vmap batching rule): the same split of every
+    coefficient (the safe op one axis further, each piece copied)."""
+    def fast(x: Jet, sizes, dim=0) -> list | None:
+        d = _dim(dim, x.ndim)
+        if d is None:
+            return None
+        return [Jet(piece.clone(), x.basis) for piece in getattr(x.c, safe)(sizes, d)]
+    return fast
+
+
 _LINEAR_FAST: dict = {
+    aten.unsafe_split.Tensor: _fast_split("split"),
+    aten.unsafe_split_with_sizes.default: _fast_split("split_with_sizes"),
+    aten.unsafe_chunk.default: _fast_split("chunk"),
     aten.clone.default: _fast_clone,
     aten.unsqueeze.default: _fast_unsqueeze,
     aten.squeeze.dim: _fast_squeeze_dim,
@@ -178,7 +192,21 @@ def affine(ctx, op, *args, **kwargs):
     """An op linear in all its floating tensor arguments together (writing src into self): a constant argument is a
     constant jet, so it reaches coefficient 0 only."""
     like = next(a for a in args if is_jet(a))
+    if op.overloadpacket is aten.slice_scatter:
+        args, kwargs = _slice_bounds(args, kwargs)
     return apply_linear(op, tuple(a if is_jet(a) else _promoted(a, like) for a in args), kwargs)
+
+
+def _slice_bounds(args: tuple, kwargs: dict) -> tuple:
+    """slice_scatter's end clamped to the dimension's size (``h[1:] = v`` records end = 2**63 - 1, which vmap's
+    batching rule overflows on)."""
+    names = ("self", "src", "dim", "start", "end", "step")
+    bound = dict(zip(names, args)) | kwargs
+    dim, end = bound.get("dim", 0), bound.get("end")
+    size = bound["self"].shape[dim]
+    if isinstance(end, int) and end > size:
+        bound["end"] = size
+    return tuple(bound[n] for n in names[:len(args)]), {k: bound[k] for k in kwargs}
 
 
 defrule("index_put", "masked_scatter", "index_add", "index_copy", "scatter_add")(affine)  # entries may add up

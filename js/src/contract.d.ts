@@ -107,12 +107,14 @@ export interface Line {
   direction: Int;
 }
 
-/** the pixel grid, coef[j-1][i] = unmixed coefficient c_{j e_i}, the line radius and the input image (per pixel, channels averaged) */
+/** the pixel grid, the input's shape (one point, without the batch axis), coef[j-1][i] = unmixed coefficient c_{j e_i}, the line radius and the input image (per pixel, channels averaged) */
 export interface Heat {
   rows: Int;
   cols: Int;
   channels: Int;
   n: Int;
+  /** the shape of one input (the batch axis left out) */
+  shape: Int[];
   coef: Real[][];
   radius: Real;
   image?: Real[];
@@ -134,8 +136,9 @@ export interface Result {
   kind: "total" | "pure";
 }
 
-/** the certified bound |f - P_order| <= remainder on the plotted segment, the box half-width, the radius within which it is <= tol (null: not asked), the kinks crossed, the info line */
+/** the certified band at the shown order, a funnel along the line: lower <= f(t) <= upper at every t of the line (the intersection over k <= order of P_k(t) +- the bound certified on the smallest level |t| <= radii[j] holding t); widths[j] bounds |f - P_order| for |t| <= radii[j]; remainder: the one-box bound over the whole line; tol_radius: the largest |t| with |f - P_order| <= tol certified (null: not asked) and reason: why it is 0, with the fix ('' otherwise); the box half-width, the kinks crossed, the header line; columns of one length: lower, upper */
 export interface Band {
+  /** (sent for Python users and tests; the browser does not read it) */
   remainder: Real;
   /** (sent for Python users and tests; the browser does not read it) */
   box: Real;
@@ -143,7 +146,16 @@ export interface Band {
   tol: Real;
   tol_radius: Real | null;
   /** (sent for Python users and tests; the browser does not read it) */
+  reason: string;
+  /** (sent for Python users and tests; the browser does not read it) */
   crossings: { [key: string]: Int };
+  radii: Real[];
+  /** (sent for Python users and tests; the browser does not read it) */
+  widths: Real[];
+  /** at each t of the line */
+  lower: Real[];
+  /** at each t of the line */
+  upper: Real[];
   order: Int;
   text: string;
 }

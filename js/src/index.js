@@ -12,6 +12,7 @@ import { createHeader } from "./components/header.js";
 import { createPlots } from "./components/plots-view.js";
 import { createPointControls } from "./components/point.js";
 import { createStatus } from "./components/status.js";
+import { watchKernel } from "./components/kernel.js";
 import { linkTerms } from "./components/term-links.js";
 import { h } from "./dom.js";
 import { decode } from "./decode.js";
@@ -53,10 +54,8 @@ function render({ model, el }) {
     model,
     get,
     onRendered: (ms) => (root.dataset.renderMs = ms.toFixed(2)),
-    onPainted: (renderMs, paintMs) => {
-      root.dataset.paintMs = paintMs.toFixed(2);
-      status.showTiming(get("order"), renderMs, paintMs);
-    },
+    // the slider's move timed in the page, kept as data attributes (tests read them; no stale footer on screen)
+    onPainted: (renderMs, paintMs) => (root.dataset.paintMs = paintMs.toFixed(2)),
   });
   const point = createPointControls({ model, get, showPending: header.showPending });
   const plots = createPlots({ model, get, showPending: header.showPending, onHeatKind: renderPlots });
@@ -65,6 +64,7 @@ function render({ model, el }) {
   root.append(
     header.el,
     status.info,
+    status.kernelNote,
     status.errorLine,
     status.warningLine,
     formula.box,
@@ -73,11 +73,23 @@ function render({ model, el }) {
     controls.el,
     point.el,
     plots.lineTools,
-    plots.el,
     status.bandLine,
+    plots.el,
     status.notice,
-    status.timing,
   );
+
+  // the controls that recompute in the kernel are off, with a one-line note, while no kernel answers
+  const kernel = watchKernel({
+    model,
+    onChange: (live) => {
+      root.dataset.kernel = live ? "live" : "none";
+      header.setKernel(live);
+      point.setKernel(live);
+      plots.setKernel(live);
+      controls.setKernel(live);
+      status.showKernel(live);
+    },
+  });
 
   function renderHeader() {
     header.render();
@@ -136,6 +148,7 @@ function render({ model, el }) {
   renderView();
   return () => {
     point.dispose();
+    kernel.dispose();
     offs.forEach((off) => off());
   };
 }

@@ -13,7 +13,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { derivativeLatex, formulaLatex, monomialText, termPiece, visibleTerms } from "../src/formula.js";
-import { barChart, convergencePlot, drawHeat, errorPlot, heatValues } from "../src/plots.js";
+import { barChart, convergencePlot, drawHeat, drawImage, errorPlot, heatValues, pixelInfo } from "../src/plots.js";
 import { decode } from "../src/decode.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -116,7 +116,12 @@ function readersRead(cases) {
       }
       const heat = v("heat");
       if (decode(view.heat).coef) {
-        for (const kind of ["contribution", "coefficient"]) drawHeat(fakeCanvas(), heat, heatValues(heat, order, kind));
+        for (const kind of ["contribution", "coefficient"]) {
+          const values = heatValues(heat, order, kind);
+          drawHeat(fakeCanvas(), heat, values, 0);
+          pixelInfo(heat, values, 0, view.names);
+        }
+        drawImage(fakeCanvas(), heat);
       }
     }
   }

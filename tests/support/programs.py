@@ -32,6 +32,9 @@ UNARY_SMOOTH = ("sin", "tanh", "exp")
 CONSTRUCTS = ("detach", "no_grad", "inference_mode", "data", "tensor", "as_tensor", "long_arith", "int32_arith",
               "long_add", "bool_arith", "bool_mul", "bool_cast", "table_index", "self_index", "mask_sum")
 INT_CASTS = (".long()", ".to(torch.int32)")
+# in-place writes autograd does not see (under no_grad, through .data or .detach(), into a view under no_grad): the
+# written tensor keeps the derivatives of its old value (opt-in: ``programs(constructs=CONSTRUCTS + WRITES)``)
+WRITES = ("no_grad_add", "no_grad_setitem", "no_grad_view", "no_grad_relu", "data_mul", "detach_mul")
 
 _counter = itertools.count()
 
@@ -224,6 +227,19 @@ def _construct(draw, b: _Builder, op: str) -> None:
         b.casts.append(("trunc", f"(3 * {a})"))
         v = b.new(b.kind(a))
         b.body.append(f"{v} = {y}[(3 * {a}){cast}.clamp(0, {b.n - 1})]")
+    elif op in WRITES:
+        a, c = draw(st.sampled_from(vectors)), draw(st.sampled_from(names))
+        b.use(a, c)
+        v = b.new("v")
+        b.body.append(f"{v} = {a} * 1.0")  # a fresh tensor (never a write into x)
+        i = draw(st.integers(0, b.n - 1))
+        part = f"{c}[{i}]" if b.kind(c) == "v" else c
+        b.body += {"no_grad_add": ["with torch.no_grad():", f"    {v}.add_(torch.sin({c}))"],
+                   "no_grad_setitem": ["with torch.no_grad():", f"    {v}[{i}] = 2 * {part}"],
+                   "no_grad_view": ["with torch.no_grad():", f"    {v}[{i}:].mul_(torch.tanh({part}))"],
+                   "no_grad_relu": ["with torch.no_grad():", f"    torch.relu_({v})"],
+                   "data_mul": [f"{v}.data.mul_(1.5 + torch.tanh({c}.detach()))"],
+                   "detach_mul": [f"{v}.detach()[{i}:].mul_(torch.exp(0.5 * {part}.detach()))"]}[op]
     elif op == "mask_sum":
         a, y = draw(st.sampled_from(vectors)), draw(st.sampled_from(vectors))
         b.use(a, y)
@@ -235,7 +251,7 @@ def _construct(draw, b: _Builder, op: str) -> None:
 
 
 @st.composite
-def programs(draw, min_steps: int = 2, max_steps: int = 6) -> Program:
+def programs(draw, min_steps: int = 2, max_steps: int = 6, constructs: tuple = CONSTRUCTS) -> Program:
     """A random program with at least one construct, and a point x0 in [-1, 1]^n (on a 1e-3 grid, shifted off it so
     that 3 x and 10 x are not integers; casts of derived values can still sit near a jump: see ``jump_distance``)."""
     n = draw(st.integers(2, 3))
@@ -244,7 +260,7 @@ def programs(draw, min_steps: int = 2, max_steps: int = 6) -> Program:
     forced = draw(st.integers(0, steps - 1))
     for i in range(steps):
         if i == forced or draw(st.booleans()):
-            _construct(draw, b, draw(st.sampled_from(CONSTRUCTS)))
+            _construct(draw, b, draw(st.sampled_from(constructs)))
         else:
             expr, kind = _smooth_expr(draw, b, draw(st.sampled_from(SMOOTH)))
             b.body.append(f"{b.new(kind)} = {expr}")

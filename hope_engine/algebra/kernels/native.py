@@ -126,8 +126,8 @@ def _index(name: str, t: torch.Tensor, length: int | None, bound: int) -> int:
         raise ValueError(f"{name}: {t.numel()} entries, expected {length}")
     if t.numel():
         known = getattr(t, "_hope_range", None)  # (version, min, max) of an unchanged table: checked once
-        if known is None or known[0] != t._version:
-            known = (t._version, int(t.min()), int(t.max()))
+        if known is None or known[0] != _version(t):
+            known = (_version(t), int(t.min()), int(t.max()))
             t._hope_range = known
         if known[1] < 0 or known[2] >= bound:
             raise ValueError(f"{name}: indices {known[1]}..{known[2]} outside 0..{bound - 1}")
@@ -174,12 +174,21 @@ def prod(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, left: torch.Tensor
        0, units, float(scale))
 
 
+def _version(t: torch.Tensor):
+    """t's version counter, or ("inference", data pointer) for a tensor made under ``torch.inference_mode`` (which
+    has none; the engine's tables are written once, when made, so the check is still done once per table)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return "inference", t.data_ptr()
+
+
 def _check_tables(tables: Sequence[torch.Tensor], order: int, rows: int) -> None:
     """The flat tables of a total basis (left, right, out row, degree starts, basis offsets, right degrees)."""
     if len(tables) != 6:
         raise ValueError(f"tables: 6 tensors expected (left, right, out, start, offsets, rdeg), got {len(tables)}")
     left, right, outk, start, off, rdeg = tables
-    key = (order, rows, *((id(t), t._version) if isinstance(t, torch.Tensor) else None for t in tables))
+    key = (order, rows, *((id(t), _version(t)) if isinstance(t, torch.Tensor) else None for t in tables))
     if isinstance(outk, torch.Tensor) and getattr(outk, "_hope_tables", None) == key:
         return
     nt = _index("left", left, None, rows)
@@ -330,7 +339,7 @@ def _checked_pointers(tables: tuple, order: int, rows: int) -> tuple:
     """(left, right, out, rdeg, start, offsets) data pointers of flat tables that ``_check_tables`` accepted; the
     check is redone when the tables' versions (an in-place write) or the order and rows change. Kept on the tables'
     out-row tensor (so it lives and goes with the tables: no module-level cache)."""
-    key = (order, rows, *((id(t), t._version) for t in tables))
+    key = (order, rows, *((id(t), _version(t)) for t in tables))
     outk = tables[2] if len(tables) == 6 else None
     known = getattr(outk, "_hope_pointers", None) if isinstance(outk, torch.Tensor) else None
     if known is None or known[0] != key:

@@ -78,7 +78,7 @@ export function createControls({ model, get, onRendered, onPainted }) {
   function renderValues(hidden) {
     const threshold = get("threshold");
     orderValue.textContent = `${get("order")} / ${get("max_order")}`;
-    thresholdValue.textContent = threshold > 0 ? `${threshold.toExponential(0)} (${hidden} hidden)` : "off";
+    thresholdValue.textContent = threshold > 0 ? `${threshold.toExponential(0)} (${hidden} ${hidden === 1 ? "term" : "terms"} hidden)` : "off";
   }
 
   // the tolerance box: shown in line mode only, and never overwritten while the user types in it
@@ -90,5 +90,10 @@ export function createControls({ model, get, onRendered, onPainted }) {
     if (document.activeElement !== certifyInput) certifyInput.value = get("certify_tol") > 0 ? String(get("certify_tol")) : "";
   }
 
-  return { el, sync, renderValues, showCertify, syncCertify };
+  // the tolerance asks the kernel to certify: off without one
+  function setKernel(live) {
+    certifyInput.disabled = !live;
+  }
+
+  return { el, sync, renderValues, showCertify, syncCertify, setKernel };
 }

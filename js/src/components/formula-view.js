@@ -47,7 +47,8 @@ export function createFormula({ get }) {
       parts.push(`<span class="${cls}" data-term="${escapeHtml(i)}" data-degree="${escapeHtml(terms.deg[i])}">${typeset(termPiece(terms, i, pos))}</span>`);
     });
     el.innerHTML = parts.join("");
-    more.textContent = visible.length > limit ? `… and ${visible.length - limit} more terms (raise the threshold, or copy the LaTeX for all of them)` : "";
+    const rest = visible.length - limit;
+    more.textContent = rest > 0 ? `… and ${rest} more ${rest === 1 ? "term" : "terms"} (raise the threshold, or copy the LaTeX for all of them)` : "";
     const total = terms.c ? terms.c.length : 0;
     el.title = `${visible.length} of ${total} nonzero terms`;
     return terms.c ? terms.deg.filter((d) => d <= order).length - visible.length : 0;

@@ -3,6 +3,7 @@ import { h } from "../dom.js";
 
 export function createHeader({ model, get }) {
   let pending = false; // a change was sent to the kernel and its result has not come back yet
+  let live = true; // a kernel answers (index.js: watchKernel); without one nothing is pending, nothing spins
   const title = h("span", { class: "hope-title" });
   const spinner = h("span", { class: "hope-spinner", title: "computing" });
   const methodBox = h("span", { class: "hope-methods" });
@@ -26,8 +27,16 @@ export function createHeader({ model, get }) {
   const el = h("div", { class: "hope-header" }, title, spinner, h("span", { class: "hope-grow" }), outputBox, methodBox);
 
   function showPending(on) {
-    pending = on;
-    spinner.classList.toggle("hope-active", pending || get("busy"));
+    pending = on && live;
+    spinner.classList.toggle("hope-active", pending || (live && get("busy")));
+  }
+
+  // the method and the output recompute in the kernel: off without one
+  function setKernel(on) {
+    live = on;
+    for (const b of Object.values(methodButtons)) b.disabled = !on;
+    outputSelect.disabled = !on;
+    showPending(pending);
   }
 
   // the kernel is idle again: nothing is pending any more
@@ -47,8 +56,8 @@ export function createHeader({ model, get }) {
       for (let i = 0; i < n; i++) outputSelect.append(h("option", { value: String(i), text: String(i) }));
     }
     outputSelect.value = String(get("output"));
-    spinner.classList.toggle("hope-active", pending || get("busy"));
+    spinner.classList.toggle("hope-active", pending || (live && get("busy")));
   }
 
-  return { el, showPending, settle, render };
+  return { el, showPending, settle, render, setKernel };
 }

@@ -1,7 +1,8 @@
 // The plots: network and polynomial along a line (with its direction selector) and the error per order, or the
-// pixel heat map; and the coefficient bars. The SVG comes from plots.js, which escapes every string it writes.
+// pixel heat map (a diverging map with its colour bar, the input image beside it, a hovered pixel named); and the
+// coefficient bars. The SVG comes from plots.js, which escapes every string it writes.
 import { h } from "../dom.js";
-import { barChart, convergencePlot, drawHeat, errorPlot, fmt, heatValues } from "../plots.js";
+import { barChart, cellSize, colorBar, convergencePlot, drawHeat, drawImage, errorPlot, fmt, heatValues, pixelInfo, plural } from "../plots.js";
 import { termLabel } from "./formula-view.js";
 
 export function createPlots({ model, get, showPending, onHeatKind }) {
@@ -15,13 +16,21 @@ export function createPlots({ model, get, showPending, onHeatKind }) {
   const plotError = h("div", { class: "hope-plot hope-plot-error" });
   const bars = h("div", { class: "hope-plot hope-plot-bars" });
   const heatCanvas = h("canvas", { class: "hope-heat-canvas" });
+  const heatBar = h("div", { class: "hope-heat-colorbar" });
+  const imageCanvas = h("canvas", { class: "hope-heat-image" });
+  const imageLegend = h("div", { class: "hope-heat-image-legend" });
+  const imageBox = h("div", { class: "hope-heat-image-box" }, h("div", { class: "hope-heat-caption", text: "input" }), imageCanvas, imageLegend);
+  const mapBox = h("div", { class: "hope-heat-map-box" }, heatCanvas, heatBar);
   const heatKind = h("select", { class: "hope-heat-kind" });
   heatKind.append(h("option", { value: "contribution", text: "change of the output when one pixel alone rises by the radius" }));
   heatKind.append(h("option", { value: "coefficient", text: "each pixel's own coefficient of the current order" }));
   heatKind.addEventListener("change", () => onHeatKind());
+  const heatHover = h("div", { class: "hope-heat-hover", text: "hover a pixel for its term, value, derivative and rank" });
   const heatLegend = h("div", { class: "hope-heat-legend" });
-  const heatTitle = h("div", { class: "hope-plot-title", text: "pixel attribution over the input: red raises the output, blue lowers it" });
-  const plotHeat = h("div", { class: "hope-plot hope-plot-heat" }, heatTitle, heatCanvas, heatKind, heatLegend);
+  const heatTitle = h("div", { class: "hope-plot-title", text: "pixel attribution: red raises the output, blue lowers it" });
+  const plotHeat = h("div", { class: "hope-plot hope-plot-heat" }, heatTitle, h("div", { class: "hope-heat-row" }, mapBox, imageBox), heatKind, heatHover, heatLegend);
+  let heatShown = null; // { heat, values, order } of the map on screen, for the hover
+  let hoveredPixel = -1;
   const lineTools = h("label", { class: "hope-field hope-dir-field" }, "line along ", dirSelect);
   const el = h("div", { class: "hope-plots" }, plotLine, plotError, plotHeat, bars);
 
@@ -43,11 +52,46 @@ export function createPlots({ model, get, showPending, onHeatKind }) {
     const heat = get("heat");
     if (heat && heat.coef) {
       const vals = heatValues(heat, order, heatKind.value);
-      const { max, nonfinite } = drawHeat(heatCanvas, heat, vals);
+      heatShown = { heat, values: vals, order };
+      const { max, nonfinite } = drawHeat(heatCanvas, heat, vals, hoveredPixel);
+      heatBar.innerHTML = colorBar(max, heatKind.value === "coefficient" ? "coefficient" : "Δ output");
+      const image = drawImage(imageCanvas, heat);
+      imageBox.style.display = image ? "" : "none";
+      if (image) imageLegend.textContent = `black ${fmt(image.lo)} … white ${fmt(image.hi)}${heat.channels > 1 ? " (channels averaged)" : ""}`;
       const what = heatKind.value === "coefficient" ? `degree-${order} coefficient` : `terms of degree ≤ ${order}, radius ${fmt(heat.radius)}`;
-      heatLegend.textContent = `order ${order}: full red / blue = ±${fmt(max)} (${what}); ${heat.rows}×${heat.cols} pixels${heat.channels > 1 ? `, ${heat.channels} channels summed` : ""}, named p[row][col] in the formula${nonfinite ? `; ${nonfinite} pixel(s) NaN or infinite (grey-green)` : ""}`;
+      heatLegend.textContent = `order ${order}: full red / blue = ±${fmt(max)} (${what}); ${heat.rows}×${heat.cols} pixels${heat.channels > 1 ? `, ${heat.channels} channels summed` : ""}, named p[row][col] in the formula${nonfinite ? `; ${plural(nonfinite, "pixel")} NaN or infinite (grey-green)` : ""}`;
+      if (hoveredPixel >= 0) showPixel(hoveredPixel);
     }
   }
+
+  // the hovered pixel: its term's name, input value, map value, derivative and rank, and an outline on the map
+  function showPixel(i) {
+    if (!heatShown) return;
+    const { heat, values, order } = heatShown;
+    const p = pixelInfo(heat, values, i, get("names"));
+    const input = Number.isFinite(p.image) ? `input ${fmt(p.image)} · ` : "";
+    const d = heat.channels > 1 ? "Σ ∂f/∂p (channels)" : `∂f/∂${p.name}`;
+    heatHover.textContent = `${p.name}${p.summed ? " (channels summed)" : ""}: ${input}value ${fmt(p.value)} (order ${order}) · ${d} = ${fmt(p.derivative)} · rank ${Number.isFinite(p.rank) ? p.rank : "–"} of ${p.count} by |value|`;
+    heatHover.dataset.pixel = String(i);
+  }
+  heatCanvas.addEventListener("mousemove", (e) => {
+    if (!heatShown) return;
+    const { heat } = heatShown;
+    const rect = heatCanvas.getBoundingClientRect();
+    const cell = (cellSize(heat) * rect.width) / heatCanvas.width;
+    const c = Math.floor((e.clientX - rect.left) / cell);
+    const r = Math.floor((e.clientY - rect.top) / cell);
+    if (r < 0 || c < 0 || r >= heat.rows || c >= heat.cols) return;
+    const i = r * heat.cols + c;
+    if (i === hoveredPixel) return;
+    hoveredPixel = i;
+    drawHeat(heatCanvas, heat, heatShown.values, i);
+    showPixel(i);
+  });
+  heatCanvas.addEventListener("mouseleave", () => {
+    hoveredPixel = -1;
+    if (heatShown) drawHeat(heatCanvas, heatShown.heat, heatShown.values);
+  });
 
   // `visible`: the formula's terms in its order; `highlight`: the hovered or pinned term (-1: none)
   function render(visible, highlight) {
@@ -76,5 +120,10 @@ export function createPlots({ model, get, showPending, onHeatKind }) {
     dirSelect.value = String(get("direction"));
   }
 
-  return { el, lineTools, bars, render, buildDirections, syncDirection };
+  // without a kernel the line cannot be recomputed along another direction
+  function setKernel(live) {
+    dirSelect.disabled = !live;
+  }
+
+  return { el, lineTools, bars, render, buildDirections, syncDirection, setKernel };
 }

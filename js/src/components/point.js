@@ -61,5 +61,12 @@ export function createPointControls({ model, get, showPending }) {
     });
   }
 
-  return { el, build, sync, dispose: () => clearTimeout(debounce) };
+  // moving the point recomputes in the kernel: off without one
+  let live = true;
+  function setKernel(on) {
+    live = on;
+    for (const [slider, num] of inputs) slider.disabled = num.disabled = !on;
+  }
+
+  return { el, build: () => (build(), setKernel(live)), sync, setKernel, dispose: () => clearTimeout(debounce) };
 }
