@@ -1,7 +1,8 @@
 """Small reference networks used by the demo, the analyses, their tests and benchmarks.
 
 ``Sine`` is the paper's activation sin(w0 x); ``sine_mlp`` builds the paper's Sine MLPs with its initialisation
-W ~ U(-w0/m, w0/m) (m = fan-in); ``fit`` trains a regression network full-batch (the short, seeded runs the tests use).
+W ~ U(-w0/m, w0/m) (m = fan-in); ``reference_sine_mlp`` draws the reference repository's Sine MLP as it does (seed
+42); ``fit`` trains a regression network full-batch (the short, seeded runs the tests use).
 """
 
 from __future__ import annotations
@@ -86,3 +87,33 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 200,
     model.eval()
     with torch.no_grad():
         return float(loss_fn())
+
+
+def reference_sine_mlp(inputs: int = 1, hidden: int = 1024, outputs: int = 1, layers: int = 5, *,
+                       output_act: bool = True, seed: int | None = 42, dtype: torch.dtype = torch.float64
+                       ) -> nn.Sequential:
+    """The HOPE reference repository's ``MLP(act='Sine')`` (``utils/Network.py``), drawn as it draws it.
+
+    ``layers`` Linear layers (inputs -> hidden, layers - 2 of hidden -> hidden, hidden -> outputs), sin after each but
+    the last (and after the last too when ``output_act``, as its accuracy demo's 1-D net has it). After
+    ``torch.manual_seed(seed)`` (its ``reproduc()``: 42) every layer is built with nn.Linear's default draws, then every
+    weight is redrawn from U(-sqrt(6/m)/30, sqrt(6/m)/30) (m = fan-in) in layer order, then the first layer's from
+    U(-1/m, 1/m). The draws are made in float32, as there, and the module is converted to ``dtype`` afterwards.
+    """
+    if layers < 2:
+        raise ValueError(f"layers counts the Linear layers and must be at least 2, got {layers}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    sizes = [inputs] + [hidden] * (layers - 1) + [outputs]
+    linears = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    with torch.no_grad():
+        for lin in linears:
+            bound = (6.0 / lin.in_features) ** 0.5 / 30
+            lin.weight.uniform_(-bound, bound)
+        linears[0].weight.uniform_(-1.0 / inputs, 1.0 / inputs)
+    modules: list[nn.Module] = []
+    for i, lin in enumerate(linears):
+        modules.append(lin)
+        if i < len(linears) - 1 or output_act:
+            modules.append(Sine())
+    return nn.Sequential(*modules).to(dtype).eval()

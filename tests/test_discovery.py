@@ -1,11 +1,15 @@
 """Function discovery: exact on polynomial models, and the proofs that trained Sine networks give back the formulas
 they were trained on (coefficients compared with the training target, not with the engine), by both methods: the
-mean of re-centred expansions ("taylor") and the anchored least-squares fit ("fit"), with their held-out R^2."""
+mean of re-centred expansions ("taylor") and the anchored least-squares fit ("fit"), with their held-out R^2; the
+default method="auto" against the law's own Taylor coefficients (sympy) in two regimes, its data and constrained
+candidates against numpy's least squares and the KKT system, and the closed-form hypotheses."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import math
 
+import numpy as np
 import pytest
 import sympy as sp
 import torch
@@ -14,6 +18,8 @@ from torch import nn
 
 from hope_engine import expand
 from hope_engine.analysis import discover, local_formula
+from hope_engine.analysis.discovery_candidates import constrained_lstsq
+from hope_engine.analysis.discovery_closed_form import simplest_number
 from hope_engine.models import fit, sine_mlp
 
 
@@ -196,3 +202,152 @@ def test_reference_expansions_go_through_expand_many_in_chunks(monkeypatch):
     assert str(chunked.formula(top=4)) == str(d.formula(top=4))
     fitted = discover(model, center, **kwargs, method="fit", chunk_size=4)  # the centre alone: one chunk of 1
     assert chunk_sizes[-1] == 1 and fitted.method == "fit"
+
+
+# ----------------------------------------------------------------------------------------------- method="auto"
+
+
+def _direct_monomials(t: torch.Tensor, alphas) -> torch.Tensor:
+    """(N, M) table of prod_i t_i^a_i written term by term (not the engine's monomial table)."""
+    cols = []
+    for alpha in alphas:
+        col = torch.ones(t.shape[0], dtype=torch.float64)
+        for i, e in enumerate(alpha):
+            col = col * t[:, i] ** e
+        cols.append(col)
+    return torch.stack(cols, 1)
+
+
+def _taylor_truth(expr, symbols, order, alphas) -> torch.Tensor:
+    """The Taylor coefficients of ``expr`` at 0 up to ``order`` (sympy series), in the order of ``alphas``."""
+    e = sp.Symbol("e")
+    s = sp.series(expr.subs({v: e * v for v in symbols}, simultaneous=True), e, 0, order + 1).removeO().subs(e, 1)
+    got = {m: float(c) for m, c in sp.Poly(sp.expand(s), *symbols).terms()}
+    return torch.tensor([got.get(a, 0.0) for a in alphas], dtype=torch.float64)
+
+
+def test_constrained_lstsq_matches_the_kkt_system():
+    """Elimination against an independent solve of the equality-constrained least squares' KKT system."""
+    gen = torch.Generator().manual_seed(4)
+    for trial in range(5):
+        a = torch.randn(40, 7, generator=gen, dtype=torch.float64)
+        y = torch.randn(40, generator=gen, dtype=torch.float64)
+        fixed = torch.zeros(7, dtype=torch.bool)
+        fixed[: 1 + trial % 4] = True
+        values = torch.randn(7, generator=gen, dtype=torch.float64)
+        got, se = constrained_lstsq(a, y, fixed, values)
+        e = torch.eye(7, dtype=torch.float64)[fixed]  # E b = v_fixed
+        k = e.shape[0]
+        kkt = torch.zeros(7 + k, 7 + k, dtype=torch.float64)
+        kkt[:7, :7] = 2 * a.T @ a
+        kkt[:7, 7:] = e.T
+        kkt[7:, :7] = e
+        rhs = torch.cat([2 * a.T @ y, values[fixed]])
+        ref = torch.linalg.solve(kkt, rhs)[:7]
+        assert torch.allclose(got, ref, rtol=1e-10, atol=1e-12)
+        assert torch.equal(got[fixed], values[fixed]) and bool((se[fixed] == 0).all()) and bool((se[~fixed] > 0).all())
+
+
+class Law(nn.Module):
+    """A known smooth law standing in for a trained network: exp(-x1^2) x2, optionally plus a small fast wiggle
+    w sin(40 x1) (a network's typical error: small in value, large in its derivatives at the centre)."""
+
+    def __init__(self, wiggle: float = 0.0, polynomial: bool = False):
+        super().__init__()
+        self.wiggle, self.polynomial = wiggle, polynomial
+
+    def forward(self, x):
+        x1, x2 = x[..., 0:1], x[..., 1:2]
+        base = (x1 - x2) ** 3 / 3 if self.polynomial else torch.exp(-x1 ** 2) * x2
+        return base + self.wiggle * torch.sin(40 * x1)
+
+
+def _law_data(polynomial: bool, count: int = 1500, noise: float = 0.01):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(count, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    y = Law(polynomial=polynomial)(x).reshape(-1) + noise * torch.randn(count, generator=gen, dtype=torch.float64)
+    return x, y
+
+
+@pytest.mark.parametrize("polynomial, wiggle", [(False, 0.0), (True, 0.003)])
+def test_auto_is_within_1_5x_of_the_best_candidate(polynomial, wiggle):
+    """Two regimes against the law's own Taylor coefficients (sympy): a law with large terms beyond the order over the
+    box (the fits absorb them, the expansion at the centre is exact) and a polynomial law read through a 'network'
+    with a fast wiggle (the expansion at the centre is off, the fits are not)."""
+    x, y = _law_data(polynomial)
+    d = discover(Law(wiggle, polynomial).eval(), [0.0, 0.0], order=4, radius=1.0, data=(x, y))
+    assert [c.method for c in d.candidates] == ["local", "taylor", "fit", "constrained", "data"]
+    expr = (X1 - X2) ** 3 / 3 if polynomial else sp.exp(-X1 ** 2) * X2
+    truth = _taylor_truth(expr, (X1, X2), 4, d.basis.multi_indices())
+    errs = {c.method: float((c.coefficients - truth).abs().max()) for c in d.candidates}
+    assert d.method == "auto" and sum(c.chosen for c in d.candidates) == 1
+    assert errs[d.chosen] <= 1.5 * min(errs.values()), (d.chosen, errs)
+    assert torch.equal(d.mean, d.candidates.by_name(d.chosen).coefficients.to(d.mean.dtype))
+    if polynomial:
+        assert d.chosen in ("fit", "data") and errs["local"] > 5 * errs[d.chosen]
+    else:
+        assert d.chosen == "local" and errs["fit"] > 5 * errs["local"]
+    text = repr(d)
+    assert all(name in text for name in errs) and "* " + d.chosen in text and "chosen:" in text
+
+
+def test_data_and_constrained_candidates_against_numpy_least_squares():
+    x, y = _law_data(False, count=600)
+    model = Law().eval()
+    d = discover(model, [0.1, -0.2], order=3, radius=0.7, data=(x, y), constrained_on="data", constrained_order=1)
+    alphas = d.basis.multi_indices()
+    t = x - torch.tensor([0.1, -0.2], dtype=torch.float64)
+    inside = t.abs().amax(1) <= 0.7
+    a = _direct_monomials(t[inside], alphas).numpy()
+    ref = np.linalg.lstsq(a, y[inside].numpy(), rcond=None)[0]
+    assert np.allclose(d.candidates.by_name("data").coefficients.numpy(), ref, rtol=1e-9, atol=1e-11)
+    cons = d.candidates.by_name("constrained")
+    fixed = np.array([sum(al) <= 1 for al in alphas])
+    local = d.local.numpy()
+    assert np.array_equal(cons.coefficients.numpy()[fixed], local[fixed])
+    free = np.linalg.lstsq(a[:, ~fixed], y[inside].numpy() - a[:, fixed] @ local[fixed], rcond=None)[0]
+    assert np.allclose(cons.coefficients.numpy()[~fixed], free, rtol=1e-9, atol=1e-11)
+    # the expansion at the centre: exp(-x1^2) x2's Taylor coefficients at (0.1, -0.2) (sympy derivatives)
+    c = {X1: sp.Rational(1, 10), X2: sp.Rational(-1, 5)}
+    f = sp.exp(-X1 ** 2) * X2
+    for m, al in enumerate(alphas):
+        ref_c = float(sp.diff(f, X1, al[0], X2, al[1]).subs(c)) / (math.factorial(al[0]) * math.factorial(al[1]))
+        assert abs(float(d.candidates.by_name("local").coefficients[m]) - ref_c) < 1e-12
+
+
+def test_auto_without_data_scores_on_network_samples_and_bad_calls_say_what_to_do():
+    d = discover(Cubic().eval(), [0.2, 0.1], order=3, radius=0.8, points=16)
+    assert [c.method for c in d.candidates] == ["local", "taylor", "fit", "constrained"]
+    assert "fresh network samples" in d.candidates.metric
+    for cand in d.candidates:  # an exact cubic: every candidate is the model itself
+        assert torch.allclose(cand.coefficients, d.local.double(), atol=1e-9)
+        assert cand.heldout < 1e-18
+    assert _same(d.formula(), CUBIC, tol=1e-9)
+    with pytest.raises(ValueError, match="data=\\(x, y\\)"):
+        discover(Cubic().eval(), [0.0, 0.0], order=3, method="data")
+    with pytest.raises(ValueError, match="heldout > 0 or data"):
+        discover(Cubic().eval(), [0.0, 0.0], order=3, heldout=0)
+    x = torch.tensor([[5.0, 5.0]] * 20, dtype=torch.float64)
+    with pytest.raises(ValueError, match="too few"):
+        discover(Cubic().eval(), [0.0, 0.0], order=3, method="data", data=(x, torch.zeros(20)))
+    d = discover(Cubic().eval(), [0.0, 0.0], order=3, data=(x, torch.zeros(20)))  # auto goes on without the data
+    assert "data" not in [c.method for c in d.candidates] and "data not used" in d.candidates.reason
+    with pytest.raises(ValueError, match="constrained_order"):
+        discover(Cubic().eval(), [0.0, 0.0], order=3, constrained_order=3)
+
+
+def test_closed_form_recovers_rationals_and_reports_its_error():
+    d = discover(Cubic().eval(), [0.2, 0.1], order=3, radius=0.8, points=8)
+    hyp = d.closed_form(tolerance=1e-6)
+    assert sp.simplify(hyp.formula - CUBIC) == 0 and hyp.max_change < 1e-9 and not hyp.unmatched
+    assert hyp.heldout < 1e-18 and "MSE" in hyp.metric
+    assert simplest_number(0.3334, 0.01) == sp.Rational(1, 3)
+    assert simplest_number(0.96, 0.05) == 1  # the smallest denominator within the tolerance
+    assert simplest_number(0.004, 0.01) == 0
+    assert simplest_number(0.123456, 1e-4, max_denominator=12) is None
+    assert simplest_number(3.14159, 1e-4, constants=(sp.pi,)) == sp.pi
+    x, y = _law_data(False)
+    d = discover(Law().eval(), [0.0, 0.0], order=4, radius=1.0, data=(x, y))
+    hyp = d.closed_form(tolerance=0.02)
+    assert sp.expand(hyp.formula - (X2 - X1 ** 2 * X2)) == 0  # exp(-x1^2) x2 to degree 4
+    assert hyp.heldout >= 0 and str(hyp).startswith("hypothesis")

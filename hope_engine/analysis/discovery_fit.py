@@ -39,7 +39,7 @@ def fit_coefficients(monomials: torch.Tensor, outputs: torch.Tensor, value_at_ce
     if n < m:
         raise ValueError(f"{n} samples for {m} unknown coefficients; use samples >= {m}")
     scale = a.abs().amax(0).clamp_min(1e-300)  # column scaling: high powers of small offsets are tiny
-    sol = torch.linalg.lstsq(a / scale, rhs[:, None], driver="gelsd").solution[:, 0]
+    sol = torch.linalg.lstsq(a / scale, rhs[None].contiguous().T, driver="gelsd").solution[:, 0]  # column-major rhs
     coef = sol / scale
     resid = rhs - a @ coef
     dof = max(n - m, 1)

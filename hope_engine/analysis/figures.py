@@ -24,10 +24,11 @@ def discovery_figure(d, top: int = 12, threshold: float = 0.0, include_constant:
     others = d.coefficients[1:] if d.coefficients.shape[0] > 1 else d.coefficients
     fig = _figure(max(4.0, 0.6 * len(order) + 2), 3.6)
     ax = fig.add_subplot()
-    fitted = getattr(d, "method", "taylor") == "fit"
+    estimate = getattr(d, "chosen", getattr(d, "method", "taylor"))  # discover(method="auto") keeps its choice
+    fitted = estimate != "taylor"
     if order and fitted:
         ax.errorbar(range(1, len(order) + 1), [float(d.mean[m]) for m in order],
-                    yerr=[2 * float(d.std[m]) for m in order], fmt="o", capsize=4, label="fit +- 2 s.e.")
+                    yerr=[2 * float(d.std[m]) for m in order], fmt="o", capsize=4, label=f"{estimate} +- 2 s.e.")
     elif order:
         ax.boxplot([others[:, m].double().numpy() for m in order], showfliers=True)
     if order:
@@ -37,7 +38,8 @@ def discovery_figure(d, top: int = 12, threshold: float = 0.0, include_constant:
         ax.legend(loc="best")
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_ylabel("coefficient (around the centre)")
-    ax.set_title(f"least-squares fit on {d.points.shape[0]} samples" if fitted
+    ax.set_title(f"estimate: {estimate} (chosen by held-out error)" if fitted and getattr(d, "method", "") == "auto"
+                 else f"least-squares fit on {d.points.shape[0]} samples" if fitted
                  else f"terms over {others.shape[0]} reference points")
     return fig
 
