@@ -52,16 +52,7 @@ def sampled_range(model, cert: CertifiedTaylorModel, points: int = 10_000, steps
     vertices) and, per output element and side, ``steps`` of projected sign-gradient ascent on +-f from the ``starts``
     best samples (f's extremes over a box sit at or near vertices in many dimensions, where sampling alone rarely
     lands). Every value returned is f at a point of the box: a certified enclosure must contain [low, high]."""
-    poly = cert.polynomial
-    r = cert.radius
-    batched = poly.batched
-    x0 = poly.center
-    lead = (x0.shape[0],) if batched else ()
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand((points, *lead, poly.n), generator=gen, dtype=x0.dtype) * 2 - 1
-    u[:points // 4] = u[:points // 4].sign()
-    t = u.to(x0.device) * r
-    var = poly.variables.to(x0.device)
+    poly, r, batched, x0, lead, t, var = _box_samples(cert, points, seed)
 
     def values(t: torch.Tensor) -> torch.Tensor:
         x = x0.expand(t.shape[0], *x0.shape).clone()
@@ -99,17 +90,7 @@ def sampled_error(model, cert: CertifiedTaylorModel, points: int = 10_000, steps
     """Sample ``points`` displacements in the box (a quarter of them at random vertices), then run ``steps`` of
     projected sign-gradient ascent on |f - P| / R from the ``starts`` worst ones. ``output``: the selection the
     certificate was made with (None for all outputs)."""
-    poly = cert.polynomial
-    r = cert.radius
-    batched = poly.batched
-    x0 = poly.center
-    lead = (x0.shape[0],) if batched else ()
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand((points, *lead, poly.n), generator=gen, dtype=x0.dtype) * 2 - 1
-    corners = points // 4
-    u[:corners] = u[:corners].sign()
-    t = u.to(x0.device) * r
-    var = poly.variables.to(x0.device)
+    poly, r, batched, x0, lead, t, var = _box_samples(cert, points, seed)
     scale = cert.remainder.abs() + 1e-300
 
     def errors(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,3 +123,17 @@ def sampled_error(model, cert: CertifiedTaylorModel, points: int = 10_000, steps
             best = torch.maximum(best, e.amax(0))
             low, high = torch.minimum(low, f.amin(0)), torch.maximum(high, f.amax(0))
     return SampledError(best.detach(), low.detach(), high.detach(), evaluated)
+
+
+def _box_samples(cert, points: int, seed: int) -> tuple:
+    """(polynomial, radius, batched, x0, batch shape, displacements t, variables): ``points`` uniform displacements in
+    the certificate's box, the first quarter moved to random vertices."""
+    poly = cert.polynomial
+    x0 = poly.center
+    lead = (x0.shape[0],) if poly.batched else ()
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand((points, *lead, poly.n), generator=gen, dtype=x0.dtype) * 2 - 1
+    corners = points // 4
+    u[:corners] = u[:corners].sign()
+    return (poly, cert.radius, poly.batched, x0, lead, u.to(x0.device) * cert.radius,
+            poly.variables.to(x0.device))
